@@ -1,0 +1,121 @@
+//! Subvolume deletion, recursive through the subvolume tree.
+//!
+//! Nested subvolumes come from root refs (cost follows their number, not the number of
+//! files), children go first, read-only flags are cleared where they would block, and every
+//! nested subvolume is reached from its parent's fd with openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV) and re-checked (fsid, subvolume id) before use, so a
+//! symlink, a bind mount or another filesystem planted inside never redirects the deletion.
+//! Nested subvolumes are destroyed by id, so a name swapped after the check cannot redirect it.
+
+use crate::error::{Context, Error, Result};
+use crate::ioctl::{self, put_name};
+use crate::nested::{self, Child, Method};
+use crate::open::{self, open_dir, open_dir_at, require_btrfs, require_subvolume};
+use crate::path::split_parent;
+use crate::subvolume::{is_read_only_fd, open_child, set_read_only_fd};
+use nix::errno::Errno;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Delete the subvolume at `path`. With nested subvolumes inside, ENOTEMPTY unless `recursive`.
+pub fn delete(path: &Path, recursive: bool) -> Result<()> {
+    let (parent, name) = split_parent(path, "BTRFS_IOC_SNAP_DESTROY")?;
+    let dir = open_dir(parent)?;
+    require_btrfs(dir.as_fd(), parent)?;
+    delete_at(dir.as_fd(), name, recursive, path)
+}
+
+/// Delete subvolume `name` of directory `dir` (fd form of [`delete`]).
+pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Path) -> Result<()> {
+    let fd = open_dir_at(dir, name, shown).map_err(|e| {
+        if e.is(Errno::ELOOP) || e.is(Errno::ENOTDIR) {
+            Error::invalid(Errno::EINVAL, "openat", shown, "not a btrfs subvolume")
+        } else {
+            e
+        }
+    })?;
+    require_btrfs(fd.as_fd(), shown)?;
+    require_subvolume(fd.as_fd(), shown)?;
+    // A filesystem or bind mount sitting on the name is not the entry the caller named.
+    if open::mount_id(fd.as_fd(), shown)? != open::mount_id(dir, shown)?
+        || open::fsid(fd.as_fd(), shown)? != open::fsid(dir, shown)?
+    {
+        return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
+    }
+    let id = open::subvolume_id(fd.as_fd(), shown)?;
+    if id == ioctl::FS_TREE_OBJECTID {
+        return Err(Error::invalid(Errno::EINVAL, "BTRFS_IOC_SNAP_DESTROY", shown, "the top-level subvolume cannot be deleted"));
+    }
+    let kids = nested::children(fd.as_fd(), id, shown, Method::Auto)?;
+    if !kids.is_empty() {
+        if !recursive {
+            return Err(Error::invalid(
+                Errno::ENOTEMPTY,
+                "BTRFS_IOC_SNAP_DESTROY",
+                shown,
+                format!("subvolume holds {} nested subvolume(s); pass recursive", kids.len()),
+            ));
+        }
+        let fsid = open::fsid(fd.as_fd(), shown)?;
+        delete_children(fd.as_fd(), kids, fsid, shown)?;
+    }
+    drop(fd);
+    destroy_by_name(dir, name, shown)
+}
+
+/// Delete every subvolume nested in the one whose root is `fd`, deepest first.
+fn delete_children(fd: BorrowedFd<'_>, kids: Vec<Child>, fsid: [u8; 16], shown: &Path) -> Result<()> {
+    // Entries of a read-only subvolume cannot be unlinked, so its children could not go.
+    set_read_only_fd(fd, false, shown)?;
+    for kid in kids {
+        let kid_shown = shown.join(kid.rel_path());
+        match open_child(fd, &kid, fsid, &kid_shown) {
+            Ok(child) => {
+                let grandkids = nested::children(child.as_fd(), kid.id, &kid_shown, Method::Auto)?;
+                if !grandkids.is_empty() {
+                    delete_children(child.as_fd(), grandkids, fsid, &kid_shown)?;
+                }
+                if is_read_only_fd(child.as_fd(), &kid_shown)? {
+                    set_read_only_fd(child.as_fd(), false, &kid_shown)?;
+                }
+            }
+            // Covered by a mount or swapped: we cannot reach it by path, but a leaf can still
+            // be destroyed by id, which needs no path; anything else is reported.
+            Err(e) if e.is(Errno::EXDEV) => {
+                let leaf = nested::children_by_search(fd, kid.id, &kid_shown).map(|g| g.is_empty());
+                if !matches!(leaf, Ok(true)) {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        destroy_by_id(fd, &kid, &kid_shown)?;
+    }
+    Ok(())
+}
+
+/// SNAP_DESTROY_V2 with SUBVOL_SPEC_BY_ID; on kernels before 5.7, SNAP_DESTROY by name.
+fn destroy_by_id(parent: BorrowedFd<'_>, kid: &Child, shown: &Path) -> Result<()> {
+    let mut args = ioctl::VolArgsV2 { flags: ioctl::SUBVOL_SPEC_BY_ID, ..Default::default() };
+    args.name[..8].copy_from_slice(&kid.id.to_ne_bytes());
+    // SAFETY: args is a zeroed btrfs_ioctl_vol_args_v2 whose name union holds the subvolid.
+    match unsafe { ioctl::snap_destroy_v2(parent.as_raw_fd(), &args) } {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOTTY) | Err(Errno::EOPNOTSUPP) => {
+            let dir = open::open_beneath(parent, &kid.dir, shown)?;
+            destroy_by_name(dir.as_fd(), &kid.name, shown)
+        }
+        Err(e) => Err(Error::sys(e, "BTRFS_IOC_SNAP_DESTROY_V2", shown)),
+    }
+}
+
+/// SNAP_DESTROY of entry `name` in directory `dir`.
+fn destroy_by_name(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
+    let mut args = ioctl::VolArgs::default();
+    put_name(&mut args.name, name.as_bytes());
+    // SAFETY: args is a zeroed btrfs_ioctl_vol_args with a NUL-terminated name.
+    unsafe { ioctl::snap_destroy(dir.as_raw_fd(), &args) }.at("BTRFS_IOC_SNAP_DESTROY", shown)?;
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The btrfs ioctl interface: `linux/btrfs.h` layouts and `nix` ioctl wrappers.
+//!
+//! Every struct here is `#[repr(C)]` with the exact size and field offsets of the kernel
+//! header; `tests::layouts_match_linux_btrfs_h` compiles the header with the system C compiler
+//! and compares them.
+
+use nix::{ioctl_none, ioctl_read, ioctl_readwrite, ioctl_write_ptr};
+
+pub const BTRFS_IOCTL_MAGIC: u8 = 0x94;
+pub const VOL_NAME_MAX: usize = 255;
+pub const PATH_NAME_MAX: usize = 4087;
+pub const SUBVOL_NAME_MAX: usize = 4039;
+pub const UUID_SIZE: usize = 16;
+pub const FSID_SIZE: usize = 16;
+pub const LABEL_SIZE: usize = 256;
+pub const DEVICE_PATH_NAME_MAX: usize = 1024;
+pub const INO_LOOKUP_PATH_MAX: usize = 4080;
+pub const INO_LOOKUP_USER_PATH_MAX: usize = 4080 - VOL_NAME_MAX - 1;
+pub const MAX_ROOTREF_BUFFER_NUM: usize = 255;
+
+/// `BTRFS_SUBVOL_RDONLY`: the read-only flag of SNAP_CREATE_V2 and SUBVOL_GET/SETFLAGS.
+pub const SUBVOL_RDONLY: u64 = 1 << 1;
+/// `BTRFS_ROOT_SUBVOL_RDONLY`: the read-only bit of a root item's flags (GET_SUBVOL_INFO).
+pub const ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
+/// `BTRFS_SUBVOL_SPEC_BY_ID`: SNAP_DESTROY_V2 names the subvolume by id, not by name.
+pub const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
+
+/// Inode number of every subvolume's root directory (`BTRFS_FIRST_FREE_OBJECTID`).
+pub const FIRST_FREE_OBJECTID: u64 = 256;
+/// The top-level subvolume (`BTRFS_FS_TREE_OBJECTID`).
+pub const FS_TREE_OBJECTID: u64 = 5;
+/// The tree of tree roots (`BTRFS_ROOT_TREE_OBJECTID`).
+pub const ROOT_TREE_OBJECTID: u64 = 1;
+/// `BTRFS_ROOT_REF_KEY`: an item in the root tree linking a parent subvolume to a child.
+pub const ROOT_REF_KEY: u32 = 156;
+/// `BTRFS_SUPER_MAGIC` as reported in `statfs.f_type`.
+pub const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+
+pub const BLOCK_GROUP_DATA: u64 = 1 << 0;
+pub const BLOCK_GROUP_SYSTEM: u64 = 1 << 1;
+pub const BLOCK_GROUP_METADATA: u64 = 1 << 2;
+/// `BTRFS_SPACE_INFO_GLOBAL_RSV`: the global block reserve, not a block group type.
+pub const SPACE_INFO_GLOBAL_RSV: u64 = 1 << 49;
+/// `BTRFS_FS_INFO_FLAG_GENERATION`: ask FS_INFO to fill in `generation`.
+pub const FS_INFO_FLAG_GENERATION: u64 = 1 << 1;
+
+#[repr(C)]
+pub struct VolArgs {
+    pub fd: i64,
+    pub name: [u8; PATH_NAME_MAX + 1],
+}
+
+#[repr(C)]
+pub struct VolArgsV2 {
+    pub fd: i64,
+    pub transid: u64,
+    pub flags: u64,
+    /// `union { struct { size; qgroup_inherit }; unused[4] }`
+    pub unused: [u64; 4],
+    /// `union { name[SUBVOL_NAME_MAX + 1]; devid; subvolid }`
+    pub name: [u8; SUBVOL_NAME_MAX + 1],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Timespec {
+    pub sec: u64,
+    pub nsec: u32,
+}
+
+#[repr(C)]
+pub struct GetSubvolInfoArgs {
+    pub treeid: u64,
+    pub name: [u8; VOL_NAME_MAX + 1],
+    pub parent_id: u64,
+    pub dirid: u64,
+    pub generation: u64,
+    pub flags: u64,
+    pub uuid: [u8; UUID_SIZE],
+    pub parent_uuid: [u8; UUID_SIZE],
+    pub received_uuid: [u8; UUID_SIZE],
+    pub ctransid: u64,
+    pub otransid: u64,
+    pub stransid: u64,
+    pub rtransid: u64,
+    pub ctime: Timespec,
+    pub otime: Timespec,
+    pub stime: Timespec,
+    pub rtime: Timespec,
+    pub reserved: [u64; 8],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct RootRef {
+    pub treeid: u64,
+    pub dirid: u64,
+}
+
+#[repr(C)]
+pub struct GetSubvolRootrefArgs {
+    pub min_treeid: u64,
+    pub rootref: [RootRef; MAX_ROOTREF_BUFFER_NUM],
+    pub num_items: u8,
+    pub align: [u8; 7],
+}
+
+#[repr(C)]
+pub struct InoLookupUserArgs {
+    pub dirid: u64,
+    pub treeid: u64,
+    pub name: [u8; VOL_NAME_MAX + 1],
+    pub path: [u8; INO_LOOKUP_USER_PATH_MAX],
+}
+
+#[repr(C)]
+pub struct InoLookupArgs {
+    pub treeid: u64,
+    pub objectid: u64,
+    pub name: [u8; INO_LOOKUP_PATH_MAX],
+}
+
+#[repr(C)]
+pub struct FsInfoArgs {
+    pub max_id: u64,
+    pub num_devices: u64,
+    pub fsid: [u8; FSID_SIZE],
+    pub nodesize: u32,
+    pub sectorsize: u32,
+    pub clone_alignment: u32,
+    pub csum_type: u16,
+    pub csum_size: u16,
+    pub flags: u64,
+    pub generation: u64,
+    pub metadata_uuid: [u8; FSID_SIZE],
+    pub reserved: [u8; 944],
+}
+
+#[repr(C)]
+pub struct DevInfoArgs {
+    pub devid: u64,
+    pub uuid: [u8; UUID_SIZE],
+    pub bytes_used: u64,
+    pub total_bytes: u64,
+    pub unused: [u64; 379],
+    pub path: [u8; DEVICE_PATH_NAME_MAX],
+}
+
+/// Header of `btrfs_ioctl_space_args`; `space_slots` entries of [`SpaceInfo`] follow it.
+#[repr(C)]
+pub struct SpaceArgs {
+    pub space_slots: u64,
+    pub total_spaces: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct SpaceInfo {
+    pub flags: u64,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct SearchKey {
+    pub tree_id: u64,
+    pub min_objectid: u64,
+    pub max_objectid: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+    pub min_transid: u64,
+    pub max_transid: u64,
+    pub min_type: u32,
+    pub max_type: u32,
+    pub nr_items: u32,
+    pub unused: u32,
+    pub unused1: u64,
+    pub unused2: u64,
+    pub unused3: u64,
+    pub unused4: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct SearchHeader {
+    pub transid: u64,
+    pub objectid: u64,
+    pub offset: u64,
+    pub type_: u32,
+    pub len: u32,
+}
+
+/// Header of `btrfs_ioctl_search_args_v2`; `buf_size` bytes of results follow it.
+#[repr(C)]
+pub struct SearchArgsV2 {
+    pub key: SearchKey,
+    pub buf_size: u64,
+}
+
+/// `struct btrfs_root_ref` (packed, little-endian on disk): the item body of a ROOT_REF key.
+pub const ROOT_REF_ITEM_SIZE: usize = 8 + 8 + 2;
+
+macro_rules! zeroed_default {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                // SAFETY: a plain-old-data ioctl struct of integers and byte arrays; all-zero is valid.
+                unsafe { std::mem::zeroed() }
+            }
+        }
+    )*};
+}
+zeroed_default!(
+    VolArgs,
+    VolArgsV2,
+    GetSubvolInfoArgs,
+    GetSubvolRootrefArgs,
+    InoLookupUserArgs,
+    InoLookupArgs,
+    FsInfoArgs,
+    DevInfoArgs
+);
+
+ioctl_write_ptr!(snap_destroy, BTRFS_IOCTL_MAGIC, 15, VolArgs);
+ioctl_readwrite!(tree_search_v2, BTRFS_IOCTL_MAGIC, 17, SearchArgsV2);
+ioctl_readwrite!(ino_lookup, BTRFS_IOCTL_MAGIC, 18, InoLookupArgs);
+ioctl_readwrite!(space_info, BTRFS_IOCTL_MAGIC, 20, SpaceArgs);
+ioctl_write_ptr!(wait_sync, BTRFS_IOCTL_MAGIC, 22, u64);
+ioctl_write_ptr!(snap_create_v2, BTRFS_IOCTL_MAGIC, 23, VolArgsV2);
+ioctl_write_ptr!(subvol_create_v2, BTRFS_IOCTL_MAGIC, 24, VolArgsV2);
+ioctl_read!(start_sync, BTRFS_IOCTL_MAGIC, 24, u64);
+ioctl_read!(subvol_getflags, BTRFS_IOCTL_MAGIC, 25, u64);
+ioctl_write_ptr!(subvol_setflags, BTRFS_IOCTL_MAGIC, 26, u64);
+ioctl_readwrite!(dev_info, BTRFS_IOCTL_MAGIC, 30, DevInfoArgs);
+ioctl_read!(fs_info, BTRFS_IOCTL_MAGIC, 31, FsInfoArgs);
+ioctl_read!(get_fslabel, BTRFS_IOCTL_MAGIC, 49, [u8; LABEL_SIZE]);
+ioctl_read!(get_subvol_info, BTRFS_IOCTL_MAGIC, 60, GetSubvolInfoArgs);
+ioctl_readwrite!(get_subvol_rootref, BTRFS_IOCTL_MAGIC, 61, GetSubvolRootrefArgs);
+ioctl_readwrite!(ino_lookup_user, BTRFS_IOCTL_MAGIC, 62, InoLookupUserArgs);
+ioctl_write_ptr!(snap_destroy_v2, BTRFS_IOCTL_MAGIC, 63, VolArgsV2);
+ioctl_none!(sync_fs, BTRFS_IOCTL_MAGIC, 8);
+
+/// The bytes of a NUL-terminated C string held in a fixed array.
+pub fn c_bytes(buf: &[u8]) -> &[u8] {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    &buf[..end]
+}
+
+/// Copy `name` into a fixed NUL-terminated array; the caller has checked its length.
+pub fn put_name(dst: &mut [u8], name: &[u8]) {
+    debug_assert!(name.len() < dst.len());
+    dst[..name.len()].copy_from_slice(name);
+    dst[name.len()] = 0;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,13 @@
+//! The btrfs layer store core: kernel interface, subvolume operations and recursive deletion.
+//! Pure Rust over `nix`; the napi bindings live in `crates/node`.
+
+pub mod delete;
+pub mod error;
+pub mod filesystem;
+pub mod ioctl;
+pub mod nested;
+pub mod open;
+pub mod path;
+pub mod subvolume;
+
+pub use error::{Code, Error, Result};

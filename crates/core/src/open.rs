@@ -1,0 +1,120 @@
+//! Opening directories as fds, confined where it matters, and telling what they are on btrfs.
+
+use crate::error::{Context, Error, Result};
+use crate::ioctl;
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+use nix::sys::statfs::fstatfs;
+use nix::fcntl::AtFlags;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_CLOEXEC);
+
+/// Open a caller-given directory path (symlinks in it are the caller's to choose).
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    openat(nix::fcntl::AT_FDCWD, path, DIR_FLAGS, Mode::empty()).at("open", path)
+}
+
+/// Open `name` in `dir` as a directory without following a symlink in its place.
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<OwnedFd> {
+    openat(dir, name, DIR_FLAGS | OFlag::O_NOFOLLOW, Mode::empty()).at("openat", shown)
+}
+
+/// Open `rel` strictly beneath `dir`: no `..` escape, no symlink, no mount crossing.
+/// Falls back to a component-by-component O_NOFOLLOW walk on kernels without openat2.
+pub fn open_beneath(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<OwnedFd> {
+    let how = OpenHow::new().flags(DIR_FLAGS | OFlag::O_NOFOLLOW).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    );
+    let target = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    match openat2(dir, target, how) {
+        Err(Errno::ENOSYS) => open_walk(dir, rel, shown),
+        r => r.at("openat2", shown),
+    }
+}
+
+fn open_walk(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<OwnedFd> {
+    let mut cur = nix::unistd::dup(dir).at("dup", shown)?;
+    for comp in rel.components() {
+        let name = match comp {
+            std::path::Component::Normal(n) => n,
+            std::path::Component::CurDir => continue,
+            _ => return Err(Error::invalid(Errno::EXDEV, "openat", shown, "path leaves its root")),
+        };
+        // Callers re-check fsid and subvolume id of the result, which catches a mount on the way.
+        cur = open_dir_at(cur.as_fd(), name, shown)?;
+    }
+    Ok(cur)
+}
+
+/// Fail with ERR_NOT_BTRFS unless `fd` is on btrfs.
+pub fn require_btrfs(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+    let st = fstatfs(fd).at("fstatfs", shown)?;
+    if st.filesystem_type().0 as i64 != ioctl::BTRFS_SUPER_MAGIC {
+        return Err(Error::not_btrfs("fstatfs", shown));
+    }
+    Ok(())
+}
+
+/// Whether `st` is the root directory of a subvolume.
+pub fn is_subvolume_root(st: &FileStat) -> bool {
+    (st.st_mode & libc::S_IFMT) == libc::S_IFDIR && st.st_ino == ioctl::FIRST_FREE_OBJECTID
+}
+
+/// Require that `fd` is the root directory of a subvolume, else EINVAL.
+pub fn require_subvolume(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+    let st = fstat(fd).at("fstat", shown)?;
+    if !is_subvolume_root(&st) {
+        return Err(Error::invalid(Errno::EINVAL, "fstat", shown, "not a btrfs subvolume"));
+    }
+    Ok(())
+}
+
+/// Whether `dir` has an entry `name` (of any type, without following symlinks).
+pub fn entry_exists(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<bool> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Error::sys(e, "fstatat", shown)),
+    }
+}
+
+/// The id of the subvolume that holds `fd` (INO_LOOKUP of the root inode, unprivileged).
+pub fn subvolume_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
+    let mut args = ioctl::InoLookupArgs {
+        objectid: ioctl::FIRST_FREE_OBJECTID,
+        ..Default::default()
+    };
+    // SAFETY: args is a zeroed, correctly sized btrfs_ioctl_ino_lookup_args.
+    unsafe { ioctl::ino_lookup(fd.as_raw_fd(), &mut args) }.at("BTRFS_IOC_INO_LOOKUP", shown)?;
+    Ok(args.treeid)
+}
+
+/// The filesystem UUID of the btrfs that holds `fd`.
+pub fn fsid(fd: BorrowedFd<'_>, shown: &Path) -> Result<[u8; 16]> {
+    let mut args = ioctl::FsInfoArgs::default();
+    // SAFETY: args is a zeroed, correctly sized btrfs_ioctl_fs_info_args.
+    unsafe { ioctl::fs_info(fd.as_raw_fd(), &mut args) }.at("BTRFS_IOC_FS_INFO", shown)?;
+    Ok(args.fsid)
+}
+
+/// The mount id of `fd` (statx STATX_MNT_ID, Linux 5.8); 0 where the kernel cannot tell.
+pub fn mount_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
+    // SAFETY: statx is plain data; all-zero is a valid initial value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty path with AT_EMPTY_PATH stats the fd itself; stx is a valid out-pointer.
+    let r = unsafe {
+        libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut stx)
+    };
+    match Errno::result(r) {
+        Ok(_) if stx.stx_mask & libc::STATX_MNT_ID != 0 => Ok(stx.stx_mnt_id),
+        Ok(_) | Err(Errno::ENOSYS) => Ok(0),
+        Err(e) => Err(Error::sys(e, "statx", shown)),
+    }
+}

@@ -1,0 +1,82 @@
+//! One AsyncTask for every call: runs a core closure on the libuv pool, turns a core error
+//! into a JS error whose message is a JSON record the TS facade unpacks into a `BtrfsError`,
+//! and turns a panic into an error instead of an abort.
+
+use btrfs_layers_core::Error as CoreError;
+use napi::bindgen_prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+type Work<R> = Box<dyn FnOnce() -> btrfs_layers_core::Result<R> + Send>;
+
+pub struct Job<R: Send + 'static> {
+    work: Option<Work<R>>,
+}
+
+impl<R: ToNapiValue + TypeName + Send + 'static> Job<R> {
+    pub fn new(f: impl FnOnce() -> btrfs_layers_core::Result<R> + Send + 'static) -> AsyncTask<Self> {
+        AsyncTask::new(Job { work: Some(Box::new(f)) })
+    }
+}
+
+impl<R: ToNapiValue + TypeName + Send + 'static> Task for Job<R> {
+    type Output = R;
+    type JsValue = R;
+
+    fn compute(&mut self) -> Result<R> {
+        let work = self.work.take().ok_or_else(|| to_js_error(&CoreError::internal("job ran twice")))?;
+        match catch_unwind(AssertUnwindSafe(work)) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(to_js_error(&e)),
+            Err(panic) => Err(to_js_error(&CoreError::internal(format!("panic in native code: {}", panic_message(&panic))))),
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, output: R) -> Result<R> {
+        Ok(output)
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// The JSON record the facade's `fromNative` reads: code, errno, syscall, path, message.
+pub fn to_js_error(e: &CoreError) -> Error {
+    let mut s = String::from("{\"btrfsLayers\":1,\"code\":");
+    json_str(&mut s, e.code_str());
+    s.push_str(",\"errno\":");
+    match e.errno() {
+        Some(n) => s.push_str(&n.to_string()),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"syscall\":");
+    json_str(&mut s, e.syscall);
+    s.push_str(",\"path\":");
+    match &e.path {
+        Some(p) => json_str(&mut s, &p.to_string_lossy()),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"message\":");
+    json_str(&mut s, &e.message);
+    s.push('}');
+    Error::new(Status::GenericFailure, s)
+}
+
+fn json_str(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}

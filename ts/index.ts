@@ -1,0 +1,22 @@
+/**
+ * btrfs-layers: layered filesystem trees on btrfs subvolumes.
+ * @packageDocumentation
+ */
+export { BtrfsError, type BtrfsErrorCode } from './errors'
+export {
+  createSubvolume,
+  deleteSubvolume,
+  filesystemInfo,
+  isReadOnly,
+  isSubvolume,
+  listSubvolumes,
+  setReadOnly,
+  snapshot,
+  subvolumeInfo,
+  sync,
+  type Device,
+  type FilesystemInfo,
+  type NestedSubvolume,
+  type Space,
+  type SubvolumeInfo,
+} from './subvolume'
