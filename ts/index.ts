@@ -20,3 +20,11 @@ export {
   type Space,
   type SubvolumeInfo,
 } from './subvolume'
+export {
+  BtrfsDriver,
+  parseBytes,
+  type CreateOptions,
+  type DriverOptions,
+  type IdMap,
+  type LayerMetadata,
+} from './driver'

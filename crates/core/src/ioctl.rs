@@ -198,6 +198,57 @@ pub struct SearchArgsV2 {
     pub buf_size: u64,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct QuotaCtlArgs {
+    pub cmd: u64,
+    pub status: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct QgroupLimit {
+    pub flags: u64,
+    pub max_rfer: u64,
+    pub max_excl: u64,
+    pub rsv_rfer: u64,
+    pub rsv_excl: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct QgroupLimitArgs {
+    pub qgroupid: u64,
+    pub lim: QgroupLimit,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct QgroupCreateArgs {
+    pub create: u64,
+    pub qgroupid: u64,
+}
+
+/// `struct btrfs_ioctl_subvol_wait` (Linux 6.13; newer than the C header the layout test uses).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct SubvolWait {
+    pub subvolid: u64,
+    pub mode: u32,
+    pub count: u32,
+}
+
+pub const QUOTA_CTL_ENABLE: u64 = 1;
+pub const QGROUP_LIMIT_MAX_RFER: u64 = 1 << 0;
+/// The quota tree (`BTRFS_QUOTA_TREE_OBJECTID`).
+pub const QUOTA_TREE_OBJECTID: u64 = 8;
+pub const QGROUP_STATUS_KEY: u32 = 240;
+pub const QGROUP_INFO_KEY: u32 = 242;
+pub const QGROUP_LIMIT_KEY: u32 = 244;
+pub const QGROUP_STATUS_FLAG_ON: u64 = 1 << 0;
+/// `BTRFS_SUBVOL_SYNC_WAIT_FOR_ONE`: wait until subvolume `subvolid` is fully cleaned.
+pub const SUBVOL_SYNC_WAIT_FOR_ONE: u32 = 0;
+
 /// `struct btrfs_root_ref` (packed, little-endian on disk): the item body of a ROOT_REF key.
 pub const ROOT_REF_ITEM_SIZE: usize = 8 + 8 + 2;
 
@@ -239,6 +290,11 @@ ioctl_read!(get_subvol_info, BTRFS_IOCTL_MAGIC, 60, GetSubvolInfoArgs);
 ioctl_readwrite!(get_subvol_rootref, BTRFS_IOCTL_MAGIC, 61, GetSubvolRootrefArgs);
 ioctl_readwrite!(ino_lookup_user, BTRFS_IOCTL_MAGIC, 62, InoLookupUserArgs);
 ioctl_write_ptr!(snap_destroy_v2, BTRFS_IOCTL_MAGIC, 63, VolArgsV2);
+ioctl_readwrite!(quota_ctl, BTRFS_IOCTL_MAGIC, 40, QuotaCtlArgs);
+ioctl_write_ptr!(qgroup_create, BTRFS_IOCTL_MAGIC, 42, QgroupCreateArgs);
+// The kernel header declares QGROUP_LIMIT as _IOR although userspace passes the limit in.
+ioctl_read!(qgroup_limit, BTRFS_IOCTL_MAGIC, 43, QgroupLimitArgs);
+ioctl_write_ptr!(subvol_sync_wait, BTRFS_IOCTL_MAGIC, 65, SubvolWait);
 ioctl_none!(sync_fs, BTRFS_IOCTL_MAGIC, 8);
 
 /// The bytes of a NUL-terminated C string held in a fixed array.

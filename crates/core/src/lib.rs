@@ -11,3 +11,7 @@ pub mod path;
 pub mod subvolume;
 
 pub use error::{Code, Error, Result};
+pub mod driver;
+pub mod idmap;
+pub mod layer;
+pub mod quota;

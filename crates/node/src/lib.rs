@@ -1,6 +1,7 @@
 //! napi-rs bindings: convert types and schedule work on the libuv thread pool. No logic that
 //! `btrfs-layers-core` could hold lives here.
 
+mod driver;
 mod job;
 mod subvolume;
 

@@ -39,6 +39,10 @@ fn rust_layouts() -> Vec<(String, usize)> {
         min_type, max_type, nr_items
     ]);
     layout!(v, SearchHeader, "btrfs_ioctl_search_header", [transid, objectid, offset, type_ => "type", len]);
+    layout!(v, QuotaCtlArgs, "btrfs_ioctl_quota_ctl_args", [cmd, status]);
+    layout!(v, QgroupLimit, "btrfs_qgroup_limit", [flags, max_rfer, max_excl, rsv_rfer, rsv_excl]);
+    layout!(v, QgroupLimitArgs, "btrfs_ioctl_qgroup_limit_args", [qgroupid, lim]);
+    layout!(v, QgroupCreateArgs, "btrfs_ioctl_qgroup_create_args", [create, qgroupid]);
     layout!(v, SearchArgsV2, "btrfs_ioctl_search_args_v2", [key, buf_size]);
     v
 }
@@ -65,6 +69,9 @@ fn rust_requests() -> Vec<(&'static str, u64)> {
         ("BTRFS_IOC_INO_LOOKUP_USER", request_code_readwrite!(m, 62, size_of::<InoLookupUserArgs>()) as u64),
         ("BTRFS_IOC_SNAP_DESTROY_V2", request_code_write!(m, 63, size_of::<VolArgsV2>()) as u64),
         ("BTRFS_IOC_SYNC", request_code_none!(m, 8) as u64),
+        ("BTRFS_IOC_QUOTA_CTL", request_code_readwrite!(m, 40, size_of::<QuotaCtlArgs>()) as u64),
+        ("BTRFS_IOC_QGROUP_CREATE", request_code_write!(m, 42, size_of::<QgroupCreateArgs>()) as u64),
+        ("BTRFS_IOC_QGROUP_LIMIT", request_code_read!(m, 43, size_of::<QgroupLimitArgs>()) as u64),
     ]
 }
 
@@ -86,7 +93,9 @@ fn header_layouts() -> HashMap<String, u64> {
     }
     for name in ["BTRFS_SUBVOL_RDONLY", "BTRFS_SUBVOL_SPEC_BY_ID", "BTRFS_MAX_ROOTREF_BUFFER_NUM",
                  "BTRFS_INO_LOOKUP_USER_PATH_MAX", "BTRFS_FIRST_FREE_OBJECTID", "BTRFS_ROOT_REF_KEY",
-                 "BTRFS_SPACE_INFO_GLOBAL_RSV", "BTRFS_BLOCK_GROUP_METADATA", "BTRFS_ROOT_SUBVOL_RDONLY"] {
+                 "BTRFS_SPACE_INFO_GLOBAL_RSV", "BTRFS_BLOCK_GROUP_METADATA", "BTRFS_ROOT_SUBVOL_RDONLY",
+                 "BTRFS_QUOTA_CTL_ENABLE", "BTRFS_QGROUP_LIMIT_MAX_RFER", "BTRFS_QUOTA_TREE_OBJECTID",
+                 "BTRFS_QGROUP_STATUS_KEY", "BTRFS_QGROUP_LIMIT_KEY", "BTRFS_QGROUP_STATUS_FLAG_ON"] {
         c += &format!("printf(\"{name} %llu\\n\", (unsigned long long)({name}));\n");
     }
     c += "return 0;}\n";
@@ -129,7 +138,13 @@ fn layouts_match_linux_btrfs_h() {
             mismatches.push(format!("{name}: header {:#x} rust {rust:#x}", header[name]));
         }
     }
-    let consts: [(&str, u64); 9] = [
+    let consts: [(&str, u64); 15] = [
+        ("BTRFS_QUOTA_CTL_ENABLE", QUOTA_CTL_ENABLE),
+        ("BTRFS_QGROUP_LIMIT_MAX_RFER", QGROUP_LIMIT_MAX_RFER),
+        ("BTRFS_QUOTA_TREE_OBJECTID", QUOTA_TREE_OBJECTID),
+        ("BTRFS_QGROUP_STATUS_KEY", QGROUP_STATUS_KEY as u64),
+        ("BTRFS_QGROUP_LIMIT_KEY", QGROUP_LIMIT_KEY as u64),
+        ("BTRFS_QGROUP_STATUS_FLAG_ON", QGROUP_STATUS_FLAG_ON),
         ("BTRFS_ROOT_SUBVOL_RDONLY", ROOT_SUBVOL_RDONLY),
         ("BTRFS_SUBVOL_RDONLY", SUBVOL_RDONLY),
         ("BTRFS_SUBVOL_SPEC_BY_ID", SUBVOL_SPEC_BY_ID),
@@ -146,6 +161,17 @@ fn layouts_match_linux_btrfs_h() {
         }
     }
     assert!(mismatches.is_empty(), "layout mismatches:\n{}", mismatches.join("\n"));
+}
+
+/// SUBVOL_SYNC_WAIT is newer than the distribution header; checked against the kernel's
+/// definition: `_IOW(0x94, 65, struct { __u64 subvolid; __u32 mode; __u32 count; })`.
+#[test]
+fn subvol_sync_wait_matches_kernel_definition() {
+    assert_eq!(size_of::<SubvolWait>(), 16);
+    assert_eq!(
+        nix::request_code_write!(BTRFS_IOCTL_MAGIC, 65, size_of::<SubvolWait>()) as u64,
+        0x4010_9441
+    );
 }
 
 #[test]

@@ -1,0 +1,266 @@
+import { BtrfsError, call } from './errors'
+import { native } from './native'
+import type { NativeDriver } from '../native/index'
+
+/** One id range of a user namespace: container ids `[containerId, containerId + size)` are host ids `[hostId, hostId + size)`. */
+export interface IdMap {
+  containerId: number
+  hostId: number
+  size: number
+}
+
+export interface DriverOptions {
+  /** Uid ranges; layers are owned by the host uid that container root (0) maps to. */
+  uidMaps?: IdMap[]
+  /** Gid ranges, as `uidMaps`. */
+  gidMaps?: IdMap[]
+  /** Smallest per-layer `size` accepted, in bytes or with a unit (`'100M'`). */
+  minSpace?: number | string
+}
+
+export interface CreateOptions {
+  /** SELinux label of the layer root; accepted and ignored where SELinux is off. */
+  mountLabel?: string
+  /** Limit on the layer's referenced bytes, through a btrfs qgroup: bytes or `'10G'`. */
+  size?: number | string
+  /** Make the layer immutable (the read-only subvolume flag). */
+  readOnly?: boolean
+}
+
+/** What the driver records about a layer. */
+export interface LayerMetadata extends Record<string, string> {
+  id: string
+  /** Parent layer id, `''` for a base layer. */
+  parent: string
+  /** ISO 8601 creation time. */
+  created: string
+  readOnly: 'true' | 'false'
+  /** Size limit in bytes, `''` when none. */
+  size: string
+  subvolumeId: string
+}
+
+const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }
+
+/** Parse a byte count: a safe non-negative integer, or a string like `'512M'`, `'10GiB'`, `'4096'`. */
+export function parseBytes(name: string, value: unknown): number {
+  let n: number
+  if (typeof value === 'number') {
+    n = value
+  } else if (typeof value === 'string') {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$/i.exec(value)
+    if (!m) throw new BtrfsError('EINVAL', `EINVAL: ${name} '${value}' is not a size (bytes, or a number with K/M/G/T)`)
+    n = Math.floor(Number(m[1]) * UNITS[m[2].toLowerCase()])
+  } else {
+    throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a number of bytes or a size string`)
+  }
+  if (!Number.isSafeInteger(n) || n < 0) throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a non-negative integer number of bytes`)
+  return n
+}
+
+function checkKeys(what: string, value: unknown, keys: string[]): Record<string, unknown> {
+  if (value === undefined) return {}
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new BtrfsError('EINVAL', `EINVAL: ${what} must be an object`)
+  }
+  for (const k of Object.keys(value)) {
+    if (!keys.includes(k)) throw new BtrfsError('EINVAL', `EINVAL: unknown ${what} key '${k}'`)
+  }
+  return value as Record<string, unknown>
+}
+
+function checkMaps(name: string, value: unknown): IdMap[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) throw new BtrfsError('EINVAL', `EINVAL: ${name} must be an array of { containerId, hostId, size }`)
+  return value.map((m, i) => {
+    const o = checkKeys(`${name}[${i}]`, m, ['containerId', 'hostId', 'size'])
+    for (const k of ['containerId', 'hostId', 'size']) {
+      const v = o[k]
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+        throw new BtrfsError('EINVAL', `EINVAL: ${name}[${i}].${k} must be an integer from 0 to 4294967295`)
+      }
+    }
+    return { containerId: o.containerId as number, hostId: o.hostId as number, size: o.size as number }
+  })
+}
+
+function checkId(name: string, value: unknown): string {
+  if (typeof value !== 'string') throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a string`)
+  return value
+}
+
+/**
+ * A layer store in the shape of a container engine's btrfs graph driver: every layer is a
+ * btrfs subvolume under `home/subvolumes`, and a child layer is a snapshot of its parent.
+ *
+ * @example
+ * const driver = await BtrfsDriver.init('/var/lib/mystore')
+ * await driver.create('base')
+ * await driver.create('child', 'base')
+ * const dir = await driver.get('child') // write files here
+ * await driver.put('child')
+ * await driver.remove('child')
+ * await driver.cleanup()
+ */
+export class BtrfsDriver {
+  /** The graph driver's name. */
+  readonly name = 'btrfs'
+  readonly #native: NativeDriver
+  readonly #queues = new Map<string, Promise<unknown>>()
+
+  private constructor(n: NativeDriver) {
+    this.#native = n
+  }
+
+  /**
+   * Open the store at `home`, creating it (as its own subvolume, mode 0700, owned by the
+   * remapped root) when missing. Removes what a crash left behind, re-applies size limits,
+   * takes an exclusive lock on the store, and as root makes `home` a private mount.
+   * @throws {BtrfsError} `ERR_PREREQUISITES` when `home` (or its parent) is not on btrfs,
+   *   `EBUSY` when another driver holds the store, `EINVAL` for bad options, `ENOENT` when
+   *   the parent of `home` is missing.
+   */
+  static async init(home: string, options?: DriverOptions): Promise<BtrfsDriver> {
+    if (typeof home !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: home must be a string')
+    const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'minSpace'])
+    const opts = {
+      uidMaps: checkMaps('uidMaps', o.uidMaps),
+      gidMaps: checkMaps('gidMaps', o.gidMaps),
+      minSpace: o.minSpace === undefined ? undefined : parseBytes('minSpace', o.minSpace),
+    }
+    const n = (await call(() => native.driverInit(home, opts))) as NativeDriver
+    return new BtrfsDriver(n)
+  }
+
+  /** The absolute path of the store. */
+  get home(): string {
+    return this.#native.home
+  }
+
+  /** Run `fn` after every earlier call on the same layer id has settled. */
+  #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#queues.get(id) ?? Promise.resolve()
+    const next = prev.then(fn, fn)
+    const tail = next.catch(() => undefined)
+    this.#queues.set(id, tail)
+    void tail.then(() => {
+      if (this.#queues.get(id) === tail) this.#queues.delete(id)
+    })
+    return next
+  }
+
+  /**
+   * Create layer `id`: an empty subvolume, or a snapshot of layer `parent`. The layer becomes
+   * visible only when complete.
+   * @example await driver.create('app', 'base', { size: '1G' })
+   * @throws {BtrfsError} `EINVAL` for a bad id or option (or `size` below `minSpace`),
+   *   `EEXIST` when `id` exists, `ENOENT` when `parent` does not.
+   */
+  async create(id: string, parent?: string | null, options?: CreateOptions): Promise<void> {
+    checkId('id', id)
+    if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
+    const o = checkKeys('options', options, ['mountLabel', 'size', 'readOnly'])
+    if (o.mountLabel !== undefined && typeof o.mountLabel !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: mountLabel must be a string')
+    if (o.readOnly !== undefined && typeof o.readOnly !== 'boolean') throw new BtrfsError('EINVAL', 'EINVAL: readOnly must be a boolean')
+    const opts = {
+      mountLabel: o.mountLabel as string | undefined,
+      size: o.size === undefined ? undefined : parseBytes('size', o.size),
+      readOnly: o.readOnly as boolean | undefined,
+    }
+    const p = parent ? parent : undefined
+    await this.#serial(id, () => call(() => this.#native.create(id, p, opts)))
+  }
+
+  /** `create` for a writable container layer (same as `create` without `readOnly`). */
+  async createReadWrite(id: string, parent?: string | null, options?: Omit<CreateOptions, 'readOnly'>): Promise<void> {
+    const o = checkKeys('options', options, ['mountLabel', 'size'])
+    await this.create(id, parent, { ...o, readOnly: false } as CreateOptions)
+  }
+
+  /**
+   * Remove layer `id`, with any subvolumes nested inside it, its metadata and size limit.
+   * Layers snapshotted from it are independent and stay.
+   * @throws {BtrfsError} `ENOENT` when missing, `EBUSY` while held by `get`, `EINVAL` for a bad id.
+   */
+  async remove(id: string): Promise<void> {
+    checkId('id', id)
+    await this.#serial(id, () => call(() => this.#native.remove(id)))
+  }
+
+  /**
+   * The absolute path of layer `id`, held (counted) until `put(id)`.
+   * @throws {BtrfsError} `ENOENT` when missing, `EINVAL` for a bad id.
+   */
+  async get(id: string, options?: { mountLabel?: string }): Promise<string> {
+    checkId('id', id)
+    const o = checkKeys('options', options, ['mountLabel'])
+    if (o.mountLabel !== undefined && typeof o.mountLabel !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: mountLabel must be a string')
+    const label = o.mountLabel as string | undefined
+    return this.#serial(id, () => call(() => this.#native.get(id, label))) as Promise<string>
+  }
+
+  /**
+   * Release one `get` of layer `id`.
+   * @throws {BtrfsError} `EINVAL` when the layer is not held.
+   */
+  async put(id: string): Promise<void> {
+    checkId('id', id)
+    await this.#serial(id, () => call(() => this.#native.put(id)))
+  }
+
+  /** How many `get`s of layer `id` have not been `put` yet. */
+  refCount(id: string): number {
+    return this.#native.refCount(checkId('id', id))
+  }
+
+  /** Whether layer `id` exists (complete). @throws {BtrfsError} `EINVAL` for a bad id. */
+  async exists(id: string): Promise<boolean> {
+    checkId('id', id)
+    return (await call(() => this.#native.exists(id))) as boolean
+  }
+
+  /** Ids of all layers, sorted. */
+  async layers(): Promise<string[]> {
+    return (await call(() => this.#native.layers())) as string[]
+  }
+
+  /**
+   * `[key, value]` pairs about the store: filesystem UUID and label, devices, data and
+   * metadata space, layer count, quota state, kernel version.
+   */
+  async status(): Promise<[string, string][]> {
+    return (await call(() => this.#native.status())) as [string, string][]
+  }
+
+  /**
+   * What the driver recorded about layer `id`: parent, creation time, read-only, size limit,
+   * subvolume id.
+   * @throws {BtrfsError} `ENOENT` when missing.
+   */
+  async getMetadata(id: string): Promise<LayerMetadata> {
+    checkId('id', id)
+    const m = (await call(() => this.#native.metadata(id))) as import('../native/index').LayerMetadata
+    return {
+      id: m.id,
+      parent: m.parent ?? '',
+      created: new Date(m.createdMs).toISOString(),
+      readOnly: m.readOnly ? 'true' : 'false',
+      size: m.size === undefined || m.size === null ? '' : String(m.size),
+      subvolumeId: String(m.subvolumeId),
+      ...(m.mountLabel ? { mountLabel: m.mountLabel } : {}),
+    }
+  }
+
+  /**
+   * Wait until the kernel has dropped removed layers and destroy their qgroups (btrfs frees
+   * a deleted subvolume in the background; Linux 6.13+ lets us wait for it).
+   */
+  async releaseQgroups(): Promise<void> {
+    await call(() => this.#native.releaseQgroups())
+  }
+
+  /** Release the store: undo the private mount, drop the lock. The driver is unusable after. */
+  async cleanup(): Promise<void> {
+    await call(() => this.#native.cleanup())
+  }
+}
