@@ -509,7 +509,10 @@ fn make_private(home: &Path) -> Result<bool> {
     let parent = open::open_dir(&home.join(".."))?;
     let is_mount = open::mount_id(fd.as_fd(), home)? != open::mount_id(parent.as_fd(), home)?;
     let mut bound = false;
-    if !is_mount {
+    if is_mount && is_self_bind(home) {
+        // Our own bind mount, left by a driver that crashed: adopt it so cleanup undoes it.
+        bound = true;
+    } else if !is_mount {
         match mount(Some(home), home, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
             Ok(()) => bound = true,
             Err(Errno::EPERM) | Err(Errno::EACCES) => return Ok(false),
@@ -526,6 +529,23 @@ fn make_private(home: &Path) -> Result<bool> {
             Err(Error::sys(e, "mount", home))
         }
     }
+}
+
+/// Whether the mount on `home` is a bind of a directory of the same filesystem as the mount
+/// below it (what `make_private` creates), not a filesystem of its own.
+fn is_self_bind(home: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    // Fields: id parent major:minor root mount-point ...
+    let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 4).collect();
+    let target = home.to_string_lossy();
+    let Some(top) = rows.iter().rev().find(|f| unescape(f[4]) == target) else { return false };
+    let Some(below) = rows.iter().find(|f| f[0] == top[1]) else { return false };
+    top[2] == below[2] && top[3] != "/"
+}
+
+/// Undo mountinfo's octal escapes of space, tab, newline and backslash.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// Set the SELinux label of a layer root; without SELinux the label is accepted and ignored.
