@@ -249,6 +249,20 @@ pub const QGROUP_STATUS_FLAG_ON: u64 = 1 << 0;
 /// `BTRFS_SUBVOL_SYNC_WAIT_FOR_ONE`: wait until subvolume `subvolid` is fully cleaned.
 pub const SUBVOL_SYNC_WAIT_FOR_ONE: u32 = 0;
 
+#[repr(C)]
+pub struct SendArgs {
+    pub send_fd: i64,
+    pub clone_sources_count: u64,
+    pub clone_sources: *mut u64,
+    pub parent_root: u64,
+    pub flags: u64,
+    pub version: u32,
+    pub reserved: [u8; 28],
+}
+
+/// `BTRFS_SEND_FLAG_NO_FILE_DATA`: send metadata only; writes become UPDATE_EXTENT commands.
+pub const SEND_FLAG_NO_FILE_DATA: u64 = 0x1;
+
 /// `struct btrfs_root_ref` (packed, little-endian on disk): the item body of a ROOT_REF key.
 pub const ROOT_REF_ITEM_SIZE: usize = 8 + 8 + 2;
 
@@ -270,7 +284,8 @@ zeroed_default!(
     InoLookupUserArgs,
     InoLookupArgs,
     FsInfoArgs,
-    DevInfoArgs
+    DevInfoArgs,
+    SendArgs
 );
 
 ioctl_write_ptr!(snap_destroy, BTRFS_IOCTL_MAGIC, 15, VolArgs);
@@ -290,6 +305,7 @@ ioctl_read!(get_subvol_info, BTRFS_IOCTL_MAGIC, 60, GetSubvolInfoArgs);
 ioctl_readwrite!(get_subvol_rootref, BTRFS_IOCTL_MAGIC, 61, GetSubvolRootrefArgs);
 ioctl_readwrite!(ino_lookup_user, BTRFS_IOCTL_MAGIC, 62, InoLookupUserArgs);
 ioctl_write_ptr!(snap_destroy_v2, BTRFS_IOCTL_MAGIC, 63, VolArgsV2);
+ioctl_write_ptr!(send, BTRFS_IOCTL_MAGIC, 38, SendArgs);
 ioctl_readwrite!(quota_ctl, BTRFS_IOCTL_MAGIC, 40, QuotaCtlArgs);
 ioctl_write_ptr!(qgroup_create, BTRFS_IOCTL_MAGIC, 42, QgroupCreateArgs);
 // The kernel header declares QGROUP_LIMIT as _IOR although userspace passes the limit in.

@@ -15,3 +15,5 @@ pub mod driver;
 pub mod idmap;
 pub mod layer;
 pub mod quota;
+pub mod changes;
+pub mod tar;

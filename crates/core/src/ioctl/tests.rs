@@ -39,6 +39,7 @@ fn rust_layouts() -> Vec<(String, usize)> {
         min_type, max_type, nr_items
     ]);
     layout!(v, SearchHeader, "btrfs_ioctl_search_header", [transid, objectid, offset, type_ => "type", len]);
+    layout!(v, SendArgs, "btrfs_ioctl_send_args", [send_fd, clone_sources_count, clone_sources, parent_root, flags, version, reserved]);
     layout!(v, QuotaCtlArgs, "btrfs_ioctl_quota_ctl_args", [cmd, status]);
     layout!(v, QgroupLimit, "btrfs_qgroup_limit", [flags, max_rfer, max_excl, rsv_rfer, rsv_excl]);
     layout!(v, QgroupLimitArgs, "btrfs_ioctl_qgroup_limit_args", [qgroupid, lim]);
@@ -69,6 +70,7 @@ fn rust_requests() -> Vec<(&'static str, u64)> {
         ("BTRFS_IOC_INO_LOOKUP_USER", request_code_readwrite!(m, 62, size_of::<InoLookupUserArgs>()) as u64),
         ("BTRFS_IOC_SNAP_DESTROY_V2", request_code_write!(m, 63, size_of::<VolArgsV2>()) as u64),
         ("BTRFS_IOC_SYNC", request_code_none!(m, 8) as u64),
+        ("BTRFS_IOC_SEND", request_code_write!(m, 38, size_of::<SendArgs>()) as u64),
         ("BTRFS_IOC_QUOTA_CTL", request_code_readwrite!(m, 40, size_of::<QuotaCtlArgs>()) as u64),
         ("BTRFS_IOC_QGROUP_CREATE", request_code_write!(m, 42, size_of::<QgroupCreateArgs>()) as u64),
         ("BTRFS_IOC_QGROUP_LIMIT", request_code_read!(m, 43, size_of::<QgroupLimitArgs>()) as u64),
@@ -95,7 +97,8 @@ fn header_layouts() -> HashMap<String, u64> {
                  "BTRFS_INO_LOOKUP_USER_PATH_MAX", "BTRFS_FIRST_FREE_OBJECTID", "BTRFS_ROOT_REF_KEY",
                  "BTRFS_SPACE_INFO_GLOBAL_RSV", "BTRFS_BLOCK_GROUP_METADATA", "BTRFS_ROOT_SUBVOL_RDONLY",
                  "BTRFS_QUOTA_CTL_ENABLE", "BTRFS_QGROUP_LIMIT_MAX_RFER", "BTRFS_QUOTA_TREE_OBJECTID",
-                 "BTRFS_QGROUP_STATUS_KEY", "BTRFS_QGROUP_LIMIT_KEY", "BTRFS_QGROUP_STATUS_FLAG_ON"] {
+                 "BTRFS_QGROUP_STATUS_KEY", "BTRFS_QGROUP_LIMIT_KEY", "BTRFS_QGROUP_STATUS_FLAG_ON",
+                 "BTRFS_SEND_FLAG_NO_FILE_DATA"] {
         c += &format!("printf(\"{name} %llu\\n\", (unsigned long long)({name}));\n");
     }
     c += "return 0;}\n";
@@ -138,7 +141,8 @@ fn layouts_match_linux_btrfs_h() {
             mismatches.push(format!("{name}: header {:#x} rust {rust:#x}", header[name]));
         }
     }
-    let consts: [(&str, u64); 15] = [
+    let consts: [(&str, u64); 16] = [
+        ("BTRFS_SEND_FLAG_NO_FILE_DATA", SEND_FLAG_NO_FILE_DATA),
         ("BTRFS_QUOTA_CTL_ENABLE", QUOTA_CTL_ENABLE),
         ("BTRFS_QGROUP_LIMIT_MAX_RFER", QGROUP_LIMIT_MAX_RFER),
         ("BTRFS_QUOTA_TREE_OBJECTID", QUOTA_TREE_OBJECTID),

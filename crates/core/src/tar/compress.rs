@@ -1,0 +1,1 @@
+//! Compression detection and in-process (de)compression: plain tar, gzip, zstd.
