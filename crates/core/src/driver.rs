@@ -62,6 +62,8 @@ pub struct Driver {
     root_gid: u32,
     state: Mutex<State>,
     seq: AtomicU64,
+    /// Set once BTRFS_IOC_SEND was refused (EPERM): `changes` walks from then on.
+    send_denied: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -159,6 +161,7 @@ impl Driver {
                 root_gid,
                 state: Mutex::new(State { refs: HashMap::new(), pending_qgroups: pending, lock: Some(lock), mounted }),
                 seq: AtomicU64::new(0),
+                send_denied: std::sync::atomic::AtomicBool::new(false),
             };
             driver.recover()?;
             Ok(driver)
@@ -341,8 +344,8 @@ impl Driver {
         if !self.is_layer(id)? {
             return Err(Error::invalid(Errno::ENOENT, "remove", &path, "layer does not exist"));
         }
-        let meta = layer::read(self.metadata.as_fd(), id, &path).ok();
         let sub = self.subvolumes.as_fd();
+        let subvolume_id = open::subvolume_id(open_dir_at(sub, OsStr::new(id), &path)?.as_fd(), &path)?;
         let del = self.temp_name("del", id);
         // The commit point: from here on the layer is gone, whatever happens next.
         renameat2(sub, id, sub, del.as_str(), RenameFlags::RENAME_NOREPLACE).at("renameat2", &path)?;
@@ -350,11 +353,9 @@ impl Driver {
         let del_path = self.subvolumes_path().join(&del);
         delete_at(sub, OsStr::new(&del), true, &del_path)?;
         // With quotas on, every subvolume has a qgroup (0/id) that outlives it unless destroyed.
-        if let Some(meta) = meta {
-            if meta.size.is_some() || quota::enabled(sub, &self.home)? {
-                self.state().pending_qgroups.insert(meta.subvolume_id);
-                self.retry_pending_qgroups();
-            }
+        if quota::enabled(sub, &self.home)? {
+            self.state().pending_qgroups.insert(subvolume_id);
+            self.retry_pending_qgroups();
         }
         Ok(())
     }
@@ -440,7 +441,10 @@ impl Driver {
         if !self.is_layer(id)? {
             return Err(Error::invalid(Errno::ENOENT, "getMetadata", &path, "layer does not exist"));
         }
-        layer::read(self.metadata.as_fd(), id, &path)
+        let mut meta = layer::read(self.metadata.as_fd(), id, &path)?;
+        // applyDiff swaps in a new subvolume; the live id is the truth.
+        meta.subvolume_id = open::subvolume_id(open_dir_at(self.subvolumes.as_fd(), OsStr::new(id), &path)?.as_fd(), &path)?;
+        Ok(meta)
     }
 
     /// `[key, value]` pairs describing the store, as a graph driver's Status reports them.

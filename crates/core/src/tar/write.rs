@@ -1,1 +1,347 @@
 //! Writing an OCI layer tar (PAX) of a layer or of its changes against a parent.
+//!
+//! Entries come in the order of the change list (sorted, parents before children);
+//! deletions become `.wh.<name>` whiteouts; a second name of an inode already written becomes
+//! a hardlink to the first (so a new link to an unchanged file carries the body); xattrs go in
+//! PAX `SCHILY.xattr.*` records; sockets are skipped; ids are mapped back to container ids.
+//! Every file is opened beneath the layer root without following symlinks.
+
+use crate::changes::{Change, ChangeKind};
+use crate::error::{Code, Context, Error, Result};
+use crate::idmap::IdMapping;
+use crate::open::open_beneath;
+use ::tar::{EntryType, Header};
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode};
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub struct WriteOptions<'a> {
+    /// Host ids in the layer are written as container ids (`to_container`).
+    pub uids: &'a IdMapping,
+    pub gids: &'a IdMapping,
+    pub abort: &'a AtomicBool,
+    /// Called with the cumulative bytes written, about every MiB and at the end.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+/// Write the layer tar of `changes` (paths relative to `root`) to `out`; returns bytes written.
+pub fn write_layer(root: BorrowedFd<'_>, changes: &[Change], out: impl Write, opts: &WriteOptions<'_>) -> Result<u64> {
+    let mut w = TarWriter { out: Counting { inner: out, count: 0, reported: 0, progress: opts.progress }, links: HashMap::new() };
+    let mut parents = ParentCache::default();
+    for change in changes {
+        if opts.abort.load(Ordering::Relaxed) {
+            return Err(Error { code: Code::Aborted, syscall: "diff", path: Some(change.path.clone()), message: "the operation was aborted".into() });
+        }
+        match change.kind {
+            ChangeKind::Delete => w.whiteout(&change.path)?,
+            ChangeKind::Add | ChangeKind::Modify => {
+                let dir = parents.open(root, change.path.parent().unwrap_or(Path::new("")))?;
+                let name = change.path.file_name().ok_or_else(|| Error::internal("change without a name"))?;
+                w.entry(dir, name, &change.path, opts)?;
+            }
+        }
+    }
+    // Two zero blocks end a tar archive.
+    w.out.write_all(&[0u8; 1024]).map_err(|e| io_error(e, "write", Path::new("")))?;
+    w.out.flush().map_err(|e| io_error(e, "write", Path::new("")))?;
+    (opts.progress)(w.out.count);
+    Ok(w.out.count)
+}
+
+fn io_error(e: std::io::Error, syscall: &'static str, path: &Path) -> Error {
+    Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), syscall, path)
+}
+
+/// The last directory opened, reused while entries stay in it (they come sorted).
+#[derive(Default)]
+struct ParentCache {
+    path: Option<PathBuf>,
+    fd: Option<OwnedFd>,
+}
+
+impl ParentCache {
+    fn open(&mut self, root: BorrowedFd<'_>, dir: &Path) -> Result<BorrowedFd<'_>> {
+        if self.path.as_deref() != Some(dir) {
+            self.fd = Some(open_beneath(root, dir, dir)?);
+            self.path = Some(dir.to_path_buf());
+        }
+        Ok(self.fd.as_ref().expect("set above").as_fd())
+    }
+}
+
+struct Counting<'a, W: Write> {
+    inner: W,
+    count: u64,
+    reported: u64,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        if self.count - self.reported >= 1 << 20 {
+            self.reported = self.count;
+            (self.progress)(self.count);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct TarWriter<'a, W: Write> {
+    out: Counting<'a, W>,
+    /// (dev, ino) of multiply-linked inodes already written -> their tar path.
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl<W: Write> TarWriter<'_, W> {
+    fn whiteout(&mut self, path: &Path) -> Result<()> {
+        let name = path.file_name().ok_or_else(|| Error::internal("whiteout without a name"))?;
+        let mut wh = b".wh.".to_vec();
+        wh.extend_from_slice(name.as_bytes());
+        let full = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => [p.as_os_str().as_bytes(), b"/", &wh].concat(),
+            None => wh,
+        };
+        let mut h = Header::new_ustar();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_mtime(0);
+        self.header(h, &full, None, &[], None, path)
+    }
+
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr, path: &Path, opts: &WriteOptions<'_>) -> Result<()> {
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Gone since the change list was made: nothing to write.
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(Error::sys(e, "fstatat", path)),
+        };
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFSOCK {
+            return Ok(());
+        }
+        let mut tar_path = path.as_os_str().as_bytes().to_vec();
+        if kind == libc::S_IFDIR {
+            tar_path.push(b'/');
+        }
+        let mut h = Header::new_ustar();
+        h.set_mode(st.st_mode & 0o7777);
+        h.set_uid(opts.uids.to_container(st.st_uid).map_err(|e| with_path(e, path))? as u64);
+        h.set_gid(opts.gids.to_container(st.st_gid).map_err(|e| with_path(e, path))? as u64);
+        h.set_mtime(st.st_mtime.max(0) as u64);
+        h.set_size(0);
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if st.st_mtime_nsec != 0 {
+            pax.push(("mtime".into(), format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec).into_bytes()));
+        }
+        for (k, v) in xattrs(dir, name, path)? {
+            pax.push((format!("SCHILY.xattr.{k}"), v));
+        }
+        let mut link: Option<Vec<u8>> = None;
+        let mut body: Option<(OwnedFd, u64)> = None;
+        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+            if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
+                h.set_entry_type(EntryType::Link);
+                return self.header(h, &tar_path, Some(first.clone()), &pax, None, path);
+            }
+            self.links.insert((st.st_dev, st.st_ino), tar_path.clone());
+        }
+        match kind {
+            libc::S_IFREG => {
+                h.set_entry_type(EntryType::Regular);
+                h.set_size(st.st_size as u64);
+                let fd = openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).at("openat", path)?;
+                body = Some((fd, st.st_size as u64));
+            }
+            libc::S_IFDIR => h.set_entry_type(EntryType::Directory),
+            libc::S_IFLNK => {
+                h.set_entry_type(EntryType::Symlink);
+                link = Some(nix::fcntl::readlinkat(dir, name).at("readlinkat", path)?.as_bytes().to_vec());
+            }
+            libc::S_IFCHR | libc::S_IFBLK => {
+                h.set_entry_type(if kind == libc::S_IFCHR { EntryType::Char } else { EntryType::Block });
+                let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+                h.set_device_major(major).map_err(|e| io_error(e, "tar", path))?;
+                h.set_device_minor(minor).map_err(|e| io_error(e, "tar", path))?;
+            }
+            libc::S_IFIFO => h.set_entry_type(EntryType::Fifo),
+            _ => return Ok(()),
+        }
+        self.header(h, &tar_path, link, &pax, body, path)
+    }
+
+    /// Write (PAX records if needed), the ustar header, and the body padded to 512 bytes.
+    fn header(
+        &mut self,
+        mut h: Header,
+        tar_path: &[u8],
+        link: Option<Vec<u8>>,
+        pax_in: &[(String, Vec<u8>)],
+        body: Option<(OwnedFd, u64)>,
+        shown: &Path,
+    ) -> Result<()> {
+        let mut pax: Vec<(String, Vec<u8>)> = pax_in.to_vec();
+        if set_name(&mut h, tar_path).is_err() {
+            pax.push(("path".into(), tar_path.to_vec()));
+            set_name(&mut h, &tar_path[tar_path.len().saturating_sub(99)..]).ok();
+        }
+        if let Some(l) = &link {
+            if l.len() > 100 || h.set_link_name_literal(l).is_err() {
+                pax.push(("linkpath".into(), l.clone()));
+            }
+        }
+        let size = body.as_ref().map_or(0, |b| b.1);
+        if size > 0o77777777777 {
+            pax.push(("size".into(), size.to_string().into_bytes()));
+        }
+        for (key, id) in [("uid", h.uid().unwrap_or(0)), ("gid", h.gid().unwrap_or(0))] {
+            if id > 0o7777777 {
+                pax.push((key.into(), id.to_string().into_bytes()));
+            }
+        }
+        let w = |e| io_error(e, "write", shown);
+        if !pax.is_empty() {
+            let records = pax_records(&pax);
+            let mut ph = Header::new_ustar();
+            ph.set_entry_type(EntryType::XHeader);
+            let short = &tar_path[tar_path.len().saturating_sub(80)..];
+            set_name(&mut ph, &[b"PaxHeaders.0/".as_slice(), short].concat()).ok();
+            ph.set_size(records.len() as u64);
+            ph.set_mode(0o644);
+            ph.set_cksum();
+            self.out.write_all(ph.as_bytes()).map_err(w)?;
+            self.out.write_all(&records).map_err(w)?;
+            self.out.write_all(&[0u8; 512][..pad(records.len() as u64)]).map_err(w)?;
+        }
+        h.set_cksum();
+        self.out.write_all(h.as_bytes()).map_err(w)?;
+        if let Some((fd, size)) = body {
+            let mut f = std::fs::File::from(fd);
+            let copied = std::io::copy(&mut (&mut f).take(size), &mut self.out).map_err(|e| io_error(e, "read", shown))?;
+            if copied != size {
+                return Err(Error::invalid(Errno::EIO, "read", shown, "file shrank while it was being written to the diff"));
+            }
+            self.out.write_all(&[0u8; 512][..pad(size)]).map_err(w)?;
+        }
+        Ok(())
+    }
+}
+
+fn with_path(mut e: Error, path: &Path) -> Error {
+    e.path = Some(path.to_path_buf());
+    e
+}
+
+fn pad(size: u64) -> usize {
+    ((512 - size % 512) % 512) as usize
+}
+
+/// Put `name` in the ustar name/prefix fields; Err when it does not fit.
+fn set_name(h: &mut Header, name: &[u8]) -> std::result::Result<(), ()> {
+    let ustar = h.as_ustar_mut().ok_or(())?;
+    if name.len() <= 100 {
+        ustar.name = [0; 100];
+        ustar.name[..name.len()].copy_from_slice(name);
+        ustar.prefix = [0; 155];
+        return Ok(());
+    }
+    // Split at a '/' so that prefix <= 155 and name <= 100.
+    let split = name.iter().enumerate().rev().find(|&(i, &c)| c == b'/' && i <= 155 && name.len() - i - 1 <= 100).map(|(i, _)| i).ok_or(())?;
+    ustar.prefix = [0; 155];
+    ustar.prefix[..split].copy_from_slice(&name[..split]);
+    ustar.name = [0; 100];
+    ustar.name[..name.len() - split - 1].copy_from_slice(&name[split + 1..]);
+    Ok(())
+}
+
+/// PAX records: "<len> <key>=<value>\n", where len counts the whole record.
+fn pax_records(pax: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in pax {
+        let rest = k.len() + v.len() + 3; // ' ', '=', '\n'
+        let mut len = rest + 1;
+        while len != rest + len.to_string().len() {
+            len = rest + len.to_string().len();
+        }
+        out.extend_from_slice(format!("{len} {k}=").as_bytes());
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The xattrs of `name` in `dir`, sorted by name, without following a symlink.
+fn xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    // /proc/self/fd/<dir>/<name> with l*xattr: resolves the directory by fd, never follows the final link.
+    let p = CString::new([format!("/proc/self/fd/{}/", dir.as_raw_fd()).as_bytes(), name.as_bytes()].concat())
+        .map_err(|_| Error::internal("NUL in a file name"))?;
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        // SAFETY: p is NUL-terminated; names is a writable buffer of the given length.
+        let r = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr() as *mut libc::c_char, names.len()) };
+        match Errno::result(r) {
+            Ok(n) => break n as usize,
+            Err(Errno::ERANGE) => names.resize(names.len() * 4, 0),
+            Err(Errno::ENOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::sys(e, "llistxattr", shown)),
+        }
+    };
+    let mut out = Vec::new();
+    for key in names[..n].split(|&c| c == 0).filter(|k| !k.is_empty()) {
+        let ck = CString::new(key).expect("split on NUL");
+        let mut val = vec![0u8; 256];
+        let len = loop {
+            // SAFETY: p and ck are NUL-terminated; val is a writable buffer of the given length.
+            let r = unsafe { libc::lgetxattr(p.as_ptr(), ck.as_ptr(), val.as_mut_ptr() as *mut libc::c_void, val.len()) };
+            match Errno::result(r) {
+                Ok(n) => break n as usize,
+                Err(Errno::ERANGE) => val.resize(val.len() * 4, 0),
+                // Removed between list and get.
+                Err(Errno::ENODATA) => break usize::MAX,
+                Err(e) => return Err(Error::sys(e, "lgetxattr", shown)),
+            }
+        };
+        if len != usize::MAX {
+            val.truncate(len);
+            out.push((String::from_utf8_lossy(key).into_owned(), val));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        let r = pax_records(&[("path".into(), b"a".to_vec())]);
+        assert_eq!(r, b"9 path=a\n");
+        let long = vec![b'x'; 95];
+        let r = pax_records(&[("path".into(), long)]);
+        let len: usize = std::str::from_utf8(&r[..r.iter().position(|&c| c == b' ').unwrap()]).unwrap().parse().unwrap();
+        assert_eq!(len, r.len());
+    }
+
+    #[test]
+    fn long_names_split_into_prefix() {
+        let mut h = Header::new_ustar();
+        let name = [vec![b'd'; 120], b"/".to_vec(), vec![b'f'; 50]].concat();
+        assert!(set_name(&mut h, &name).is_ok());
+        assert_eq!(h.path_bytes().as_ref(), name.as_slice());
+        assert!(set_name(&mut h, &vec![b'f'; 101]).is_err());
+    }
+}

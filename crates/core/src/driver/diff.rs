@@ -1,0 +1,217 @@
+//! The diff driver half of the graph driver: changes, diff, applyDiff and diffSize.
+//!
+//! `changes` tries the send fast path (cost follows the size of the change) and falls back to
+//! the parallel tree walk without privilege. `apply_diff` applies into a temporary writable
+//! snapshot of the layer and swaps it in with RENAME_EXCHANGE only on success, so a bad or
+//! aborted stream leaves the layer exactly as it was.
+
+use super::Driver;
+use crate::changes::{self, Change, ChangeKind};
+use crate::delete::delete_at;
+use crate::error::{Code, Context, Error, Result};
+use crate::layer;
+use crate::open::{self, open_dir_at};
+use crate::quota;
+use crate::subvolume::{is_read_only_fd, set_read_only_fd, snapshot_at};
+use crate::tar::apply::{apply, ApplyOptions};
+use crate::tar::compress::{compressing_writer, Compression};
+use crate::tar::write::{write_layer, WriteOptions};
+use nix::errno::Errno;
+use nix::fcntl::{renameat2, RenameFlags};
+use nix::sys::stat::fstatat;
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Which layer to compare against.
+#[derive(Debug, Clone, Copy)]
+pub enum Against<'a> {
+    /// The parent recorded when the layer was created (none for a base layer).
+    RecordedParent,
+    /// No parent: the whole layer.
+    Nothing,
+    Layer(&'a str),
+}
+
+/// Progress and cancellation of a long call.
+pub struct Control<'a> {
+    pub abort: &'a AtomicBool,
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+/// A read-only view of a layer: the layer itself when read-only, else a temporary snapshot.
+struct ReadOnlyView<'a> {
+    driver: &'a Driver,
+    fd: OwnedFd,
+    temp: Option<String>,
+}
+
+impl Drop for ReadOnlyView<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.temp.take() {
+            let shown = self.driver.subvolumes_path().join(&name);
+            let _ = delete_at(self.driver.subvolumes.as_fd(), OsStr::new(&name), true, &shown);
+        }
+    }
+}
+
+impl Driver {
+    fn open_layer(&self, id: &str, op: &'static str) -> Result<OwnedFd> {
+        layer::check_id(id, op)?;
+        let path = self.layer_path(id);
+        if !self.is_layer(id)? {
+            return Err(Error::invalid(Errno::ENOENT, op, &path, "layer does not exist"));
+        }
+        open_dir_at(self.subvolumes.as_fd(), OsStr::new(id), &path)
+    }
+
+    fn parent_of(&self, id: &str, against: Against<'_>, op: &'static str) -> Result<Option<String>> {
+        match against {
+            Against::Nothing => Ok(None),
+            Against::Layer(p) => {
+                layer::check_id(p, op)?;
+                Ok(Some(p.to_string()))
+            }
+            Against::RecordedParent => Ok(layer::read(self.metadata.as_fd(), id, &self.layer_path(id))?.parent),
+        }
+    }
+
+    fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
+        let path = self.layer_path(id);
+        if is_read_only_fd(fd.as_fd(), &path)? {
+            return Ok(ReadOnlyView { driver: self, fd, temp: None });
+        }
+        let name = self.temp_name("tmp", id);
+        let shown = self.subvolumes_path().join(&name);
+        snapshot_at(fd.as_fd(), self.subvolumes.as_fd(), OsStr::new(&name), true, &shown)?;
+        let view = ReadOnlyView { driver: self, fd, temp: Some(name.clone()) };
+        let snap = open_dir_at(self.subvolumes.as_fd(), OsStr::new(&name), &shown)?;
+        Ok(ReadOnlyView { fd: snap, ..view })
+    }
+
+    /// Changes of layer `id` against `against`, sorted, parents before children.
+    pub fn changes(&self, id: &str, against: Against<'_>) -> Result<Vec<Change>> {
+        self.check_open()?;
+        let new = self.open_layer(id, "changes")?;
+        let Some(parent) = self.parent_of(id, against, "changes")? else {
+            return changes::changes_walk(new.as_fd(), None, &self.layer_path(id));
+        };
+        let old = self.open_layer(&parent, "changes")?;
+        if !self.send_denied.load(Ordering::Relaxed) {
+            match self.changes_by_send(id, new.as_fd(), &parent, old.as_fd()) {
+                Ok(list) => return Ok(list),
+                // Without CAP_SYS_ADMIN there is no send: remember, and walk from now on.
+                Err(e) if e.is(Errno::EPERM) => self.send_denied.store(true, Ordering::Relaxed),
+                Err(e) => return Err(e),
+            }
+        }
+        changes::changes_walk(new.as_fd(), Some(old.as_fd()), &self.layer_path(id))
+    }
+
+    fn changes_by_send(&self, id: &str, new: BorrowedFd<'_>, parent: &str, old: BorrowedFd<'_>) -> Result<Vec<Change>> {
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|_| Error::internal("dup failed"));
+        let new_view = self.read_only_view(id, dup(new)?)?;
+        let old_view = self.read_only_view(parent, dup(old)?)?;
+        changes::changes_send(new_view.fd.as_fd(), old_view.fd.as_fd(), &self.layer_path(id))
+    }
+
+    /// Write the OCI layer tar of `id` against `against` to `out`; returns the bytes written
+    /// (after compression).
+    pub fn diff(&self, id: &str, against: Against<'_>, compression: Compression, out: impl Write, ctl: &Control<'_>) -> Result<u64> {
+        let list = self.changes(id, against)?;
+        let new = self.open_layer(id, "diff")?;
+        let mut counted = CountingWriter { inner: out, count: 0 };
+        {
+            let mut w = compressing_writer(&mut counted, compression)?;
+            let opts = WriteOptions { uids: &self.uids, gids: &self.gids, abort: ctl.abort, progress: ctl.progress };
+            write_layer(new.as_fd(), &list, &mut w, &opts)?;
+            w.finish().map_err(|e| Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), "write", &self.layer_path(id)))?;
+        }
+        Ok(counted.count)
+    }
+
+    /// Bytes of added and modified regular files of `id` against `against`, each inode once.
+    pub fn diff_size(&self, id: &str, against: Against<'_>) -> Result<u64> {
+        let list = self.changes(id, against)?;
+        let root = self.open_layer(id, "diffSize")?;
+        let mut seen = HashSet::new();
+        let mut total = 0u64;
+        for c in list.iter().filter(|c| c.kind != ChangeKind::Delete) {
+            let st = match fstatat(&root, c.path.as_path(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(Error::sys(e, "fstatat", &self.layer_path(id).join(&c.path))),
+            };
+            if st.st_mode & libc::S_IFMT == libc::S_IFREG && seen.insert((st.st_dev, st.st_ino)) {
+                total += st.st_size as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Apply the layer tar `input` (plain, gzip or zstd) to layer `id`. The layer changes only
+    /// when the whole stream applied; returns the bytes of file content applied.
+    pub fn apply_diff(&self, id: &str, parent: Option<&str>, input: impl Read, ctl: &Control<'_>) -> Result<u64> {
+        self.check_open()?;
+        let path = self.layer_path(id);
+        let layer_fd = self.open_layer(id, "applyDiff")?;
+        if let Some(p) = parent {
+            layer::check_id(p, "applyDiff")?;
+            if !self.is_layer(p)? {
+                return Err(Error::invalid(Errno::ENOENT, "applyDiff", &self.layer_path(p), "parent layer does not exist"));
+            }
+        }
+        if self.state().refs.contains_key(id) {
+            return Err(Error::invalid(Errno::EBUSY, "applyDiff", &path, "layer is in use (get without put)"));
+        }
+        let sub = self.subvolumes.as_fd();
+        let tmp = self.temp_name("tmp", id);
+        let tmp_path = self.subvolumes_path().join(&tmp);
+        snapshot_at(layer_fd.as_fd(), sub, OsStr::new(&tmp), false, &tmp_path)?;
+        let undo = |e: Error| {
+            let _ = delete_at(sub, OsStr::new(&tmp), true, &tmp_path);
+            e
+        };
+        let work = open_dir_at(sub, OsStr::new(&tmp), &tmp_path).map_err(undo)?;
+        let opts = ApplyOptions { uids: &self.uids, gids: &self.gids, abort: ctl.abort, progress: ctl.progress };
+        let applied = apply(work.as_fd(), input, &opts).map_err(undo)?;
+        if ctl.abort.load(Ordering::Relaxed) {
+            return Err(undo(Error { code: Code::Aborted, syscall: "applyDiff", path: Some(path), message: "the operation was aborted".into() }));
+        }
+        let meta = layer::read(self.metadata.as_fd(), id, &path).map_err(undo)?;
+        if let Some(size) = meta.size {
+            quota::limit(work.as_fd(), size, &tmp_path).map_err(undo)?;
+        }
+        if is_read_only_fd(layer_fd.as_fd(), &path).map_err(undo)? {
+            set_read_only_fd(work.as_fd(), true, &tmp_path).map_err(undo)?;
+        }
+        let old_id = open::subvolume_id(layer_fd.as_fd(), &path).map_err(undo)?;
+        drop((work, layer_fd));
+        // The commit point: one atomic exchange; the old tree now sits under the temporary name.
+        renameat2(sub, tmp.as_str(), sub, id, RenameFlags::RENAME_EXCHANGE).at("renameat2", &path).map_err(undo)?;
+        delete_at(sub, OsStr::new(&tmp), true, &tmp_path)?;
+        if quota::enabled(sub, &self.home)? {
+            self.state().pending_qgroups.insert(old_id);
+            self.retry_pending_qgroups();
+        }
+        Ok(applied)
+    }
+}
+
+struct CountingWriter<W: Write> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
