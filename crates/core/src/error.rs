@@ -43,6 +43,11 @@ impl Error {
         Error { code: Code::Errno(errno), syscall, path: Some(path.to_path_buf()), message: why.into() }
     }
 
+    /// An `std::io::Error` from `syscall` on `path`, keeping its errno.
+    pub fn io(e: std::io::Error, syscall: &'static str, path: &Path) -> Self {
+        Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), syscall, path)
+    }
+
     pub fn not_btrfs(syscall: &'static str, path: &Path) -> Self {
         Error {
             code: Code::NotBtrfs,

@@ -15,5 +15,6 @@ pub mod driver;
 pub mod idmap;
 pub mod layer;
 pub mod quota;
+pub mod remap;
 pub mod changes;
 pub mod tar;
