@@ -35,14 +35,17 @@ fn main() -> ExitCode {
     let result = match args.first().and_then(|a| a.to_str()) {
         Some("raw") => cmd_raw(&args[1..], false),
         Some("core") => cmd_raw(&args[1..], true),
+        Some("serve") => cmd_serve(),
         Some("walk-delete") => cmd_walk_delete(&args[1..]),
         Some("populate") => cmd_populate(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
         Ok(json) => {
-            let mut out = io::stdout().lock();
-            let _ = writeln!(out, "{json}");
+            if !json.is_empty() {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{json}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage:
   btrfs-layers-bench raw <create|snapshot|snapshot-ro|delete> <dir> <n> [--source PATH] [--prefix STR]
   btrfs-layers-bench core <create|snapshot|snapshot-ro|delete> <dir> <n> [--source PATH] [--prefix STR]
+  btrfs-layers-bench serve    (one op per stdin line: via<TAB>op<TAB>dir<TAB>name[<TAB>source])
   btrfs-layers-bench walk-delete <path>
   btrfs-layers-bench populate <path> <dirs> <files> [--bytes N]";
 
@@ -200,6 +204,58 @@ fn cmd_raw(args: &[OsString], via_core: bool) -> Res<String> {
     json_list(&mut s, &only);
     s.push('}');
     Ok(s)
+}
+
+/// `serve`: read requests from stdin until EOF, answer each with one JSON line.
+fn cmd_serve() -> Res<String> {
+    let mut out = io::stdout().lock();
+    for line in io::stdin().lines() {
+        let line = line.map_err(|e| format!("stdin: {e}"))?;
+        if line.is_empty() {
+            continue;
+        }
+        let reply = match serve_one(&line) {
+            Ok((t, k)) => format!("{{\"ns\":{t},\"ioctl_ns\":{k}}}"),
+            Err(e) => {
+                let mut s = String::from("{\"error\":");
+                json_str(&mut s, &e);
+                s.push('}');
+                s
+            }
+        };
+        writeln!(out, "{reply}")
+            .and_then(|_| out.flush())
+            .map_err(|e| format!("stdout: {e}"))?;
+    }
+    Ok(String::new())
+}
+
+fn serve_one(line: &str) -> Res<(u64, u64)> {
+    let f: Vec<&str> = line.split('\t').collect();
+    if f.len() < 4 {
+        return Err(format!("bad request {line:?}"));
+    }
+    let op = match f[1] {
+        "create" => Op::Create,
+        "snapshot" => Op::Snapshot,
+        "snapshot-ro" => Op::SnapshotRo,
+        "delete" => Op::Delete,
+        other => return Err(format!("unknown op {other:?}")),
+    };
+    let dir = Path::new(f[2]);
+    let name = OsStr::new(f[3]);
+    let source = f.get(4).map(Path::new);
+    if matches!(op, Op::Snapshot | Op::SnapshotRo) && source.is_none() {
+        return Err("snapshot needs a source".into());
+    }
+    match (f[0], op) {
+        ("core", _) => core_op(op, source, dir, name),
+        ("raw", Op::Create) => raw_create(dir, name),
+        ("raw", Op::Snapshot) => raw_snapshot(source.unwrap(), dir, name, false),
+        ("raw", Op::SnapshotRo) => raw_snapshot(source.unwrap(), dir, name, true),
+        ("raw", Op::Delete) => raw_delete(dir, name),
+        (other, _) => Err(format!("unknown implementation {other:?}")),
+    }
 }
 
 fn errno_msg(what: &str, p: &Path, name: &OsStr, e: nix::errno::Errno) -> String {
