@@ -1,6 +1,7 @@
-import { BtrfsError, call } from './errors'
+import { BtrfsError, call, fromNative } from './errors'
 import { native } from './native'
-import type { NativeDriver } from '../native/index'
+import type { ApplySink, NativeDriver } from '../native/index'
+import { Readable } from 'node:stream'
 
 /** One id range of a user namespace: container ids `[containerId, containerId + size)` are host ids `[hostId, hostId + size)`. */
 export interface IdMap {
@@ -25,6 +26,27 @@ export interface CreateOptions {
   size?: number | string
   /** Make the layer immutable (the read-only subvolume flag). */
   readOnly?: boolean
+}
+
+/** One changed entry between a layer and its parent. */
+export interface Change {
+  /** Path inside the layer, starting with `/`. */
+  path: string
+  kind: 'add' | 'modify' | 'delete'
+}
+
+/** Compression of a diff stream. */
+export type Compression = 'none' | 'gzip' | 'zstd'
+
+export interface DiffOptions {
+  compression?: Compression
+  signal?: AbortSignal
+}
+
+export interface ApplyDiffOptions {
+  signal?: AbortSignal
+  /** Called with the uncompressed tar bytes consumed so far (about every 100 ms, and at the end). */
+  onProgress?: (bytes: number) => void
 }
 
 /** What the driver records about a layer. */
@@ -82,6 +104,23 @@ function checkMaps(name: string, value: unknown): IdMap[] | undefined {
     }
     return { containerId: o.containerId as number, hostId: o.hostId as number, size: o.size as number }
   })
+}
+
+/** `undefined`: the recorded parent; `null`/`''`: none (the whole layer); else a layer id. */
+function parentArg(parent: unknown): [string | undefined, boolean] {
+  if (parent === undefined) return [undefined, false]
+  if (parent === null || parent === '') return [undefined, true]
+  return [checkId('parent', parent), false]
+}
+
+function checkSignal(value: unknown): AbortSignal | undefined {
+  if (value === undefined) return undefined
+  if (!(value instanceof AbortSignal)) throw new BtrfsError('EINVAL', 'EINVAL: signal must be an AbortSignal')
+  return value
+}
+
+function abortError(): BtrfsError {
+  return new BtrfsError('ABORT_ERR', 'ABORT_ERR: the operation was aborted')
 }
 
 function checkId(name: string, value: unknown): string {
@@ -249,6 +288,171 @@ export class BtrfsDriver {
       subvolumeId: String(m.subvolumeId),
       ...(m.mountLabel ? { mountLabel: m.mountLabel } : {}),
     }
+  }
+
+  /**
+   * Changes of layer `id` against `parent`: `{ path, kind }` sorted by path, parents first.
+   * With `parent` omitted, the layer's own parent (as given to `create`) is used; with
+   * `null` or `''`, every entry of the layer is an addition. An entry is modified when its
+   * type, mode, owner, rdev or file capability differ, or (not for directories) its size or
+   * mtime; the directory holding an added or deleted entry is modified. As root this uses
+   * btrfs send (cost follows the size of the change); otherwise a parallel tree walk.
+   * @example await driver.changes('app') // [{ path: '/etc', kind: 'modify' }, { path: '/etc/app.conf', kind: 'add' }]
+   * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id.
+   */
+  async changes(id: string, parent?: string | null): Promise<Change[]> {
+    checkId('id', id)
+    const [p, whole] = parentArg(parent)
+    return (await this.#serial(id, () => call(() => this.#native.changes(id, p, whole)))) as Change[]
+  }
+
+  /**
+   * Bytes of the added and modified regular files of layer `id` against `parent` (as in
+   * `changes`), each inode counted once.
+   * @throws {BtrfsError} `ENOENT` when a layer is missing.
+   */
+  async diffSize(id: string, parent?: string | null): Promise<number> {
+    checkId('id', id)
+    const [p, whole] = parentArg(parent)
+    return (await this.#serial(id, () => call(() => this.#native.diffSize(id, p, whole)))) as number
+  }
+
+  /**
+   * The OCI image layer (a PAX tar, optionally gzip or zstd compressed) of layer `id` against
+   * `parent` (as in `changes`): entries sorted, parents first, deletions as `.wh.` whiteouts,
+   * hardlinks as links, xattrs, devices; ids mapped back to container ids. Streams with flat
+   * memory; errors (`ERR_ID_MAPPING`, `ENOENT`, ...) arrive as the stream's `error` event.
+   * @example await pipeline(await driver.diff('app', undefined, { compression: 'gzip' }), fs.createWriteStream('app.tar.gz'))
+   */
+  async diff(id: string, parent?: string | null, options?: DiffOptions): Promise<Readable> {
+    checkId('id', id)
+    const [p, whole] = parentArg(parent)
+    const o = checkKeys('options', options, ['compression', 'signal'])
+    const compression = (o.compression ?? 'none') as string
+    if (!['none', 'gzip', 'zstd'].includes(compression)) throw new BtrfsError('EINVAL', `EINVAL: compression must be 'none', 'gzip' or 'zstd'`)
+    const signal = checkSignal(o.signal)
+    if (signal?.aborted) throw abortError()
+    if (!(await this.exists(id))) throw new BtrfsError('ENOENT', `ENOENT: layer does not exist, diff '${id}'`, { path: id })
+    let stream: import('../native/index').DiffStream
+    try {
+      stream = this.#native.diffStart(id, p, whole, compression)
+    } catch (err) {
+      throw fromNative(err)
+    }
+    let reading = false
+    const out = new Readable({
+      highWaterMark: 1 << 20,
+      read() {
+        if (reading) return
+        reading = true
+        stream.next().then(
+          (chunk) => {
+            reading = false
+            out.push(chunk ?? null)
+          },
+          (err) => {
+            reading = false
+            out.destroy(fromNative(err))
+          },
+        )
+      },
+      destroy(err, cb) {
+        stream.abort()
+        // Drain so the producer thread can notice the abort and finish.
+        const drain = (): void => {
+          stream.next().then((c) => (c ? drain() : undefined), () => undefined)
+        }
+        drain()
+        cb(err)
+      },
+    })
+    if (signal) {
+      const onAbort = (): void => {
+        out.destroy(abortError())
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      out.once('close', () => signal.removeEventListener('abort', onAbort))
+    }
+    return out
+  }
+
+  /**
+   * Apply an OCI layer tar (plain, gzip or zstd, detected from its first bytes) to layer `id`,
+   * created from `parent`. `input` is a Readable, a Buffer, or the path of a tar file.
+   * Whiteouts and opaque whiteouts, hardlinks, symlinks, devices, fifos, xattrs, setuid bits,
+   * file capabilities and mtimes are applied; ids are mapped through the driver's maps.
+   * Every path stays inside the layer whatever the stream holds. The layer changes only when
+   * the whole stream applied: a bad stream (`ERR_BAD_LAYER`), an abort (`ABORT_ERR`) or any
+   * other failure leaves it as it was.
+   * @returns the bytes of file content applied.
+   * @throws {BtrfsError} `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ABORT_ERR`, `ENOENT`, `EBUSY` while the layer is held.
+   */
+  async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: ApplyDiffOptions): Promise<number> {
+    checkId('id', id)
+    if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
+    const o = checkKeys('options', options, ['signal', 'onProgress'])
+    const signal = checkSignal(o.signal)
+    const onProgress = o.onProgress as ((n: number) => void) | undefined
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new BtrfsError('EINVAL', 'EINVAL: onProgress must be a function')
+    const isStream = input instanceof Readable || (typeof input === 'object' && input !== null && typeof (input as unknown as Readable).pipe === 'function' && Symbol.asyncIterator in input)
+    if (typeof input !== 'string' && !(input instanceof Uint8Array) && !isStream) {
+      throw new BtrfsError('EINVAL', 'EINVAL: input must be a Readable, a Buffer or a file path')
+    }
+    if (signal?.aborted) throw abortError()
+    const p = parent ? parent : undefined
+    return this.#serial(id, async () => {
+      let sink: ApplySink
+      try {
+        sink = typeof input === 'string' ? this.#native.applyFile(id, p, input) : this.#native.applyStart(id, p)
+      } catch (err) {
+        throw fromNative(err)
+      }
+      let last = -1
+      const report = (): void => {
+        const n = sink.bytes
+        if (onProgress && n !== last) {
+          last = n
+          onProgress(n)
+        }
+      }
+      const timer = onProgress ? setInterval(report, 100) : undefined
+      const onAbort = (): void => sink.abort()
+      signal?.addEventListener('abort', onAbort, { once: true })
+      try {
+        if (typeof input !== 'string') {
+          if (input instanceof Uint8Array) {
+            await sink.write(Buffer.from(input.buffer, input.byteOffset, input.byteLength))
+          } else {
+            let pending: Buffer[] = []
+            let size = 0
+            for await (const chunk of input as Readable) {
+              if (signal?.aborted) break
+              const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer)
+              pending.push(b)
+              size += b.length
+              if (size >= 1 << 20) {
+                const more = await sink.write(Buffer.concat(pending, size))
+                pending = []
+                size = 0
+                if (!more) break
+              }
+            }
+            if (size > 0 && !signal?.aborted) await sink.write(Buffer.concat(pending, size))
+          }
+        }
+        if (signal?.aborted) sink.abort()
+        const applied = (await call(() => sink.finish())) as number
+        if (signal?.aborted) throw abortError()
+        return applied
+      } catch (err) {
+        sink.abort()
+        throw fromNative(err)
+      } finally {
+        if (timer) clearInterval(timer)
+        signal?.removeEventListener('abort', onAbort)
+        report()
+      }
+    })
   }
 
   /**

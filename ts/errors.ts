@@ -13,14 +13,21 @@ export class BtrfsError extends Error {
   readonly syscall?: string
   /** The path the failed operation concerned. */
   readonly path?: string
+  /** Every error of an operation that goes on past failures (`remapLayer`), first one included. */
+  readonly errors?: BtrfsError[]
 
-  constructor(code: BtrfsErrorCode, message: string, fields: { errno?: number; syscall?: string; path?: string } = {}) {
+  constructor(
+    code: BtrfsErrorCode,
+    message: string,
+    fields: { errno?: number; syscall?: string; path?: string; errors?: BtrfsError[] } = {},
+  ) {
     super(message)
     this.name = 'BtrfsError'
     this.code = code
     if (fields.errno !== undefined) this.errno = fields.errno
     if (fields.syscall) this.syscall = fields.syscall
     if (fields.path !== undefined) this.path = fields.path
+    if (fields.errors) this.errors = fields.errors
   }
 }
 
@@ -55,6 +62,7 @@ interface NativeRecord {
   syscall: string
   path: string | null
   message: string
+  errors?: NativeRecord[]
 }
 
 /** Turn whatever the native layer threw into a `BtrfsError` (the one place this happens). */
@@ -72,11 +80,17 @@ export function fromNative(err: unknown): BtrfsError {
     const e = new BtrfsError('EINVAL', message)
     return e
   }
+  return fromRecord(rec)
+}
+
+function fromRecord(rec: NativeRecord): BtrfsError {
   const where = [rec.syscall, rec.path !== null ? `'${rec.path}'` : ''].filter(Boolean).join(' ')
-  return new BtrfsError(rec.code, `${rec.code}: ${rec.message}${where ? `, ${where}` : ''}`, {
+  const more = rec.errors && rec.errors.length > 1 ? ` (and ${rec.errors.length - 1} more errors)` : ''
+  return new BtrfsError(rec.code, `${rec.code}: ${rec.message}${where ? `, ${where}` : ''}${more}`, {
     errno: rec.errno ?? undefined,
     syscall: rec.syscall || undefined,
     path: rec.path ?? undefined,
+    errors: rec.errors?.map(fromRecord),
   })
 }
 

@@ -23,8 +23,13 @@ export {
 export {
   BtrfsDriver,
   parseBytes,
+  type ApplyDiffOptions,
+  type Change,
+  type Compression,
   type CreateOptions,
+  type DiffOptions,
   type DriverOptions,
   type IdMap,
   type LayerMetadata,
 } from './driver'
+export { remapLayer, type Mapping, type RemapOptions, type RemapResult } from './remap'

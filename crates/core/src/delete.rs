@@ -23,7 +23,8 @@ use std::path::Path;
 pub fn delete(path: &Path, recursive: bool) -> Result<()> {
     let (parent, name) = split_parent(path, "BTRFS_IOC_SNAP_DESTROY")?;
     let dir = open_dir(parent)?;
-    require_btrfs(dir.as_fd(), parent)?;
+    // The mount check in delete_at comes before the parent's filesystem matters: deleting a
+    // mount point is EBUSY whatever the parent is on.
     delete_at(dir.as_fd(), name, recursive, path)
 }
 
@@ -36,12 +37,14 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
             e
         }
     })?;
-    require_btrfs(fd.as_fd(), shown)?;
-    require_subvolume(fd.as_fd(), shown)?;
     // A filesystem or bind mount sitting on the name is not the entry the caller named.
-    if open::mount_id(fd.as_fd(), shown)? != open::mount_id(dir, shown)?
-        || open::fsid(fd.as_fd(), shown)? != open::fsid(dir, shown)?
-    {
+    if open::mount_id(fd.as_fd(), shown)? != open::mount_id(dir, shown)? {
+        return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
+    }
+    require_btrfs(fd.as_fd(), shown)?;
+    require_btrfs(dir, shown)?;
+    require_subvolume(fd.as_fd(), shown)?;
+    if open::fsid(fd.as_fd(), shown)? != open::fsid(dir, shown)? {
         return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
     }
     let id = open::subvolume_id(fd.as_fd(), shown)?;

@@ -6,6 +6,8 @@
 //! `subvolumes/.del-*` first, then drops metadata and subvolume. `init` and `cleanup` sweep
 //! what a crash left behind. Every failure path undoes what it did.
 
+pub mod diff;
+
 use crate::delete::delete_at;
 use crate::error::{Code, Context, Error, Result};
 use crate::filesystem;
@@ -27,7 +29,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SUBVOLUMES: &str = "subvolumes";
@@ -53,8 +55,8 @@ pub struct CreateOptions {
 
 pub struct Driver {
     home: PathBuf,
-    subvolumes: OwnedFd,
-    metadata: OwnedFd,
+    /// The store's directories, open while the driver is; `cleanup` closes them.
+    dirs: std::sync::RwLock<Option<Arc<Dirs>>>,
     uids: IdMapping,
     gids: IdMapping,
     min_space: Option<u64>,
@@ -64,6 +66,11 @@ pub struct Driver {
     seq: AtomicU64,
     /// Set once BTRFS_IOC_SEND was refused (EPERM): `changes` walks from then on.
     send_denied: std::sync::atomic::AtomicBool,
+}
+
+struct Dirs {
+    subvolumes: OwnedFd,
+    metadata: OwnedFd,
 }
 
 struct State {
@@ -152,8 +159,7 @@ impl Driver {
             let pending = read_pending(metadata.as_fd(), &home);
             let driver = Driver {
                 home: home.clone(),
-                subvolumes,
-                metadata,
+                dirs: std::sync::RwLock::new(Some(Arc::new(Dirs { subvolumes, metadata }))),
                 uids,
                 gids,
                 min_space: opts.min_space,
@@ -193,17 +199,18 @@ impl Driver {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_open(&self) -> Result<()> {
-        if self.state().lock.is_none() {
-            return Err(Error::invalid(Errno::EINVAL, "driver", &self.home, "the driver was cleaned up; init it again"));
-        }
-        Ok(())
+    /// The store's open directories; EINVAL once `cleanup` ran.
+    fn dirs(&self) -> Result<Arc<Dirs>> {
+        self.dirs.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
+            Error::invalid(Errno::EINVAL, "driver", &self.home, "the driver was cleaned up; init it again")
+        })
     }
 
     /// Remove what a crash left: temporary and half-removed subvolumes, temporary metadata
     /// files, metadata of layers that do not exist; re-apply persisted size limits.
     fn recover(&self) -> Result<()> {
-        let sub = self.subvolumes.as_fd();
+        let dirs = self.dirs()?;
+        let sub = dirs.subvolumes.as_fd();
         for name in dir_names(sub, &self.subvolumes_path())? {
             if name.starts_with(".tmp-") || name.starts_with(".del-") {
                 let shown = self.subvolumes_path().join(&name);
@@ -216,14 +223,14 @@ impl Driver {
             }
         }
         let mut limits = Vec::new();
-        for name in dir_names(self.metadata.as_fd(), &self.home.join(METADATA))? {
+        for name in dir_names(dirs.metadata.as_fd(), &self.home.join(METADATA))? {
             let shown = self.home.join(METADATA).join(&name);
             if name.starts_with(".tmp-") {
-                nix::unistd::unlinkat(&self.metadata, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir).at("unlinkat", &shown)?;
+                nix::unistd::unlinkat(&dirs.metadata, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir).at("unlinkat", &shown)?;
             } else if let Some(id) = layer::id_of_file(&name) {
                 if !self.is_layer(id)? {
-                    layer::remove(self.metadata.as_fd(), id, &shown)?;
-                } else if let Ok(meta) = layer::read(self.metadata.as_fd(), id, &shown) {
+                    layer::remove(dirs.metadata.as_fd(), id, &shown)?;
+                } else if let Ok(meta) = layer::read(dirs.metadata.as_fd(), id, &shown) {
                     if let Some(size) = meta.size {
                         limits.push((meta.id, size));
                     }
@@ -245,7 +252,8 @@ impl Driver {
     }
 
     fn is_layer(&self, id: &str) -> Result<bool> {
-        match nix::sys::stat::fstatat(&self.subvolumes, id, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let dirs = self.dirs()?;
+        match nix::sys::stat::fstatat(&dirs.subvolumes, id, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(open::is_subvolume_root(&st)),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(Error::sys(e, "fstatat", &self.layer_path(id))),
@@ -254,7 +262,7 @@ impl Driver {
 
     /// Create layer `id`: empty, or a snapshot of layer `parent`.
     pub fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOptions) -> Result<()> {
-        self.check_open()?;
+        let dirs = self.dirs()?;
         check_id(id, "create")?;
         if let Some(p) = parent {
             check_id(p, "create")?;
@@ -267,7 +275,7 @@ impl Driver {
         if opts.size == Some(0) {
             return Err(Error::invalid(Errno::EINVAL, "create", &self.layer_path(id), "size must be positive"));
         }
-        let sub = self.subvolumes.as_fd();
+        let sub = dirs.subvolumes.as_fd();
         if entry_exists(sub, OsStr::new(id), &self.layer_path(id))? {
             return Err(Error::invalid(Errno::EEXIST, "create", &self.layer_path(id), "layer already exists"));
         }
@@ -290,13 +298,14 @@ impl Driver {
         let built = self.finish_create(id, parent, opts, &tmp, &tmp_path);
         if built.is_err() {
             let _ = delete_at(sub, OsStr::new(&tmp), true, &tmp_path);
-            let _ = layer::remove(self.metadata.as_fd(), id, &tmp_path);
+            let _ = layer::remove(dirs.metadata.as_fd(), id, &tmp_path);
         }
         built
     }
 
     fn finish_create(&self, id: &str, parent: Option<&str>, opts: &CreateOptions, tmp: &str, tmp_path: &Path) -> Result<()> {
-        let sub = self.subvolumes.as_fd();
+        let dirs = self.dirs()?;
+        let sub = dirs.subvolumes.as_fd();
         let fd = open_dir_at(sub, OsStr::new(tmp), tmp_path)?;
         if self.root_uid != 0 || self.root_gid != 0 {
             fchown(&fd, Some(Uid::from_raw(self.root_uid)), Some(Gid::from_raw(self.root_gid))).at("fchown", tmp_path)?;
@@ -321,7 +330,7 @@ impl Driver {
             mount_label: opts.mount_label.clone(),
         };
         drop(fd);
-        layer::write(self.metadata.as_fd(), &meta, &self.temp_name("tmp", id), tmp_path)?;
+        layer::write(dirs.metadata.as_fd(), &meta, &self.temp_name("tmp", id), tmp_path)?;
         // The commit point: the layer appears complete, or not at all.
         renameat2(sub, tmp, sub, id, RenameFlags::RENAME_NOREPLACE).map_err(|e| {
             if e == Errno::EEXIST {
@@ -335,7 +344,7 @@ impl Driver {
 
     /// Remove layer `id` with every subvolume nested in it, its metadata and its qgroup.
     pub fn remove(&self, id: &str) -> Result<()> {
-        self.check_open()?;
+        let dirs = self.dirs()?;
         check_id(id, "remove")?;
         let path = self.layer_path(id);
         if self.state().refs.contains_key(id) {
@@ -344,12 +353,12 @@ impl Driver {
         if !self.is_layer(id)? {
             return Err(Error::invalid(Errno::ENOENT, "remove", &path, "layer does not exist"));
         }
-        let sub = self.subvolumes.as_fd();
+        let sub = dirs.subvolumes.as_fd();
         let subvolume_id = open::subvolume_id(open_dir_at(sub, OsStr::new(id), &path)?.as_fd(), &path)?;
         let del = self.temp_name("del", id);
         // The commit point: from here on the layer is gone, whatever happens next.
         renameat2(sub, id, sub, del.as_str(), RenameFlags::RENAME_NOREPLACE).at("renameat2", &path)?;
-        layer::remove(self.metadata.as_fd(), id, &path)?;
+        layer::remove(dirs.metadata.as_fd(), id, &path)?;
         let del_path = self.subvolumes_path().join(&del);
         delete_at(sub, OsStr::new(&del), true, &del_path)?;
         // With quotas on, every subvolume has a qgroup (0/id) that outlives it unless destroyed.
@@ -362,36 +371,44 @@ impl Driver {
 
     /// Destroy qgroups of removed layers that the kernel has finished dropping.
     fn retry_pending_qgroups(&self) {
+        let Ok(dirs) = self.dirs() else { return };
         let mut st = self.state();
         if st.pending_qgroups.is_empty() {
             return;
         }
-        let sub = self.subvolumes.as_fd();
+        let sub = dirs.subvolumes.as_fd();
         st.pending_qgroups.retain(|&q| !matches!(quota::destroy(sub, q, &self.home), Ok(true)));
-        write_pending(self.metadata.as_fd(), &st.pending_qgroups);
+        write_pending(dirs.metadata.as_fd(), &st.pending_qgroups);
     }
 
-    /// Wait for the kernel to drop removed layers and destroy their qgroups (Linux 6.13+;
-    /// elsewhere only what is already dropped).
+    /// Commit, wait for the kernel to drop removed layers, and destroy their qgroups (the
+    /// wait needs Linux 6.13+; elsewhere only what is already dropped goes).
     pub fn release_qgroups(&self) -> Result<()> {
+        let dirs = self.dirs()?;
         let pending: Vec<u64> = self.state().pending_qgroups.iter().copied().collect();
-        for q in pending {
-            quota::wait_dropped(self.subvolumes.as_fd(), q, &self.home)?;
+        if pending.is_empty() {
+            return Ok(());
         }
+        // The cleaner drops deleted subvolumes after a commit; commit now rather than in 30 s.
+        filesystem::sync(&self.subvolumes_path())?;
+        for q in pending {
+            quota::wait_dropped(dirs.subvolumes.as_fd(), q, &self.home)?;
+        }
+        drop(dirs);
         self.retry_pending_qgroups();
         Ok(())
     }
 
     /// The absolute path of layer `id`, held until `put`.
     pub fn get(&self, id: &str, mount_label: Option<&str>) -> Result<PathBuf> {
-        self.check_open()?;
+        let dirs = self.dirs()?;
         check_id(id, "get")?;
         let path = self.layer_path(id);
         if !self.is_layer(id)? {
             return Err(Error::invalid(Errno::ENOENT, "get", &path, "layer does not exist"));
         }
         if let Some(label) = mount_label {
-            let fd = open_dir_at(self.subvolumes.as_fd(), OsStr::new(id), &path)?;
+            let fd = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
             set_label(fd.as_fd(), label, &path)?;
         }
         *self.state().refs.entry(id.to_string()).or_insert(0) += 1;
@@ -424,8 +441,8 @@ impl Driver {
 
     /// Ids of all complete layers, sorted.
     pub fn layers(&self) -> Result<Vec<String>> {
-        self.check_open()?;
-        let mut ids: Vec<String> = dir_names(self.subvolumes.as_fd(), &self.subvolumes_path())?
+        let dirs = self.dirs()?;
+        let mut ids: Vec<String> = dir_names(dirs.subvolumes.as_fd(), &self.subvolumes_path())?
             .into_iter()
             .filter(|n| check_id(n, "").is_ok())
             .collect();
@@ -435,23 +452,23 @@ impl Driver {
     }
 
     pub fn metadata(&self, id: &str) -> Result<LayerMeta> {
-        self.check_open()?;
+        let dirs = self.dirs()?;
         check_id(id, "getMetadata")?;
         let path = self.layer_path(id);
         if !self.is_layer(id)? {
             return Err(Error::invalid(Errno::ENOENT, "getMetadata", &path, "layer does not exist"));
         }
-        let mut meta = layer::read(self.metadata.as_fd(), id, &path)?;
+        let mut meta = layer::read(dirs.metadata.as_fd(), id, &path)?;
         // applyDiff swaps in a new subvolume; the live id is the truth.
-        meta.subvolume_id = open::subvolume_id(open_dir_at(self.subvolumes.as_fd(), OsStr::new(id), &path)?.as_fd(), &path)?;
+        meta.subvolume_id = open::subvolume_id(open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?.as_fd(), &path)?;
         Ok(meta)
     }
 
     /// `[key, value]` pairs describing the store, as a graph driver's Status reports them.
     pub fn status(&self) -> Result<Vec<(String, String)>> {
-        self.check_open()?;
+        let dirs = self.dirs()?;
         let fs = filesystem::info(&self.subvolumes_path())?;
-        let quotas = quota::enabled(self.subvolumes.as_fd(), &self.home)?;
+        let quotas = quota::enabled(dirs.subvolumes.as_fd(), &self.home)?;
         let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
         let devices: Vec<String> = fs.devices.iter().map(|d| d.path.clone()).collect();
         let mut out = vec![
@@ -478,9 +495,26 @@ impl Driver {
         Ok(out)
     }
 
-    /// Release the store: retry pending qgroups, undo the private mount, drop the lock.
+    /// Release the store: retry pending qgroups, undo the private mount, close every fd, drop
+    /// the lock. Calls still running finish first; later calls fail with EINVAL.
     pub fn cleanup(&self) -> Result<()> {
         self.retry_pending_qgroups();
+        let taken = self.dirs.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut dirs) = taken {
+            // Wait for calls in flight to let go of the directories, then close them.
+            loop {
+                match Arc::try_unwrap(dirs) {
+                    Ok(d) => {
+                        drop(d);
+                        break;
+                    }
+                    Err(shared) => {
+                        dirs = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            }
+        }
         let mut st = self.state();
         if st.mounted {
             umount2(&self.home, MntFlags::MNT_DETACH).at("umount2", &self.home)?;

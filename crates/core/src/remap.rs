@@ -298,3 +298,10 @@ fn get_xattr(proc: &CStr, key: &CStr, path: &Path) -> Result<Option<Vec<u8>>> {
         }
     }
 }
+
+/// [`remap_tree`] of the directory at `path` (the caller's path; symlinks in it are followed).
+pub fn remap_path(path: &Path, opts: &RemapOptions<'_>) -> Result<RemapOutcome> {
+    crate::path::check(path, "remap")?;
+    let fd = crate::open::open_dir(path)?;
+    remap_tree(fd.as_fd(), path, opts)
+}

@@ -49,7 +49,7 @@ fn maps(v: Option<Vec<IdMapEntry>>) -> Vec<IdMap> {
 
 #[napi]
 pub struct NativeDriver {
-    inner: Arc<Driver>,
+    pub(crate) inner: Arc<Driver>,
 }
 
 #[napi(js_name = "driverInit")]

@@ -48,6 +48,15 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 
 /// The JSON record the facade's `fromNative` reads: code, errno, syscall, path, message.
 pub fn to_js_error(e: &CoreError) -> Error {
+    Error::new(Status::GenericFailure, record(e, &[]))
+}
+
+/// As [`to_js_error`], with every error of a many-error operation in `errors`.
+pub fn to_js_error_many(first: &CoreError, all: &[CoreError]) -> Error {
+    Error::new(Status::GenericFailure, record(first, all))
+}
+
+fn record(e: &CoreError, all: &[CoreError]) -> String {
     let mut s = String::from("{\"btrfsLayers\":1,\"code\":");
     json_str(&mut s, e.code_str());
     s.push_str(",\"errno\":");
@@ -64,8 +73,18 @@ pub fn to_js_error(e: &CoreError) -> Error {
     }
     s.push_str(",\"message\":");
     json_str(&mut s, &e.message);
+    if !all.is_empty() {
+        s.push_str(",\"errors\":[");
+        for (i, each) in all.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&record(each, &[]));
+        }
+        s.push(']');
+    }
     s.push('}');
-    Error::new(Status::GenericFailure, s)
+    s
 }
 
 fn json_str(out: &mut String, v: &str) {

@@ -1,8 +1,11 @@
 //! napi-rs bindings: convert types and schedule work on the libuv thread pool. No logic that
 //! `btrfs-layers-core` could hold lives here.
 
+mod diff;
 mod driver;
 mod job;
+mod remap;
+mod stream;
 mod subvolume;
 
 pub use job::Job;

@@ -52,48 +52,54 @@ impl Drop for ReadOnlyView<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.temp.take() {
             let shown = self.driver.subvolumes_path().join(&name);
-            let _ = delete_at(self.driver.subvolumes.as_fd(), OsStr::new(&name), true, &shown);
+            if let Ok(dirs) = self.driver.dirs() {
+                let _ = delete_at(dirs.subvolumes.as_fd(), OsStr::new(&name), true, &shown);
+            }
         }
     }
 }
 
 impl Driver {
     fn open_layer(&self, id: &str, op: &'static str) -> Result<OwnedFd> {
+        let dirs = self.dirs()?;
         layer::check_id(id, op)?;
         let path = self.layer_path(id);
         if !self.is_layer(id)? {
             return Err(Error::invalid(Errno::ENOENT, op, &path, "layer does not exist"));
         }
-        open_dir_at(self.subvolumes.as_fd(), OsStr::new(id), &path)
+        open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)
     }
 
     fn parent_of(&self, id: &str, against: Against<'_>, op: &'static str) -> Result<Option<String>> {
+        let dirs = self.dirs()?;
         match against {
             Against::Nothing => Ok(None),
             Against::Layer(p) => {
                 layer::check_id(p, op)?;
                 Ok(Some(p.to_string()))
             }
-            Against::RecordedParent => Ok(layer::read(self.metadata.as_fd(), id, &self.layer_path(id))?.parent),
+            Against::RecordedParent => Ok(layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?.parent),
         }
     }
 
     fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
+        let dirs = self.dirs()?;
         let path = self.layer_path(id);
         if is_read_only_fd(fd.as_fd(), &path)? {
             return Ok(ReadOnlyView { driver: self, fd, temp: None });
         }
         let name = self.temp_name("tmp", id);
         let shown = self.subvolumes_path().join(&name);
-        snapshot_at(fd.as_fd(), self.subvolumes.as_fd(), OsStr::new(&name), true, &shown)?;
-        let view = ReadOnlyView { driver: self, fd, temp: Some(name.clone()) };
-        let snap = open_dir_at(self.subvolumes.as_fd(), OsStr::new(&name), &shown)?;
-        Ok(ReadOnlyView { fd: snap, ..view })
+        snapshot_at(fd.as_fd(), dirs.subvolumes.as_fd(), OsStr::new(&name), true, &shown)?;
+        // Built before the open, so a failed open still deletes the snapshot.
+        let mut view = ReadOnlyView { driver: self, fd, temp: Some(name.clone()) };
+        view.fd = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(&name), &shown)?;
+        Ok(view)
     }
 
     /// Changes of layer `id` against `against`, sorted, parents before children.
     pub fn changes(&self, id: &str, against: Against<'_>) -> Result<Vec<Change>> {
-        self.check_open()?;
+        self.dirs()?;
         let new = self.open_layer(id, "changes")?;
         let Some(parent) = self.parent_of(id, against, "changes")? else {
             return changes::changes_walk(new.as_fd(), None, &self.layer_path(id));
@@ -154,7 +160,7 @@ impl Driver {
     /// Apply the layer tar `input` (plain, gzip or zstd) to layer `id`. The layer changes only
     /// when the whole stream applied; returns the bytes of file content applied.
     pub fn apply_diff(&self, id: &str, parent: Option<&str>, input: impl Read, ctl: &Control<'_>) -> Result<u64> {
-        self.check_open()?;
+        let dirs = self.dirs()?;
         let path = self.layer_path(id);
         let layer_fd = self.open_layer(id, "applyDiff")?;
         if let Some(p) = parent {
@@ -166,7 +172,7 @@ impl Driver {
         if self.state().refs.contains_key(id) {
             return Err(Error::invalid(Errno::EBUSY, "applyDiff", &path, "layer is in use (get without put)"));
         }
-        let sub = self.subvolumes.as_fd();
+        let sub = dirs.subvolumes.as_fd();
         let tmp = self.temp_name("tmp", id);
         let tmp_path = self.subvolumes_path().join(&tmp);
         snapshot_at(layer_fd.as_fd(), sub, OsStr::new(&tmp), false, &tmp_path)?;
@@ -180,7 +186,7 @@ impl Driver {
         if ctl.abort.load(Ordering::Relaxed) {
             return Err(undo(Error { code: Code::Aborted, syscall: "applyDiff", path: Some(path), message: "the operation was aborted".into() }));
         }
-        let meta = layer::read(self.metadata.as_fd(), id, &path).map_err(undo)?;
+        let meta = layer::read(dirs.metadata.as_fd(), id, &path).map_err(undo)?;
         if let Some(size) = meta.size {
             quota::limit(work.as_fd(), size, &tmp_path).map_err(undo)?;
         }
