@@ -1,1 +1,218 @@
 //! Applying an OCI layer tar to a layer root, confined to it whatever the stream holds.
+//!
+//! Every entry's parent directory is resolved with openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV), so symlinks of the layer resolve as if its root
+//! were `/` and no mount inside is crossed; the final name is then only ever handled with
+//! `*at` calls on that directory fd that do not follow it. What sits at a name is replaced,
+//! never written through. The tar crate parses; it never touches the filesystem.
+
+mod attrs;
+mod body;
+mod create;
+mod dir_times;
+mod kind;
+mod meter;
+mod name;
+mod parents;
+mod remove;
+mod whiteout;
+
+use crate::error::{Code, Context, Error, Result};
+use crate::idmap::IdMapping;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
+use std::io::{BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use self::attrs::Meta;
+use self::dir_times::DirTimes;
+use self::kind::Kind;
+use self::meter::{stream_error, Meter};
+use self::name::{normalize, shown, split, Whiteout};
+use self::parents::Parents;
+use self::remove::reopen_listing;
+use self::whiteout::{Hider, Made};
+use super::compress::{decompressing_reader, Compression};
+
+/// Bytes read from the input at a time.
+const INPUT_BUFFER: usize = 256 << 10;
+/// Bytes of an entry body copied at a time.
+const BODY_BUFFER: usize = 256 << 10;
+/// Size of a tar block: the end-of-archive marker is (at least) one block of zeros.
+const BLOCK: u64 = 512;
+
+pub struct ApplyOptions<'a> {
+    /// Tar ids are container ids: mapped with `to_host`.
+    pub uids: &'a IdMapping,
+    pub gids: &'a IdMapping,
+    /// Checked between entries and during file bodies: `Code::Aborted`.
+    pub abort: &'a AtomicBool,
+    /// Called with cumulative uncompressed tar bytes read, at most every ~1 MiB and at the end.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+/// Apply the (possibly compressed) tar stream `input` to the directory `root` (an O_DIRECTORY fd of the layer root).
+/// Returns the bytes applied: the sum of the sizes of regular-file bodies written (as Docker's ApplyLayer counts).
+///
+/// Errors: ERR_BAD_LAYER for a malformed or hostile stream, ERR_ID_MAPPING for an id outside
+/// the maps, ABORT_ERR once `abort` is set, the errno for what the kernel refused. On error
+/// the layer is left part-applied: the caller applies into a snapshot it can throw away.
+pub fn apply(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions<'_>) -> Result<u64> {
+    let meter = Meter::new(opts.abort, opts.progress);
+    let source = meter.compressed(BufReader::with_capacity(INPUT_BUFFER, input));
+    let (compression, plain) = decompressing_reader(source)?;
+    let mut archive = ::tar::Archive::new(meter.expanded(plain));
+    let mut applier = Applier::new(root, opts, &meter)?;
+    let ended = applier.apply_entries(&mut archive)?;
+    if !ended && compression == Compression::None {
+        return Err(bad_layer(
+            Path::new(""),
+            "truncated: the stream ends without an end-of-archive marker",
+        ));
+    }
+    drain(archive.into_inner())?;
+    applier.dir_times.apply(&mut applier.parents)?;
+    meter.report_end();
+    Ok(applier.applied)
+}
+
+/// The state of one apply.
+struct Applier<'o, 'm> {
+    opts: &'o ApplyOptions<'o>,
+    meter: &'m Meter<'o>,
+    parents: Parents,
+    made: Made,
+    dir_times: DirTimes,
+    applied: u64,
+    buf: Vec<u8>,
+}
+
+impl<'o, 'm> Applier<'o, 'm> {
+    fn new(root: BorrowedFd<'_>, opts: &'o ApplyOptions<'o>, meter: &'m Meter<'o>) -> Result<Self> {
+        // A fresh fd of our own: fchown and friends need one that is not O_PATH.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let root = openat(root, ".", flags, Mode::empty()).at("openat", Path::new("."))?;
+        let owner = opts.uids.to_host(0).and_then(|u| Ok((u, opts.gids.to_host(0)?)));
+        let parents = Parents::new(root, owner)?;
+        Ok(Applier {
+            opts,
+            meter,
+            made: Made::new(parents.root_id()),
+            parents,
+            dir_times: DirTimes::default(),
+            applied: 0,
+            buf: vec![0; BODY_BUFFER],
+        })
+    }
+
+    /// Apply entries in stream order; true when the stream ended with an end-of-archive
+    /// marker rather than just running out.
+    fn apply_entries<R: Read>(&mut self, archive: &mut ::tar::Archive<R>) -> Result<bool> {
+        let mut entries = archive.entries().map_err(|e| stream_error(e, Path::new("")))?;
+        let mut last = Vec::new();
+        loop {
+            self.meter.check_abort().map_err(|e| stream_error(e, shown(&last)))?;
+            let before = self.meter.tar_bytes();
+            self.meter.limit_headers(true);
+            let next = entries.next();
+            self.meter.limit_headers(false);
+            let mut entry = match next {
+                None => return Ok(self.meter.tar_bytes() - before >= BLOCK),
+                Some(entry) => entry.map_err(|e| stream_error(e, shown(&last)))?,
+            };
+            last = normalize(&entry.path_bytes())?;
+            self.apply_entry(&mut entry, &last)?;
+            body::skip_body(&mut entry, self.meter, &mut self.buf, shown(&last))?;
+        }
+    }
+
+    fn apply_entry<R: Read>(&mut self, entry: &mut ::tar::Entry<'_, R>, path: &[u8]) -> Result<()> {
+        let kind = Kind::of(entry, shown(path))?;
+        if matches!(kind, Kind::Skip) {
+            return Ok(());
+        }
+        if path.is_empty() {
+            return self.apply_root(entry, kind);
+        }
+        let (dir_path, name) = split(path);
+        match name::whiteout(name, shown(path))? {
+            Whiteout::No => {}
+            Whiteout::AufsMeta => return Ok(()),
+            Whiteout::Opaque => return self.opaque(dir_path),
+            Whiteout::Of(hidden) => return self.whiteout(dir_path, hidden),
+        }
+        if let Kind::Hardlink(target) = &kind {
+            return self.make_hardlink(path, target);
+        }
+        let meta = Meta::read(entry, self.opts.uids, self.opts.gids, shown(path))?;
+        let dir = self.parents.open(dir_path, true)?;
+        let fd = dir.fd.as_fd();
+        match kind {
+            Kind::File { sparse } => self.applied += self.make_file(fd, path, entry, sparse, &meta)?,
+            Kind::Dir => self.make_dir(fd, path, &meta)?,
+            Kind::Symlink(target) => self.make_symlink(fd, path, &target, &meta)?,
+            Kind::Node(kind, dev) => self.make_node(fd, path, kind, dev, &meta)?,
+            Kind::Hardlink(_) | Kind::Skip => unreachable!("handled above"),
+        }
+        self.made.record(&dir, name, shown(path))
+    }
+
+    /// The root entry (`.`, `./`, `/`) must be a directory; only its metadata applies.
+    fn apply_root<R: Read>(&mut self, entry: &mut ::tar::Entry<'_, R>, kind: Kind) -> Result<()> {
+        if !matches!(kind, Kind::Dir) {
+            return Err(bad_layer(Path::new("."), "the root entry is not a directory"));
+        }
+        let meta = Meta::read(entry, self.opts.uids, self.opts.gids, Path::new("."))?;
+        meta.apply_to_fd(self.parents.root(), Path::new("."))?;
+        self.dir_times.record(b"", meta.times);
+        Ok(())
+    }
+
+    /// `.wh.<hidden>` in `dir_path`: the lower `hidden` goes.
+    fn whiteout(&mut self, dir_path: &[u8], hidden: &[u8]) -> Result<()> {
+        let dir = self.parents.open(dir_path, true)?;
+        self.made.keep(&dir, shown(dir_path))?;
+        let hider = Hider {
+            made: &self.made,
+            abort: self.opts.abort,
+        };
+        hider.hide(dir.fd.as_fd(), dir.id, dir_path, hidden)?;
+        self.parents.forget();
+        Ok(())
+    }
+
+    /// `.wh..wh..opq` in `dir_path`: every lower entry of the directory goes.
+    fn opaque(&mut self, dir_path: &[u8]) -> Result<()> {
+        let dir = self.parents.open(dir_path, true)?;
+        self.made.keep(&dir, shown(dir_path))?;
+        let listing = reopen_listing(dir.fd.as_fd(), shown(dir_path))?;
+        let hider = Hider {
+            made: &self.made,
+            abort: self.opts.abort,
+        };
+        hider.hide_children(listing, dir.id, dir_path)?;
+        self.parents.forget();
+        Ok(())
+    }
+}
+
+/// Read what follows the end-of-archive marker, so that a compressed stream's trailer (gzip
+/// CRC and length, the end of a zstd frame) is checked and the producer is not left blocked.
+fn drain(mut rest: impl Read) -> Result<()> {
+    std::io::copy(&mut rest, &mut std::io::sink())
+        .map(drop)
+        .map_err(|e| stream_error(e, Path::new("")))
+}
+
+/// A malformed or hostile stream, about the entry at `shown`.
+fn bad_layer(shown: &Path, why: impl Into<String>) -> Error {
+    let path = (!shown.as_os_str().is_empty()).then(|| shown.to_path_buf());
+    Error {
+        code: Code::BadLayer,
+        syscall: "",
+        path,
+        message: why.into(),
+    }
+}
