@@ -30,42 +30,50 @@ pub fn delete(path: &Path, recursive: bool) -> Result<()> {
 
 /// Delete subvolume `name` of directory `dir` (fd form of [`delete`]).
 pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Path) -> Result<()> {
-    let fd = open_dir_at(dir, name, shown).map_err(|e| {
-        if e.is(Errno::ELOOP) || e.is(Errno::ENOTDIR) {
-            Error::invalid(Errno::EINVAL, "openat", shown, "not a btrfs subvolume")
-        } else {
-            e
+    let fd = match open_dir_at(dir, name, shown) {
+        Ok(fd) => fd,
+        // A symlink or a file: not a subvolume, if this is btrfs at all.
+        Err(e) if e.is(Errno::ELOOP) || e.is(Errno::ENOTDIR) => {
+            require_btrfs(dir, shown)?;
+            return Err(Error::invalid(Errno::EINVAL, "openat", shown, "not a btrfs subvolume"));
         }
-    })?;
+        Err(e) => return Err(e),
+    };
     // A filesystem or bind mount sitting on the name is not the entry the caller named.
-    if open::mount_id(fd.as_fd(), shown)? != open::mount_id(dir, shown)? {
+    let (mount, dir_mount) = (open::mount_id(fd.as_fd(), shown)?, open::mount_id(dir, shown)?);
+    if mount != dir_mount {
         return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
     }
     require_btrfs(fd.as_fd(), shown)?;
-    require_btrfs(dir, shown)?;
     require_subvolume(fd.as_fd(), shown)?;
-    if open::fsid(fd.as_fd(), shown)? != open::fsid(dir, shown)? {
-        return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
-    }
-    let id = open::subvolume_id(fd.as_fd(), shown)?;
-    if id == ioctl::FS_TREE_OBJECTID {
-        return Err(Error::invalid(Errno::EINVAL, "BTRFS_IOC_SNAP_DESTROY", shown, "the top-level subvolume cannot be deleted"));
-    }
-    let kids = nested::children(fd.as_fd(), id, shown, Method::Auto)?;
-    if !kids.is_empty() {
-        if !recursive {
-            return Err(Error::invalid(
-                Errno::ENOTEMPTY,
-                "BTRFS_IOC_SNAP_DESTROY",
-                shown,
-                format!("subvolume holds {} nested subvolume(s); pass recursive", kids.len()),
-            ));
+    // Same mount means same filesystem; without mount ids (before Linux 5.8) compare fsids.
+    if mount == 0 {
+        require_btrfs(dir, shown)?;
+        if open::fsid(fd.as_fd(), shown)? != open::fsid(dir, shown)? {
+            return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
         }
-        let fsid = open::fsid(fd.as_fd(), shown)?;
-        delete_children(fd.as_fd(), kids, fsid, shown)?;
+    }
+    if recursive {
+        let id = open::subvolume_id(fd.as_fd(), shown)?;
+        if id == ioctl::FS_TREE_OBJECTID {
+            return Err(Error::invalid(Errno::EINVAL, "BTRFS_IOC_SNAP_DESTROY", shown, "the top-level subvolume cannot be deleted"));
+        }
+        let kids = nested::children(fd.as_fd(), id, shown, Method::Auto)?;
+        if !kids.is_empty() {
+            let fsid = open::fsid(fd.as_fd(), shown)?;
+            delete_children(fd.as_fd(), kids, fsid, shown)?;
+        }
     }
     drop(fd);
-    destroy_by_name(dir, name, shown)
+    // Without `recursive`, nested subvolumes make the kernel refuse with ENOTEMPTY before it
+    // changes anything.
+    destroy_by_name(dir, name, shown).map_err(|e| {
+        if e.is(Errno::ENOTEMPTY) {
+            Error::invalid(Errno::ENOTEMPTY, "BTRFS_IOC_SNAP_DESTROY", shown, "subvolume holds nested subvolumes; pass recursive")
+        } else {
+            e
+        }
+    })
 }
 
 /// Delete every subvolume nested in the one whose root is `fd`, deepest first.
@@ -80,9 +88,8 @@ fn delete_children(fd: BorrowedFd<'_>, kids: Vec<Child>, fsid: [u8; 16], shown: 
                 if !grandkids.is_empty() {
                     delete_children(child.as_fd(), grandkids, fsid, &kid_shown)?;
                 }
-                if is_read_only_fd(child.as_fd(), &kid_shown)? {
-                    set_read_only_fd(child.as_fd(), false, &kid_shown)?;
-                }
+                destroy_read_only_too(fd, &kid, child.as_fd(), &kid_shown)?;
+                continue;
             }
             // Covered by a mount or swapped: we cannot reach it by path, but a leaf can still
             // be destroyed by id, which needs no path; anything else is reported.
@@ -97,6 +104,17 @@ fn delete_children(fd: BorrowedFd<'_>, kids: Vec<Child>, fsid: [u8; 16], shown: 
         destroy_by_id(fd, &kid, &kid_shown)?;
     }
     Ok(())
+}
+
+/// Destroy `kid`; when its read-only flag is what refuses it, clear the flag and retry.
+fn destroy_read_only_too(parent: BorrowedFd<'_>, kid: &Child, child: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+    match destroy_by_id(parent, kid, shown) {
+        Err(e) if (e.is(Errno::EPERM) || e.is(Errno::EROFS)) && is_read_only_fd(child, shown)? => {
+            set_read_only_fd(child, false, shown)?;
+            destroy_by_id(parent, kid, shown)
+        }
+        r => r,
+    }
 }
 
 /// SNAP_DESTROY_V2 with SUBVOL_SPEC_BY_ID; on kernels before 5.7, SNAP_DESTROY by name.
