@@ -1,0 +1,220 @@
+//! The tree walk: two trees compared directory pair by directory pair, entries merged by
+//! name, directories the unit of parallelism (rayon). Directories are opened fd-relatively
+//! with O_NOFOLLOW, never by path.
+
+use super::entry::{attributes_differ, capability, capability_may_differ, join, lookup, Entry, TreeRoot};
+use super::{Change, ChangeKind};
+use crate::error::{Context, Error, Result};
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
+use rayon::prelude::*;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+
+/// How far below an entry the comparison goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Descend {
+    No,
+    /// A directory on both sides: compare their entries.
+    Both,
+    /// Only the new side has a directory to look into: everything in it is added.
+    NewOnly,
+    /// Only the old side does (the new one is a boundary): everything in it is deleted.
+    OldOnly,
+}
+
+/// What a walk found: the changes in walk order, and (send mode) the inode numbers of new
+/// non-directories that have other names.
+#[derive(Default)]
+pub(super) struct Found {
+    pub changes: Vec<Change>,
+    pub linked: Vec<u64>,
+}
+
+impl Found {
+    pub fn absorb(&mut self, other: Found) {
+        self.changes.extend(other.changes);
+        self.linked.extend(other.linked);
+    }
+}
+
+/// The two trees and how to report on them.
+pub(super) struct Walk {
+    pub old_root: TreeRoot,
+    pub new_root: TreeRoot,
+    pub shown: PathBuf,
+    /// Send mode: note the non-directories with other names, whose other names change too.
+    pub track_links: bool,
+}
+
+/// Every change between the tree at `old` (None: empty) and the tree at `new`, unsorted.
+pub(super) fn changes(new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, shown: &Path) -> Result<Vec<Change>> {
+    let (new_root, _) = TreeRoot::of(new, shown)?;
+    let old_root = match old {
+        Some(fd) => TreeRoot::of(fd, shown)?.0,
+        None => new_root,
+    };
+    let walk = Walk { old_root, new_root, shown: shown.to_path_buf(), track_links: false };
+    let old = old.map(|fd| reopen(fd, shown)).transpose()?;
+    let new = reopen(new, shown)?;
+    Ok(walk.dir(old, Some(new), Path::new(""))?.changes)
+}
+
+/// A directory stream of its own on the directory open at `fd`.
+pub(super) fn reopen(fd: BorrowedFd<'_>, shown: &Path) -> Result<Dir> {
+    open_child(fd, c".", shown)
+}
+
+/// Open directory `name` of `dir` without following a symlink in its place.
+pub(super) fn open_child(dir: BorrowedFd<'_>, name: &CStr, shown: &Path) -> Result<Dir> {
+    let fd = openat(dir, name, DIR_FLAGS, Mode::empty()).at("openat", shown)?;
+    Dir::from_fd(fd).at("fdopendir", shown)
+}
+
+/// The names in `dir` but `.` and `..`, sorted by bytes, with their types when readdir tells.
+pub(super) fn read_names(dir: &mut Dir) -> std::result::Result<Vec<(CString, Option<Type>)>, Errno> {
+    let mut names = Vec::new();
+    for e in dir.iter() {
+        let e = e?;
+        let name = e.file_name();
+        if name != c"." && name != c".." {
+            names.push((name.to_owned(), e.file_type()));
+        }
+    }
+    names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(names)
+}
+
+impl Walk {
+    pub fn shown(&self, rel: &Path) -> PathBuf {
+        self.shown.join(rel)
+    }
+
+    /// Entry `name` of `dir` in the tree whose root is `root`.
+    pub fn lookup(&self, dir: BorrowedFd<'_>, name: &CStr, root: &TreeRoot, prefix: &Path) -> Result<Option<Entry>> {
+        lookup(dir, name, root).map_err(|e| Error::sys(e, "statx", &self.shown(&join(prefix, name))))
+    }
+
+    /// What the walk reports for `name`, present as `old` and `new` in the directory pair,
+    /// and how far it goes below.
+    pub fn judge(
+        &self,
+        dirs: (Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>),
+        name: &CStr,
+        old: Option<&Entry>,
+        new: Option<&Entry>,
+        prefix: &Path,
+    ) -> Result<(Option<ChangeKind>, Descend)> {
+        Ok(match (old, new) {
+            (None, None) => (None, Descend::No),
+            (None, Some(n)) => (Some(ChangeKind::Add), if n.descends() { Descend::NewOnly } else { Descend::No }),
+            (Some(_), None) => (Some(ChangeKind::Delete), Descend::No),
+            (Some(o), Some(n)) => {
+                let modified = attributes_differ(o, n)
+                    || (capability_may_differ(o, n)
+                        && self.capability(dirs.0, name, prefix)? != self.capability(dirs.1, name, prefix)?);
+                let descend = match (o.is_dir(), n.is_dir(), o.descends(), n.descends()) {
+                    (_, false, _, _) => Descend::No,
+                    (_, true, true, true) => Descend::Both,
+                    (_, true, false, true) => Descend::NewOnly,
+                    (true, true, true, false) => Descend::OldOnly,
+                    _ => Descend::No,
+                };
+                (modified.then_some(ChangeKind::Modify), descend)
+            }
+        })
+    }
+
+    fn capability(&self, dir: Option<BorrowedFd<'_>>, name: &CStr, prefix: &Path) -> Result<Option<Vec<u8>>> {
+        let Some(dir) = dir else { return Ok(None) };
+        capability(dir, name).map_err(|e| Error::sys(e, "getxattr", &self.shown(&join(prefix, name))))
+    }
+
+    /// Compare the directory pair at `prefix` (None: that side has no entries here) and
+    /// everything below it; the result is in walk order (sorted, parents first).
+    pub fn dir(&self, mut old: Option<Dir>, mut new: Option<Dir>, prefix: &Path) -> Result<Found> {
+        let readdir = |d: &mut Option<Dir>| match d {
+            Some(d) => read_names(d).map_err(|e| Error::sys(e, "readdir", &self.shown(prefix))),
+            None => Ok(Vec::new()),
+        };
+        let (old_names, new_names) = (readdir(&mut old)?, readdir(&mut new)?);
+        let od = old.as_ref().map(|d| d.as_fd());
+        let nd = new.as_ref().map(|d| d.as_fd());
+
+        let mut found = Found::default();
+        // Changes of this directory's entries, each followed by its subtree (children[k]).
+        let mut slots: Vec<(Option<Change>, Option<usize>)> = Vec::new();
+        let mut children: Vec<(&CStr, Descend)> = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < old_names.len() || j < new_names.len() {
+            let order = match (old_names.get(i), new_names.get(j)) {
+                (Some(a), Some(b)) => a.0.as_bytes().cmp(b.0.as_bytes()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let (name, o, n) = match order {
+                std::cmp::Ordering::Less => {
+                    i += 1;
+                    let path = join(prefix, &old_names[i - 1].0);
+                    slots.push((Some(Change { path, kind: ChangeKind::Delete }), None));
+                    continue;
+                }
+                std::cmp::Ordering::Greater => {
+                    let (name, kind) = &new_names[j];
+                    j += 1;
+                    let plain = matches!(kind, Some(t) if *t != Type::Directory);
+                    if plain && !self.track_links {
+                        // An added non-directory: nothing below it, no need to stat it.
+                        let path = join(prefix, name);
+                        slots.push((Some(Change { path, kind: ChangeKind::Add }), None));
+                        continue;
+                    }
+                    (name.as_c_str(), None, self.lookup(nd.unwrap(), name, &self.new_root, prefix)?)
+                }
+                std::cmp::Ordering::Equal => {
+                    let name = old_names[i].0.as_c_str();
+                    i += 1;
+                    j += 1;
+                    let o = self.lookup(od.unwrap(), name, &self.old_root, prefix)?;
+                    (name, o, self.lookup(nd.unwrap(), name, &self.new_root, prefix)?)
+                }
+            };
+            if self.track_links && n.is_some_and(|n| n.is_linked()) {
+                found.linked.push(n.unwrap().ino);
+            }
+            let (kind, descend) = self.judge((od, nd), name, o.as_ref(), n.as_ref(), prefix)?;
+            let change = kind.map(|kind| Change { path: join(prefix, name), kind });
+            let below = (descend != Descend::No).then(|| {
+                children.push((name, descend));
+                children.len() - 1
+            });
+            slots.push((change, below));
+        }
+
+        let mut below: Vec<Found> = children
+            .par_iter()
+            .map(|&(name, descend)| {
+                let rel = join(prefix, name);
+                let open = |side: Option<BorrowedFd<'_>>, wanted: bool| match (side, wanted) {
+                    (Some(dir), true) => open_child(dir, name, &self.shown(&rel)).map(Some),
+                    _ => Ok(None),
+                };
+                let o = open(od, matches!(descend, Descend::Both | Descend::OldOnly))?;
+                let n = open(nd, matches!(descend, Descend::Both | Descend::NewOnly))?;
+                self.dir(o, n, &rel)
+            })
+            .collect::<Result<_>>()?;
+        for (change, k) in slots {
+            found.changes.extend(change);
+            if let Some(k) = k {
+                found.absorb(std::mem::take(&mut below[k]));
+            }
+        }
+        Ok(found)
+    }
+}

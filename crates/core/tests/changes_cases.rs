@@ -1,0 +1,504 @@
+//! Changes between a layer and its parent, case by case, on a real btrfs: each case is checked
+//! against its expected list for the parallel walk, the single-threaded walk and the send
+//! fast path.
+
+mod changes_common;
+
+use btrfs_layers_core::changes::{changes_send, changes_walk, Change, ChangeKind::*};
+use btrfs_layers_core::subvolume;
+use changes_common::*;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// Build a base with `setup`, change a child layer with `change`, and check all three ways.
+fn case(test: &str, setup: impl FnOnce(&Path), change: impl FnOnce(&Path), expected: &[Change]) {
+    let Some(fs) = Btrfs::new(test) else { return };
+    let layers = Layers::new(&fs, "c", setup);
+    change(&layers.layer);
+    layers.freeze();
+    let [walk, single, send] = three_ways(&layers.old, &layers.new);
+    for (how, got) in [("walk", &walk), ("single-threaded walk", &single), ("send", &send)] {
+        assert_eq!(got, expected, "{test}: {how} gave\n{}expected\n{}", show(got), show(expected));
+    }
+    layers.delete();
+}
+
+fn etc(base: &Path) {
+    mkdirs(&base.join("etc"));
+    write(&base.join("etc/passwd"), b"root:x:0:0\n");
+    write(&base.join("etc/group"), b"root:x:0:\n");
+    mkdirs(&base.join("var"));
+}
+
+#[test]
+fn add_file() {
+    case(
+        "add_file",
+        etc,
+        |l| {
+            write(&l.join("etc/shadow"), b"x");
+            write(&l.join("top"), b"");
+        },
+        &[ch("etc", Modify), ch("etc/shadow", Add), ch("top", Add)],
+    );
+}
+
+#[test]
+fn add_dir_with_subtree() {
+    case(
+        "add_dir",
+        etc,
+        |l| {
+            mkdirs(&l.join("var/lib/apt/lists"));
+            write(&l.join("var/lib/apt/lists/a"), b"1");
+            write(&l.join("var/lib/b"), b"2");
+        },
+        &[
+            ch("var", Modify),
+            ch("var/lib", Add),
+            ch("var/lib/apt", Add),
+            ch("var/lib/apt/lists", Add),
+            ch("var/lib/apt/lists/a", Add),
+            ch("var/lib/b", Add),
+        ],
+    );
+}
+
+#[test]
+fn delete_file() {
+    case(
+        "delete_file",
+        etc,
+        |l| std::fs::remove_file(l.join("etc/passwd")).unwrap(),
+        &[ch("etc", Modify), ch("etc/passwd", Delete)],
+    );
+}
+
+#[test]
+fn delete_dir_with_subtree() {
+    case(
+        "delete_dir",
+        |b| {
+            etc(b);
+            mkdirs(&b.join("usr/lib/x/y"));
+            write(&b.join("usr/lib/x/y/z"), b"z");
+            write(&b.join("usr/lib/x/f"), b"f");
+            write(&b.join("usr/keep"), b"k");
+        },
+        |l| std::fs::remove_dir_all(l.join("usr/lib")).unwrap(),
+        &[ch("usr", Modify), ch("usr/lib", Delete)],
+    );
+}
+
+#[test]
+fn modify_content_same_size_new_mtime() {
+    case(
+        "modify_content",
+        etc,
+        |l| {
+            let p = l.join("etc/passwd");
+            write(&p, b"ROOT:x:0:0\n");
+            set_mtime(&p, 1_700_000_000, 5).unwrap();
+            // Same size and the old mtime put back: not a change, by the engines' rules.
+            let g = l.join("etc/group");
+            let before = std::fs::symlink_metadata(&g).unwrap();
+            write(&g, b"ROOT:x:0:\n");
+            use std::os::unix::fs::MetadataExt;
+            set_mtime(&g, before.mtime(), before.mtime_nsec()).unwrap();
+        },
+        &[ch("etc/passwd", Modify)],
+    );
+}
+
+#[test]
+fn mtime_nanoseconds_alone() {
+    case(
+        "mtime_nsec",
+        |b| {
+            etc(b);
+            set_mtime(&b.join("etc/passwd"), 1_600_000_000, 1).unwrap();
+        },
+        |l| set_mtime(&l.join("etc/passwd"), 1_600_000_000, 2).unwrap(),
+        &[ch("etc/passwd", Modify)],
+    );
+}
+
+#[test]
+fn chmod_file_and_dir() {
+    case(
+        "chmod",
+        etc,
+        |l| {
+            chmod(&l.join("etc/passwd"), 0o600);
+            chmod(&l.join("var"), 0o700);
+        },
+        &[ch("etc/passwd", Modify), ch("var", Modify)],
+    );
+}
+
+#[test]
+fn chown_file_and_symlink() {
+    case(
+        "chown",
+        |b| {
+            etc(b);
+            std::os::unix::fs::symlink("passwd", b.join("etc/link")).unwrap();
+        },
+        |l| {
+            lchown(&l.join("etc/passwd"), 1000, 0);
+            lchown(&l.join("etc/link"), 0, 1000);
+        },
+        &[ch("etc/link", Modify), ch("etc/passwd", Modify)],
+    );
+}
+
+#[test]
+fn setuid_setgid_sticky() {
+    case(
+        "setuid",
+        |b| {
+            etc(b);
+            write(&b.join("su"), b"#!");
+            chmod(&b.join("su"), 0o755);
+        },
+        |l| {
+            chmod(&l.join("su"), 0o4755);
+            chmod(&l.join("etc/group"), 0o2644);
+            chmod(&l.join("var"), 0o1755);
+        },
+        &[ch("etc/group", Modify), ch("su", Modify), ch("var", Modify)],
+    );
+}
+
+#[test]
+fn security_capability() {
+    case(
+        "capability",
+        |b| {
+            for f in ["ping", "drop", "same"] {
+                write(&b.join(f), b"elf");
+                set_xattr(&b.join(f), "security.capability", &capability_value(1 << 13)).unwrap();
+            }
+            write(&b.join("gain"), b"elf");
+            write(&b.join("other"), b"elf");
+        },
+        |l| {
+            set_xattr(&l.join("ping"), "security.capability", &capability_value(1 << 12)).unwrap();
+            remove_xattr(&l.join("drop"), "security.capability").unwrap();
+            set_xattr(&l.join("gain"), "security.capability", &capability_value(1)).unwrap();
+            // The same value again (ctime moves, so it is read and compared), another xattr:
+            // neither is a change.
+            set_xattr(&l.join("same"), "security.capability", &capability_value(1 << 13)).unwrap();
+            set_xattr(&l.join("other"), "user.note", b"hi").unwrap();
+        },
+        &[ch("drop", Modify), ch("gain", Modify), ch("ping", Modify)],
+    );
+}
+
+#[test]
+fn rename_file() {
+    case(
+        "rename_file",
+        etc,
+        |l| {
+            std::fs::rename(l.join("etc/passwd"), l.join("etc/passwd-")).unwrap();
+            std::fs::rename(l.join("etc/group"), l.join("var/group")).unwrap();
+        },
+        &[
+            ch("etc", Modify),
+            ch("etc/group", Delete),
+            ch("etc/passwd", Delete),
+            ch("etc/passwd-", Add),
+            ch("var", Modify),
+            ch("var/group", Add),
+        ],
+    );
+}
+
+#[test]
+fn rename_dir() {
+    case(
+        "rename_dir",
+        |b| {
+            mkdirs(&b.join("usr/lib/x"));
+            write(&b.join("usr/lib/x/f"), b"f");
+            write(&b.join("usr/lib/g"), b"g");
+        },
+        |l| std::fs::rename(l.join("usr/lib"), l.join("usr/lib64")).unwrap(),
+        &[
+            ch("usr", Modify),
+            ch("usr/lib", Delete),
+            ch("usr/lib64", Add),
+            ch("usr/lib64/g", Add),
+            ch("usr/lib64/x", Add),
+            ch("usr/lib64/x/f", Add),
+        ],
+    );
+}
+
+#[test]
+fn exchanged_dirs() {
+    // The same paths, other inodes: send names only the two directories.
+    case(
+        "exchange",
+        |b| {
+            mkdirs(&b.join("x"));
+            mkdirs(&b.join("y"));
+            write(&b.join("x/f1"), b"1");
+            write(&b.join("x/f2"), b"2");
+            write(&b.join("y/f1"), b"11");
+            write(&b.join("y/same"), b"s");
+            std::fs::hard_link(b.join("y/same"), b.join("x/same")).unwrap();
+        },
+        |l| exchange(&l.join("x"), &l.join("y")).unwrap(),
+        &[
+            ch("x", Modify),
+            ch("x/f1", Modify),
+            ch("x/f2", Delete),
+            ch("y", Modify),
+            ch("y/f1", Modify),
+            ch("y/f2", Add),
+        ],
+    );
+}
+
+#[test]
+fn type_changes() {
+    case(
+        "type_change",
+        |b| {
+            etc(b);
+            mkdirs(&b.join("d/sub"));
+            write(&b.join("d/sub/f"), b"f");
+        },
+        |l| {
+            std::fs::remove_file(l.join("etc/passwd")).unwrap();
+            mkdirs(&l.join("etc/passwd/inner"));
+            write(&l.join("etc/passwd/x"), b"x");
+            std::fs::remove_dir_all(l.join("d")).unwrap();
+            write(&l.join("d"), b"now a file");
+            std::fs::remove_file(l.join("etc/group")).unwrap();
+            std::os::unix::fs::symlink("passwd", l.join("etc/group")).unwrap();
+        },
+        &[
+            ch("d", Modify),
+            ch("etc/group", Modify),
+            ch("etc/passwd", Modify),
+            ch("etc/passwd/inner", Add),
+            ch("etc/passwd/x", Add),
+        ],
+    );
+}
+
+#[test]
+fn symlink_target_changed() {
+    case(
+        "symlink",
+        |b| {
+            mkdirs(&b.join("links"));
+            std::os::unix::fs::symlink("a", b.join("links/same_len")).unwrap();
+            std::os::unix::fs::symlink("a", b.join("links/longer")).unwrap();
+            std::os::unix::fs::symlink("a", b.join("links/kept")).unwrap();
+            set_mtime(&b.join("links/same_len"), 1_500_000_000, 0).unwrap();
+        },
+        |l| {
+            std::fs::remove_file(l.join("links/same_len")).unwrap();
+            std::os::unix::fs::symlink("b", l.join("links/same_len")).unwrap();
+            std::fs::remove_file(l.join("links/longer")).unwrap();
+            std::os::unix::fs::symlink("/usr/bin/a", l.join("links/longer")).unwrap();
+        },
+        &[ch("links/longer", Modify), ch("links/same_len", Modify)],
+    );
+}
+
+#[test]
+fn hardlink_added() {
+    case(
+        "hardlink_added",
+        etc,
+        |l| std::fs::hard_link(l.join("etc/passwd"), l.join("var/passwd")).unwrap(),
+        &[ch("var", Modify), ch("var/passwd", Add)],
+    );
+}
+
+#[test]
+fn hardlinked_file_changed_under_every_name() {
+    // Send names the inode once; every other name is found through INO_PATHS.
+    case(
+        "hardlink_chmod",
+        |b| {
+            etc(b);
+            std::fs::hard_link(b.join("etc/passwd"), b.join("var/p1")).unwrap();
+            std::fs::hard_link(b.join("etc/passwd"), b.join("p2")).unwrap();
+        },
+        |l| chmod(&l.join("var/p1"), 0o640),
+        &[ch("etc/passwd", Modify), ch("p2", Modify), ch("var/p1", Modify)],
+    );
+}
+
+#[test]
+fn fifo_and_devices() {
+    case(
+        "devices",
+        |b| {
+            mkdirs(&b.join("dev"));
+            mknod_char(&b.join("dev/tty"), 5, 0);
+        },
+        |l| {
+            mkfifo(&l.join("dev/fifo"));
+            mknod_char(&l.join("dev/null"), 1, 3);
+            std::fs::remove_file(l.join("dev/tty")).unwrap();
+            mknod_char(&l.join("dev/tty"), 5, 1);
+            // Same rdev, same mode, new inode: nothing to report but the mtime.
+        },
+        &[ch("dev", Modify), ch("dev/fifo", Add), ch("dev/null", Add), ch("dev/tty", Modify)],
+    );
+}
+
+#[test]
+fn non_utf8_names() {
+    case(
+        "non_utf8",
+        |b| {
+            mkdirs(&b.join("d"));
+            write(&b.join(os(b"d/old\xff")), b"x");
+        },
+        |l| {
+            write(&l.join(os(b"caf\xe9")), b"x");
+            mkdirs(&l.join(os(b"\xfe\xff")));
+            write(&l.join(os(b"\xfe\xff/\x80")), b"y");
+            std::fs::remove_file(l.join(os(b"d/old\xff"))).unwrap();
+        },
+        &[
+            ch(b"caf\xe9", Add),
+            ch(b"d", Modify),
+            ch(b"d/old\xff", Delete),
+            ch(b"\xfe\xff", Add),
+            ch(b"\xfe\xff/\x80", Add),
+        ],
+    );
+}
+
+fn os(name: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(name)
+}
+
+#[test]
+fn nested_subvolumes_are_entries_never_descended() {
+    let Some(fs) = Btrfs::new("nested") else { return };
+    let layers = Layers::new(&fs, "n", |b| {
+        etc(b);
+        subvolume::create(&b.join("kept")).unwrap();
+        write(&b.join("kept/inside"), b"not part of the layer");
+        subvolume::create(&b.join("gone")).unwrap();
+    });
+    subvolume::create(&layers.layer.join("etc/vol")).unwrap();
+    write(&layers.layer.join("etc/vol/inside"), b"x");
+    mkdirs(&layers.layer.join("etc/vol/dir"));
+    // The child's copy of a nested subvolume is an empty placeholder; rmdir takes it away.
+    std::fs::remove_dir(layers.layer.join("gone")).unwrap();
+    layers.freeze();
+    let expected = [ch("etc", Modify), ch("etc/vol", Add), ch("gone", Delete)];
+    let [walk, single, send] = three_ways(&layers.old, &layers.new);
+    for (how, got) in [("walk", &walk), ("single", &single), ("send", &send)] {
+        assert_eq!(got, &expected, "{how} gave\n{}", show(got));
+    }
+    // The walk on the live layers stops at the real subvolumes too (base holds kept/inside
+    // for real, the layer a placeholder): kept is a boundary on both sides.
+    let (b, l) = (open(&layers.base), open(&layers.layer));
+    let live = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer).unwrap();
+    assert_eq!(live, expected, "live walk gave\n{}", show(&live));
+    delete_nested(&layers);
+}
+
+fn delete_nested(layers: &Layers) {
+    for p in [&layers.new, &layers.layer, &layers.old, &layers.base] {
+        btrfs_layers_core::delete::delete(p, true).unwrap();
+    }
+}
+
+#[test]
+fn no_parent_means_everything_added() {
+    let Some(fs) = Btrfs::new("no_parent") else { return };
+    let layers = Layers::new(&fs, "p", etc);
+    let n = open(&layers.old);
+    let got = changes_walk(n.as_fd(), None, &layers.old).unwrap();
+    let expected = [ch("etc", Add), ch("etc/group", Add), ch("etc/passwd", Add), ch("var", Add)];
+    assert_eq!(got, expected);
+    layers.delete();
+}
+
+#[test]
+fn unchanged_layer_has_no_changes() {
+    case("unchanged", etc, |_| {}, &[]);
+}
+
+#[test]
+fn send_refuses_writable_and_non_subvolume_and_foreign_trees() {
+    let Some(fs) = Btrfs::new("send_errors") else { return };
+    let layers = Layers::new(&fs, "e", etc);
+    layers.freeze();
+    let (old, new, layer) = (open(&layers.old), open(&layers.new), open(&layers.layer));
+    let err = changes_send(layer.as_fd(), old.as_fd(), &layers.layer).unwrap_err();
+    assert_eq!((err.code_str(), err.syscall), ("EINVAL", "BTRFS_IOC_SEND"), "{err}");
+    let err = changes_send(new.as_fd(), layer.as_fd(), &layers.new).unwrap_err();
+    assert_eq!(err.code_str(), "EINVAL", "{err}");
+    let etc_dir = open(&layers.new.join("etc"));
+    let err = changes_send(etc_dir.as_fd(), old.as_fd(), &layers.new).unwrap_err();
+    assert_eq!(err.code_str(), "EINVAL", "{err}");
+
+    let Some(other) = Btrfs::new("send_errors_other") else { return };
+    let foreign = Layers::new(&other, "f", etc);
+    let foreign_old = open(&foreign.old);
+    let err = changes_send(new.as_fd(), foreign_old.as_fd(), &layers.new).unwrap_err();
+    assert_eq!(err.code_str(), "EXDEV", "{err}");
+    drop((old, new, layer, etc_dir, foreign_old));
+    foreign.delete();
+    layers.delete();
+}
+
+#[test]
+fn send_without_cap_sys_admin_is_eperm() {
+    let Some(fs) = Btrfs::new("send_eperm") else { return };
+    let layers = Layers::new(&fs, "x", etc);
+    layers.freeze();
+    let (old, new) = (open(&layers.old), open(&layers.new));
+    // Capabilities are per thread: drop CAP_SYS_ADMIN in a thread of its own.
+    let err = std::thread::scope(|s| {
+        s.spawn(|| {
+            drop_cap_sys_admin();
+            changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap_err()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!((err.code_str(), err.syscall), ("EPERM", "BTRFS_IOC_SEND"), "{err}");
+    // The walk needs no privilege beyond reading, and is the fallback.
+    assert!(changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap().is_empty());
+    drop((old, new));
+    layers.delete();
+}
+
+fn drop_cap_sys_admin() {
+    const CAP_SYS_ADMIN: u32 = 21;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Header { version: 0x2008_0522, pid: 0 };
+    let mut d = [Data::default(); 2];
+    // SAFETY: a v3 capability header and two data structs, as capget expects.
+    assert_eq!(unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) }, 0);
+    d[0].effective &= !(1 << CAP_SYS_ADMIN);
+    d[0].permitted &= !(1 << CAP_SYS_ADMIN);
+    // SAFETY: as above; lowering this thread's own capabilities is always allowed.
+    assert_eq!(unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) }, 0);
+}
