@@ -2,6 +2,7 @@ import { BtrfsError, call, fromNative } from './errors'
 import { native } from './native'
 import type { ApplySink, NativeDriver } from '../native/index'
 import { Readable } from 'node:stream'
+import { mapping, runRemap, type RemapResult } from './remap'
 
 /** One id range of a user namespace: container ids `[containerId, containerId + size)` are host ids `[hostId, hostId + size)`. */
 export interface IdMap {
@@ -453,6 +454,51 @@ export class BtrfsDriver {
         report()
       }
     })
+  }
+
+  /**
+   * Create layer `target` holding layer `id`'s tree with every owner shifted from `id`'s id
+   * maps to `uidMaps`/`gidMaps` (a snapshot, then a parallel remap of the snapshot; `id` is
+   * never touched). Diffs of `target` and of its children map ids back through these maps.
+   * @example await driver.remap('image', 'image-userns', { uidMaps: [{ containerId: 0, hostId: 200000, size: 65536 }], gidMaps: [...] })
+   * @throws {BtrfsError} `ERR_ID_MAPPING` when an owner is outside the maps (with every such
+   *   path in `errors`; nothing is created), `EEXIST`, `ENOENT`, `EINVAL`, `ABORT_ERR`.
+   */
+  async remap(
+    id: string,
+    target: string,
+    options: { uidMaps?: IdMap[]; gidMaps?: IdMap[]; signal?: AbortSignal; onProgress?: (inodes: number) => void },
+  ): Promise<RemapResult> {
+    checkId('id', id)
+    checkId('target', target)
+    const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'signal', 'onProgress'])
+    const to = mapping('options', { uidMaps: o.uidMaps, gidMaps: o.gidMaps })
+    const signal = checkSignal(o.signal)
+    const onProgress = o.onProgress as ((n: number) => void) | undefined
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new BtrfsError('EINVAL', 'EINVAL: onProgress must be a function')
+    if (signal?.aborted) throw abortError()
+    return this.#serial(target, async () => {
+      let task: import('../native/index').RemapTask
+      try {
+        task = this.#native.remapStart(id, target, to)
+      } catch (err) {
+        throw fromNative(err)
+      }
+      return runRemap(task, signal, onProgress)
+    })
+  }
+
+  /**
+   * Mount layer `id` on the existing directory `target` with its owners shown under
+   * `uidMaps`/`gidMaps` (an idmapped mount: Linux 5.15+, root): no inode changes. `status()`
+   * tells whether this kernel supports it. Undo with `unmount(target)`.
+   * @throws {BtrfsError} `EINVAL` (kernel or filesystem without idmapped mounts, bad maps), `EPERM`, `ENOENT`.
+   */
+  async mountIdmapped(id: string, target: string, maps: { uidMaps?: IdMap[]; gidMaps?: IdMap[] }): Promise<void> {
+    checkId('id', id)
+    if (typeof target !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: target must be a string')
+    const m = mapping('maps', maps)
+    await call(() => this.#native.mountIdmapped(id, target, m))
   }
 
   /**

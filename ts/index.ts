@@ -14,6 +14,7 @@ export {
   snapshot,
   subvolumeInfo,
   sync,
+  unmount,
   type Device,
   type FilesystemInfo,
   type NestedSubvolume,

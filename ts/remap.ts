@@ -42,7 +42,7 @@ function maps(name: string, value: unknown): IdMap[] | undefined {
   })
 }
 
-function mapping(name: string, value: unknown): { uidMaps?: IdMap[]; gidMaps?: IdMap[] } {
+export function mapping(name: string, value: unknown): { uidMaps?: IdMap[]; gidMaps?: IdMap[] } {
   if (value === null || typeof value !== 'object') throw new BtrfsError('EINVAL', `EINVAL: ${name} must be { uidMaps?, gidMaps? }`)
   const v = value as Record<string, unknown>
   for (const k of Object.keys(v)) if (k !== 'uidMaps' && k !== 'gidMaps') throw new BtrfsError('EINVAL', `EINVAL: unknown ${name} key '${k}'`)
@@ -80,6 +80,15 @@ export async function remapLayer(path: string, options: RemapOptions): Promise<R
   } catch (err) {
     throw fromNative(err)
   }
+  return runRemap(task, signal, onProgress)
+}
+
+/** Drive a native remap task: progress every 100 ms, abort on the signal, the result or error. */
+export async function runRemap(
+  task: import('../native/index').RemapTask,
+  signal: AbortSignal | undefined,
+  onProgress: ((inodes: number) => void) | undefined,
+): Promise<RemapResult> {
   let last = -1
   const report = (): void => {
     const n = task.visited

@@ -205,3 +205,11 @@ export async function filesystemInfo(path: string): Promise<FilesystemInfo> {
     space: { data: f.data, metadata: f.metadata, system: f.system },
   }
 }
+
+/**
+ * Detach the mount on `target` (lazily), e.g. one made by `BtrfsDriver.mountIdmapped`.
+ * @throws {BtrfsError} `EINVAL` when nothing is mounted there, `EPERM` without privilege.
+ */
+export async function unmount(target: string): Promise<void> {
+  await call(() => native.unmount(str('target', target)))
+}

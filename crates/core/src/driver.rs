@@ -7,6 +7,7 @@
 //! what a crash left behind. Every failure path undoes what it did.
 
 pub mod diff;
+pub mod remap;
 
 use crate::delete::delete_at;
 use crate::error::{Code, Context, Error, Result};
@@ -64,6 +65,8 @@ pub struct Driver {
     root_gid: u32,
     state: Mutex<State>,
     seq: AtomicU64,
+    /// Whether idmapped mounts work here, found out on first use.
+    idmapped: std::sync::OnceLock<bool>,
     /// Set once BTRFS_IOC_SEND was refused (EPERM): `changes` walks from then on.
     send_denied: std::sync::atomic::AtomicBool,
 }
@@ -168,6 +171,7 @@ impl Driver {
                 state: Mutex::new(State { refs: HashMap::new(), pending_qgroups: pending, lock: Some(lock), mounted }),
                 seq: AtomicU64::new(0),
                 send_denied: std::sync::atomic::AtomicBool::new(false),
+                idmapped: std::sync::OnceLock::new(),
             };
             driver.recover()?;
             Ok(driver)
@@ -197,6 +201,27 @@ impl Driver {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The id maps for recorded layer maps: the driver's when none are recorded.
+    fn mappings(&self, uid_maps: &Option<Vec<IdMap>>, gid_maps: &Option<Vec<IdMap>>) -> Result<(IdMapping, IdMapping)> {
+        Ok((
+            match uid_maps {
+                Some(m) => IdMapping::new(m, "uidMaps")?,
+                None => self.uids.clone(),
+            },
+            match gid_maps {
+                Some(m) => IdMapping::new(m, "gidMaps")?,
+                None => self.gids.clone(),
+            },
+        ))
+    }
+
+    /// The id maps layer `id` is stored under.
+    fn mappings_of(&self, id: &str) -> Result<(IdMapping, IdMapping)> {
+        let dirs = self.dirs()?;
+        let meta = layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?;
+        self.mappings(&meta.uid_maps, &meta.gid_maps)
     }
 
     /// The store's open directories; EINVAL once `cleanup` ran.
@@ -307,8 +332,15 @@ impl Driver {
         let dirs = self.dirs()?;
         let sub = dirs.subvolumes.as_fd();
         let fd = open_dir_at(sub, OsStr::new(tmp), tmp_path)?;
-        if self.root_uid != 0 || self.root_gid != 0 {
-            fchown(&fd, Some(Uid::from_raw(self.root_uid)), Some(Gid::from_raw(self.root_gid))).at("fchown", tmp_path)?;
+        // A child of a remapped layer keeps that layer's maps.
+        let inherited = match parent {
+            Some(p) => layer::read(dirs.metadata.as_fd(), p, &self.layer_path(p)).map(|m| (m.uid_maps, m.gid_maps)).unwrap_or((None, None)),
+            None => (None, None),
+        };
+        let (uids, gids) = self.mappings(&inherited.0, &inherited.1)?;
+        let (root_uid, root_gid) = (uids.to_host(0).unwrap_or(self.root_uid), gids.to_host(0).unwrap_or(self.root_gid));
+        if root_uid != 0 || root_gid != 0 {
+            fchown(&fd, Some(Uid::from_raw(root_uid)), Some(Gid::from_raw(root_gid))).at("fchown", tmp_path)?;
         }
         if let Some(label) = &opts.mount_label {
             set_label(fd.as_fd(), label, tmp_path)?;
@@ -328,6 +360,8 @@ impl Driver {
             size: opts.size,
             subvolume_id: open::subvolume_id(fd.as_fd(), tmp_path)?,
             mount_label: opts.mount_label.clone(),
+            uid_maps: inherited.0,
+            gid_maps: inherited.1,
         };
         drop(fd);
         layer::write(dirs.metadata.as_fd(), &meta, &self.temp_name("tmp", id), tmp_path)?;
@@ -489,6 +523,8 @@ impl Driver {
         if let Some(min) = self.min_space {
             out.push(("Min Space".into(), min.to_string()));
         }
+        let idmapped = *self.idmapped.get_or_init(|| crate::idmount::supported(dirs.subvolumes.as_fd()));
+        out.push(("Idmapped Mounts".into(), if idmapped { "supported" } else { "unsupported" }.into()));
         if !self.uids.is_identity() {
             out.push(("Remapped Root".into(), format!("{}:{}", self.root_uid, self.root_gid)));
         }
@@ -522,6 +558,28 @@ impl Driver {
         }
         st.lock = None;
         Ok(())
+    }
+
+    /// Mount layer `id` on the existing directory `target`, its owners shown under `uid_maps` /
+    /// `gid_maps` instead of the driver's maps, without changing any inode (idmapped mount).
+    pub fn mount_idmapped(&self, id: &str, target: &Path, uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Result<()> {
+        let dirs = self.dirs()?;
+        check_id(id, "mountIdmapped")?;
+        check(target, "mountIdmapped")?;
+        let shown_uids = IdMapping::new(uid_maps, "uidMaps")?;
+        let shown_gids = IdMapping::new(gid_maps, "gidMaps")?;
+        let path = self.layer_path(id);
+        if !self.is_layer(id)? {
+            return Err(Error::invalid(Errno::ENOENT, "mountIdmapped", &path, "layer does not exist"));
+        }
+        let layer = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
+        open::open_dir(target)?;
+        let (stored_uids, stored_gids) = self.mappings_of(id)?;
+        let ns = crate::idmount::user_namespace(
+            &crate::idmount::compose(&stored_uids, &shown_uids),
+            &crate::idmount::compose(&stored_gids, &shown_gids),
+        )?;
+        crate::idmount::mount_idmapped(layer.as_fd(), target, ns.as_fd())
     }
 
     pub fn uid_mapping(&self) -> &IdMapping {

@@ -6,7 +6,8 @@ use std::path::Path;
 
 /// One range: container ids `[container_id, container_id + size)` map to host ids
 /// `[host_id, host_id + size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct IdMap {
     pub container_id: u32,
     pub host_id: u32,

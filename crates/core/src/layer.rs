@@ -44,6 +44,12 @@ pub struct LayerMeta {
     pub size: Option<u64>,
     pub subvolume_id: u64,
     pub mount_label: Option<String>,
+    /// Id maps of this layer when they differ from the driver's (a `remap`ped layer and its
+    /// descendants); its owners are host ids under these maps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid_maps: Option<Vec<crate::idmap::IdMap>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid_maps: Option<Vec<crate::idmap::IdMap>>,
 }
 
 fn file_name(id: &str) -> String {

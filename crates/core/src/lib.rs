@@ -13,6 +13,7 @@ pub mod subvolume;
 pub use error::{Code, Error, Result};
 pub mod driver;
 pub mod idmap;
+pub mod idmount;
 pub mod layer;
 pub mod quota;
 pub mod remap;

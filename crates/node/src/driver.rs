@@ -154,3 +154,12 @@ impl NativeDriver {
         Job::new(move || d.cleanup())
     }
 }
+
+#[napi]
+impl NativeDriver {
+    #[napi(js_name = "mountIdmapped")]
+    pub fn mount_idmapped(&self, id: String, target: String, mapping: DriverInitOptions) -> AsyncTask<Job<()>> {
+        let d = self.inner.clone();
+        Job::new(move || d.mount_idmapped(&id, &PathBuf::from(target), &maps(mapping.uid_maps), &maps(mapping.gid_maps)))
+    }
+}

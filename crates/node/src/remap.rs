@@ -3,7 +3,9 @@
 use crate::driver::IdMapEntry;
 use crate::job::to_js_error_many;
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{remap_path, RemapOptions};
+use crate::driver::NativeDriver;
+use btrfs_layers_core::driver::diff::Control;
+use btrfs_layers_core::remap::{remap_path, RemapOptions, RemapOutcome};
 use btrfs_layers_core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -83,8 +85,10 @@ impl Task for RemapFinish {
     }
 }
 
-#[napi(js_name = "remapStart")]
-pub fn remap_start(path: String, from: Mapping, to: Mapping, cross_subvolumes: bool) -> Result<RemapTask> {
+/// Run `work` on a thread of its own; the handle aborts it, reads progress, and finishes.
+fn spawn_remap(
+    work: impl FnOnce(&AtomicBool, &(dyn Fn(u64) + Sync)) -> btrfs_layers_core::Result<RemapOutcome> + Send + 'static,
+) -> Result<RemapTask> {
     let abort = Arc::new(AtomicBool::new(false));
     let visited = Arc::new(AtomicU64::new(0));
     let (a, v) = (abort.clone(), visited.clone());
@@ -92,26 +96,8 @@ pub fn remap_start(path: String, from: Mapping, to: Mapping, cross_subvolumes: b
         .name("btrfs-layers-remap".into())
         .spawn(move || -> Outcome {
             let run = || -> Outcome {
-                let prep = || -> btrfs_layers_core::Result<[IdMapping; 4]> {
-                    Ok([
-                        mapping(from.uid_maps, "from.uidMaps")?,
-                        mapping(from.gid_maps, "from.gidMaps")?,
-                        mapping(to.uid_maps, "to.uidMaps")?,
-                        mapping(to.gid_maps, "to.gidMaps")?,
-                    ])
-                };
-                let [fu, fg, tu, tg] = prep().map_err(|e| (e, Vec::new()))?;
                 let report = |n: u64| v.store(n, Ordering::Relaxed);
-                let opts = RemapOptions {
-                    from_uids: &fu,
-                    from_gids: &fg,
-                    to_uids: &tu,
-                    to_gids: &tg,
-                    cross_subvolumes,
-                    abort: &a,
-                    progress: &report,
-                };
-                let out = remap_path(&PathBuf::from(&path), &opts).map_err(|e| (e, Vec::new()))?;
+                let out = work(&a, &report).map_err(|e| (e, Vec::new()))?;
                 match out.errors.first() {
                     Some(first) => Err((first.clone(), out.errors.clone())),
                     None => Ok((out.visited, out.changed)),
@@ -122,4 +108,31 @@ pub fn remap_start(path: String, from: Mapping, to: Mapping, cross_subvolumes: b
         })
         .map_err(|e| to_js_error_many(&CoreError::internal(format!("cannot start a thread: {e}")), &[]))?;
     Ok(RemapTask { worker: Arc::new(Mutex::new(Some(worker))), abort, visited })
+}
+
+#[napi(js_name = "remapStart")]
+pub fn remap_start(path: String, from: Mapping, to: Mapping, cross_subvolumes: bool) -> Result<RemapTask> {
+    spawn_remap(move |abort, progress| {
+        let fu = mapping(from.uid_maps, "from.uidMaps")?;
+        let fg = mapping(from.gid_maps, "from.gidMaps")?;
+        let tu = mapping(to.uid_maps, "to.uidMaps")?;
+        let tg = mapping(to.gid_maps, "to.gidMaps")?;
+        let opts = RemapOptions { from_uids: &fu, from_gids: &fg, to_uids: &tu, to_gids: &tg, cross_subvolumes, abort, progress };
+        remap_path(&PathBuf::from(&path), &opts)
+    })
+}
+
+#[napi]
+impl NativeDriver {
+    /// Create layer `target` from layer `id` under other id maps (snapshot, then remap).
+    #[napi(js_name = "remapStart")]
+    pub fn remap_layer_start(&self, id: String, target: String, to: Mapping) -> Result<RemapTask> {
+        let d = self.inner.clone();
+        spawn_remap(move |abort, progress| {
+            let raw = |v: Option<Vec<IdMapEntry>>| -> Vec<IdMap> {
+                v.unwrap_or_default().into_iter().map(|m| IdMap { container_id: m.container_id, host_id: m.host_id, size: m.size }).collect()
+            };
+            d.remap(&id, &target, &raw(to.uid_maps), &raw(to.gid_maps), &Control { abort, progress })
+        })
+    }
 }

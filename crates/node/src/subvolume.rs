@@ -173,3 +173,9 @@ pub fn filesystem_info(path: String) -> AsyncTask<Job<FilesystemInfo>> {
 pub fn panic_for_test() -> AsyncTask<Job<()>> {
     Job::new(|| panic!("deliberate panic for the test suite"))
 }
+
+/// Unmount `target` (lazily: MNT_DETACH), e.g. an idmapped mount made by `mountIdmapped`.
+#[napi]
+pub fn unmount(target: String) -> AsyncTask<Job<()>> {
+    Job::new(move || btrfs_layers_core::idmount::unmount(&PathBuf::from(target)))
+}

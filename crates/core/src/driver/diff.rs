@@ -131,7 +131,8 @@ impl Driver {
         let mut counted = CountingWriter { inner: out, count: 0 };
         {
             let mut w = compressing_writer(&mut counted, compression)?;
-            let opts = WriteOptions { uids: &self.uids, gids: &self.gids, abort: ctl.abort, progress: ctl.progress };
+            let (uids, gids) = self.mappings_of(id)?;
+            let opts = WriteOptions { uids: &uids, gids: &gids, abort: ctl.abort, progress: ctl.progress };
             write_layer(new.as_fd(), &list, &mut w, &opts)?;
             w.finish().map_err(|e| Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), "write", &self.layer_path(id)))?;
         }
@@ -181,7 +182,8 @@ impl Driver {
             e
         };
         let work = open_dir_at(sub, OsStr::new(&tmp), &tmp_path).map_err(undo)?;
-        let opts = ApplyOptions { uids: &self.uids, gids: &self.gids, abort: ctl.abort, progress: ctl.progress };
+        let (uids, gids) = self.mappings_of(id).map_err(undo)?;
+        let opts = ApplyOptions { uids: &uids, gids: &gids, abort: ctl.abort, progress: ctl.progress };
         let applied = apply(work.as_fd(), input, &opts).map_err(undo)?;
         if ctl.abort.load(Ordering::Relaxed) {
             return Err(undo(Error { code: Code::Aborted, syscall: "applyDiff", path: Some(path), message: "the operation was aborted".into() }));
