@@ -17,8 +17,10 @@ mod send_stream;
 mod walk;
 
 use crate::error::{Error, Result};
+use crate::idmap::IdMapping;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChangeKind {
@@ -45,10 +47,32 @@ pub struct Change {
     pub kind: ChangeKind,
 }
 
+/// The (uid, gid) maps each tree is stored under, to compare owners as container ids: a
+/// layer and its remapped copy hold the same container ids under different host ids.
+#[derive(Debug, Clone)]
+pub struct ContainerIds {
+    pub new: Arc<(IdMapping, IdMapping)>,
+    pub old: Arc<(IdMapping, IdMapping)>,
+}
+
 /// Tree walk: compare the tree at `new` against `old` (None: everything under `new` is
 /// added). Parallel (rayon) across directories.
-pub fn changes_walk(new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, shown: &Path) -> Result<Vec<Change>> {
-    walk::changes(new, old, shown).map(normalize)
+pub fn changes_walk(
+    new: BorrowedFd<'_>,
+    old: Option<BorrowedFd<'_>>,
+    shown: &Path,
+) -> Result<Vec<Change>> {
+    walk::changes(new, old, shown, None).map(normalize)
+}
+
+/// [`changes_walk`] comparing owners as container ids through `ids`.
+pub fn changes_walk_ids(
+    new: BorrowedFd<'_>,
+    old: Option<BorrowedFd<'_>>,
+    shown: &Path,
+    ids: &ContainerIds,
+) -> Result<Vec<Change>> {
+    walk::changes(new, old, shown, Some(ids)).map(normalize)
 }
 
 /// [`changes_walk`] on one thread (the benchmark compares the two).
@@ -70,7 +94,17 @@ pub fn changes_walk_single_threaded(
 /// size of the change. EPERM without CAP_SYS_ADMIN (fall back to [`changes_walk`]); EINVAL
 /// when either is not a read-only subvolume root; EXDEV across filesystems.
 pub fn changes_send(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) -> Result<Vec<Change>> {
-    send::changes(new, old, shown).map(normalize)
+    send::changes(new, old, shown, None).map(normalize)
+}
+
+/// [`changes_send`] comparing owners as container ids through `ids`.
+pub fn changes_send_ids(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    shown: &Path,
+    ids: &ContainerIds,
+) -> Result<Vec<Change>> {
+    send::changes(new, old, shown, Some(ids)).map(normalize)
 }
 
 /// Sort component-wise, drop duplicates, and report the parent directory of every added or
@@ -83,16 +117,24 @@ fn normalize(mut list: Vec<Change>) -> Vec<Change> {
         if c.kind == ChangeKind::Modify {
             continue;
         }
-        let Some(parent) = c.path.parent().filter(|p| !p.as_os_str().is_empty()) else { continue };
+        let Some(parent) = c.path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            continue;
+        };
         if parents.last().map(|p| p.as_path()) == Some(parent) {
             continue;
         }
-        if list.binary_search_by(|x| x.path.as_path().cmp(parent)).is_err() {
+        if list
+            .binary_search_by(|x| x.path.as_path().cmp(parent))
+            .is_err()
+        {
             parents.push(parent.to_path_buf());
         }
     }
     if !parents.is_empty() {
-        list.extend(parents.into_iter().map(|path| Change { path, kind: ChangeKind::Modify }));
+        list.extend(parents.into_iter().map(|path| Change {
+            path,
+            kind: ChangeKind::Modify,
+        }));
         list.sort_by(|a, b| a.path.cmp(&b.path));
         list.dedup_by(|later, first| later.path == first.path);
     }
@@ -104,7 +146,10 @@ mod tests {
     use super::*;
 
     fn c(path: &str, kind: ChangeKind) -> Change {
-        Change { path: path.into(), kind }
+        Change {
+            path: path.into(),
+            kind,
+        }
     }
 
     #[test]

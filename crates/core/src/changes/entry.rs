@@ -2,6 +2,7 @@
 //! whether it is a boundary the comparison does not cross, and its file capability.
 
 use crate::error::{Context, Result};
+use crate::idmap::IdMapping;
 use crate::ioctl::{BTRFS_SUPER_MAGIC, FIRST_FREE_OBJECTID};
 use nix::errno::Errno;
 use nix::sys::statfs::fstatfs;
@@ -9,6 +10,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Inode number of the placeholder directory a snapshot holds where the source had a nested
 /// subvolume (`BTRFS_EMPTY_SUBVOL_DIR_OBJECTID`).
@@ -17,29 +19,56 @@ const STATX_MASK: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME | libc::STAT
 
 /// What an entry must share with its tree's root to be inside the tree, not across a
 /// boundary (a nested subvolume, its placeholder, another filesystem or a bind mount).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct TreeRoot {
     dev: (u32, u32),
     mnt_id: u64,
     btrfs: bool,
+    /// Owners are compared as container ids through these (uid, gid) maps, when given.
+    ids: Option<Arc<(IdMapping, IdMapping)>>,
 }
 
 impl TreeRoot {
-    pub fn of(fd: BorrowedFd<'_>, shown: &Path) -> Result<(TreeRoot, Entry)> {
+    pub fn of(
+        fd: BorrowedFd<'_>,
+        shown: &Path,
+        ids: Option<Arc<(IdMapping, IdMapping)>>,
+    ) -> Result<(TreeRoot, Entry)> {
         let stx = statx(fd, c"", libc::AT_EMPTY_PATH).at("statx", shown)?;
-        let btrfs = fstatfs(fd).at("fstatfs", shown)?.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC;
-        let root = TreeRoot { dev: (stx.stx_dev_major, stx.stx_dev_minor), mnt_id: mnt_id(&stx), btrfs };
+        let btrfs =
+            fstatfs(fd).at("fstatfs", shown)?.filesystem_type().0 as i64 == BTRFS_SUPER_MAGIC;
+        let root = TreeRoot {
+            dev: (stx.stx_dev_major, stx.stx_dev_minor),
+            mnt_id: mnt_id(&stx),
+            btrfs,
+            ids,
+        };
         let mut entry = Entry::from(&stx);
         entry.boundary = false;
+        root.view_owner(&mut entry);
         Ok((root, entry))
+    }
+
+    /// Express the entry's owner in container ids; an id outside the maps stays apart from
+    /// every container id (bit 32 set), so it never compares equal to a mapped one.
+    fn view_owner(&self, e: &mut Entry) {
+        if let Some(ids) = &self.ids {
+            let view = |map: &IdMapping, raw: u64| {
+                map.to_container(raw as u32)
+                    .map_or(raw | 1 << 32, u64::from)
+            };
+            e.uid = view(&ids.0, e.uid);
+            e.gid = view(&ids.1, e.gid);
+        }
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
     pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
+    /// Host id, or container id when the tree is compared through id maps.
+    pub uid: u64,
+    pub gid: u64,
     pub rdev: (u32, u32),
     pub size: u64,
     pub mtime: (i64, u32),
@@ -56,13 +85,14 @@ impl Entry {
     fn from(stx: &libc::statx) -> Entry {
         Entry {
             mode: u32::from(stx.stx_mode),
-            uid: stx.stx_uid,
-            gid: stx.stx_gid,
+            uid: u64::from(stx.stx_uid),
+            gid: u64::from(stx.stx_gid),
             rdev: (stx.stx_rdev_major, stx.stx_rdev_minor),
             size: stx.stx_size,
             mtime: (stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec),
             ctime: (stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec),
-            btime: (stx.stx_mask & libc::STATX_BTIME != 0).then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec)),
+            btime: (stx.stx_mask & libc::STATX_BTIME != 0)
+                .then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec)),
             ino: stx.stx_ino,
             nlink: stx.stx_nlink,
             boundary: false,
@@ -89,17 +119,24 @@ impl Entry {
 }
 
 /// The entry `name` of directory `dir`, or None when there is none.
-pub(super) fn lookup(dir: BorrowedFd<'_>, name: &CStr, root: &TreeRoot) -> std::result::Result<Option<Entry>, Errno> {
+pub(super) fn lookup(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    root: &TreeRoot,
+) -> std::result::Result<Option<Entry>, Errno> {
     let stx = match statx(dir, name, libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT) {
         Ok(stx) => stx,
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut e = Entry::from(&stx);
+    root.view_owner(&mut e);
     let id = mnt_id(&stx);
     e.boundary = (stx.stx_dev_major, stx.stx_dev_minor) != root.dev
         || (id != 0 && root.mnt_id != 0 && id != root.mnt_id)
-        || (root.btrfs && e.is_dir() && (e.ino == FIRST_FREE_OBJECTID || e.ino == EMPTY_SUBVOL_DIR_OBJECTID));
+        || (root.btrfs
+            && e.is_dir()
+            && (e.ino == FIRST_FREE_OBJECTID || e.ino == EMPTY_SUBVOL_DIR_OBJECTID));
     Ok(Some(e))
 }
 
@@ -151,7 +188,10 @@ fn statx(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> std::result::Result<li
 const CAPABILITY: &CStr = c"security.capability";
 
 /// The `security.capability` xattr of entry `name` of `dir`, without following a symlink.
-pub(super) fn capability(dir: BorrowedFd<'_>, name: &CStr) -> std::result::Result<Option<Vec<u8>>, Errno> {
+pub(super) fn capability(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> std::result::Result<Option<Vec<u8>>, Errno> {
     // A vfs_ns_cap_data is 24 bytes; room to spare before asking for the size.
     let mut buf = [0u8; 64];
     match get_xattr(dir, name, CAPABILITY, &mut buf) {
@@ -168,7 +208,12 @@ pub(super) fn capability(dir: BorrowedFd<'_>, name: &CStr) -> std::result::Resul
     }
 }
 
-fn get_xattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, buf: &mut [u8]) -> std::result::Result<usize, Errno> {
+fn get_xattr(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    attr: &CStr,
+    buf: &mut [u8],
+) -> std::result::Result<usize, Errno> {
     use std::sync::atomic::{AtomicBool, Ordering};
     // getxattrat (Linux 6.13) reads fd-relatively; older kernels and seccomp filters refuse it.
     static NO_GETXATTRAT: AtomicBool = AtomicBool::new(false);
@@ -191,7 +236,12 @@ fn get_xattr(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, buf: &mut [u8]) -> s
     target_arch = "s390x",
     target_arch = "loongarch64"
 ))]
-fn getxattrat(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, buf: &mut [u8]) -> std::result::Result<usize, Errno> {
+fn getxattrat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    attr: &CStr,
+    buf: &mut [u8],
+) -> std::result::Result<usize, Errno> {
     /// `__NR_getxattrat`, the same number on every architecture with the unified table.
     const SYS_GETXATTRAT: libc::c_long = 464;
     /// `struct xattr_args`.
@@ -201,7 +251,11 @@ fn getxattrat(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, buf: &mut [u8]) -> 
         size: u32,
         flags: u32,
     }
-    let args = XattrArgs { value: buf.as_mut_ptr() as u64, size: buf.len() as u32, flags: 0 };
+    let args = XattrArgs {
+        value: buf.as_mut_ptr() as u64,
+        size: buf.len() as u32,
+        flags: 0,
+    };
     // SAFETY: dir is a live fd, both strings are NUL-terminated, args points at buf and its length.
     let r = unsafe {
         libc::syscall(
@@ -227,7 +281,12 @@ fn getxattrat(dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, buf: &mut [u8]) -> 
     target_arch = "s390x",
     target_arch = "loongarch64"
 )))]
-fn getxattrat(_: BorrowedFd<'_>, _: &CStr, _: &CStr, _: &mut [u8]) -> std::result::Result<usize, Errno> {
+fn getxattrat(
+    _: BorrowedFd<'_>,
+    _: &CStr,
+    _: &CStr,
+    _: &mut [u8],
+) -> std::result::Result<usize, Errno> {
     Err(Errno::ENOSYS)
 }
 
@@ -242,7 +301,14 @@ pub(super) fn proc_lgetxattr(
     path.extend_from_slice(name.to_bytes());
     let path = CString::new(path).map_err(|_| Errno::EINVAL)?;
     // SAFETY: both strings are NUL-terminated; buf is valid for buf.len() bytes (null when empty is fine).
-    let r = unsafe { libc::lgetxattr(path.as_ptr(), attr.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let r = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            attr.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     Errno::result(r).map(|n| n as usize)
 }
 

@@ -40,8 +40,12 @@ pub(super) fn generation(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
 /// `root`; None when there are more than one reply holds. Needs CAP_SYS_ADMIN.
 pub(super) fn paths(root: BorrowedFd<'_>, ino: u64, shown: &Path) -> Result<Option<Vec<Vec<u8>>>> {
     let mut buf = vec![0u64; INO_PATHS_SIZE / 8];
-    let mut args =
-        InoPathArgs { inum: ino, size: INO_PATHS_SIZE as u64, fspath: buf.as_mut_ptr() as u64, ..Default::default() };
+    let mut args = InoPathArgs {
+        inum: ino,
+        size: INO_PATHS_SIZE as u64,
+        fspath: buf.as_mut_ptr() as u64,
+        ..Default::default()
+    };
     // SAFETY: args is a zeroed btrfs_ioctl_ino_path_args whose fspath points at INO_PATHS_SIZE writable bytes.
     unsafe { ino_paths(root.as_raw_fd(), &mut args) }.at("BTRFS_IOC_INO_PATHS", shown)?;
     // SAFETY: the u64 buffer is INO_PATHS_SIZE initialized bytes, and any byte pattern is a valid u8.
@@ -52,7 +56,11 @@ pub(super) fn paths(root: BorrowedFd<'_>, ino: u64, shown: &Path) -> Result<Opti
 /// The paths of a `btrfs_data_container` as INO_PATHS fills it: `val[i]` is the offset of
 /// the i-th NUL-terminated path from `val[0]`. None when paths were left out or it is malformed.
 fn parse_container(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
+    };
     let (count, missed) = (u32_at(8)? as usize, u32_at(12)?);
     if missed != 0 {
         return None;
@@ -78,7 +86,10 @@ mod tests {
     fn ino_paths_request_matches_linux_btrfs_h() {
         // _IOWR(BTRFS_IOCTL_MAGIC, 35, struct btrfs_ioctl_ino_path_args), 56 bytes.
         assert_eq!(std::mem::size_of::<InoPathArgs>(), 56);
-        assert_eq!(nix::request_code_readwrite!(BTRFS_IOCTL_MAGIC, 35, 56) as u64, 0xC038_9423);
+        assert_eq!(
+            nix::request_code_readwrite!(BTRFS_IOCTL_MAGIC, 35, 56) as u64,
+            0xC038_9423
+        );
         assert_eq!(nix::request_code_read!(b'v', 1, 8) as u64, 0x8008_7601);
     }
 
@@ -97,7 +108,10 @@ mod tests {
     #[test]
     fn container_paths_are_offsets_from_val() {
         let b = container(2, 0, &[16, 20], b"a/b\0cd\0");
-        assert_eq!(parse_container(&b), Some(vec![b"a/b".to_vec(), b"cd".to_vec()]));
+        assert_eq!(
+            parse_container(&b),
+            Some(vec![b"a/b".to_vec(), b"cd".to_vec()])
+        );
         assert_eq!(parse_container(&container(1, 1, &[8], b"x\0")), None);
         // Out of bounds, unterminated, truncated header: refused, never indexed past the end.
         assert_eq!(parse_container(&container(1, 0, &[999], b"x\0")), None);

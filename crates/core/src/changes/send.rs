@@ -20,6 +20,7 @@ use super::inode;
 use super::send_stream::{attr, cmd, StreamError, StreamReader};
 use super::walk::{self, open_child, read_names, reopen, Descend, Found, Walk};
 use super::Change;
+use super::ContainerIds;
 use crate::error::{Code, Context, Error, Result};
 use crate::ioctl::{self, SendArgs, SEND_FLAG_NO_FILE_DATA};
 use crate::open::{self, require_btrfs, require_subvolume};
@@ -34,12 +35,22 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// Every change between the read-only subvolumes at `old` and `new`, unsorted.
-pub(super) fn changes(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) -> Result<Vec<Change>> {
+pub(super) fn changes(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    shown: &Path,
+    ids: Option<&ContainerIds>,
+) -> Result<Vec<Change>> {
     for fd in [new, old] {
         require_btrfs(fd, shown)?;
         require_subvolume(fd, shown)?;
         if !is_read_only_fd(fd, shown)? {
-            return Err(Error::invalid(Errno::EINVAL, "BTRFS_IOC_SEND", shown, "not a read-only subvolume"));
+            return Err(Error::invalid(
+                Errno::EINVAL,
+                "BTRFS_IOC_SEND",
+                shown,
+                "not a read-only subvolume",
+            ));
         }
     }
     if open::fsid(new, shown)? != open::fsid(old, shown)? {
@@ -50,16 +61,26 @@ pub(super) fn changes(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) ->
             "the two trees are on different filesystems",
         ));
     }
-    let (new_root, new_entry) = TreeRoot::of(new, shown)?;
-    let (old_root, old_entry) = TreeRoot::of(old, shown)?;
+    let (new_ids, old_ids) =
+        ids.map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
+    let (new_root, new_entry) = TreeRoot::of(new, shown, new_ids)?;
+    let (old_root, old_entry) = TreeRoot::of(old, shown, old_ids)?;
     if inode::generation(new, shown)? != inode::generation(old, shown)? {
         // Not a snapshot of one another: every inode differs, there is nothing to gain.
-        return walk::changes(new, Some(old), shown);
+        return walk::changes(new, Some(old), shown, ids);
     }
     let candidates = run_send(new, open::subvolume_id(old, shown)?, shown)?;
 
-    let walk = Walk { old_root, new_root, shown: shown.to_path_buf(), track_links: true };
-    let mut judge = Judge { walk: &walk, found: Found::default() };
+    let walk = Walk {
+        old_root,
+        new_root,
+        shown: shown.to_path_buf(),
+        track_links: true,
+    };
+    let mut judge = Judge {
+        walk: &walk,
+        found: Found::default(),
+    };
     let (mut old_dir, mut new_dir) = (reopen(old, shown)?, reopen(new, shown)?);
     let roots = (&mut old_dir, &mut new_dir, &old_entry, &new_entry);
     judge.same_dir(&candidates, roots, Path::new(""), true)?;
@@ -67,7 +88,10 @@ pub(super) fn changes(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) ->
     // Other names of changed inodes with several: judged, but nothing new is explored.
     let mut asked = HashSet::new();
     loop {
-        let inos: Vec<u64> = std::mem::take(&mut judge.found.linked).into_iter().filter(|i| asked.insert(*i)).collect();
+        let inos: Vec<u64> = std::mem::take(&mut judge.found.linked)
+            .into_iter()
+            .filter(|i| asked.insert(*i))
+            .collect();
         if inos.is_empty() {
             break;
         }
@@ -75,7 +99,7 @@ pub(super) fn changes(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) ->
         for ino in inos {
             match inode::paths(new, ino, shown)? {
                 Some(paths) => paths.iter().for_each(|p| more.insert(p)),
-                None => return walk::changes(new, Some(old), shown),
+                None => return walk::changes(new, Some(old), shown, ids),
             }
         }
         let roots = (&mut old_dir, &mut new_dir, &old_entry, &new_entry);
@@ -90,11 +114,16 @@ struct Candidates {
     below: BTreeMap<Vec<u8>, Candidates>,
 }
 
-static NO_CANDIDATES: Candidates = Candidates { below: BTreeMap::new() };
+static NO_CANDIDATES: Candidates = Candidates {
+    below: BTreeMap::new(),
+};
 
 impl Candidates {
     fn insert(&mut self, path: &[u8]) {
-        let names = || path.split(|&b| b == b'/').filter(|n| !n.is_empty() && *n != b".");
+        let names = || {
+            path.split(|&b| b == b'/')
+                .filter(|n| !n.is_empty() && *n != b".")
+        };
         if names().any(|n| n == b"..") {
             return; // never from the kernel; and never a way out of the tree
         }
@@ -122,7 +151,9 @@ impl Judge<'_> {
     ) -> Result<()> {
         let mut names: Vec<Vec<u8>> = candidates.below.keys().cloned().collect();
         if explore && old_entry.ctime != new_entry.ctime {
-            let readdir = |d: &mut Dir| read_names(d).map_err(|e| Error::sys(e, "readdir", &self.walk.shown(prefix)));
+            let readdir = |d: &mut Dir| {
+                read_names(d).map_err(|e| Error::sys(e, "readdir", &self.walk.shown(prefix)))
+            };
             let (a, b) = (readdir(old)?, readdir(new)?);
             names.extend(one_sided(&a, &b));
             names.sort_unstable();
@@ -130,14 +161,25 @@ impl Judge<'_> {
         }
         let (od, nd) = (old.as_fd(), new.as_fd());
         for name in names {
-            let Some(name_c) = c_name(&name) else { continue };
+            let Some(name_c) = c_name(&name) else {
+                continue;
+            };
             let below = candidates.below.get(&name).unwrap_or(&NO_CANDIDATES);
             let o = self.walk.lookup(od, &name_c, &self.walk.old_root, prefix)?;
             let n = self.walk.lookup(nd, &name_c, &self.walk.new_root, prefix)?;
-            let (kind, descend) = self.walk.judge((Some(od), Some(nd)), &name_c, o.as_ref(), n.as_ref(), prefix)?;
+            let (kind, descend) = self.walk.judge(
+                (Some(od), Some(nd)),
+                &name_c,
+                o.as_ref(),
+                n.as_ref(),
+                prefix,
+            )?;
             let rel = join(prefix, &name_c);
             if let Some(kind) = kind {
-                self.found.changes.push(Change { path: rel.clone(), kind });
+                self.found.changes.push(Change {
+                    path: rel.clone(),
+                    kind,
+                });
             }
             if let Some(n) = n.filter(|n| n.is_linked()) {
                 self.found.linked.push(n.ino);
@@ -152,18 +194,27 @@ impl Judge<'_> {
                         && inode::generation(old_child.as_fd(), &shown())?
                             == inode::generation(new_child.as_fd(), &shown())?;
                     if same {
-                        self.same_dir(below, (&mut old_child, &mut new_child, &o, &n), &rel, explore)?;
+                        self.same_dir(
+                            below,
+                            (&mut old_child, &mut new_child, &o, &n),
+                            &rel,
+                            explore,
+                        )?;
                     } else if explore {
                         let found = self.walk.dir(Some(old_child), Some(new_child), &rel)?;
                         self.found.absorb(found);
                     }
                 }
                 Descend::NewOnly if explore => {
-                    let found = self.walk.dir(None, Some(open_child(nd, &name_c, &shown())?), &rel)?;
+                    let found =
+                        self.walk
+                            .dir(None, Some(open_child(nd, &name_c, &shown())?), &rel)?;
                     self.found.absorb(found);
                 }
                 Descend::OldOnly if explore => {
-                    let found = self.walk.dir(Some(open_child(od, &name_c, &shown())?), None, &rel)?;
+                    let found =
+                        self.walk
+                            .dir(Some(open_child(od, &name_c, &shown())?), None, &rel)?;
                     self.found.absorb(found);
                 }
                 _ => {}
@@ -209,7 +260,9 @@ fn run_send(new: BorrowedFd<'_>, parent_root: u64, shown: &Path) -> Result<Candi
     std::thread::scope(|s| {
         let sender = s.spawn(move || send_into(new, parent_root, write_end, shown));
         let read = read_candidates(File::from(read_end), shown);
-        let sent = sender.join().unwrap_or_else(|_| Err(Error::internal("the send thread panicked")));
+        let sent = sender
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the send thread panicked")));
         // The ioctl's own error (EPERM, ...) explains a short stream better than the parser.
         sent?;
         read
@@ -231,7 +284,11 @@ fn send_into(new: BorrowedFd<'_>, parent_root: u64, pipe: OwnedFd, shown: &Path)
 
 fn read_candidates(pipe: File, shown: &Path) -> Result<Candidates> {
     let bad = |e: StreamError| match e {
-        StreamError::Io(e) => Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), "read", shown),
+        StreamError::Io(e) => Error::sys(
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            "read",
+            shown,
+        ),
         e => Error {
             code: Code::Internal,
             syscall: "BTRFS_IOC_SEND",
@@ -285,18 +342,41 @@ mod tests {
     #[test]
     fn candidates_hold_every_ancestor_once() {
         let mut c = Candidates::default();
-        for p in [&b"a/b/c"[..], b"a/b", b"./x//y/", b"", b"a/../../etc", b"o257-9-0/f"] {
+        for p in [
+            &b"a/b/c"[..],
+            b"a/b",
+            b"./x//y/",
+            b"",
+            b"a/../../etc",
+            b"o257-9-0/f",
+        ] {
             c.insert(p);
         }
         let mut got = Vec::new();
         names(&c, "", &mut got);
-        assert_eq!(got, ["a", "a/b", "a/b/c", "o257-9-0", "o257-9-0/f", "x", "x/y"]);
+        assert_eq!(
+            got,
+            ["a", "a/b", "a/b/c", "o257-9-0", "o257-9-0/f", "x", "x/y"]
+        );
     }
 
     #[test]
     fn one_sided_names() {
-        let l = |v: &[&str]| v.iter().map(|s| (std::ffi::CString::new(*s).unwrap(), ())).collect::<Vec<_>>();
+        let l = |v: &[&str]| {
+            v.iter()
+                .map(|s| (std::ffi::CString::new(*s).unwrap(), ()))
+                .collect::<Vec<_>>()
+        };
         let got = one_sided(&l(&["a", "c", "d", "z"]), &l(&["b", "c", "e"]));
-        assert_eq!(got, [b"a".to_vec(), b"b".to_vec(), b"d".to_vec(), b"e".to_vec(), b"z".to_vec()]);
+        assert_eq!(
+            got,
+            [
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"d".to_vec(),
+                b"e".to_vec(),
+                b"z".to_vec()
+            ]
+        );
     }
 }

@@ -74,7 +74,9 @@ impl fmt::Display for StreamError {
             StreamError::Version(v) => write!(f, "send stream version {v}, expected {VERSION}"),
             StreamError::Truncated => write!(f, "send stream truncated"),
             StreamError::CommandTooLong(n) => write!(f, "send stream command of {n} bytes"),
-            StreamError::BadAttribute { cmd } => write!(f, "malformed attribute in send command {cmd}"),
+            StreamError::BadAttribute { cmd } => {
+                write!(f, "malformed attribute in send command {cmd}")
+            }
         }
     }
 }
@@ -88,7 +90,10 @@ pub struct Command<'a> {
 impl<'a> Command<'a> {
     /// The attributes, in stream order.
     pub fn attrs(&self) -> Attrs<'a> {
-        Attrs { cmd: self.cmd, rest: self.body }
+        Attrs {
+            cmd: self.cmd,
+            rest: self.body,
+        }
     }
 }
 
@@ -129,7 +134,9 @@ impl<R: Read> StreamReader<R> {
     /// Read and check the stream header.
     pub fn new(mut input: R) -> Result<Self, StreamError> {
         let mut head = [0u8; MAGIC.len() + 4];
-        read_full(&mut input, &mut head)?.then_some(()).ok_or(StreamError::Truncated)?;
+        read_full(&mut input, &mut head)?
+            .then_some(())
+            .ok_or(StreamError::Truncated)?;
         if &head[..MAGIC.len()] != MAGIC {
             return Err(StreamError::BadMagic);
         }
@@ -137,7 +144,10 @@ impl<R: Read> StreamReader<R> {
         if version != VERSION {
             return Err(StreamError::Version(version));
         }
-        Ok(StreamReader { input, body: Vec::new() })
+        Ok(StreamReader {
+            input,
+            body: Vec::new(),
+        })
     }
 
     /// The next command, or None at the end of the input.
@@ -148,12 +158,18 @@ impl<R: Read> StreamReader<R> {
         }
         let len = u32::from_le_bytes(head[0..4].try_into().unwrap());
         let cmd = u16::from_le_bytes([head[4], head[5]]);
-        let n = usize::try_from(len).ok().filter(|&n| n <= MAX_COMMAND).ok_or(StreamError::CommandTooLong(len))?;
+        let n = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= MAX_COMMAND)
+            .ok_or(StreamError::CommandTooLong(len))?;
         self.body.resize(n, 0);
         if n > 0 && !read_full(&mut self.input, &mut self.body)? {
             return Err(StreamError::Truncated);
         }
-        Ok(Some(Command { cmd, body: &self.body }))
+        Ok(Some(Command {
+            cmd,
+            body: &self.body,
+        }))
     }
 
     /// The rest of the input, discarded (so a writer blocked on a pipe can finish).
@@ -208,7 +224,10 @@ mod tests {
         let mut r = StreamReader::new(bytes)?;
         let mut out = Vec::new();
         while let Some(c) = r.next_command()? {
-            let attrs = c.attrs().map(|a| a.map(|(t, v)| (t, v.to_vec()))).collect::<Result<_, _>>()?;
+            let attrs = c
+                .attrs()
+                .map(|a| a.map(|(t, v)| (t, v.to_vec())))
+                .collect::<Result<_, _>>()?;
             out.push((c.cmd, attrs));
         }
         Ok(out)
@@ -218,14 +237,30 @@ mod tests {
     fn reads_commands_and_attributes() {
         let mut s = header(1);
         s.extend(command(cmd::SNAPSHOT, &[(attr::PATH, b"snap")]));
-        s.extend(command(cmd::RENAME, &[(attr::PATH, b"o257-7-0"), (attr::PATH_TO, b"d/\xffname")]));
-        s.extend(command(cmd::SYMLINK, &[(attr::PATH, b"l"), (3, &7u64.to_le_bytes()), (attr::PATH_LINK, b"../t")]));
+        s.extend(command(
+            cmd::RENAME,
+            &[(attr::PATH, b"o257-7-0"), (attr::PATH_TO, b"d/\xffname")],
+        ));
+        s.extend(command(
+            cmd::SYMLINK,
+            &[
+                (attr::PATH, b"l"),
+                (3, &7u64.to_le_bytes()),
+                (attr::PATH_LINK, b"../t"),
+            ],
+        ));
         s.extend(command(cmd::END, &[]));
         let got = all(&s).unwrap();
         assert_eq!(got.len(), 4);
         assert_eq!(
             got[1],
-            (cmd::RENAME, vec![(attr::PATH, b"o257-7-0".to_vec()), (attr::PATH_TO, b"d/\xffname".to_vec())])
+            (
+                cmd::RENAME,
+                vec![
+                    (attr::PATH, b"o257-7-0".to_vec()),
+                    (attr::PATH_TO, b"d/\xffname".to_vec())
+                ]
+            )
         );
         assert_eq!(got[2].1[2], (attr::PATH_LINK, b"../t".to_vec()));
         assert_eq!(got[3], (cmd::END, vec![]));
@@ -239,8 +274,14 @@ mod tests {
     #[test]
     fn refuses_bad_headers() {
         assert!(matches!(all(b""), Err(StreamError::Truncated)));
-        assert!(matches!(all(b"btrfs-stream\0\x01"), Err(StreamError::Truncated)));
-        assert!(matches!(all(b"btrfs-strean\0\x01\0\0\0"), Err(StreamError::BadMagic)));
+        assert!(matches!(
+            all(b"btrfs-stream\0\x01"),
+            Err(StreamError::Truncated)
+        ));
+        assert!(matches!(
+            all(b"btrfs-strean\0\x01\0\0\0"),
+            Err(StreamError::BadMagic)
+        ));
         assert!(matches!(all(&header(2)), Err(StreamError::Version(2))));
     }
 
@@ -249,7 +290,10 @@ mod tests {
         let mut s = header(1);
         s.extend(command(cmd::UNLINK, &[(attr::PATH, b"some/file")]));
         for cut in header(1).len() + 1..s.len() {
-            assert!(matches!(all(&s[..cut]), Err(StreamError::Truncated)), "cut at {cut}");
+            assert!(
+                matches!(all(&s[..cut]), Err(StreamError::Truncated)),
+                "cut at {cut}"
+            );
         }
         assert!(all(&s).is_ok());
     }
@@ -265,7 +309,10 @@ mod tests {
         s.extend_from_slice(&cmd::UNLINK.to_le_bytes());
         s.extend_from_slice(&[0; 4]);
         s.extend_from_slice(&body);
-        assert!(matches!(all(&s), Err(StreamError::BadAttribute { cmd: cmd::UNLINK })));
+        assert!(matches!(
+            all(&s),
+            Err(StreamError::BadAttribute { cmd: cmd::UNLINK })
+        ));
         // A dangling partial TLV header.
         let mut s = header(1);
         s.extend_from_slice(&3u32.to_le_bytes());
@@ -281,6 +328,9 @@ mod tests {
         s.extend_from_slice(&u32::MAX.to_le_bytes());
         s.extend_from_slice(&cmd::WRITE.to_le_bytes());
         s.extend_from_slice(&[0; 4]);
-        assert!(matches!(all(&s), Err(StreamError::CommandTooLong(u32::MAX))));
+        assert!(matches!(
+            all(&s),
+            Err(StreamError::CommandTooLong(u32::MAX))
+        ));
     }
 }

@@ -2,7 +2,10 @@
 //! name, directories the unit of parallelism (rayon). Directories are opened fd-relatively
 //! with O_NOFOLLOW, never by path.
 
-use super::entry::{attributes_differ, capability, capability_may_differ, join, lookup, Entry, TreeRoot};
+use super::entry::{
+    attributes_differ, capability, capability_may_differ, join, lookup, Entry, TreeRoot,
+};
+use super::ContainerIds;
 use super::{Change, ChangeKind};
 use crate::error::{Context, Error, Result};
 use nix::dir::{Dir, Type};
@@ -14,7 +17,10 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 /// How far below an entry the comparison goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,13 +59,25 @@ pub(super) struct Walk {
 }
 
 /// Every change between the tree at `old` (None: empty) and the tree at `new`, unsorted.
-pub(super) fn changes(new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>, shown: &Path) -> Result<Vec<Change>> {
-    let (new_root, _) = TreeRoot::of(new, shown)?;
+pub(super) fn changes(
+    new: BorrowedFd<'_>,
+    old: Option<BorrowedFd<'_>>,
+    shown: &Path,
+    ids: Option<&ContainerIds>,
+) -> Result<Vec<Change>> {
+    let (new_ids, old_ids) =
+        ids.map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
+    let (new_root, _) = TreeRoot::of(new, shown, new_ids)?;
     let old_root = match old {
-        Some(fd) => TreeRoot::of(fd, shown)?.0,
-        None => new_root,
+        Some(fd) => TreeRoot::of(fd, shown, old_ids)?.0,
+        None => new_root.clone(),
     };
-    let walk = Walk { old_root, new_root, shown: shown.to_path_buf(), track_links: false };
+    let walk = Walk {
+        old_root,
+        new_root,
+        shown: shown.to_path_buf(),
+        track_links: false,
+    };
     let old = old.map(|fd| reopen(fd, shown)).transpose()?;
     let new = reopen(new, shown)?;
     Ok(walk.dir(old, Some(new), Path::new(""))?.changes)
@@ -77,7 +95,9 @@ pub(super) fn open_child(dir: BorrowedFd<'_>, name: &CStr, shown: &Path) -> Resu
 }
 
 /// The names in `dir` but `.` and `..`, sorted by bytes, with their types when readdir tells.
-pub(super) fn read_names(dir: &mut Dir) -> std::result::Result<Vec<(CString, Option<Type>)>, Errno> {
+pub(super) fn read_names(
+    dir: &mut Dir,
+) -> std::result::Result<Vec<(CString, Option<Type>)>, Errno> {
     let mut names = Vec::new();
     for e in dir.iter() {
         let e = e?;
@@ -96,8 +116,15 @@ impl Walk {
     }
 
     /// Entry `name` of `dir` in the tree whose root is `root`.
-    pub fn lookup(&self, dir: BorrowedFd<'_>, name: &CStr, root: &TreeRoot, prefix: &Path) -> Result<Option<Entry>> {
-        lookup(dir, name, root).map_err(|e| Error::sys(e, "statx", &self.shown(&join(prefix, name))))
+    pub fn lookup(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        root: &TreeRoot,
+        prefix: &Path,
+    ) -> Result<Option<Entry>> {
+        lookup(dir, name, root)
+            .map_err(|e| Error::sys(e, "statx", &self.shown(&join(prefix, name))))
     }
 
     /// What the walk reports for `name`, present as `old` and `new` in the directory pair,
@@ -112,12 +139,20 @@ impl Walk {
     ) -> Result<(Option<ChangeKind>, Descend)> {
         Ok(match (old, new) {
             (None, None) => (None, Descend::No),
-            (None, Some(n)) => (Some(ChangeKind::Add), if n.descends() { Descend::NewOnly } else { Descend::No }),
+            (None, Some(n)) => (
+                Some(ChangeKind::Add),
+                if n.descends() {
+                    Descend::NewOnly
+                } else {
+                    Descend::No
+                },
+            ),
             (Some(_), None) => (Some(ChangeKind::Delete), Descend::No),
             (Some(o), Some(n)) => {
                 let modified = attributes_differ(o, n)
                     || (capability_may_differ(o, n)
-                        && self.capability(dirs.0, name, prefix)? != self.capability(dirs.1, name, prefix)?);
+                        && self.capability(dirs.0, name, prefix)?
+                            != self.capability(dirs.1, name, prefix)?);
                 let descend = match (o.is_dir(), n.is_dir(), o.descends(), n.descends()) {
                     (_, false, _, _) => Descend::No,
                     (_, true, true, true) => Descend::Both,
@@ -130,9 +165,15 @@ impl Walk {
         })
     }
 
-    fn capability(&self, dir: Option<BorrowedFd<'_>>, name: &CStr, prefix: &Path) -> Result<Option<Vec<u8>>> {
+    fn capability(
+        &self,
+        dir: Option<BorrowedFd<'_>>,
+        name: &CStr,
+        prefix: &Path,
+    ) -> Result<Option<Vec<u8>>> {
         let Some(dir) = dir else { return Ok(None) };
-        capability(dir, name).map_err(|e| Error::sys(e, "getxattr", &self.shown(&join(prefix, name))))
+        capability(dir, name)
+            .map_err(|e| Error::sys(e, "getxattr", &self.shown(&join(prefix, name))))
     }
 
     /// Compare the directory pair at `prefix` (None: that side has no entries here) and
@@ -161,7 +202,13 @@ impl Walk {
                 std::cmp::Ordering::Less => {
                     i += 1;
                     let path = join(prefix, &old_names[i - 1].0);
-                    slots.push((Some(Change { path, kind: ChangeKind::Delete }), None));
+                    slots.push((
+                        Some(Change {
+                            path,
+                            kind: ChangeKind::Delete,
+                        }),
+                        None,
+                    ));
                     continue;
                 }
                 std::cmp::Ordering::Greater => {
@@ -171,24 +218,41 @@ impl Walk {
                     if plain && !self.track_links {
                         // An added non-directory: nothing below it, no need to stat it.
                         let path = join(prefix, name);
-                        slots.push((Some(Change { path, kind: ChangeKind::Add }), None));
+                        slots.push((
+                            Some(Change {
+                                path,
+                                kind: ChangeKind::Add,
+                            }),
+                            None,
+                        ));
                         continue;
                     }
-                    (name.as_c_str(), None, self.lookup(nd.unwrap(), name, &self.new_root, prefix)?)
+                    (
+                        name.as_c_str(),
+                        None,
+                        self.lookup(nd.unwrap(), name, &self.new_root, prefix)?,
+                    )
                 }
                 std::cmp::Ordering::Equal => {
                     let name = old_names[i].0.as_c_str();
                     i += 1;
                     j += 1;
                     let o = self.lookup(od.unwrap(), name, &self.old_root, prefix)?;
-                    (name, o, self.lookup(nd.unwrap(), name, &self.new_root, prefix)?)
+                    (
+                        name,
+                        o,
+                        self.lookup(nd.unwrap(), name, &self.new_root, prefix)?,
+                    )
                 }
             };
             if self.track_links && n.is_some_and(|n| n.is_linked()) {
                 found.linked.push(n.unwrap().ino);
             }
             let (kind, descend) = self.judge((od, nd), name, o.as_ref(), n.as_ref(), prefix)?;
-            let change = kind.map(|kind| Change { path: join(prefix, name), kind });
+            let change = kind.map(|kind| Change {
+                path: join(prefix, name),
+                kind,
+            });
             let below = (descend != Descend::No).then(|| {
                 children.push((name, descend));
                 children.len() - 1

@@ -6,7 +6,7 @@
 //! aborted stream leaves the layer exactly as it was.
 
 use super::Driver;
-use crate::changes::{self, Change, ChangeKind};
+use crate::changes::{self, Change, ChangeKind, ContainerIds};
 use crate::delete::delete_at;
 use crate::error::{Code, Context, Error, Result};
 use crate::layer;
@@ -24,6 +24,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Which layer to compare against.
 #[derive(Debug, Clone, Copy)]
@@ -65,12 +66,22 @@ impl Driver {
         layer::check_id(id, op)?;
         let path = self.layer_path(id);
         if !self.is_layer(id)? {
-            return Err(Error::invalid(Errno::ENOENT, op, &path, "layer does not exist"));
+            return Err(Error::invalid(
+                Errno::ENOENT,
+                op,
+                &path,
+                "layer does not exist",
+            ));
         }
         open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)
     }
 
-    fn parent_of(&self, id: &str, against: Against<'_>, op: &'static str) -> Result<Option<String>> {
+    fn parent_of(
+        &self,
+        id: &str,
+        against: Against<'_>,
+        op: &'static str,
+    ) -> Result<Option<String>> {
         let dirs = self.dirs()?;
         match against {
             Against::Nothing => Ok(None),
@@ -78,7 +89,9 @@ impl Driver {
                 layer::check_id(p, op)?;
                 Ok(Some(p.to_string()))
             }
-            Against::RecordedParent => Ok(layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?.parent),
+            Against::RecordedParent => {
+                Ok(layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?.parent)
+            }
         }
     }
 
@@ -86,18 +99,33 @@ impl Driver {
         let dirs = self.dirs()?;
         let path = self.layer_path(id);
         if is_read_only_fd(fd.as_fd(), &path)? {
-            return Ok(ReadOnlyView { driver: self, fd, temp: None });
+            return Ok(ReadOnlyView {
+                driver: self,
+                fd,
+                temp: None,
+            });
         }
         let name = self.temp_name("tmp", id);
         let shown = self.subvolumes_path().join(&name);
-        snapshot_at(fd.as_fd(), dirs.subvolumes.as_fd(), OsStr::new(&name), true, &shown)?;
+        snapshot_at(
+            fd.as_fd(),
+            dirs.subvolumes.as_fd(),
+            OsStr::new(&name),
+            true,
+            &shown,
+        )?;
         // Built before the open, so a failed open still deletes the snapshot.
-        let mut view = ReadOnlyView { driver: self, fd, temp: Some(name.clone()) };
+        let mut view = ReadOnlyView {
+            driver: self,
+            fd,
+            temp: Some(name.clone()),
+        };
         view.fd = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(&name), &shown)?;
         Ok(view)
     }
 
-    /// Changes of layer `id` against `against`, sorted, parents before children.
+    /// Changes of layer `id` against `against`, sorted, parents before children. Owners are
+    /// compared as container ids when the two layers are stored under different id maps.
     pub fn changes(&self, id: &str, against: Against<'_>) -> Result<Vec<Change>> {
         self.dirs()?;
         let new = self.open_layer(id, "changes")?;
@@ -105,36 +133,82 @@ impl Driver {
             return changes::changes_walk(new.as_fd(), None, &self.layer_path(id));
         };
         let old = self.open_layer(&parent, "changes")?;
+        let (new_maps, old_maps) = (self.mappings_of(id)?, self.mappings_of(&parent)?);
+        let ids = (new_maps != old_maps).then(|| ContainerIds {
+            new: Arc::new(new_maps),
+            old: Arc::new(old_maps),
+        });
         if !self.send_denied.load(Ordering::Relaxed) {
-            match self.changes_by_send(id, new.as_fd(), &parent, old.as_fd()) {
+            match self.changes_by_send(id, new.as_fd(), &parent, old.as_fd(), ids.as_ref()) {
                 Ok(list) => return Ok(list),
                 // Without CAP_SYS_ADMIN there is no send: remember, and walk from now on.
                 Err(e) if e.is(Errno::EPERM) => self.send_denied.store(true, Ordering::Relaxed),
                 Err(e) => return Err(e),
             }
         }
-        changes::changes_walk(new.as_fd(), Some(old.as_fd()), &self.layer_path(id))
+        let shown = self.layer_path(id);
+        match &ids {
+            Some(ids) => changes::changes_walk_ids(new.as_fd(), Some(old.as_fd()), &shown, ids),
+            None => changes::changes_walk(new.as_fd(), Some(old.as_fd()), &shown),
+        }
     }
 
-    fn changes_by_send(&self, id: &str, new: BorrowedFd<'_>, parent: &str, old: BorrowedFd<'_>) -> Result<Vec<Change>> {
-        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|_| Error::internal("dup failed"));
+    fn changes_by_send(
+        &self,
+        id: &str,
+        new: BorrowedFd<'_>,
+        parent: &str,
+        old: BorrowedFd<'_>,
+        ids: Option<&ContainerIds>,
+    ) -> Result<Vec<Change>> {
+        let dup = |fd: BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|_| Error::internal("dup failed"))
+        };
         let new_view = self.read_only_view(id, dup(new)?)?;
         let old_view = self.read_only_view(parent, dup(old)?)?;
-        changes::changes_send(new_view.fd.as_fd(), old_view.fd.as_fd(), &self.layer_path(id))
+        let shown = self.layer_path(id);
+        match ids {
+            Some(ids) => {
+                changes::changes_send_ids(new_view.fd.as_fd(), old_view.fd.as_fd(), &shown, ids)
+            }
+            None => changes::changes_send(new_view.fd.as_fd(), old_view.fd.as_fd(), &shown),
+        }
     }
 
     /// Write the OCI layer tar of `id` against `against` to `out`; returns the bytes written
     /// (after compression).
-    pub fn diff(&self, id: &str, against: Against<'_>, compression: Compression, out: impl Write, ctl: &Control<'_>) -> Result<u64> {
+    pub fn diff(
+        &self,
+        id: &str,
+        against: Against<'_>,
+        compression: Compression,
+        out: impl Write,
+        ctl: &Control<'_>,
+    ) -> Result<u64> {
         let list = self.changes(id, against)?;
         let new = self.open_layer(id, "diff")?;
-        let mut counted = CountingWriter { inner: out, count: 0 };
+        let mut counted = CountingWriter {
+            inner: out,
+            count: 0,
+        };
         {
             let mut w = compressing_writer(&mut counted, compression)?;
             let (uids, gids) = self.mappings_of(id)?;
-            let opts = WriteOptions { uids: &uids, gids: &gids, abort: ctl.abort, progress: ctl.progress };
+            let opts = WriteOptions {
+                uids: &uids,
+                gids: &gids,
+                abort: ctl.abort,
+                progress: ctl.progress,
+            };
             write_layer(new.as_fd(), &list, &mut w, &opts)?;
-            w.finish().map_err(|e| Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), "write", &self.layer_path(id)))?;
+            w.finish().map_err(|e| {
+                Error::sys(
+                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    "write",
+                    &self.layer_path(id),
+                )
+            })?;
         }
         Ok(counted.count)
     }
@@ -146,7 +220,11 @@ impl Driver {
         let mut seen = HashSet::new();
         let mut total = 0u64;
         for c in list.iter().filter(|c| c.kind != ChangeKind::Delete) {
-            let st = match fstatat(&root, c.path.as_path(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            let st = match fstatat(
+                &root,
+                c.path.as_path(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(Error::sys(e, "fstatat", &self.layer_path(id).join(&c.path))),
@@ -160,18 +238,34 @@ impl Driver {
 
     /// Apply the layer tar `input` (plain, gzip or zstd) to layer `id`. The layer changes only
     /// when the whole stream applied; returns the bytes of file content applied.
-    pub fn apply_diff(&self, id: &str, parent: Option<&str>, input: impl Read, ctl: &Control<'_>) -> Result<u64> {
+    pub fn apply_diff(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        input: impl Read,
+        ctl: &Control<'_>,
+    ) -> Result<u64> {
         let dirs = self.dirs()?;
         let path = self.layer_path(id);
         let layer_fd = self.open_layer(id, "applyDiff")?;
         if let Some(p) = parent {
             layer::check_id(p, "applyDiff")?;
             if !self.is_layer(p)? {
-                return Err(Error::invalid(Errno::ENOENT, "applyDiff", &self.layer_path(p), "parent layer does not exist"));
+                return Err(Error::invalid(
+                    Errno::ENOENT,
+                    "applyDiff",
+                    &self.layer_path(p),
+                    "parent layer does not exist",
+                ));
             }
         }
         if self.state().refs.contains_key(id) {
-            return Err(Error::invalid(Errno::EBUSY, "applyDiff", &path, "layer is in use (get without put)"));
+            return Err(Error::invalid(
+                Errno::EBUSY,
+                "applyDiff",
+                &path,
+                "layer is in use (get without put)",
+            ));
         }
         let sub = dirs.subvolumes.as_fd();
         let tmp = self.temp_name("tmp", id);
@@ -183,10 +277,20 @@ impl Driver {
         };
         let work = open_dir_at(sub, OsStr::new(&tmp), &tmp_path).map_err(undo)?;
         let (uids, gids) = self.mappings_of(id).map_err(undo)?;
-        let opts = ApplyOptions { uids: &uids, gids: &gids, abort: ctl.abort, progress: ctl.progress };
+        let opts = ApplyOptions {
+            uids: &uids,
+            gids: &gids,
+            abort: ctl.abort,
+            progress: ctl.progress,
+        };
         let applied = apply(work.as_fd(), input, &opts).map_err(undo)?;
         if ctl.abort.load(Ordering::Relaxed) {
-            return Err(undo(Error { code: Code::Aborted, syscall: "applyDiff", path: Some(path), message: "the operation was aborted".into() }));
+            return Err(undo(Error {
+                code: Code::Aborted,
+                syscall: "applyDiff",
+                path: Some(path),
+                message: "the operation was aborted".into(),
+            }));
         }
         let meta = layer::read(dirs.metadata.as_fd(), id, &path).map_err(undo)?;
         if let Some(size) = meta.size {
@@ -198,7 +302,9 @@ impl Driver {
         let old_id = open::subvolume_id(layer_fd.as_fd(), &path).map_err(undo)?;
         drop((work, layer_fd));
         // The commit point: one atomic exchange; the old tree now sits under the temporary name.
-        renameat2(sub, tmp.as_str(), sub, id, RenameFlags::RENAME_EXCHANGE).at("renameat2", &path).map_err(undo)?;
+        renameat2(sub, tmp.as_str(), sub, id, RenameFlags::RENAME_EXCHANGE)
+            .at("renameat2", &path)
+            .map_err(undo)?;
         delete_at(sub, OsStr::new(&tmp), true, &tmp_path)?;
         if quota::enabled(sub, &self.home)? {
             self.state().pending_qgroups.insert(old_id);
