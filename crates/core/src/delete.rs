@@ -35,14 +35,27 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
         // A symlink or a file: not a subvolume, if this is btrfs at all.
         Err(e) if e.is(Errno::ELOOP) || e.is(Errno::ENOTDIR) => {
             require_btrfs(dir, shown)?;
-            return Err(Error::invalid(Errno::EINVAL, "openat", shown, "not a btrfs subvolume"));
+            return Err(Error::invalid(
+                Errno::EINVAL,
+                "openat",
+                shown,
+                "not a btrfs subvolume",
+            ));
         }
         Err(e) => return Err(e),
     };
     // A filesystem or bind mount sitting on the name is not the entry the caller named.
-    let (mount, dir_mount) = (open::mount_id(fd.as_fd(), shown)?, open::mount_id(dir, shown)?);
+    let (mount, dir_mount) = (
+        open::mount_id(fd.as_fd(), shown)?,
+        open::mount_id(dir, shown)?,
+    );
     if mount != dir_mount {
-        return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
+        return Err(Error::invalid(
+            Errno::EBUSY,
+            "BTRFS_IOC_SNAP_DESTROY",
+            shown,
+            "a filesystem is mounted here",
+        ));
     }
     require_btrfs(fd.as_fd(), shown)?;
     require_subvolume(fd.as_fd(), shown)?;
@@ -50,13 +63,23 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
     if mount == 0 {
         require_btrfs(dir, shown)?;
         if open::fsid(fd.as_fd(), shown)? != open::fsid(dir, shown)? {
-            return Err(Error::invalid(Errno::EBUSY, "BTRFS_IOC_SNAP_DESTROY", shown, "a filesystem is mounted here"));
+            return Err(Error::invalid(
+                Errno::EBUSY,
+                "BTRFS_IOC_SNAP_DESTROY",
+                shown,
+                "a filesystem is mounted here",
+            ));
         }
     }
     if recursive {
         let id = open::subvolume_id(fd.as_fd(), shown)?;
         if id == ioctl::FS_TREE_OBJECTID {
-            return Err(Error::invalid(Errno::EINVAL, "BTRFS_IOC_SNAP_DESTROY", shown, "the top-level subvolume cannot be deleted"));
+            return Err(Error::invalid(
+                Errno::EINVAL,
+                "BTRFS_IOC_SNAP_DESTROY",
+                shown,
+                "the top-level subvolume cannot be deleted",
+            ));
         }
         let kids = nested::children(fd.as_fd(), id, shown, Method::Auto)?;
         if !kids.is_empty() {
@@ -69,7 +92,12 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
     // changes anything.
     destroy_by_name(dir, name, shown).map_err(|e| {
         if e.is(Errno::ENOTEMPTY) {
-            Error::invalid(Errno::ENOTEMPTY, "BTRFS_IOC_SNAP_DESTROY", shown, "subvolume holds nested subvolumes; pass recursive")
+            Error::invalid(
+                Errno::ENOTEMPTY,
+                "BTRFS_IOC_SNAP_DESTROY",
+                shown,
+                "subvolume holds nested subvolumes; pass recursive",
+            )
         } else {
             e
         }
@@ -77,7 +105,12 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
 }
 
 /// Delete every subvolume nested in the one whose root is `fd`, deepest first.
-fn delete_children(fd: BorrowedFd<'_>, kids: Vec<Child>, fsid: [u8; 16], shown: &Path) -> Result<()> {
+fn delete_children(
+    fd: BorrowedFd<'_>,
+    kids: Vec<Child>,
+    fsid: [u8; 16],
+    shown: &Path,
+) -> Result<()> {
     // Entries of a read-only subvolume cannot be unlinked, so its children could not go.
     set_read_only_fd(fd, false, shown)?;
     for kid in kids {
@@ -107,7 +140,12 @@ fn delete_children(fd: BorrowedFd<'_>, kids: Vec<Child>, fsid: [u8; 16], shown: 
 }
 
 /// Destroy `kid`; when its read-only flag is what refuses it, clear the flag and retry.
-fn destroy_read_only_too(parent: BorrowedFd<'_>, kid: &Child, child: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+fn destroy_read_only_too(
+    parent: BorrowedFd<'_>,
+    kid: &Child,
+    child: BorrowedFd<'_>,
+    shown: &Path,
+) -> Result<()> {
     match destroy_by_id(parent, kid, shown) {
         Err(e) if (e.is(Errno::EPERM) || e.is(Errno::EROFS)) && is_read_only_fd(child, shown)? => {
             set_read_only_fd(child, false, shown)?;
@@ -119,7 +157,10 @@ fn destroy_read_only_too(parent: BorrowedFd<'_>, kid: &Child, child: BorrowedFd<
 
 /// SNAP_DESTROY_V2 with SUBVOL_SPEC_BY_ID; on kernels before 5.7, SNAP_DESTROY by name.
 fn destroy_by_id(parent: BorrowedFd<'_>, kid: &Child, shown: &Path) -> Result<()> {
-    let mut args = ioctl::VolArgsV2 { flags: ioctl::SUBVOL_SPEC_BY_ID, ..Default::default() };
+    let mut args = ioctl::VolArgsV2 {
+        flags: ioctl::SUBVOL_SPEC_BY_ID,
+        ..Default::default()
+    };
     args.name[..8].copy_from_slice(&kid.id.to_ne_bytes());
     // SAFETY: args is a zeroed btrfs_ioctl_vol_args_v2 whose name union holds the subvolid.
     match unsafe { ioctl::snap_destroy_v2(parent.as_raw_fd(), &args) } {

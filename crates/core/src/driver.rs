@@ -88,7 +88,10 @@ struct State {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn selinux_enabled() -> bool {
@@ -101,16 +104,38 @@ impl Driver {
         check(home, "init")?;
         let uids = IdMapping::new(&opts.uid_maps, "uidMaps")?;
         let gids = IdMapping::new(&opts.gid_maps, "gidMaps")?;
-        let root_uid = uids.to_host(0).map_err(|_| Error::invalid(Errno::EINVAL, "init", home, "uidMaps do not map container root (0)"))?;
-        let root_gid = gids.to_host(0).map_err(|_| Error::invalid(Errno::EINVAL, "init", home, "gidMaps do not map container root (0)"))?;
-        let home = std::path::absolute(home).map_err(|_| Error::invalid(Errno::EINVAL, "init", home, "cannot make path absolute"))?;
+        let root_uid = uids.to_host(0).map_err(|_| {
+            Error::invalid(
+                Errno::EINVAL,
+                "init",
+                home,
+                "uidMaps do not map container root (0)",
+            )
+        })?;
+        let root_gid = gids.to_host(0).map_err(|_| {
+            Error::invalid(
+                Errno::EINVAL,
+                "init",
+                home,
+                "gidMaps do not map container root (0)",
+            )
+        })?;
+        let home = std::path::absolute(home).map_err(|_| {
+            Error::invalid(Errno::EINVAL, "init", home, "cannot make path absolute")
+        })?;
         let prerequisites = |path: &Path| Error {
             code: Code::Prerequisites,
             syscall: "statfs",
             path: Some(path.to_path_buf()),
             message: "the layer store must be on a btrfs filesystem".into(),
         };
-        let not_btrfs = |e: Error, path: &Path| if e.code == Code::NotBtrfs { prerequisites(path) } else { e };
+        let not_btrfs = |e: Error, path: &Path| {
+            if e.code == Code::NotBtrfs {
+                prerequisites(path)
+            } else {
+                e
+            }
+        };
 
         let home_fd = match open::open_dir(&home) {
             Ok(fd) => {
@@ -130,22 +155,39 @@ impl Driver {
                 }
                 let fd = open_dir_at(pfd.as_fd(), name, &home)?;
                 fchmod(&fd, Mode::from_bits_truncate(0o700)).at("fchmod", &home)?;
-                fchown(&fd, Some(Uid::from_raw(root_uid)), Some(Gid::from_raw(root_gid))).at("fchown", &home)?;
+                fchown(
+                    &fd,
+                    Some(Uid::from_raw(root_uid)),
+                    Some(Gid::from_raw(root_gid)),
+                )
+                .at("fchown", &home)?;
                 fd
             }
             Err(e) => return Err(e),
         };
 
         let lock_path = home.join(LOCK);
-        let lock_fd = openat(&home_fd, LOCK, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::from_bits_truncate(0o600))
-            .at("openat", &lock_path)?;
-        let lock = Flock::lock(File::from(lock_fd), FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            if e == Errno::EWOULDBLOCK {
-                Error::invalid(Errno::EBUSY, "flock", &lock_path, "the layer store is in use by another driver (process)")
-            } else {
-                Error::sys(e, "flock", &lock_path)
-            }
-        })?;
+        let lock_fd = openat(
+            &home_fd,
+            LOCK,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o600),
+        )
+        .at("openat", &lock_path)?;
+        let lock = Flock::lock(File::from(lock_fd), FlockArg::LockExclusiveNonblock).map_err(
+            |(_, e)| {
+                if e == Errno::EWOULDBLOCK {
+                    Error::invalid(
+                        Errno::EBUSY,
+                        "flock",
+                        &lock_path,
+                        "the layer store is in use by another driver (process)",
+                    )
+                } else {
+                    Error::sys(e, "flock", &lock_path)
+                }
+            },
+        )?;
         drop(home_fd);
 
         let mounted = make_private(&home)?;
@@ -157,18 +199,31 @@ impl Driver {
                     Err(e) => return Err(Error::sys(e, "mkdirat", &home.join(dir))),
                 }
             }
-            let subvolumes = open_dir_at(home_fd.as_fd(), OsStr::new(SUBVOLUMES), &home.join(SUBVOLUMES))?;
-            let metadata = open_dir_at(home_fd.as_fd(), OsStr::new(METADATA), &home.join(METADATA))?;
+            let subvolumes = open_dir_at(
+                home_fd.as_fd(),
+                OsStr::new(SUBVOLUMES),
+                &home.join(SUBVOLUMES),
+            )?;
+            let metadata =
+                open_dir_at(home_fd.as_fd(), OsStr::new(METADATA), &home.join(METADATA))?;
             let pending = read_pending(metadata.as_fd(), &home);
             let driver = Driver {
                 home: home.clone(),
-                dirs: std::sync::RwLock::new(Some(Arc::new(Dirs { subvolumes, metadata }))),
+                dirs: std::sync::RwLock::new(Some(Arc::new(Dirs {
+                    subvolumes,
+                    metadata,
+                }))),
                 uids,
                 gids,
                 min_space: opts.min_space,
                 root_uid,
                 root_gid,
-                state: Mutex::new(State { refs: HashMap::new(), pending_qgroups: pending, lock: Some(lock), mounted }),
+                state: Mutex::new(State {
+                    refs: HashMap::new(),
+                    pending_qgroups: pending,
+                    lock: Some(lock),
+                    mounted,
+                }),
                 seq: AtomicU64::new(0),
                 send_denied: std::sync::atomic::AtomicBool::new(false),
                 idmapped: std::sync::OnceLock::new(),
@@ -196,7 +251,11 @@ impl Driver {
     }
 
     fn temp_name(&self, kind: &str, id: &str) -> String {
-        format!(".{kind}-{id}-{}-{}", std::process::id(), self.seq.fetch_add(1, Ordering::Relaxed))
+        format!(
+            ".{kind}-{id}-{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -204,7 +263,11 @@ impl Driver {
     }
 
     /// The id maps for recorded layer maps: the driver's when none are recorded.
-    fn mappings(&self, uid_maps: &Option<Vec<IdMap>>, gid_maps: &Option<Vec<IdMap>>) -> Result<(IdMapping, IdMapping)> {
+    fn mappings(
+        &self,
+        uid_maps: &Option<Vec<IdMap>>,
+        gid_maps: &Option<Vec<IdMap>>,
+    ) -> Result<(IdMapping, IdMapping)> {
         Ok((
             match uid_maps {
                 Some(m) => IdMapping::new(m, "uidMaps")?,
@@ -226,9 +289,18 @@ impl Driver {
 
     /// The store's open directories; EINVAL once `cleanup` ran.
     fn dirs(&self) -> Result<Arc<Dirs>> {
-        self.dirs.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
-            Error::invalid(Errno::EINVAL, "driver", &self.home, "the driver was cleaned up; init it again")
-        })
+        self.dirs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Error::invalid(
+                    Errno::EINVAL,
+                    "driver",
+                    &self.home,
+                    "the driver was cleaned up; init it again",
+                )
+            })
     }
 
     /// Remove what a crash left: temporary and half-removed subvolumes, temporary metadata
@@ -251,7 +323,12 @@ impl Driver {
         for name in dir_names(dirs.metadata.as_fd(), &self.home.join(METADATA))? {
             let shown = self.home.join(METADATA).join(&name);
             if name.starts_with(".tmp-") {
-                nix::unistd::unlinkat(&dirs.metadata, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir).at("unlinkat", &shown)?;
+                nix::unistd::unlinkat(
+                    &dirs.metadata,
+                    name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                )
+                .at("unlinkat", &shown)?;
             } else if let Some(id) = layer::id_of_file(&name) {
                 if !self.is_layer(id)? {
                     layer::remove(dirs.metadata.as_fd(), id, &shown)?;
@@ -267,7 +344,9 @@ impl Driver {
             for (id, size) in limits {
                 let path = self.layer_path(&id);
                 let fd = open_dir_at(sub, OsStr::new(&id), &path)?;
-                if quota::limit_of(sub, open::subvolume_id(fd.as_fd(), &path)?, &path)? != Some(size) {
+                if quota::limit_of(sub, open::subvolume_id(fd.as_fd(), &path)?, &path)?
+                    != Some(size)
+                {
                     quota::limit(fd.as_fd(), size, &path)?;
                 }
             }
@@ -278,7 +357,11 @@ impl Driver {
 
     fn is_layer(&self, id: &str) -> Result<bool> {
         let dirs = self.dirs()?;
-        match nix::sys::stat::fstatat(&dirs.subvolumes, id, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match nix::sys::stat::fstatat(
+            &dirs.subvolumes,
+            id,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
             Ok(st) => Ok(open::is_subvolume_root(&st)),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(Error::sys(e, "fstatat", &self.layer_path(id))),
@@ -294,20 +377,40 @@ impl Driver {
         }
         if let (Some(size), Some(min)) = (opts.size, self.min_space) {
             if size < min {
-                return Err(Error::invalid(Errno::EINVAL, "create", &self.layer_path(id), format!("size {size} is below minSpace {min}")));
+                return Err(Error::invalid(
+                    Errno::EINVAL,
+                    "create",
+                    &self.layer_path(id),
+                    format!("size {size} is below minSpace {min}"),
+                ));
             }
         }
         if opts.size == Some(0) {
-            return Err(Error::invalid(Errno::EINVAL, "create", &self.layer_path(id), "size must be positive"));
+            return Err(Error::invalid(
+                Errno::EINVAL,
+                "create",
+                &self.layer_path(id),
+                "size must be positive",
+            ));
         }
         let sub = dirs.subvolumes.as_fd();
         if entry_exists(sub, OsStr::new(id), &self.layer_path(id))? {
-            return Err(Error::invalid(Errno::EEXIST, "create", &self.layer_path(id), "layer already exists"));
+            return Err(Error::invalid(
+                Errno::EEXIST,
+                "create",
+                &self.layer_path(id),
+                "layer already exists",
+            ));
         }
         let parent_fd = match parent {
             Some(p) => {
                 if !self.is_layer(p)? {
-                    return Err(Error::invalid(Errno::ENOENT, "create", &self.layer_path(p), "parent layer does not exist"));
+                    return Err(Error::invalid(
+                        Errno::ENOENT,
+                        "create",
+                        &self.layer_path(p),
+                        "parent layer does not exist",
+                    ));
                 }
                 Some(open_dir_at(sub, OsStr::new(p), &self.layer_path(p))?)
             }
@@ -328,19 +431,36 @@ impl Driver {
         built
     }
 
-    fn finish_create(&self, id: &str, parent: Option<&str>, opts: &CreateOptions, tmp: &str, tmp_path: &Path) -> Result<()> {
+    fn finish_create(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &CreateOptions,
+        tmp: &str,
+        tmp_path: &Path,
+    ) -> Result<()> {
         let dirs = self.dirs()?;
         let sub = dirs.subvolumes.as_fd();
         let fd = open_dir_at(sub, OsStr::new(tmp), tmp_path)?;
         // A child of a remapped layer keeps that layer's maps.
         let inherited = match parent {
-            Some(p) => layer::read(dirs.metadata.as_fd(), p, &self.layer_path(p)).map(|m| (m.uid_maps, m.gid_maps)).unwrap_or((None, None)),
+            Some(p) => layer::read(dirs.metadata.as_fd(), p, &self.layer_path(p))
+                .map(|m| (m.uid_maps, m.gid_maps))
+                .unwrap_or((None, None)),
             None => (None, None),
         };
         let (uids, gids) = self.mappings(&inherited.0, &inherited.1)?;
-        let (root_uid, root_gid) = (uids.to_host(0).unwrap_or(self.root_uid), gids.to_host(0).unwrap_or(self.root_gid));
+        let (root_uid, root_gid) = (
+            uids.to_host(0).unwrap_or(self.root_uid),
+            gids.to_host(0).unwrap_or(self.root_gid),
+        );
         if root_uid != 0 || root_gid != 0 {
-            fchown(&fd, Some(Uid::from_raw(root_uid)), Some(Gid::from_raw(root_gid))).at("fchown", tmp_path)?;
+            fchown(
+                &fd,
+                Some(Uid::from_raw(root_uid)),
+                Some(Gid::from_raw(root_gid)),
+            )
+            .at("fchown", tmp_path)?;
         }
         if let Some(label) = &opts.mount_label {
             set_label(fd.as_fd(), label, tmp_path)?;
@@ -364,11 +484,21 @@ impl Driver {
             gid_maps: inherited.1,
         };
         drop(fd);
-        layer::write(dirs.metadata.as_fd(), &meta, &self.temp_name("tmp", id), tmp_path)?;
+        layer::write(
+            dirs.metadata.as_fd(),
+            &meta,
+            &self.temp_name("tmp", id),
+            tmp_path,
+        )?;
         // The commit point: the layer appears complete, or not at all.
         renameat2(sub, tmp, sub, id, RenameFlags::RENAME_NOREPLACE).map_err(|e| {
             if e == Errno::EEXIST {
-                Error::invalid(Errno::EEXIST, "create", &self.layer_path(id), "layer already exists")
+                Error::invalid(
+                    Errno::EEXIST,
+                    "create",
+                    &self.layer_path(id),
+                    "layer already exists",
+                )
             } else {
                 Error::sys(e, "renameat2", &self.layer_path(id))
             }
@@ -382,16 +512,28 @@ impl Driver {
         check_id(id, "remove")?;
         let path = self.layer_path(id);
         if self.state().refs.contains_key(id) {
-            return Err(Error::invalid(Errno::EBUSY, "remove", &path, "layer is in use (get without put)"));
+            return Err(Error::invalid(
+                Errno::EBUSY,
+                "remove",
+                &path,
+                "layer is in use (get without put)",
+            ));
         }
         if !self.is_layer(id)? {
-            return Err(Error::invalid(Errno::ENOENT, "remove", &path, "layer does not exist"));
+            return Err(Error::invalid(
+                Errno::ENOENT,
+                "remove",
+                &path,
+                "layer does not exist",
+            ));
         }
         let sub = dirs.subvolumes.as_fd();
-        let subvolume_id = open::subvolume_id(open_dir_at(sub, OsStr::new(id), &path)?.as_fd(), &path)?;
+        let subvolume_id =
+            open::subvolume_id(open_dir_at(sub, OsStr::new(id), &path)?.as_fd(), &path)?;
         let del = self.temp_name("del", id);
         // The commit point: from here on the layer is gone, whatever happens next.
-        renameat2(sub, id, sub, del.as_str(), RenameFlags::RENAME_NOREPLACE).at("renameat2", &path)?;
+        renameat2(sub, id, sub, del.as_str(), RenameFlags::RENAME_NOREPLACE)
+            .at("renameat2", &path)?;
         layer::remove(dirs.metadata.as_fd(), id, &path)?;
         let del_path = self.subvolumes_path().join(&del);
         delete_at(sub, OsStr::new(&del), true, &del_path)?;
@@ -411,7 +553,8 @@ impl Driver {
             return;
         }
         let sub = dirs.subvolumes.as_fd();
-        st.pending_qgroups.retain(|&q| !matches!(quota::destroy(sub, q, &self.home), Ok(true)));
+        st.pending_qgroups
+            .retain(|&q| !matches!(quota::destroy(sub, q, &self.home), Ok(true)));
         write_pending(dirs.metadata.as_fd(), &st.pending_qgroups);
     }
 
@@ -439,7 +582,12 @@ impl Driver {
         check_id(id, "get")?;
         let path = self.layer_path(id);
         if !self.is_layer(id)? {
-            return Err(Error::invalid(Errno::ENOENT, "get", &path, "layer does not exist"));
+            return Err(Error::invalid(
+                Errno::ENOENT,
+                "get",
+                &path,
+                "layer does not exist",
+            ));
         }
         if let Some(label) = mount_label {
             let fd = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
@@ -458,7 +606,14 @@ impl Driver {
             Some(_) => {
                 st.refs.remove(id);
             }
-            None => return Err(Error::invalid(Errno::EINVAL, "put", &self.layer_path(id), "layer is not held (put without get)")),
+            None => {
+                return Err(Error::invalid(
+                    Errno::EINVAL,
+                    "put",
+                    &self.layer_path(id),
+                    "layer is not held (put without get)",
+                ))
+            }
         }
         Ok(())
     }
@@ -490,11 +645,19 @@ impl Driver {
         check_id(id, "getMetadata")?;
         let path = self.layer_path(id);
         if !self.is_layer(id)? {
-            return Err(Error::invalid(Errno::ENOENT, "getMetadata", &path, "layer does not exist"));
+            return Err(Error::invalid(
+                Errno::ENOENT,
+                "getMetadata",
+                &path,
+                "layer does not exist",
+            ));
         }
         let mut meta = layer::read(dirs.metadata.as_fd(), id, &path)?;
         // applyDiff swaps in a new subvolume; the live id is the truth.
-        meta.subvolume_id = open::subvolume_id(open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?.as_fd(), &path)?;
+        meta.subvolume_id = open::subvolume_id(
+            open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?.as_fd(),
+            &path,
+        )?;
         Ok(meta)
     }
 
@@ -503,7 +666,9 @@ impl Driver {
         let dirs = self.dirs()?;
         let fs = filesystem::info(&self.subvolumes_path())?;
         let quotas = quota::enabled(dirs.subvolumes.as_fd(), &self.home)?;
-        let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
         let devices: Vec<String> = fs.devices.iter().map(|d| d.path.clone()).collect();
         let mut out = vec![
             ("Home".to_string(), self.home.display().to_string()),
@@ -515,7 +680,10 @@ impl Driver {
             ("Metadata Space Used".into(), fs.metadata.used.to_string()),
             ("Metadata Space Total".into(), fs.metadata.total.to_string()),
             ("Layers".into(), self.layers()?.len().to_string()),
-            ("Quotas".into(), if quotas { "enabled" } else { "disabled" }.into()),
+            (
+                "Quotas".into(),
+                if quotas { "enabled" } else { "disabled" }.into(),
+            ),
             ("Kernel Version".into(), kernel),
             ("Node Size".into(), fs.node_size.to_string()),
             ("Sector Size".into(), fs.sector_size.to_string()),
@@ -523,10 +691,18 @@ impl Driver {
         if let Some(min) = self.min_space {
             out.push(("Min Space".into(), min.to_string()));
         }
-        let idmapped = *self.idmapped.get_or_init(|| crate::idmount::supported(dirs.subvolumes.as_fd()));
-        out.push(("Idmapped Mounts".into(), if idmapped { "supported" } else { "unsupported" }.into()));
+        let idmapped = *self
+            .idmapped
+            .get_or_init(|| crate::idmount::supported(dirs.subvolumes.as_fd()));
+        out.push((
+            "Idmapped Mounts".into(),
+            if idmapped { "supported" } else { "unsupported" }.into(),
+        ));
         if !self.uids.is_identity() {
-            out.push(("Remapped Root".into(), format!("{}:{}", self.root_uid, self.root_gid)));
+            out.push((
+                "Remapped Root".into(),
+                format!("{}:{}", self.root_uid, self.root_gid),
+            ));
         }
         Ok(out)
     }
@@ -562,7 +738,13 @@ impl Driver {
 
     /// Mount layer `id` on the existing directory `target`, its owners shown under `uid_maps` /
     /// `gid_maps` instead of the driver's maps, without changing any inode (idmapped mount).
-    pub fn mount_idmapped(&self, id: &str, target: &Path, uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Result<()> {
+    pub fn mount_idmapped(
+        &self,
+        id: &str,
+        target: &Path,
+        uid_maps: &[IdMap],
+        gid_maps: &[IdMap],
+    ) -> Result<()> {
         let dirs = self.dirs()?;
         check_id(id, "mountIdmapped")?;
         check(target, "mountIdmapped")?;
@@ -570,7 +752,12 @@ impl Driver {
         let shown_gids = IdMapping::new(gid_maps, "gidMaps")?;
         let path = self.layer_path(id);
         if !self.is_layer(id)? {
-            return Err(Error::invalid(Errno::ENOENT, "mountIdmapped", &path, "layer does not exist"));
+            return Err(Error::invalid(
+                Errno::ENOENT,
+                "mountIdmapped",
+                &path,
+                "layer does not exist",
+            ));
         }
         let layer = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
         open::open_dir(target)?;
@@ -609,13 +796,25 @@ fn make_private(home: &Path) -> Result<bool> {
         // Our own bind mount, left by a driver that crashed: adopt it so cleanup undoes it.
         bound = true;
     } else if !is_mount {
-        match mount(Some(home), home, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        match mount(
+            Some(home),
+            home,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
             Ok(()) => bound = true,
             Err(Errno::EPERM) | Err(Errno::EACCES) => return Ok(false),
             Err(e) => return Err(Error::sys(e, "mount", home)),
         }
     }
-    match mount(None::<&str>, home, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
+    match mount(
+        None::<&str>,
+        home,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    ) {
         Ok(()) => Ok(bound),
         Err(Errno::EPERM) | Err(Errno::EACCES) if !bound => Ok(false),
         Err(e) => {
@@ -630,18 +829,31 @@ fn make_private(home: &Path) -> Result<bool> {
 /// Whether the mount on `home` is a bind of a directory of the same filesystem as the mount
 /// below it (what `make_private` creates), not a filesystem of its own.
 fn is_self_bind(home: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     // Fields: id parent major:minor root mount-point ...
-    let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 4).collect();
+    let rows: Vec<Vec<&str>> = info
+        .lines()
+        .map(|l| l.split(' ').collect())
+        .filter(|f: &Vec<&str>| f.len() > 4)
+        .collect();
     let target = home.to_string_lossy();
-    let Some(top) = rows.iter().rev().find(|f| unescape(f[4]) == target) else { return false };
-    let Some(below) = rows.iter().find(|f| f[0] == top[1]) else { return false };
+    let Some(top) = rows.iter().rev().find(|f| unescape(f[4]) == target) else {
+        return false;
+    };
+    let Some(below) = rows.iter().find(|f| f[0] == top[1]) else {
+        return false;
+    };
     top[2] == below[2] && top[3] != "/"
 }
 
 /// Undo mountinfo's octal escapes of space, tab, newline and backslash.
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Set the SELinux label of a layer root; without SELinux the label is accepted and ignored.
@@ -665,7 +877,13 @@ fn set_label(fd: BorrowedFd<'_>, label: &str, shown: &Path) -> Result<()> {
 
 /// Names in directory `dir` (not `.`/`..`).
 fn dir_names(dir: BorrowedFd<'_>, shown: &Path) -> Result<Vec<String>> {
-    let mut d = Dir::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).at("openat", shown)?;
+    let mut d = Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .at("openat", shown)?;
     let mut out = Vec::new();
     for entry in d.iter() {
         let entry = entry.at("getdents64", shown)?;
@@ -682,14 +900,25 @@ fn remove_plain(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> Result<()> {
     let fd = open_dir_at(dir, OsStr::new(name), shown)?;
     let st = fstat(&fd).at("fstat", shown)?;
     if st.st_nlink <= 2 {
-        return nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::RemoveDir).at("unlinkat", shown);
+        return nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::RemoveDir)
+            .at("unlinkat", shown);
     }
-    Err(Error::invalid(Errno::ENOTEMPTY, "unlinkat", shown, "leftover temporary directory is not empty"))
+    Err(Error::invalid(
+        Errno::ENOTEMPTY,
+        "unlinkat",
+        shown,
+        "leftover temporary directory is not empty",
+    ))
 }
 
 fn read_pending(dir: BorrowedFd<'_>, home: &Path) -> BTreeSet<u64> {
     let shown = home.join(METADATA).join(PENDING_QGROUPS);
-    let Ok(fd) = openat(dir, PENDING_QGROUPS, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty()) else {
+    let Ok(fd) = openat(
+        dir,
+        PENDING_QGROUPS,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    ) else {
         return BTreeSet::new();
     };
     let _ = shown;
@@ -703,11 +932,20 @@ fn read_pending(dir: BorrowedFd<'_>, home: &Path) -> BTreeSet<u64> {
 fn write_pending(dir: BorrowedFd<'_>, ids: &BTreeSet<u64>) {
     use std::io::Write;
     if ids.is_empty() {
-        let _ = nix::unistd::unlinkat(dir, PENDING_QGROUPS, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let _ = nix::unistd::unlinkat(
+            dir,
+            PENDING_QGROUPS,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
         return;
     }
     let tmp = ".tmp-pending-qgroups";
-    let Ok(fd) = openat(dir, tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::from_bits_truncate(0o600)) else {
+    let Ok(fd) = openat(
+        dir,
+        tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    ) else {
         return;
     };
     let body: String = ids.iter().map(|q| format!("{q}\n")).collect();

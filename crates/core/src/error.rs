@@ -39,13 +39,27 @@ impl Error {
     }
 
     /// Input rejected before any syscall, with the errno a syscall would have given.
-    pub fn invalid(errno: Errno, syscall: &'static str, path: &Path, why: impl Into<String>) -> Self {
-        Error { code: Code::Errno(errno), syscall, path: Some(path.to_path_buf()), message: why.into() }
+    pub fn invalid(
+        errno: Errno,
+        syscall: &'static str,
+        path: &Path,
+        why: impl Into<String>,
+    ) -> Self {
+        Error {
+            code: Code::Errno(errno),
+            syscall,
+            path: Some(path.to_path_buf()),
+            message: why.into(),
+        }
     }
 
     /// An `std::io::Error` from `syscall` on `path`, keeping its errno.
     pub fn io(e: std::io::Error, syscall: &'static str, path: &Path) -> Self {
-        Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), syscall, path)
+        Error::sys(
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            syscall,
+            path,
+        )
     }
 
     pub fn not_btrfs(syscall: &'static str, path: &Path) -> Self {
@@ -58,7 +72,12 @@ impl Error {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Error { code: Code::Internal, syscall: "", path: None, message: message.into() }
+        Error {
+            code: Code::Internal,
+            syscall: "",
+            path: None,
+            message: message.into(),
+        }
     }
 
     pub fn errno(&self) -> Option<i32> {
@@ -157,8 +176,14 @@ mod tests {
         let e = Error::sys(Errno::ENOENT, "open", Path::new("/x"));
         assert_eq!(e.code_str(), "ENOENT");
         assert_eq!(e.errno(), Some(libc_enoent()));
-        assert_eq!(e.to_string(), "ENOENT: No such file or directory, open '/x'");
-        assert_eq!(Error::not_btrfs("statfs", Path::new("/")).code_str(), "ERR_NOT_BTRFS");
+        assert_eq!(
+            e.to_string(),
+            "ENOENT: No such file or directory, open '/x'"
+        );
+        assert_eq!(
+            Error::not_btrfs("statfs", Path::new("/")).code_str(),
+            "ERR_NOT_BTRFS"
+        );
         assert_eq!(Error::not_btrfs("statfs", Path::new("/")).errno(), None);
     }
 

@@ -42,7 +42,10 @@ pub fn info(path: &Path) -> Result<FilesystemInfo> {
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     let fd = fd.as_fd();
-    let mut fi = ioctl::FsInfoArgs { flags: ioctl::FS_INFO_FLAG_GENERATION, ..Default::default() };
+    let mut fi = ioctl::FsInfoArgs {
+        flags: ioctl::FS_INFO_FLAG_GENERATION,
+        ..Default::default()
+    };
     // SAFETY: fi is a zeroed, correctly sized btrfs_ioctl_fs_info_args.
     unsafe { ioctl::fs_info(fd.as_raw_fd(), &mut fi) }.at("BTRFS_IOC_FS_INFO", path)?;
     let mut label = [0u8; ioctl::LABEL_SIZE];
@@ -50,7 +53,10 @@ pub fn info(path: &Path) -> Result<FilesystemInfo> {
     unsafe { ioctl::get_fslabel(fd.as_raw_fd(), &mut label) }.at("FS_IOC_GETFSLABEL", path)?;
     let mut devices = Vec::new();
     for devid in 1..=fi.max_id {
-        let mut d = ioctl::DevInfoArgs { devid, ..Default::default() };
+        let mut d = ioctl::DevInfoArgs {
+            devid,
+            ..Default::default()
+        };
         // SAFETY: d is a zeroed, correctly sized btrfs_ioctl_dev_info_args.
         match unsafe { ioctl::dev_info(fd.as_raw_fd(), &mut d) } {
             Ok(_) => devices.push(Device {
@@ -81,11 +87,15 @@ pub fn info(path: &Path) -> Result<FilesystemInfo> {
 
 /// Used and allocated bytes of data, metadata and system block groups (all profiles summed).
 fn space(fd: BorrowedFd<'_>, path: &Path) -> Result<(Space, Space, Space)> {
-    let mut head = ioctl::SpaceArgs { space_slots: 0, total_spaces: 0 };
+    let mut head = ioctl::SpaceArgs {
+        space_slots: 0,
+        total_spaces: 0,
+    };
     // SAFETY: with space_slots = 0 the kernel only writes total_spaces into the header.
     unsafe { ioctl::space_info(fd.as_raw_fd(), &mut head) }.at("BTRFS_IOC_SPACE_INFO", path)?;
     let n = head.total_spaces as usize;
-    let words = (std::mem::size_of::<ioctl::SpaceArgs>() + n * std::mem::size_of::<ioctl::SpaceInfo>()) / 8;
+    let words =
+        (std::mem::size_of::<ioctl::SpaceArgs>() + n * std::mem::size_of::<ioctl::SpaceInfo>()) / 8;
     let mut buf = vec![0u64; words];
     let args = buf.as_mut_ptr() as *mut ioctl::SpaceArgs;
     // SAFETY: buf is 8-byte aligned and holds the header plus n SpaceInfo slots.

@@ -26,7 +26,14 @@ pub struct IdMapping {
 impl IdMapping {
     /// Validate: no empty range, no range past 2^32-1, no overlap on either side. EINVAL otherwise.
     pub fn new(maps: &[IdMap], what: &str) -> Result<Self> {
-        let bad = |why: String| Error::invalid(Errno::EINVAL, "idmap", Path::new(""), format!("{what}: {why}"));
+        let bad = |why: String| {
+            Error::invalid(
+                Errno::EINVAL,
+                "idmap",
+                Path::new(""),
+                format!("{what}: {why}"),
+            )
+        };
         for m in maps {
             if m.size == 0 {
                 return Err(bad(format!("range {m:?} is empty")));
@@ -42,15 +49,24 @@ impl IdMapping {
         by_host.sort_by_key(|m| m.host_id);
         for w in by_container.windows(2) {
             if w[0].container_id as u64 + w[0].size as u64 > w[1].container_id as u64 {
-                return Err(bad(format!("container ranges {:?} and {:?} overlap", w[0], w[1])));
+                return Err(bad(format!(
+                    "container ranges {:?} and {:?} overlap",
+                    w[0], w[1]
+                )));
             }
         }
         for w in by_host.windows(2) {
             if w[0].host_id as u64 + w[0].size as u64 > w[1].host_id as u64 {
-                return Err(bad(format!("host ranges {:?} and {:?} overlap", w[0], w[1])));
+                return Err(bad(format!(
+                    "host ranges {:?} and {:?} overlap",
+                    w[0], w[1]
+                )));
             }
         }
-        Ok(IdMapping { by_container, by_host })
+        Ok(IdMapping {
+            by_container,
+            by_host,
+        })
     }
 
     /// No ranges: ids are not remapped.
@@ -76,11 +92,17 @@ impl IdMapping {
         if self.is_identity() {
             return Ok(id);
         }
-        lookup(&self.by_host, id, |m| m.host_id, |m| m.container_id).ok_or_else(|| unmapped(id, "host"))
+        lookup(&self.by_host, id, |m| m.host_id, |m| m.container_id)
+            .ok_or_else(|| unmapped(id, "host"))
     }
 }
 
-fn lookup(sorted: &[IdMap], id: u32, from: impl Fn(&IdMap) -> u32, to: impl Fn(&IdMap) -> u32) -> Option<u32> {
+fn lookup(
+    sorted: &[IdMap],
+    id: u32,
+    from: impl Fn(&IdMap) -> u32,
+    to: impl Fn(&IdMap) -> u32,
+) -> Option<u32> {
     // The last range starting at or below id is the only one that can hold it.
     let i = sorted.partition_point(|m| from(m) <= id).checked_sub(1)?;
     let m = &sorted[i];
@@ -102,7 +124,11 @@ mod tests {
     use super::*;
 
     fn m(c: u32, h: u32, s: u32) -> IdMap {
-        IdMap { container_id: c, host_id: h, size: s }
+        IdMap {
+            container_id: c,
+            host_id: h,
+            size: s,
+        }
     }
 
     #[test]

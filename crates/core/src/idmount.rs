@@ -27,14 +27,27 @@ struct MountAttr {
 /// Ranges of a user namespace that show on-disk ids stored under `stored` as the host ids
 /// `shown` gives the same container ids: on-disk `stored.to_host(c)` appears as `shown.to_host(c)`.
 pub fn compose(stored: &IdMapping, shown: &IdMapping) -> Vec<IdMap> {
-    let full = [IdMap { container_id: 0, host_id: 0, size: u32::MAX }];
-    let a: &[IdMap] = if stored.is_identity() { &full } else { stored.ranges() };
-    let b: &[IdMap] = if shown.is_identity() { &full } else { shown.ranges() };
+    let full = [IdMap {
+        container_id: 0,
+        host_id: 0,
+        size: u32::MAX,
+    }];
+    let a: &[IdMap] = if stored.is_identity() {
+        &full
+    } else {
+        stored.ranges()
+    };
+    let b: &[IdMap] = if shown.is_identity() {
+        &full
+    } else {
+        shown.ranges()
+    };
     let mut out = Vec::new();
     for x in a {
         for y in b {
             let lo = x.container_id.max(y.container_id) as u64;
-            let hi = (x.container_id as u64 + x.size as u64).min(y.container_id as u64 + y.size as u64);
+            let hi =
+                (x.container_id as u64 + x.size as u64).min(y.container_id as u64 + y.size as u64);
             if lo < hi {
                 out.push(IdMap {
                     // The namespace side is the id on disk, the host side the id to show.
@@ -53,7 +66,12 @@ pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
     let shown = Path::new("/proc/self/ns/user");
     let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| Error::sys(e, "pipe", shown))?;
     let (done_r, done_w) = nix::unistd::pipe().map_err(|e| Error::sys(e, "pipe", shown))?;
-    let (rr, rw, dr, dw) = (ready_r.as_raw_fd(), ready_w.as_raw_fd(), done_r.as_raw_fd(), done_w.as_raw_fd());
+    let (rr, rw, dr, dw) = (
+        ready_r.as_raw_fd(),
+        ready_w.as_raw_fd(),
+        done_r.as_raw_fd(),
+        done_w.as_raw_fd(),
+    );
     // SAFETY: the child only makes raw syscalls (unshare, write, read, _exit), all
     // async-signal-safe, as required after fork in a multi-threaded process.
     let pid = unsafe { libc::fork() };
@@ -62,7 +80,11 @@ pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
         unsafe {
             // Our copy of the write end would keep the read below from ever seeing EOF.
             libc::close(dw);
-            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 { 1 } else { 0 };
+            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                1
+            } else {
+                0
+            };
             libc::write(rw, &ok as *const u8 as *const libc::c_void, 1);
             let mut b = 0u8;
             libc::read(dr, &mut b as *mut u8 as *mut libc::c_void, 1);
@@ -79,11 +101,19 @@ pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
         // SAFETY: rr is the open read end of the pipe; ok is a 1-byte buffer.
         let n = unsafe { libc::read(rr, ok.as_mut_ptr() as *mut libc::c_void, 1) };
         if n != 1 || ok[0] != 1 {
-            return Err(Error::invalid(Errno::EPERM, "unshare", shown, "cannot create a user namespace"));
+            return Err(Error::invalid(
+                Errno::EPERM,
+                "unshare",
+                shown,
+                "cannot create a user namespace",
+            ));
         }
         let write_map = |file: &str, maps: &[IdMap]| -> Result<()> {
             let p = format!("/proc/{pid}/{file}");
-            let body: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size)).collect();
+            let body: String = maps
+                .iter()
+                .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+                .collect();
             std::fs::write(&p, body).map_err(|e| Error::io(e, "write", Path::new(&p)))
         };
         write_map("uid_map", uids)?;
@@ -92,7 +122,11 @@ pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
         // SAFETY: p is NUL-terminated.
         let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         if fd < 0 {
-            return Err(Error::sys(Errno::last(), "open", Path::new("/proc/PID/ns/user")));
+            return Err(Error::sys(
+                Errno::last(),
+                "open",
+                Path::new("/proc/PID/ns/user"),
+            ));
         }
         // SAFETY: fd was just opened and is owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -122,7 +156,12 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
     }
     // SAFETY: open_tree returned a new fd that nobody else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
     // SAFETY: attr is a valid struct mount_attr of the size passed.
     let r = unsafe {
         libc::syscall(
@@ -137,10 +176,18 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
     if r < 0 {
         return Err(Error::sys(Errno::last(), "mount_setattr", target));
     }
-    let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| Error::invalid(Errno::EINVAL, "move_mount", target, "NUL in path"))?;
+    let t = CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(Errno::EINVAL, "move_mount", target, "NUL in path"))?;
     // SAFETY: both paths are NUL-terminated; tree is a detached mount fd.
     let r = unsafe {
-        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
     };
     if r < 0 {
         return Err(Error::sys(Errno::last(), "move_mount", target));
@@ -151,8 +198,14 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
 /// Whether this kernel and filesystem take idmapped mounts for the tree at `source`:
 /// clones it detached and attaches an identity-mapped namespace, never mounting anything.
 pub fn supported(source: BorrowedFd<'_>) -> bool {
-    let one = [IdMap { container_id: 0, host_id: 0, size: 65536 }];
-    let Ok(ns) = user_namespace(&one, &one) else { return false };
+    let one = [IdMap {
+        container_id: 0,
+        host_id: 0,
+        size: 65536,
+    }];
+    let Ok(ns) = user_namespace(&one, &one) else {
+        return false;
+    };
     let empty = c"";
     // SAFETY: as in mount_idmapped.
     let tree = unsafe {
@@ -168,7 +221,12 @@ pub fn supported(source: BorrowedFd<'_>) -> bool {
     }
     // SAFETY: open_tree returned a new fd that nobody else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: ns.as_raw_fd() as u64 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: ns.as_raw_fd() as u64,
+    };
     // SAFETY: attr is a valid struct mount_attr of the size passed.
     let r = unsafe {
         libc::syscall(
@@ -188,7 +246,11 @@ mod tests {
     use super::*;
 
     fn m(c: u32, h: u32, s: u32) -> IdMap {
-        IdMap { container_id: c, host_id: h, size: s }
+        IdMap {
+            container_id: c,
+            host_id: h,
+            size: s,
+        }
     }
 
     #[test]
@@ -208,5 +270,6 @@ mod tests {
 /// Detach the mount on `target` (MNT_DETACH); EINVAL when nothing is mounted there.
 pub fn unmount(target: &Path) -> Result<()> {
     crate::path::check(target, "umount2")?;
-    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::sys(e, "umount2", target))
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys(e, "umount2", target))
 }

@@ -302,7 +302,12 @@ ioctl_readwrite!(dev_info, BTRFS_IOCTL_MAGIC, 30, DevInfoArgs);
 ioctl_read!(fs_info, BTRFS_IOCTL_MAGIC, 31, FsInfoArgs);
 ioctl_read!(get_fslabel, BTRFS_IOCTL_MAGIC, 49, [u8; LABEL_SIZE]);
 ioctl_read!(get_subvol_info, BTRFS_IOCTL_MAGIC, 60, GetSubvolInfoArgs);
-ioctl_readwrite!(get_subvol_rootref, BTRFS_IOCTL_MAGIC, 61, GetSubvolRootrefArgs);
+ioctl_readwrite!(
+    get_subvol_rootref,
+    BTRFS_IOCTL_MAGIC,
+    61,
+    GetSubvolRootrefArgs
+);
 ioctl_readwrite!(ino_lookup_user, BTRFS_IOCTL_MAGIC, 62, InoLookupUserArgs);
 ioctl_write_ptr!(snap_destroy_v2, BTRFS_IOCTL_MAGIC, 63, VolArgsV2);
 ioctl_write_ptr!(send, BTRFS_IOCTL_MAGIC, 38, SendArgs);

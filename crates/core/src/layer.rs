@@ -14,7 +14,14 @@ pub const ID_MAX: usize = 128;
 
 /// Check a layer id: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`, else EINVAL.
 pub fn check_id(id: &str, what: &'static str) -> Result<()> {
-    let bad = |why: &str| Error::invalid(Errno::EINVAL, what, Path::new(id), format!("invalid layer id {id:?}: {why}"));
+    let bad = |why: &str| {
+        Error::invalid(
+            Errno::EINVAL,
+            what,
+            Path::new(id),
+            format!("invalid layer id {id:?}: {why}"),
+        )
+    };
     let b = id.as_bytes();
     if b.is_empty() {
         return Err(bad("empty"));
@@ -25,8 +32,13 @@ pub fn check_id(id: &str, what: &'static str) -> Result<()> {
     if !b[0].is_ascii_alphanumeric() {
         return Err(bad("must start with a letter or digit"));
     }
-    if let Some(c) = b.iter().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))) {
-        return Err(bad(&format!("byte {c:#04x} is not one of A-Z a-z 0-9 _ . -")));
+    if let Some(c) = b
+        .iter()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')))
+    {
+        return Err(bad(&format!(
+            "byte {c:#04x} is not one of A-Z a-z 0-9 _ . -"
+        )));
     }
     Ok(())
 }
@@ -69,9 +81,17 @@ pub fn write(dir: BorrowedFd<'_>, meta: &LayerMeta, tmp_name: &str, shown: &Path
     let mut f = std::fs::File::from(fd);
     let done = f
         .write_all(&body)
-        .map_err(|e| Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), "write", shown))
+        .map_err(|e| {
+            Error::sys(
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                "write",
+                shown,
+            )
+        })
         .and_then(|_| fsync(f.as_fd()).at("fsync", shown))
-        .and_then(|_| renameat(dir, tmp_name, dir, file_name(&meta.id).as_str()).at("renameat", shown));
+        .and_then(|_| {
+            renameat(dir, tmp_name, dir, file_name(&meta.id).as_str()).at("renameat", shown)
+        });
     if done.is_err() {
         let _ = unlinkat(dir, tmp_name, UnlinkatFlags::NoRemoveDir);
     }
@@ -80,14 +100,31 @@ pub fn write(dir: BorrowedFd<'_>, meta: &LayerMeta, tmp_name: &str, shown: &Path
 
 /// Read the metadata of layer `id`; ENOENT when there is none.
 pub fn read(dir: BorrowedFd<'_>, id: &str, shown: &Path) -> Result<LayerMeta> {
-    let fd = openat(dir, file_name(id).as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
-        .at("openat", shown)?;
+    let fd = openat(
+        dir,
+        file_name(id).as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .at("openat", shown)?;
     let mut body = Vec::new();
     std::fs::File::from(fd)
         .read_to_end(&mut body)
-        .map_err(|e| Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), "read", shown))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Error::invalid(Errno::EIO, "read", shown, format!("corrupt layer metadata: {e}")))
+        .map_err(|e| {
+            Error::sys(
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                "read",
+                shown,
+            )
+        })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        Error::invalid(
+            Errno::EIO,
+            "read",
+            shown,
+            format!("corrupt layer metadata: {e}"),
+        )
+    })
 }
 
 /// Remove the metadata of layer `id`; missing is fine.
@@ -100,7 +137,8 @@ pub fn remove(dir: BorrowedFd<'_>, id: &str, shown: &Path) -> Result<()> {
 
 /// The layer id a metadata file name belongs to, if it is one.
 pub fn id_of_file(name: &str) -> Option<&str> {
-    name.strip_suffix(".json").filter(|id| check_id(id, "").is_ok())
+    name.strip_suffix(".json")
+        .filter(|id| check_id(id, "").is_ok())
 }
 
 #[cfg(test)]
@@ -113,7 +151,9 @@ mod tests {
             assert!(check_id(ok, "t").is_ok(), "{ok}");
         }
         let long = "x".repeat(129);
-        for bad in ["", ".", "..", ".a", "_a", "-a", "a/b", "/", "a\0", "a b", "é", &long, "a:b", "a*"] {
+        for bad in [
+            "", ".", "..", ".a", "_a", "-a", "a/b", "/", "a\0", "a b", "é", &long, "a:b", "a*",
+        ] {
             let e = check_id(bad, "t").unwrap_err();
             assert_eq!(e.code_str(), "EINVAL", "{bad:?}");
         }

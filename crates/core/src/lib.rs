@@ -11,11 +11,11 @@ pub mod path;
 pub mod subvolume;
 
 pub use error::{Code, Error, Result};
+pub mod changes;
 pub mod driver;
 pub mod idmap;
 pub mod idmount;
 pub mod layer;
 pub mod quota;
 pub mod remap;
-pub mod changes;
 pub mod tar;

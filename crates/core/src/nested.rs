@@ -82,7 +82,8 @@ pub fn children_by_search(fd: BorrowedFd<'_>, id: u64, shown: &Path) -> Result<V
             (*args).buf_size = BUF as u64;
         }
         // SAFETY: args points to a SearchArgsV2 followed by buf_size writable bytes.
-        unsafe { ioctl::tree_search_v2(fd.as_raw_fd(), args) }.at("BTRFS_IOC_TREE_SEARCH_V2", shown)?;
+        unsafe { ioctl::tree_search_v2(fd.as_raw_fd(), args) }
+            .at("BTRFS_IOC_TREE_SEARCH_V2", shown)?;
         // SAFETY: the kernel filled in nr_items.
         let nr = unsafe { (*args).key.nr_items };
         if nr == 0 {
@@ -97,12 +98,16 @@ pub fn children_by_search(fd: BorrowedFd<'_>, id: u64, shown: &Path) -> Result<V
         let mut last = 0u64;
         for _ in 0..nr {
             // SAFETY: the kernel wrote nr headers each followed by len bytes inside buf.
-            let sh: ioctl::SearchHeader =
-                unsafe { std::ptr::read_unaligned(buf[off..].as_ptr() as *const ioctl::SearchHeader) };
+            let sh: ioctl::SearchHeader = unsafe {
+                std::ptr::read_unaligned(buf[off..].as_ptr() as *const ioctl::SearchHeader)
+            };
             let body = &buf[off + hsize..off + hsize + sh.len as usize];
             off += hsize + sh.len as usize;
             last = sh.offset;
-            if sh.type_ != ioctl::ROOT_REF_KEY || sh.objectid != id || body.len() < ioctl::ROOT_REF_ITEM_SIZE {
+            if sh.type_ != ioctl::ROOT_REF_KEY
+                || sh.objectid != id
+                || body.len() < ioctl::ROOT_REF_ITEM_SIZE
+            {
                 continue;
             }
             let dirid = u64::from_le_bytes(body[0..8].try_into().unwrap());
@@ -116,7 +121,13 @@ pub fn children_by_search(fd: BorrowedFd<'_>, id: u64, shown: &Path) -> Result<V
         min_offset = last + 1;
     }
     refs.into_iter()
-        .map(|(child, dirid, name)| Ok(Child { id: child, dir: dir_path(fd, id, dirid, shown)?, name }))
+        .map(|(child, dirid, name)| {
+            Ok(Child {
+                id: child,
+                dir: dir_path(fd, id, dirid, shown)?,
+                name,
+            })
+        })
         .collect()
 }
 
@@ -125,7 +136,11 @@ fn dir_path(fd: BorrowedFd<'_>, tree: u64, dirid: u64, shown: &Path) -> Result<P
     if dirid == ioctl::FIRST_FREE_OBJECTID {
         return Ok(PathBuf::new());
     }
-    let mut args = ioctl::InoLookupArgs { treeid: tree, objectid: dirid, ..Default::default() };
+    let mut args = ioctl::InoLookupArgs {
+        treeid: tree,
+        objectid: dirid,
+        ..Default::default()
+    };
     // SAFETY: args is a zeroed, correctly sized btrfs_ioctl_ino_lookup_args.
     unsafe { ioctl::ino_lookup(fd.as_raw_fd(), &mut args) }.at("BTRFS_IOC_INO_LOOKUP", shown)?;
     Ok(trim_slash(c_bytes(&args.name)))
@@ -150,9 +165,14 @@ pub fn children_by_rootref(fd: BorrowedFd<'_>, shown: &Path) -> Result<Vec<Child
     }
     refs.into_iter()
         .map(|r| {
-            let mut a = ioctl::InoLookupUserArgs { dirid: r.dirid, treeid: r.treeid, ..Default::default() };
+            let mut a = ioctl::InoLookupUserArgs {
+                dirid: r.dirid,
+                treeid: r.treeid,
+                ..Default::default()
+            };
             // SAFETY: a is a zeroed, correctly sized btrfs_ioctl_ino_lookup_user_args.
-            unsafe { ioctl::ino_lookup_user(fd.as_raw_fd(), &mut a) }.at("BTRFS_IOC_INO_LOOKUP_USER", shown)?;
+            unsafe { ioctl::ino_lookup_user(fd.as_raw_fd(), &mut a) }
+                .at("BTRFS_IOC_INO_LOOKUP_USER", shown)?;
             Ok(Child {
                 id: r.treeid,
                 dir: trim_slash(c_bytes(&a.path)),

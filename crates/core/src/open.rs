@@ -3,15 +3,17 @@
 use crate::error::{Context, Error, Result};
 use crate::ioctl;
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 use nix::sys::statfs::fstatfs;
-use nix::fcntl::AtFlags;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_CLOEXEC);
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_CLOEXEC);
 
 /// Open a caller-given directory path (symlinks in it are the caller's to choose).
 pub fn open_dir(path: &Path) -> Result<OwnedFd> {
@@ -32,7 +34,11 @@ pub fn open_beneath(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<Own
             | ResolveFlag::RESOLVE_NO_MAGICLINKS
             | ResolveFlag::RESOLVE_NO_XDEV,
     );
-    let target = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let target = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     match openat2(dir, target, how) {
         Err(Errno::ENOSYS) => open_walk(dir, rel, shown),
         r => r.at("openat2", shown),
@@ -45,7 +51,14 @@ fn open_walk(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<OwnedFd> {
         let name = match comp {
             std::path::Component::Normal(n) => n,
             std::path::Component::CurDir => continue,
-            _ => return Err(Error::invalid(Errno::EXDEV, "openat", shown, "path leaves its root")),
+            _ => {
+                return Err(Error::invalid(
+                    Errno::EXDEV,
+                    "openat",
+                    shown,
+                    "path leaves its root",
+                ))
+            }
         };
         // Callers re-check fsid and subvolume id of the result, which catches a mount on the way.
         cur = open_dir_at(cur.as_fd(), name, shown)?;
@@ -71,7 +84,12 @@ pub fn is_subvolume_root(st: &FileStat) -> bool {
 pub fn require_subvolume(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     let st = fstat(fd).at("fstat", shown)?;
     if !is_subvolume_root(&st) {
-        return Err(Error::invalid(Errno::EINVAL, "fstat", shown, "not a btrfs subvolume"));
+        return Err(Error::invalid(
+            Errno::EINVAL,
+            "fstat",
+            shown,
+            "not a btrfs subvolume",
+        ));
     }
     Ok(())
 }
@@ -110,7 +128,13 @@ pub fn mount_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: an empty path with AT_EMPTY_PATH stats the fd itself; stx is a valid out-pointer.
     let r = unsafe {
-        libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut stx)
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
     };
     match Errno::result(r) {
         Ok(_) if stx.stx_mask & libc::STATX_MNT_ID != 0 => Ok(stx.stx_mnt_id),

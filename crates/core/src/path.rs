@@ -16,7 +16,12 @@ pub fn check(path: &Path, op: &'static str) -> Result<()> {
         return Err(Error::invalid(Errno::EINVAL, op, path, "path is empty"));
     }
     if bytes.contains(&0) {
-        return Err(Error::invalid(Errno::EINVAL, op, path, "path contains a NUL byte"));
+        return Err(Error::invalid(
+            Errno::EINVAL,
+            op,
+            path,
+            "path contains a NUL byte",
+        ));
     }
     if let Some(name) = path.file_name() {
         if name.len() > NAME_MAX {
@@ -24,7 +29,10 @@ pub fn check(path: &Path, op: &'static str) -> Result<()> {
                 Errno::ENAMETOOLONG,
                 op,
                 path,
-                format!("final component is {} bytes, longer than {NAME_MAX}", name.len()),
+                format!(
+                    "final component is {} bytes, longer than {NAME_MAX}",
+                    name.len()
+                ),
             ));
         }
     }
@@ -43,9 +51,17 @@ pub fn split_parent<'a>(path: &'a Path, op: &'static str) -> Result<(&'a Path, &
         None => (&b"."[..], trimmed),
     };
     if name.is_empty() || name == b"." || name == b".." {
-        return Err(Error::invalid(Errno::EINVAL, op, path, "path does not end in a name"));
+        return Err(Error::invalid(
+            Errno::EINVAL,
+            op,
+            path,
+            "path does not end in a name",
+        ));
     }
-    Ok((Path::new(OsStr::from_bytes(parent)), OsStr::from_bytes(name)))
+    Ok((
+        Path::new(OsStr::from_bytes(parent)),
+        OsStr::from_bytes(name),
+    ))
 }
 
 #[cfg(test)]

@@ -32,7 +32,10 @@ pub fn enabled(fd: BorrowedFd<'_>, shown: &Path) -> Result<bool> {
     };
     // SAFETY: the kernel filled nr_items and, when 1, a header and the status item after it.
     let (nr, bytes) = unsafe {
-        ((*args).key.nr_items, std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8))
+        (
+            (*args).key.nr_items,
+            std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8),
+        )
     };
     if nr == 0 {
         return Ok(false);
@@ -48,7 +51,10 @@ pub fn enable(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     if enabled(fd, shown)? {
         return Ok(());
     }
-    let mut args = ioctl::QuotaCtlArgs { cmd: ioctl::QUOTA_CTL_ENABLE, status: 0 };
+    let mut args = ioctl::QuotaCtlArgs {
+        cmd: ioctl::QUOTA_CTL_ENABLE,
+        status: 0,
+    };
     // SAFETY: args is a valid btrfs_ioctl_quota_ctl_args.
     unsafe { ioctl::quota_ctl(fd.as_raw_fd(), &mut args) }.at("BTRFS_IOC_QUOTA_CTL", shown)?;
     Ok(())
@@ -59,10 +65,15 @@ pub fn limit(fd: BorrowedFd<'_>, bytes: u64, shown: &Path) -> Result<()> {
     let mut args = ioctl::QgroupLimitArgs {
         // 0 means the qgroup of the subvolume holding fd.
         qgroupid: 0,
-        lim: ioctl::QgroupLimit { flags: ioctl::QGROUP_LIMIT_MAX_RFER, max_rfer: bytes, ..Default::default() },
+        lim: ioctl::QgroupLimit {
+            flags: ioctl::QGROUP_LIMIT_MAX_RFER,
+            max_rfer: bytes,
+            ..Default::default()
+        },
     };
     // SAFETY: args is a valid btrfs_ioctl_qgroup_limit_args.
-    unsafe { ioctl::qgroup_limit(fd.as_raw_fd(), &mut args) }.at("BTRFS_IOC_QGROUP_LIMIT", shown)?;
+    unsafe { ioctl::qgroup_limit(fd.as_raw_fd(), &mut args) }
+        .at("BTRFS_IOC_QGROUP_LIMIT", shown)?;
     Ok(())
 }
 
@@ -92,7 +103,10 @@ pub fn limit_of(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<Opti
     };
     // SAFETY: as in `enabled`.
     let (nr, bytes) = unsafe {
-        ((*args).key.nr_items, std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8))
+        (
+            (*args).key.nr_items,
+            std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8),
+        )
     };
     if nr == 0 {
         return Ok(None);
@@ -107,7 +121,10 @@ pub fn limit_of(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<Opti
 /// Destroy qgroup 0/`subvol_id` of a deleted subvolume. Ok(false) while the kernel still
 /// holds it (the cleaner has not dropped the subvolume yet); ENOENT counts as done.
 pub fn destroy(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<bool> {
-    let args = ioctl::QgroupCreateArgs { create: 0, qgroupid: subvol_id };
+    let args = ioctl::QgroupCreateArgs {
+        create: 0,
+        qgroupid: subvol_id,
+    };
     // SAFETY: args is a valid btrfs_ioctl_qgroup_create_args.
     match unsafe { ioctl::qgroup_create(fd.as_raw_fd(), &args) } {
         Ok(_) | Err(Errno::ENOENT) => Ok(true),
@@ -121,7 +138,11 @@ pub fn destroy(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<bool>
 /// Wait until the cleaner has fully dropped deleted subvolume `subvol_id` (Linux 6.13+).
 /// Ok(false) when the kernel does not have SUBVOL_SYNC_WAIT.
 pub fn wait_dropped(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<bool> {
-    let args = ioctl::SubvolWait { subvolid: subvol_id, mode: ioctl::SUBVOL_SYNC_WAIT_FOR_ONE, count: 0 };
+    let args = ioctl::SubvolWait {
+        subvolid: subvol_id,
+        mode: ioctl::SUBVOL_SYNC_WAIT_FOR_ONE,
+        count: 0,
+    };
     // SAFETY: args is a valid btrfs_ioctl_subvol_wait.
     match unsafe { ioctl::subvol_sync_wait(fd.as_raw_fd(), &args) } {
         Ok(_) | Err(Errno::ENOENT) => Ok(true),

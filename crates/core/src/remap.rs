@@ -55,7 +55,11 @@ const ACL_USER: u16 = 0x02;
 const ACL_GROUP: u16 = 0x08;
 
 /// Remap every inode under the directory `root` (itself included).
-pub fn remap_tree(root: BorrowedFd<'_>, shown: &Path, opts: &RemapOptions<'_>) -> Result<RemapOutcome> {
+pub fn remap_tree(
+    root: BorrowedFd<'_>,
+    shown: &Path,
+    opts: &RemapOptions<'_>,
+) -> Result<RemapOutcome> {
     let st = fstat(root).map_err(|e| Error::sys(e, "fstat", shown))?;
     let walk = Walk {
         opts,
@@ -67,9 +71,20 @@ pub fn remap_tree(root: BorrowedFd<'_>, shown: &Path, opts: &RemapOptions<'_>) -
     };
     // The root itself, through its own fd.
     walk.remap_root(root, &st, shown);
-    rayon::scope(|s| walk.dir(s, root.try_clone_to_owned().expect("dup of a live fd"), shown.to_path_buf()));
+    rayon::scope(|s| {
+        walk.dir(
+            s,
+            root.try_clone_to_owned().expect("dup of a live fd"),
+            shown.to_path_buf(),
+        )
+    });
     if opts.abort.load(Ordering::Relaxed) {
-        return Err(Error { code: Code::Aborted, syscall: "remap", path: Some(shown.to_path_buf()), message: "the operation was aborted".into() });
+        return Err(Error {
+            code: Code::Aborted,
+            syscall: "remap",
+            path: Some(shown.to_path_buf()),
+            message: "the operation was aborted".into(),
+        });
     }
     (opts.progress)(walk.visited.load(Ordering::Relaxed));
     Ok(RemapOutcome {
@@ -81,7 +96,10 @@ pub fn remap_tree(root: BorrowedFd<'_>, shown: &Path, opts: &RemapOptions<'_>) -
 
 impl<'a> Walk<'a> {
     fn fail(&self, e: Error) {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
     }
 
     fn tick(&self) {
@@ -92,17 +110,32 @@ impl<'a> Walk<'a> {
     }
 
     fn map_uid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error { path: Some(path.to_path_buf()), ..e };
-        self.opts.to_uids.to_host(self.opts.from_uids.to_container(id).map_err(at)?).map_err(at)
+        let at = |e: Error| Error {
+            path: Some(path.to_path_buf()),
+            ..e
+        };
+        self.opts
+            .to_uids
+            .to_host(self.opts.from_uids.to_container(id).map_err(at)?)
+            .map_err(at)
     }
 
     fn map_gid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error { path: Some(path.to_path_buf()), ..e };
-        self.opts.to_gids.to_host(self.opts.from_gids.to_container(id).map_err(at)?).map_err(at)
+        let at = |e: Error| Error {
+            path: Some(path.to_path_buf()),
+            ..e
+        };
+        self.opts
+            .to_gids
+            .to_host(self.opts.from_gids.to_container(id).map_err(at)?)
+            .map_err(at)
     }
 
     fn new_ids(&self, st: &FileStat, path: &Path) -> Result<(u32, u32)> {
-        Ok((self.map_uid(st.st_uid, path)?, self.map_gid(st.st_gid, path)?))
+        Ok((
+            self.map_uid(st.st_uid, path)?,
+            self.map_gid(st.st_gid, path)?,
+        ))
     }
 
     fn remap_root(&self, root: BorrowedFd<'_>, st: &FileStat, shown: &Path) {
@@ -113,7 +146,8 @@ impl<'a> Walk<'a> {
             }
             let proc = proc_path(root, None);
             let saved = self.saved_xattrs(&proc, shown)?;
-            nix::unistd::fchown(root, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| Error::sys(e, "fchown", shown))?;
+            nix::unistd::fchown(root, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| Error::sys(e, "fchown", shown))?;
             self.changed.fetch_add(1, Ordering::Relaxed);
             self.restore(&proc, st, saved, shown)
         });
@@ -127,7 +161,12 @@ impl<'a> Walk<'a> {
         if self.opts.abort.load(Ordering::Relaxed) {
             return;
         }
-        let mut d = match Dir::openat(&dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+        let mut d = match Dir::openat(
+            &dir,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(d) => d,
             Err(e) => return self.fail(Error::sys(e, "openat", &path)),
         };
@@ -151,24 +190,42 @@ impl<'a> Walk<'a> {
 
     /// Remap one entry; returns the fd of a subdirectory to descend into.
     fn entry(&self, dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Option<OwnedFd>> {
-        let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| Error::sys(e, "fstatat", path))?;
+        let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::sys(e, "fstatat", path))?;
         let kind = st.st_mode & libc::S_IFMT;
         if kind == libc::S_IFDIR && st.st_dev != self.root_dev {
             // Another subvolume (same fs, inode 256) or another filesystem.
-            let nested_subvolume = st.st_ino == crate::ioctl::FIRST_FREE_OBJECTID && self.same_fs(dir, name);
+            let nested_subvolume =
+                st.st_ino == crate::ioctl::FIRST_FREE_OBJECTID && self.same_fs(dir, name);
             if !(self.opts.cross_subvolumes && nested_subvolume) {
                 return Ok(None);
             }
         }
-        let first_time = kind == libc::S_IFDIR || st.st_nlink < 2 || self.links.lock().unwrap_or_else(|p| p.into_inner()).insert((st.st_dev, st.st_ino));
+        let first_time = kind == libc::S_IFDIR
+            || st.st_nlink < 2
+            || self
+                .links
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((st.st_dev, st.st_ino));
         if first_time {
             self.tick();
             let (uid, gid) = self.new_ids(&st, path)?;
             if (uid, gid) != (st.st_uid, st.st_gid) {
                 let proc = proc_path(dir, Some(name));
-                let saved = if kind == libc::S_IFLNK { Vec::new() } else { self.saved_xattrs(&proc, path)? };
-                fchownat(dir, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::sys(e, "fchownat", path))?;
+                let saved = if kind == libc::S_IFLNK {
+                    Vec::new()
+                } else {
+                    self.saved_xattrs(&proc, path)?
+                };
+                fchownat(
+                    dir,
+                    name,
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| Error::sys(e, "fchownat", path))?;
                 self.changed.fetch_add(1, Ordering::Relaxed);
                 if kind != libc::S_IFLNK {
                     self.restore(&proc, &st, saved, path)?;
@@ -180,7 +237,11 @@ impl<'a> Walk<'a> {
         }
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV,
+            );
         match openat2(dir, name, how) {
             Ok(fd) => Ok(Some(fd)),
             // A mount point: never cross into it.
@@ -192,8 +253,14 @@ impl<'a> Walk<'a> {
     fn same_fs(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
-        let Ok(child) = openat2(dir, name, how) else { return false };
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV,
+            );
+        let Ok(child) = openat2(dir, name, how) else {
+            return false;
+        };
         let p = Path::new("");
         matches!((crate::open::fsid(dir, p), crate::open::fsid(child.as_fd(), p)), (Ok(a), Ok(b)) if a == b)
     }
@@ -202,11 +269,17 @@ impl<'a> Walk<'a> {
     fn saved_xattrs(&self, proc: &CStr, path: &Path) -> Result<Vec<(&'static CStr, Vec<u8>)>> {
         let names = list_xattrs(proc, path)?;
         let mut out = Vec::new();
-        for key in [c"security.capability", c"system.posix_acl_access", c"system.posix_acl_default"] {
+        for key in [
+            c"security.capability",
+            c"system.posix_acl_access",
+            c"system.posix_acl_default",
+        ] {
             if !names.iter().any(|n| n.as_slice() == key.to_bytes()) {
                 continue;
             }
-            let Some(mut v) = get_xattr(proc, key, path)? else { continue };
+            let Some(mut v) = get_xattr(proc, key, path)? else {
+                continue;
+            };
             if key == c"security.capability" {
                 self.shift_capability(&mut v, path)?;
             } else {
@@ -218,7 +291,10 @@ impl<'a> Walk<'a> {
     }
 
     fn shift_capability(&self, v: &mut [u8], path: &Path) -> Result<()> {
-        if v.len() >= 24 && u32::from_le_bytes(v[0..4].try_into().unwrap()) & VFS_CAP_REVISION_MASK == VFS_CAP_REVISION_3 {
+        if v.len() >= 24
+            && u32::from_le_bytes(v[0..4].try_into().unwrap()) & VFS_CAP_REVISION_MASK
+                == VFS_CAP_REVISION_3
+        {
             let rootid = u32::from_le_bytes(v[20..24].try_into().unwrap());
             v[20..24].copy_from_slice(&self.map_uid(rootid, path)?.to_le_bytes());
         }
@@ -240,7 +316,13 @@ impl<'a> Walk<'a> {
     }
 
     /// Put back the setuid/setgid bits and the saved xattrs after chown.
-    fn restore(&self, proc: &CStr, st: &FileStat, saved: Vec<(&'static CStr, Vec<u8>)>, path: &Path) -> Result<()> {
+    fn restore(
+        &self,
+        proc: &CStr,
+        st: &FileStat,
+        saved: Vec<(&'static CStr, Vec<u8>)>,
+        path: &Path,
+    ) -> Result<()> {
         let kind = st.st_mode & libc::S_IFMT;
         if kind != libc::S_IFDIR && st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
             // chmod through the fd's /proc link acts on the inode already open, never on a new name.
@@ -250,7 +332,15 @@ impl<'a> Walk<'a> {
         }
         for (key, v) in saved {
             // SAFETY: proc and key are NUL-terminated; v is a live buffer of v.len() bytes.
-            let r = unsafe { libc::lsetxattr(proc.as_ptr(), key.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) };
+            let r = unsafe {
+                libc::lsetxattr(
+                    proc.as_ptr(),
+                    key.as_ptr(),
+                    v.as_ptr() as *const libc::c_void,
+                    v.len(),
+                    0,
+                )
+            };
             Errno::result(r).map_err(|e| Error::sys(e, "lsetxattr", path))?;
         }
         Ok(())
@@ -272,9 +362,21 @@ fn list_xattrs(proc: &CStr, path: &Path) -> Result<Vec<Vec<u8>>> {
     let mut buf = vec![0u8; 1024];
     loop {
         // SAFETY: proc is NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe { libc::llistxattr(proc.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+        let r = unsafe {
+            libc::llistxattr(
+                proc.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_char,
+                buf.len(),
+            )
+        };
         match Errno::result(r) {
-            Ok(n) => return Ok(buf[..n as usize].split(|&c| c == 0).filter(|k| !k.is_empty()).map(<[u8]>::to_vec).collect()),
+            Ok(n) => {
+                return Ok(buf[..n as usize]
+                    .split(|&c| c == 0)
+                    .filter(|k| !k.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect())
+            }
             Err(Errno::ERANGE) => buf.resize(buf.len() * 4, 0),
             Err(Errno::ENOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(Error::sys(e, "llistxattr", path)),
@@ -286,7 +388,14 @@ fn get_xattr(proc: &CStr, key: &CStr, path: &Path) -> Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: proc and key are NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe { libc::lgetxattr(proc.as_ptr(), key.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        let r = unsafe {
+            libc::lgetxattr(
+                proc.as_ptr(),
+                key.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
         match Errno::result(r) {
             Ok(n) => {
                 buf.truncate(n as usize);

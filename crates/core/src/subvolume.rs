@@ -68,12 +68,18 @@ pub fn create(path: &Path) -> Result<()> {
 /// Create an empty subvolume `name` in directory `dir`.
 pub fn create_at(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
     if entry_exists(dir, name, shown)? {
-        return Err(Error::invalid(Errno::EEXIST, "BTRFS_IOC_SUBVOL_CREATE_V2", shown, "file already exists"));
+        return Err(Error::invalid(
+            Errno::EEXIST,
+            "BTRFS_IOC_SUBVOL_CREATE_V2",
+            shown,
+            "file already exists",
+        ));
     }
     let mut args = ioctl::VolArgsV2::default();
     put_name(&mut args.name, name.as_bytes());
     // SAFETY: args is a zeroed btrfs_ioctl_vol_args_v2 with a NUL-terminated name.
-    unsafe { ioctl::subvol_create_v2(dir.as_raw_fd(), &args) }.at("BTRFS_IOC_SUBVOL_CREATE_V2", shown)?;
+    unsafe { ioctl::subvol_create_v2(dir.as_raw_fd(), &args) }
+        .at("BTRFS_IOC_SUBVOL_CREATE_V2", shown)?;
     Ok(())
 }
 
@@ -106,7 +112,12 @@ pub fn snapshot_at(
     shown: &Path,
 ) -> Result<()> {
     if entry_exists(dir, name, shown)? {
-        return Err(Error::invalid(Errno::EEXIST, "BTRFS_IOC_SNAP_CREATE_V2", shown, "file already exists"));
+        return Err(Error::invalid(
+            Errno::EEXIST,
+            "BTRFS_IOC_SNAP_CREATE_V2",
+            shown,
+            "file already exists",
+        ));
     }
     let mut args = ioctl::VolArgsV2 {
         fd: source.as_raw_fd() as i64,
@@ -115,7 +126,8 @@ pub fn snapshot_at(
     };
     put_name(&mut args.name, name.as_bytes());
     // SAFETY: args is a zeroed btrfs_ioctl_vol_args_v2 with a NUL-terminated name and a live fd.
-    unsafe { ioctl::snap_create_v2(dir.as_raw_fd(), &args) }.at("BTRFS_IOC_SNAP_CREATE_V2", shown)?;
+    unsafe { ioctl::snap_create_v2(dir.as_raw_fd(), &args) }
+        .at("BTRFS_IOC_SNAP_CREATE_V2", shown)?;
     Ok(())
 }
 
@@ -132,7 +144,8 @@ pub fn info(path: &Path) -> Result<SubvolumeInfo> {
 pub fn info_fd(fd: BorrowedFd<'_>, shown: &Path) -> Result<SubvolumeInfo> {
     let mut a = ioctl::GetSubvolInfoArgs::default();
     // SAFETY: a is a zeroed, correctly sized btrfs_ioctl_get_subvol_info_args.
-    unsafe { ioctl::get_subvol_info(fd.as_raw_fd(), &mut a) }.at("BTRFS_IOC_GET_SUBVOL_INFO", shown)?;
+    unsafe { ioctl::get_subvol_info(fd.as_raw_fd(), &mut a) }
+        .at("BTRFS_IOC_GET_SUBVOL_INFO", shown)?;
     Ok(SubvolumeInfo {
         id: a.treeid,
         name: String::from_utf8_lossy(c_bytes(&a.name)).into_owned(),
@@ -181,7 +194,10 @@ fn list_into(
 ) -> Result<()> {
     for kid in nested::children(fd, id, &root.join(prefix), method)? {
         let rel = prefix.join(kid.rel_path());
-        out.push(NestedSubvolume { path: rel.clone(), id: kid.id });
+        out.push(NestedSubvolume {
+            path: rel.clone(),
+            id: kid.id,
+        });
         let shown = root.join(&rel);
         let child = open_child(fd, &kid, fsid, &shown)?;
         list_into(child.as_fd(), kid.id, fsid, &rel, root, method, out)?;
@@ -227,7 +243,8 @@ pub fn is_read_only_fd(fd: BorrowedFd<'_>, shown: &Path) -> Result<bool> {
 fn get_flags(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
     let mut flags = 0u64;
     // SAFETY: flags is a valid u64 out-parameter.
-    unsafe { ioctl::subvol_getflags(fd.as_raw_fd(), &mut flags) }.at("BTRFS_IOC_SUBVOL_GETFLAGS", shown)?;
+    unsafe { ioctl::subvol_getflags(fd.as_raw_fd(), &mut flags) }
+        .at("BTRFS_IOC_SUBVOL_GETFLAGS", shown)?;
     Ok(flags)
 }
 
@@ -242,17 +259,29 @@ pub fn set_read_only(path: &Path, read_only: bool) -> Result<()> {
 
 pub fn set_read_only_fd(fd: BorrowedFd<'_>, read_only: bool, shown: &Path) -> Result<()> {
     let old = get_flags(fd, shown)?;
-    let new = if read_only { old | ioctl::SUBVOL_RDONLY } else { old & !ioctl::SUBVOL_RDONLY };
+    let new = if read_only {
+        old | ioctl::SUBVOL_RDONLY
+    } else {
+        old & !ioctl::SUBVOL_RDONLY
+    };
     if new == old {
         return Ok(());
     }
     // SAFETY: new is a valid u64 in-parameter.
-    unsafe { ioctl::subvol_setflags(fd.as_raw_fd(), &new) }.at("BTRFS_IOC_SUBVOL_SETFLAGS", shown)?;
+    unsafe { ioctl::subvol_setflags(fd.as_raw_fd(), &new) }
+        .at("BTRFS_IOC_SUBVOL_SETFLAGS", shown)?;
     Ok(())
 }
 
 /// Format a btrfs UUID the usual 8-4-4-4-12 way.
 pub fn uuid_string(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

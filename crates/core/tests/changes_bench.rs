@@ -5,7 +5,9 @@
 
 mod changes_common;
 
-use btrfs_layers_core::changes::{changes_send, changes_walk, changes_walk_single_threaded, Change};
+use btrfs_layers_core::changes::{
+    changes_send, changes_walk, changes_walk_single_threaded, Change,
+};
 use btrfs_layers_core::{delete, subvolume};
 use changes_common::*;
 use rayon::prelude::*;
@@ -36,7 +38,9 @@ fn time(runs: usize, mut f: impl FnMut() -> Vec<Change>) -> (Duration, Vec<Chang
 #[test]
 #[ignore = "a benchmark: run by hand with --ignored --nocapture"]
 fn changes_on_100k_files_with_10_changed() {
-    let Some(fs) = Btrfs::new("bench") else { return };
+    let Some(fs) = Btrfs::new("bench") else {
+        return;
+    };
     let t = Instant::now();
     let layers = Layers::new(&fs, "b", |base| {
         (0..TOP).into_par_iter().for_each(|i| {
@@ -58,7 +62,12 @@ fn changes_on_100k_files_with_10_changed() {
     write(&l.join("d050/s5/new"), b"new");
     std::fs::remove_file(l.join("d060/s6/f006")).unwrap();
     std::fs::rename(l.join("d070/s7/f007"), l.join("d070/s7/renamed")).unwrap();
-    set_xattr(&l.join("d080/s8/f008"), "security.capability", &capability_value(1)).unwrap();
+    set_xattr(
+        &l.join("d080/s8/f008"),
+        "security.capability",
+        &capability_value(1),
+    )
+    .unwrap();
     set_mtime(&l.join("d099/s9/f099"), 1, 1).unwrap();
     layers.freeze();
     let files = TOP * SUB * FILES;
@@ -66,9 +75,15 @@ fn changes_on_100k_files_with_10_changed() {
 
     let (old, new) = (open(&layers.old), open(&layers.new));
     let runs = 5;
-    let (walk, a) = time(runs, || changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap());
-    let (single, b) = time(runs, || changes_walk_single_threaded(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap());
-    let (send, c) = time(runs, || changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap());
+    let (walk, a) = time(runs, || {
+        changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap()
+    });
+    let (single, b) = time(runs, || {
+        changes_walk_single_threaded(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap()
+    });
+    let (send, c) = time(runs, || {
+        changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap()
+    });
     assert_eq!(a, b);
     assert_eq!(a, c);
     // What the driver adds for writable layers: two read-only snapshots taken and deleted.
@@ -84,10 +99,19 @@ fn changes_on_100k_files_with_10_changed() {
     assert_eq!(a, d);
     let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
     eprintln!("{} changes found:\n{}", a.len(), show(&a));
-    eprintln!("medians of {runs} warm runs on {files} files, {} threads:", rayon::current_num_threads());
+    eprintln!(
+        "medians of {runs} warm runs on {files} files, {} threads:",
+        rayon::current_num_threads()
+    );
     eprintln!("  walk (parallel)        {walk:>10.2?}");
-    eprintln!("  walk (single thread)   {single:>10.2?}   parallel speedup {:.2}x", ratio(single, walk));
-    eprintln!("  send fast path         {send:>10.2?}   {:.0}x faster than the walk", ratio(walk, send));
+    eprintln!(
+        "  walk (single thread)   {single:>10.2?}   parallel speedup {:.2}x",
+        ratio(single, walk)
+    );
+    eprintln!(
+        "  send fast path         {send:>10.2?}   {:.0}x faster than the walk",
+        ratio(walk, send)
+    );
     eprintln!(
         "  send + 2 ro snapshots  {with_snapshots:>10.2?}   {:.0}x faster than the walk",
         ratio(walk, with_snapshots)

@@ -17,8 +17,18 @@ fn case(test: &str, setup: impl FnOnce(&Path), change: impl FnOnce(&Path), expec
     change(&layers.layer);
     layers.freeze();
     let [walk, single, send] = three_ways(&layers.old, &layers.new);
-    for (how, got) in [("walk", &walk), ("single-threaded walk", &single), ("send", &send)] {
-        assert_eq!(got, expected, "{test}: {how} gave\n{}expected\n{}", show(got), show(expected));
+    for (how, got) in [
+        ("walk", &walk),
+        ("single-threaded walk", &single),
+        ("send", &send),
+    ] {
+        assert_eq!(
+            got,
+            expected,
+            "{test}: {how} gave\n{}expected\n{}",
+            show(got),
+            show(expected)
+        );
     }
     layers.delete();
 }
@@ -177,18 +187,33 @@ fn security_capability() {
         |b| {
             for f in ["ping", "drop", "same"] {
                 write(&b.join(f), b"elf");
-                set_xattr(&b.join(f), "security.capability", &capability_value(1 << 13)).unwrap();
+                set_xattr(
+                    &b.join(f),
+                    "security.capability",
+                    &capability_value(1 << 13),
+                )
+                .unwrap();
             }
             write(&b.join("gain"), b"elf");
             write(&b.join("other"), b"elf");
         },
         |l| {
-            set_xattr(&l.join("ping"), "security.capability", &capability_value(1 << 12)).unwrap();
+            set_xattr(
+                &l.join("ping"),
+                "security.capability",
+                &capability_value(1 << 12),
+            )
+            .unwrap();
             remove_xattr(&l.join("drop"), "security.capability").unwrap();
             set_xattr(&l.join("gain"), "security.capability", &capability_value(1)).unwrap();
             // The same value again (ctime moves, so it is read and compared), another xattr:
             // neither is a change.
-            set_xattr(&l.join("same"), "security.capability", &capability_value(1 << 13)).unwrap();
+            set_xattr(
+                &l.join("same"),
+                "security.capability",
+                &capability_value(1 << 13),
+            )
+            .unwrap();
             set_xattr(&l.join("other"), "user.note", b"hi").unwrap();
         },
         &[ch("drop", Modify), ch("gain", Modify), ch("ping", Modify)],
@@ -332,7 +357,11 @@ fn hardlinked_file_changed_under_every_name() {
             std::fs::hard_link(b.join("etc/passwd"), b.join("p2")).unwrap();
         },
         |l| chmod(&l.join("var/p1"), 0o640),
-        &[ch("etc/passwd", Modify), ch("p2", Modify), ch("var/p1", Modify)],
+        &[
+            ch("etc/passwd", Modify),
+            ch("p2", Modify),
+            ch("var/p1", Modify),
+        ],
     );
 }
 
@@ -351,7 +380,12 @@ fn fifo_and_devices() {
             mknod_char(&l.join("dev/tty"), 5, 1);
             // Same rdev, same mode, new inode: nothing to report but the mtime.
         },
-        &[ch("dev", Modify), ch("dev/fifo", Add), ch("dev/null", Add), ch("dev/tty", Modify)],
+        &[
+            ch("dev", Modify),
+            ch("dev/fifo", Add),
+            ch("dev/null", Add),
+            ch("dev/tty", Modify),
+        ],
     );
 }
 
@@ -385,7 +419,9 @@ fn os(name: &[u8]) -> &std::ffi::OsStr {
 
 #[test]
 fn nested_subvolumes_are_entries_never_descended() {
-    let Some(fs) = Btrfs::new("nested") else { return };
+    let Some(fs) = Btrfs::new("nested") else {
+        return;
+    };
     let layers = Layers::new(&fs, "n", |b| {
         etc(b);
         subvolume::create(&b.join("kept")).unwrap();
@@ -419,11 +455,18 @@ fn delete_nested(layers: &Layers) {
 
 #[test]
 fn no_parent_means_everything_added() {
-    let Some(fs) = Btrfs::new("no_parent") else { return };
+    let Some(fs) = Btrfs::new("no_parent") else {
+        return;
+    };
     let layers = Layers::new(&fs, "p", etc);
     let n = open(&layers.old);
     let got = changes_walk(n.as_fd(), None, &layers.old).unwrap();
-    let expected = [ch("etc", Add), ch("etc/group", Add), ch("etc/passwd", Add), ch("var", Add)];
+    let expected = [
+        ch("etc", Add),
+        ch("etc/group", Add),
+        ch("etc/passwd", Add),
+        ch("var", Add),
+    ];
     assert_eq!(got, expected);
     layers.delete();
 }
@@ -435,19 +478,27 @@ fn unchanged_layer_has_no_changes() {
 
 #[test]
 fn send_refuses_writable_and_non_subvolume_and_foreign_trees() {
-    let Some(fs) = Btrfs::new("send_errors") else { return };
+    let Some(fs) = Btrfs::new("send_errors") else {
+        return;
+    };
     let layers = Layers::new(&fs, "e", etc);
     layers.freeze();
     let (old, new, layer) = (open(&layers.old), open(&layers.new), open(&layers.layer));
     let err = changes_send(layer.as_fd(), old.as_fd(), &layers.layer).unwrap_err();
-    assert_eq!((err.code_str(), err.syscall), ("EINVAL", "BTRFS_IOC_SEND"), "{err}");
+    assert_eq!(
+        (err.code_str(), err.syscall),
+        ("EINVAL", "BTRFS_IOC_SEND"),
+        "{err}"
+    );
     let err = changes_send(new.as_fd(), layer.as_fd(), &layers.new).unwrap_err();
     assert_eq!(err.code_str(), "EINVAL", "{err}");
     let etc_dir = open(&layers.new.join("etc"));
     let err = changes_send(etc_dir.as_fd(), old.as_fd(), &layers.new).unwrap_err();
     assert_eq!(err.code_str(), "EINVAL", "{err}");
 
-    let Some(other) = Btrfs::new("send_errors_other") else { return };
+    let Some(other) = Btrfs::new("send_errors_other") else {
+        return;
+    };
     let foreign = Layers::new(&other, "f", etc);
     let foreign_old = open(&foreign.old);
     let err = changes_send(new.as_fd(), foreign_old.as_fd(), &layers.new).unwrap_err();
@@ -459,7 +510,9 @@ fn send_refuses_writable_and_non_subvolume_and_foreign_trees() {
 
 #[test]
 fn send_without_cap_sys_admin_is_eperm() {
-    let Some(fs) = Btrfs::new("send_eperm") else { return };
+    let Some(fs) = Btrfs::new("send_eperm") else {
+        return;
+    };
     let layers = Layers::new(&fs, "x", etc);
     layers.freeze();
     let (old, new) = (open(&layers.old), open(&layers.new));
@@ -472,9 +525,15 @@ fn send_without_cap_sys_admin_is_eperm() {
         .join()
         .unwrap()
     });
-    assert_eq!((err.code_str(), err.syscall), ("EPERM", "BTRFS_IOC_SEND"), "{err}");
+    assert_eq!(
+        (err.code_str(), err.syscall),
+        ("EPERM", "BTRFS_IOC_SEND"),
+        "{err}"
+    );
     // The walk needs no privilege beyond reading, and is the fallback.
-    assert!(changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap().is_empty());
+    assert!(changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new)
+        .unwrap()
+        .is_empty());
     drop((old, new));
     layers.delete();
 }
@@ -493,12 +552,21 @@ fn drop_cap_sys_admin() {
         permitted: u32,
         inheritable: u32,
     }
-    let mut h = Header { version: 0x2008_0522, pid: 0 };
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
     let mut d = [Data::default(); 2];
     // SAFETY: a v3 capability header and two data structs, as capget expects.
-    assert_eq!(unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) }, 0);
+    assert_eq!(
+        unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) },
+        0
+    );
     d[0].effective &= !(1 << CAP_SYS_ADMIN);
     d[0].permitted &= !(1 << CAP_SYS_ADMIN);
     // SAFETY: as above; lowering this thread's own capabilities is always allowed.
-    assert_eq!(unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) }, 0);
+    assert_eq!(
+        unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) },
+        0
+    );
 }

@@ -50,8 +50,20 @@ impl Rng {
         t
     }
     fn name(&mut self) -> OsString {
-        const POOL: &[&[u8]] =
-            &[b"a", b"b", b"c", b"etc", b"lib", b"bin", b"x.conf", b"o257-5-0", b"caf\xe9", b"\xff", b"-", b"a.b"];
+        const POOL: &[&[u8]] = &[
+            b"a",
+            b"b",
+            b"c",
+            b"etc",
+            b"lib",
+            b"bin",
+            b"x.conf",
+            b"o257-5-0",
+            b"caf\xe9",
+            b"\xff",
+            b"-",
+            b"a.b",
+        ];
         let mut n = POOL[self.below(POOL.len())].to_vec();
         if self.chance(50) {
             n.push(b'0' + self.below(4) as u8);
@@ -76,12 +88,16 @@ fn boundary_dir(m: &std::fs::Metadata, root_dev: u64) -> bool {
 /// Every entry below `root` (not crossing nested subvolumes), parents first.
 fn entries(root: &Path) -> Vec<Found> {
     fn go(dir: &Path, dev: u64, out: &mut Vec<Found>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         let mut names: Vec<OsString> = rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
         names.sort();
         for n in names {
             let p = dir.join(&n);
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             let boundary = boundary_dir(&m, dev);
             out.push(Found {
                 path: p.clone(),
@@ -102,14 +118,22 @@ fn entries(root: &Path) -> Vec<Found> {
 
 fn dirs_of(root: &Path, all: &[Found]) -> Vec<PathBuf> {
     let mut d = vec![root.to_path_buf()];
-    d.extend(all.iter().filter(|f| f.dir && !f.boundary).map(|f| f.path.clone()));
+    d.extend(
+        all.iter()
+            .filter(|f| f.dir && !f.boundary)
+            .map(|f| f.path.clone()),
+    );
     d
 }
 
 fn random_file(rng: &mut Rng, p: &Path) {
     write(p, &rng.bytes(40));
     if rng.chance(30) {
-        let _ = set_mtime(p, 1_000_000_000 + rng.below(1000) as i64, rng.below(3) as i64);
+        let _ = set_mtime(
+            p,
+            1_000_000_000 + rng.below(1000) as i64,
+            rng.below(3) as i64,
+        );
     }
 }
 
@@ -140,7 +164,12 @@ fn populate(rng: &mut Rng, root: &Path) {
             79..=81 => mknod_char(&p, 1, 3 + rng.below(3) as u32),
             82..=86 => {
                 random_file(rng, &p);
-                set_xattr(&p, "security.capability", &capability_value(1 << rng.below(3))).unwrap();
+                set_xattr(
+                    &p,
+                    "security.capability",
+                    &capability_value(1 << rng.below(3)),
+                )
+                .unwrap();
             }
             87..=91 => {
                 random_file(rng, &p);
@@ -162,7 +191,11 @@ fn populate(rng: &mut Rng, root: &Path) {
     }
     if rng.chance(40) {
         let all = entries(root);
-        let dirs: Vec<PathBuf> = all.iter().filter(|f| f.dir && !f.boundary).map(|f| f.path.clone()).collect();
+        let dirs: Vec<PathBuf> = all
+            .iter()
+            .filter(|f| f.dir && !f.boundary)
+            .map(|f| f.path.clone())
+            .collect();
         if let Some(d) = rng.pick(&dirs) {
             twin(rng, &d.clone());
         }
@@ -177,7 +210,10 @@ fn twin(rng: &mut Rng, dir: &Path) {
     if std::fs::symlink_metadata(&twin).is_ok() || copy_tree(dir, &twin).is_err() {
         return;
     }
-    let inner: Vec<PathBuf> = std::fs::read_dir(&twin).unwrap().map(|e| e.unwrap().path()).collect();
+    let inner: Vec<PathBuf> = std::fs::read_dir(&twin)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     if let Some(p) = rng.pick(&inner) {
         chmod(p, random_mode(rng));
     }
@@ -190,7 +226,10 @@ fn mutate(rng: &mut Rng, root: &Path) -> Vec<String> {
     for _ in 0..ops {
         let all = entries(root);
         let dirs = dirs_of(root, &all);
-        let Some(target) = rng.pick(&all).map(|f| Found { path: f.path.clone(), ..*f }) else {
+        let Some(target) = rng.pick(&all).map(|f| Found {
+            path: f.path.clone(),
+            ..*f
+        }) else {
             write(&root.join(rng.name()), b"first");
             continue;
         };
@@ -212,7 +251,8 @@ fn mutate(rng: &mut Rng, root: &Path) -> Vec<String> {
                 }
             }),
             2 | 3 if target.boundary => std::fs::remove_dir(t).or_else(|_| {
-                btrfs_layers_core::delete::delete(t, true).map_err(|e| std::io::Error::other(e.to_string()))
+                btrfs_layers_core::delete::delete(t, true)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
             }),
             2 | 3 if target.dir => std::fs::remove_dir_all(t),
             2 | 3 => std::fs::remove_file(t),
@@ -229,9 +269,10 @@ fn mutate(rng: &mut Rng, root: &Path) -> Vec<String> {
                 set_mtime(t, m.mtime(), m.mtime_nsec())
             }
             6 => set_mtime(t, 1_100_000_000 + rng.below(5) as i64, rng.below(2) as i64),
-            7 if target.file => {
-                std::fs::OpenOptions::new().write(true).open(t).and_then(|f| f.set_len(rng.below(50) as u64))
-            }
+            7 if target.file => std::fs::OpenOptions::new()
+                .write(true)
+                .open(t)
+                .and_then(|f| f.set_len(rng.below(50) as u64)),
             8 | 9 if !target.symlink => {
                 chmod(t, random_mode(rng));
                 Ok(())
@@ -248,30 +289,39 @@ fn mutate(rng: &mut Rng, root: &Path) -> Vec<String> {
                 None => Ok(()),
             },
             14 if target.dir => std::fs::remove_dir_all(t).map(|_| write(t, b"was a dir")),
-            14 => std::fs::remove_file(t).and_then(|_| std::fs::create_dir(t)).map(|_| random_file(rng, &t.join("in"))),
-            15 if target.file => set_xattr(t, "security.capability", &capability_value(1 << rng.below(3))),
+            14 => std::fs::remove_file(t)
+                .and_then(|_| std::fs::create_dir(t))
+                .map(|_| random_file(rng, &t.join("in"))),
+            15 if target.file => set_xattr(
+                t,
+                "security.capability",
+                &capability_value(1 << rng.below(3)),
+            ),
             16 if target.file => remove_xattr(t, "security.capability"),
             17 => set_xattr(t, "user.other", &rng.bytes(5)),
             18 => match rng.pick(&files) {
                 Some(f) => std::fs::hard_link(&f.path, &fresh),
                 None => Ok(()),
             },
-            19 if target.symlink => {
-                std::fs::remove_file(t).and_then(|_| std::os::unix::fs::symlink(OsStr::from_bytes(&rng.target()), t))
-            }
+            19 if target.symlink => std::fs::remove_file(t)
+                .and_then(|_| std::os::unix::fs::symlink(OsStr::from_bytes(&rng.target()), t)),
             19 if free => std::os::unix::fs::symlink(OsStr::from_bytes(&rng.target()), &fresh),
             20 if target.dir && !target.boundary => {
                 // The same name, a new inode, the same content: a walk of the whole subtree.
                 let tmp = t.with_file_name("renewed.tmp");
-                std::fs::rename(t, &tmp).and_then(|_| copy_tree(&tmp, t)).and_then(|_| std::fs::remove_dir_all(&tmp))
+                std::fs::rename(t, &tmp)
+                    .and_then(|_| copy_tree(&tmp, t))
+                    .and_then(|_| std::fs::remove_dir_all(&tmp))
             }
             21 if free && rng.chance(50) => subvolume::create(&fresh)
                 .map(|_| write(&fresh.join("x"), b"x"))
                 .map_err(|e| std::io::Error::other(e.to_string())),
             21 => {
                 // A changed inode with several names, changed through one of them.
-                let linked: Vec<&&Found> =
-                    files.iter().filter(|f| std::fs::symlink_metadata(&f.path).unwrap().nlink() > 1).collect();
+                let linked: Vec<&&Found> = files
+                    .iter()
+                    .filter(|f| std::fs::symlink_metadata(&f.path).unwrap().nlink() > 1)
+                    .collect();
                 match rng.pick(&linked) {
                     Some(f) => {
                         chmod(&f.path, random_mode(rng));
@@ -283,12 +333,16 @@ fn mutate(rng: &mut Rng, root: &Path) -> Vec<String> {
             22 => {
                 // Twins exchanged: the same names hold other, existing inodes, and send names
                 // only the two directories.
-                let twins: Vec<&Found> =
-                    all.iter().filter(|f| f.path.as_os_str().as_bytes().ends_with(b".twin")).collect();
+                let twins: Vec<&Found> = all
+                    .iter()
+                    .filter(|f| f.path.as_os_str().as_bytes().ends_with(b".twin"))
+                    .collect();
                 match rng.pick(&twins) {
                     Some(twin) => {
                         let name = twin.path.file_name().unwrap().as_bytes();
-                        let original = twin.path.with_file_name(OsStr::from_bytes(&name[..name.len() - 5]));
+                        let original = twin
+                            .path
+                            .with_file_name(OsStr::from_bytes(&name[..name.len() - 5]));
                         exchange(&twin.path, &original)
                     }
                     None => Ok(()),
@@ -330,7 +384,15 @@ struct Meta {
 fn meta(p: &Path, root_dev: u64) -> Option<Meta> {
     let m = std::fs::symlink_metadata(p).ok()?;
     let boundary = boundary_dir(&m, root_dev);
-    Some(Meta { cap: if boundary { None } else { get_xattr(p, "security.capability") }, boundary, m })
+    Some(Meta {
+        cap: if boundary {
+            None
+        } else {
+            get_xattr(p, "security.capability")
+        },
+        boundary,
+        m,
+    })
 }
 
 fn differ(a: &Meta, b: &Meta) -> bool {
@@ -347,16 +409,25 @@ fn differ(a: &Meta, b: &Meta) -> bool {
         || a2.gid() != b2.gid()
         || a2.rdev() != b2.rdev()
         || a.cap != b.cap
-        || (!b2.is_dir() && (a2.size() != b2.size() || a2.mtime() != b2.mtime() || a2.mtime_nsec() != b2.mtime_nsec()))
+        || (!b2.is_dir()
+            && (a2.size() != b2.size()
+                || a2.mtime() != b2.mtime()
+                || a2.mtime_nsec() != b2.mtime_nsec()))
 }
 
 fn names(dir: Option<&Path>) -> BTreeSet<Vec<u8>> {
     let Some(d) = dir else { return BTreeSet::new() };
-    std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect()
+    std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect()
 }
 
 fn oracle(old: &Path, new: &Path) -> Vec<Change> {
-    let devs = (std::fs::metadata(old).unwrap().dev(), std::fs::metadata(new).unwrap().dev());
+    let devs = (
+        std::fs::metadata(old).unwrap().dev(),
+        std::fs::metadata(new).unwrap().dev(),
+    );
     let mut out = Vec::new();
     compare(Some(old), Some(new), Path::new(""), devs, &mut out);
     let mut parents = Vec::new();
@@ -364,7 +435,10 @@ fn oracle(old: &Path, new: &Path) -> Vec<Change> {
         if c.kind != ChangeKind::Modify {
             if let Some(p) = c.path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 if !out.iter().any(|x| x.path == p) {
-                    parents.push(Change { path: p.to_path_buf(), kind: ChangeKind::Modify });
+                    parents.push(Change {
+                        path: p.to_path_buf(),
+                        kind: ChangeKind::Modify,
+                    });
                 }
             }
         }
@@ -375,7 +449,13 @@ fn oracle(old: &Path, new: &Path) -> Vec<Change> {
     out
 }
 
-fn compare(old: Option<&Path>, new: Option<&Path>, rel: &Path, devs: (u64, u64), out: &mut Vec<Change>) {
+fn compare(
+    old: Option<&Path>,
+    new: Option<&Path>,
+    rel: &Path,
+    devs: (u64, u64),
+    out: &mut Vec<Change>,
+) {
     let all: BTreeSet<Vec<u8>> = names(old).union(&names(new)).cloned().collect();
     for n in all {
         let n = OsStr::from_bytes(&n);
@@ -386,15 +466,24 @@ fn compare(old: Option<&Path>, new: Option<&Path>, rel: &Path, devs: (u64, u64),
         match (&o, &nw) {
             (None, None) => {}
             (None, Some(_)) => {
-                out.push(Change { path: path.clone(), kind: ChangeKind::Add });
+                out.push(Change {
+                    path: path.clone(),
+                    kind: ChangeKind::Add,
+                });
                 if into(&nw) {
                     compare(None, Some(&new.unwrap().join(n)), &path, devs, out);
                 }
             }
-            (Some(_), None) => out.push(Change { path, kind: ChangeKind::Delete }),
+            (Some(_), None) => out.push(Change {
+                path,
+                kind: ChangeKind::Delete,
+            }),
             (Some(a), Some(b)) => {
                 if differ(a, b) {
-                    out.push(Change { path: path.clone(), kind: ChangeKind::Modify });
+                    out.push(Change {
+                        path: path.clone(),
+                        kind: ChangeKind::Modify,
+                    });
                 }
                 if b.m.is_dir() {
                     let od = (a.m.is_dir() && into(&o)).then(|| old.unwrap().join(n));
@@ -410,9 +499,17 @@ fn compare(old: Option<&Path>, new: Option<&Path>, rel: &Path, devs: (u64, u64),
 
 #[test]
 fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
-    let Some(fs) = Btrfs::new("property") else { return };
-    let first: u64 = std::env::var("CHANGES_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let iterations: u64 = std::env::var("CHANGES_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let Some(fs) = Btrfs::new("property") else {
+        return;
+    };
+    let first: u64 = std::env::var("CHANGES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let iterations: u64 = std::env::var("CHANGES_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
     let mut nonempty = 0;
     for seed in first..first + iterations {
         let mut rng = Rng::new(seed);
@@ -421,7 +518,11 @@ fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
         layers.freeze();
         let [walk, single, send] = three_ways(&layers.old, &layers.new);
         let expected = oracle(&layers.old, &layers.new);
-        for (how, got) in [("walk", &walk), ("single-threaded walk", &single), ("send", &send)] {
+        for (how, got) in [
+            ("walk", &walk),
+            ("single-threaded walk", &single),
+            ("send", &send),
+        ] {
             assert!(
                 *got == expected,
                 "seed {seed}: {how} differs from the oracle\nchanges made:\n  {}\n{how}:\n{}oracle:\n{}",
@@ -433,5 +534,8 @@ fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
         nonempty += usize::from(!expected.is_empty());
         layers.delete();
     }
-    assert!(nonempty as u64 >= iterations / 2, "too few trees changed: {nonempty}");
+    assert!(
+        nonempty as u64 >= iterations / 2,
+        "too few trees changed: {nonempty}"
+    );
 }

@@ -15,13 +15,25 @@ fn code(r: btrfs_layers_core::Result<()>) -> &'static str {
 }
 
 fn paths_below(fs: &Btrfs, p: &Path) -> Vec<String> {
-    oracle_below(&fs.mnt, p).into_iter().map(|(p, _)| p.to_string_lossy().into_owned()).collect()
+    oracle_below(&fs.mnt, p)
+        .into_iter()
+        .map(|(p, _)| p.to_string_lossy().into_owned())
+        .collect()
 }
 
 fn build_tree(root: &Path) -> usize {
     mk_subvol(root);
     fs::write(root.join("f"), "root file").unwrap();
-    let nested = ["a", "a/b", "a/b/c", "a/b/c/d", "plain/x", "plain/deeper/still/y", "plain/deeper/still/y/in/z", "q"];
+    let nested = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "plain/x",
+        "plain/deeper/still/y",
+        "plain/deeper/still/y/in/z",
+        "q",
+    ];
     for rel in nested {
         mk_subvol(&root.join(rel));
         fs::write(root.join(rel).join("f"), rel).unwrap();
@@ -84,9 +96,15 @@ fn delete_rejects_what_is_not_a_subvolume() {
     assert_eq!(code(delete::delete(&fs.path("missing"), true)), "ENOENT");
     assert_eq!(code(delete::delete(Path::new(""), true)), "EINVAL");
     assert_eq!(code(delete::delete(&fs.path("x\0y"), true)), "EINVAL");
-    assert_eq!(code(delete::delete(&fs.path(&"n".repeat(256)), true)), "ENAMETOOLONG");
+    assert_eq!(
+        code(delete::delete(&fs.path(&"n".repeat(256)), true)),
+        "ENAMETOOLONG"
+    );
     assert_eq!(code(delete::delete(&fs.path("sv/.."), true)), "EINVAL");
-    assert_eq!(code(delete::delete(Path::new("/proc/self"), true)), "ERR_NOT_BTRFS");
+    assert_eq!(
+        code(delete::delete(Path::new("/proc/self"), true)),
+        "ERR_NOT_BTRFS"
+    );
     assert_eq!(oracle_list(&fs.mnt), before);
     assert!(fs.path("plain").is_dir() && fs.path("file").is_file() && fs.path("link").exists());
 }
@@ -96,7 +114,15 @@ fn delete_at_fd_form() {
     let fs = require_btrfs!();
     build_tree(&fs.path("t"));
     let dir = open_dir(&fs.mnt).unwrap();
-    assert_eq!(code(delete::delete_at(dir.as_fd(), OsStr::new("t"), false, &fs.path("t"))), "ENOTEMPTY");
+    assert_eq!(
+        code(delete::delete_at(
+            dir.as_fd(),
+            OsStr::new("t"),
+            false,
+            &fs.path("t")
+        )),
+        "ENOTEMPTY"
+    );
     delete::delete_at(dir.as_fd(), OsStr::new("t"), true, &fs.path("t")).unwrap();
     assert!(oracle_list(&fs.mnt).is_empty());
 }
@@ -108,7 +134,11 @@ fn delete_recursive_with_more_than_255_children() {
     mk_subvol(&root);
     fs::create_dir(root.join("d")).unwrap();
     for i in 0..400 {
-        let p: PathBuf = if i % 2 == 0 { root.join(format!("k{i}")) } else { root.join("d").join(format!("k{i}")) };
+        let p: PathBuf = if i % 2 == 0 {
+            root.join(format!("k{i}"))
+        } else {
+            root.join("d").join(format!("k{i}"))
+        };
         btrfs_layers_core::subvolume::create(&p).unwrap();
     }
     mk_subvol(&root.join("k0/grandkid"));
@@ -161,5 +191,8 @@ fn deleting_a_name_with_a_mount_on_it_is_refused() {
     assert_eq!(e.code_str(), "EBUSY", "{e}");
     drop(_b);
     assert_eq!(paths_below(&fs, &fs.mnt), ["layer", "victim"]);
-    assert_eq!(fs::read_to_string(fs.path("victim/precious")).unwrap(), "keep");
+    assert_eq!(
+        fs::read_to_string(fs.path("victim/precious")).unwrap(),
+        "keep"
+    );
 }

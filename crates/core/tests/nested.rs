@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 fn children(p: &Path, method: Method) -> Vec<Child> {
     let fd = open_dir(p).unwrap();
     let id = subvolume_id(fd.as_fd(), p).unwrap();
-    nested::children(fd.as_fd(), id, p, method).unwrap_or_else(|e| panic!("children({}, {method:?}): {e}", p.display()))
+    nested::children(fd.as_fd(), id, p, method)
+        .unwrap_or_else(|e| panic!("children({}, {method:?}): {e}", p.display()))
 }
 
 /// Children paths and ids as btrfs-progs sees them (`list -o`), relative to `p`.
@@ -25,7 +26,15 @@ fn oracle_children(mnt: &Path, p: &Path) -> Vec<(PathBuf, u64)> {
     let rel = p.strip_prefix(mnt).unwrap();
     let mut v: Vec<(PathBuf, u64)> = oracle_list_below(p)
         .into_iter()
-        .map(|s| (PathBuf::from(&s.path).strip_prefix(rel).unwrap().to_path_buf(), s.id))
+        .map(|s| {
+            (
+                PathBuf::from(&s.path)
+                    .strip_prefix(rel)
+                    .unwrap()
+                    .to_path_buf(),
+                s.id,
+            )
+        })
         .collect();
     v.sort();
     v
@@ -43,9 +52,19 @@ fn check_tree(mnt: &Path, p: &Path) -> usize {
     let by_search = children(p, Method::TreeSearch);
     let by_rootref = children(p, Method::RootRef);
     let auto = children(p, Method::Auto);
-    assert_eq!(by_search, by_rootref, "TreeSearch vs RootRef below {}", p.display());
+    assert_eq!(
+        by_search,
+        by_rootref,
+        "TreeSearch vs RootRef below {}",
+        p.display()
+    );
     assert_eq!(by_search, auto, "TreeSearch vs Auto below {}", p.display());
-    assert_eq!(as_pairs(&by_search), oracle_children(mnt, p), "vs btrfs subvolume list -o below {}", p.display());
+    assert_eq!(
+        as_pairs(&by_search),
+        oracle_children(mnt, p),
+        "vs btrfs subvolume list -o below {}",
+        p.display()
+    );
     // Sorted by path, as documented.
     let paths: Vec<PathBuf> = by_search.iter().map(|c| c.rel_path()).collect();
     let mut sorted = paths.clone();
@@ -101,12 +120,21 @@ fn rootref_continuation_past_255_children() {
         fs::create_dir(root.join("d")).unwrap();
         for i in 0..count {
             // Made with the core (btrfs-progs per subvolume would be slow); checked by btrfs-progs.
-            let p = if i % 2 == 0 { root.join(format!("k{i:04}")) } else { root.join("d").join(format!("k{i:04}")) };
+            let p = if i % 2 == 0 {
+                root.join(format!("k{i:04}"))
+            } else {
+                root.join("d").join(format!("k{i:04}"))
+            };
             subvolume::create(&p).unwrap();
         }
         let by_rootref = children(&root, Method::RootRef);
         let by_search = children(&root, Method::TreeSearch);
-        assert_eq!(by_rootref.len(), count, "RootRef found {} of {count}", by_rootref.len());
+        assert_eq!(
+            by_rootref.len(),
+            count,
+            "RootRef found {} of {count}",
+            by_rootref.len()
+        );
         assert_eq!(by_search.len(), count);
         assert_eq!(by_rootref, by_search);
         assert_eq!(as_pairs(&by_rootref), oracle_children(&fs.mnt, &root));
@@ -130,7 +158,15 @@ fn list_with_both_methods_is_the_same_preorder_list() {
     for i in 0..300 {
         subvolume::create(&root.join("many").join(format!("m{i:03}"))).unwrap();
     }
-    for rel in ["a", "a/b", "a/b/c", "a/x/y", "z/z/z", "many/m007/inner", "many/m007/inner/innermost"] {
+    for rel in [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/x/y",
+        "z/z/z",
+        "many/m007/inner",
+        "many/m007/inner/innermost",
+    ] {
         mk_subvol(&root.join(rel));
     }
     let search = subvolume::list_with(&root, Method::TreeSearch).unwrap();
@@ -145,9 +181,20 @@ fn list_with_both_methods_is_the_same_preorder_list() {
     assert_eq!(got, oracle_below(&fs.mnt, &root));
     // Pre-order: each entry's subtree follows it contiguously, parents before children.
     for (i, n) in search.iter().enumerate() {
-        let end = search[i + 1..].iter().position(|m| !m.path.starts_with(&n.path)).map_or(search.len(), |k| i + 1 + k);
-        assert!(search[end..].iter().all(|m| !m.path.starts_with(&n.path)), "subtree of {} not contiguous", n.path.display());
-        assert!(search[..i].iter().all(|m| !m.path.starts_with(&n.path)), "child of {} before it", n.path.display());
+        let end = search[i + 1..]
+            .iter()
+            .position(|m| !m.path.starts_with(&n.path))
+            .map_or(search.len(), |k| i + 1 + k);
+        assert!(
+            search[end..].iter().all(|m| !m.path.starts_with(&n.path)),
+            "subtree of {} not contiguous",
+            n.path.display()
+        );
+        assert!(
+            search[..i].iter().all(|m| !m.path.starts_with(&n.path)),
+            "child of {} before it",
+            n.path.display()
+        );
         assert!(n.path.is_relative());
     }
 }
@@ -169,7 +216,10 @@ fn children_by_search_works_from_any_fd_of_the_filesystem() {
     let b = as_pairs(&from_root);
     a.sort();
     assert_eq!(a, b);
-    assert_eq!(a.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), vec![PathBuf::from("a"), PathBuf::from("b/c")]);
+    assert_eq!(
+        a.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        vec![PathBuf::from("a"), PathBuf::from("b/c")]
+    );
     let by_rootref = nested::children_by_rootref(rootfd.as_fd(), &root).unwrap();
     assert_eq!(as_pairs(&by_rootref), b);
 }
@@ -182,12 +232,24 @@ fn children_follow_renames_and_ignore_snapshots_elsewhere() {
     mk_subvol(&root.join("old/kid"));
     fs::rename(root.join("old"), root.join("new")).unwrap();
     // A snapshot of root elsewhere is not a child; a symlink to a subvolume is not a child.
-    btrfs(&[OsStr::new("subvolume"), OsStr::new("snapshot"), root.as_os_str(), fs.path("snap").as_os_str()]);
+    btrfs(&[
+        OsStr::new("subvolume"),
+        OsStr::new("snapshot"),
+        root.as_os_str(),
+        fs.path("snap").as_os_str(),
+    ]);
     mk_subvol(&fs.path("elsewhere"));
     std::os::unix::fs::symlink(fs.path("elsewhere"), root.join("link")).unwrap();
     for m in [Method::TreeSearch, Method::RootRef, Method::Auto] {
         let kids = children(&root, m);
-        assert_eq!(as_pairs(&kids).into_iter().map(|(p, _)| p).collect::<Vec<_>>(), vec![PathBuf::from("new/kid")], "{m:?}");
+        assert_eq!(
+            as_pairs(&kids)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>(),
+            vec![PathBuf::from("new/kid")],
+            "{m:?}"
+        );
         assert_eq!(kids[0].dir, PathBuf::from("new"));
         assert_eq!(kids[0].name, OsStr::new("kid"));
     }

@@ -31,7 +31,10 @@ fn is_subvolume_agrees_with_btrfs_progs() {
     assert!(!subvolume::is_subvolume(&sv.join("dir")).unwrap());
     assert!(!subvolume::is_subvolume(&sv.join("file")).unwrap());
     assert_eq!(code(subvolume::is_subvolume(&sv.join("missing"))), "ENOENT");
-    assert_eq!(code(subvolume::is_subvolume(Path::new("/proc"))), "ERR_NOT_BTRFS");
+    assert_eq!(
+        code(subvolume::is_subvolume(Path::new("/proc"))),
+        "ERR_NOT_BTRFS"
+    );
     assert_eq!(code(subvolume::is_subvolume(Path::new(""))), "EINVAL");
 }
 
@@ -63,15 +66,25 @@ fn create_and_info_match_subvolume_show() {
     let outer = subvolume::info(&p).unwrap();
     let inner = subvolume::info(&nested).unwrap();
     assert_eq!(inner.parent_id, outer.id);
-    assert_eq!(inner.dir_id, std::os::unix::fs::MetadataExt::ino(&fs::metadata(p.join("in")).unwrap()));
+    assert_eq!(
+        inner.dir_id,
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(p.join("in")).unwrap())
+    );
     // fd form.
     let fd = open_dir(&nested).unwrap();
-    assert_eq!(subvolume::info_fd(fd.as_fd(), &nested).unwrap().id, inner.id);
+    assert_eq!(
+        subvolume::info_fd(fd.as_fd(), &nested).unwrap().id,
+        inner.id
+    );
     assert_eq!(subvolume_id(fd.as_fd(), &nested).unwrap(), inner.id);
     // The listing of btrfs-progs has them, at these paths.
     let listed = oracle_list(&fs.mnt);
-    assert!(listed.iter().any(|l| l.id == outer.id && l.path == "base" && l.top_level == 5));
-    assert!(listed.iter().any(|l| l.id == inner.id && l.path == "base/in/nested" && l.top_level == outer.id));
+    assert!(listed
+        .iter()
+        .any(|l| l.id == outer.id && l.path == "base" && l.top_level == 5));
+    assert!(listed
+        .iter()
+        .any(|l| l.id == inner.id && l.path == "base/in/nested" && l.top_level == outer.id));
 }
 
 #[test]
@@ -86,7 +99,10 @@ fn create_errors() {
     assert_eq!(code(subvolume::create(&fs.path("missing/x"))), "ENOENT");
     assert_eq!(code(subvolume::create(Path::new(""))), "EINVAL");
     assert_eq!(code(subvolume::create(&fs.path("a\0b"))), "EINVAL");
-    assert_eq!(code(subvolume::create(&fs.path(&"x".repeat(256)))), "ENAMETOOLONG");
+    assert_eq!(
+        code(subvolume::create(&fs.path(&"x".repeat(256)))),
+        "ENAMETOOLONG"
+    );
     assert_eq!(code(subvolume::create(&fs.path("sv/.."))), "EINVAL");
     let e = subvolume::create(&sv).unwrap_err();
     assert!(e.is(Errno::EEXIST));
@@ -110,12 +126,26 @@ fn create_at_and_snapshot_at() {
     subvolume::create_at(dir.as_fd(), OsStr::new("via-fd"), &fs.path("via-fd")).unwrap();
     fs::write(fs.path("via-fd/f"), "content").unwrap();
     let src = open_dir(&fs.path("via-fd")).unwrap();
-    subvolume::snapshot_at(src.as_fd(), dir.as_fd(), OsStr::new("snap-fd"), true, &fs.path("snap-fd")).unwrap();
+    subvolume::snapshot_at(
+        src.as_fd(),
+        dir.as_fd(),
+        OsStr::new("snap-fd"),
+        true,
+        &fs.path("snap-fd"),
+    )
+    .unwrap();
     assert_eq!(fs::read_to_string(fs.path("snap-fd/f")).unwrap(), "content");
     assert!(oracle_ro(&fs.path("snap-fd")));
-    assert_eq!(oracle_show(&fs.path("snap-fd"))["Parent UUID"], oracle_show(&fs.path("via-fd"))["UUID"]);
     assert_eq!(
-        code(subvolume::create_at(dir.as_fd(), OsStr::new("via-fd"), &fs.path("via-fd"))),
+        oracle_show(&fs.path("snap-fd"))["Parent UUID"],
+        oracle_show(&fs.path("via-fd"))["UUID"]
+    );
+    assert_eq!(
+        code(subvolume::create_at(
+            dir.as_fd(),
+            OsStr::new("via-fd"),
+            &fs.path("via-fd")
+        )),
         "EEXIST"
     );
 }
@@ -156,17 +186,56 @@ fn snapshot_errors_change_nothing() {
     mk_subvol(&src);
     fs::create_dir(fs.path("plain")).unwrap();
     let before = oracle_list(&fs.mnt);
-    assert_eq!(code(subvolume::snapshot(&fs.path("plain"), &fs.path("d1"), false)), "EINVAL");
-    assert_eq!(code(subvolume::snapshot(&fs.path("missing"), &fs.path("d2"), false)), "ENOENT");
-    assert_eq!(code(subvolume::snapshot(&src, &fs.path("plain"), true)), "EEXIST");
+    assert_eq!(
+        code(subvolume::snapshot(
+            &fs.path("plain"),
+            &fs.path("d1"),
+            false
+        )),
+        "EINVAL"
+    );
+    assert_eq!(
+        code(subvolume::snapshot(
+            &fs.path("missing"),
+            &fs.path("d2"),
+            false
+        )),
+        "ENOENT"
+    );
+    assert_eq!(
+        code(subvolume::snapshot(&src, &fs.path("plain"), true)),
+        "EEXIST"
+    );
     assert_eq!(code(subvolume::snapshot(&src, &src, false)), "EEXIST");
-    assert_eq!(code(subvolume::snapshot(&src, &fs.path("missing/d3"), false)), "ENOENT");
-    assert_eq!(code(subvolume::snapshot(Path::new(""), &fs.path("d4"), false)), "EINVAL");
-    assert_eq!(code(subvolume::snapshot(&src, Path::new(""), false)), "EINVAL");
-    assert_eq!(code(subvolume::snapshot(&src, &fs.path(&"z".repeat(256)), false)), "ENAMETOOLONG");
-    assert_eq!(code(subvolume::snapshot(Path::new("/proc"), &fs.path("d5"), false)), "ERR_NOT_BTRFS");
+    assert_eq!(
+        code(subvolume::snapshot(&src, &fs.path("missing/d3"), false)),
+        "ENOENT"
+    );
+    assert_eq!(
+        code(subvolume::snapshot(Path::new(""), &fs.path("d4"), false)),
+        "EINVAL"
+    );
+    assert_eq!(
+        code(subvolume::snapshot(&src, Path::new(""), false)),
+        "EINVAL"
+    );
+    assert_eq!(
+        code(subvolume::snapshot(&src, &fs.path(&"z".repeat(256)), false)),
+        "ENAMETOOLONG"
+    );
+    assert_eq!(
+        code(subvolume::snapshot(
+            Path::new("/proc"),
+            &fs.path("d5"),
+            false
+        )),
+        "ERR_NOT_BTRFS"
+    );
     let other = require_btrfs!();
-    assert_eq!(code(subvolume::snapshot(&src, &other.path("x"), false)), "EXDEV");
+    assert_eq!(
+        code(subvolume::snapshot(&src, &other.path("x"), false)),
+        "EXDEV"
+    );
     assert!(oracle_list(&other.mnt).is_empty());
     assert_eq!(oracle_list(&fs.mnt), before);
 }
@@ -194,7 +263,10 @@ fn read_only_flag_round_trip() {
     assert!(!oracle_ro(&p));
     // Not a subvolume.
     fs::create_dir(fs.path("plain")).unwrap();
-    assert_eq!(code(subvolume::set_read_only(&fs.path("plain"), true)), "EINVAL");
+    assert_eq!(
+        code(subvolume::set_read_only(&fs.path("plain"), true)),
+        "EINVAL"
+    );
     assert_eq!(code(subvolume::is_read_only(&fs.path("plain"))), "EINVAL");
     assert_eq!(code(subvolume::is_read_only(&fs.path("missing"))), "ENOENT");
 }
@@ -213,10 +285,15 @@ fn list_matches_btrfs_subvolume_list() {
     got.sort();
     assert_eq!(got, oracle_below(&fs.mnt, &root));
     assert_eq!(
-        list.iter().map(|n| n.path.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        list.iter()
+            .map(|n| n.path.to_string_lossy().into_owned())
+            .collect::<Vec<_>>(),
         ["a", "a/b", "a/b/c", "d/e/f", "d/e/f/g/h", "z"]
     );
-    assert_eq!(subvolume::list_with(&root, Method::TreeSearch).unwrap(), list);
+    assert_eq!(
+        subvolume::list_with(&root, Method::TreeSearch).unwrap(),
+        list
+    );
     assert_eq!(subvolume::list_with(&root, Method::RootRef).unwrap(), list);
     assert_eq!(code(subvolume::list(&root.join("d"))), "EINVAL");
 }
@@ -249,5 +326,8 @@ fn uuid_string_formats_like_btrfs_progs() {
     let s = uuid_string(&i.uuid);
     assert_eq!(s, oracle_show(&fs.path("u"))["UUID"]);
     assert_eq!(s.len(), 36);
-    assert_eq!(uuid_string(&[0xab; 16]), "abababab-abab-abab-abab-abababababab");
+    assert_eq!(
+        uuid_string(&[0xab; 16]),
+        "abababab-abab-abab-abab-abababababab"
+    );
 }

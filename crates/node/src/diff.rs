@@ -35,7 +35,10 @@ fn against(parent: &Option<String>, whole: bool) -> Against<'_> {
 fn change_entry(c: Change) -> ChangeEntry {
     let mut path = String::from("/");
     path.push_str(&String::from_utf8_lossy(c.path.as_os_str().as_bytes()));
-    ChangeEntry { path, kind: c.kind.as_str().to_string() }
+    ChangeEntry {
+        path,
+        kind: c.kind.as_str().to_string(),
+    }
 }
 
 fn compression(name: &str) -> Result<Compression> {
@@ -43,7 +46,10 @@ fn compression(name: &str) -> Result<Compression> {
         "none" => Ok(Compression::None),
         "gzip" => Ok(Compression::Gzip),
         "zstd" => Ok(Compression::Zstd),
-        _ => Err(Error::new(Status::InvalidArg, format!("unknown compression {name}"))),
+        _ => Err(Error::new(
+            Status::InvalidArg,
+            format!("unknown compression {name}"),
+        )),
     }
 }
 
@@ -72,7 +78,10 @@ impl DiffStream {
     /// The next chunk, or `null` at the end; rejects with the producer's error.
     #[napi(ts_return_type = "Promise<Buffer | null>")]
     pub fn next(&self) -> AsyncTask<NextChunk> {
-        AsyncTask::new(NextChunk { rx: self.rx.clone(), worker: self.worker.clone() })
+        AsyncTask::new(NextChunk {
+            rx: self.rx.clone(),
+            worker: self.worker.clone(),
+        })
     }
 
     /// Stop producing; the next `next()` rejects with ABORT_ERR.
@@ -166,19 +175,40 @@ impl ApplySink {
 impl NativeDriver {
     /// `parent`: a layer id; `null` with `whole` false means the recorded parent.
     #[napi]
-    pub fn changes(&self, id: String, parent: Option<String>, whole: bool) -> AsyncTask<Job<Vec<ChangeEntry>>> {
+    pub fn changes(
+        &self,
+        id: String,
+        parent: Option<String>,
+        whole: bool,
+    ) -> AsyncTask<Job<Vec<ChangeEntry>>> {
         let d = self.inner.clone();
-        Job::new(move || Ok(d.changes(&id, against(&parent, whole))?.into_iter().map(change_entry).collect()))
+        Job::new(move || {
+            Ok(d.changes(&id, against(&parent, whole))?
+                .into_iter()
+                .map(change_entry)
+                .collect())
+        })
     }
 
     #[napi(js_name = "diffSize")]
-    pub fn diff_size(&self, id: String, parent: Option<String>, whole: bool) -> AsyncTask<Job<f64>> {
+    pub fn diff_size(
+        &self,
+        id: String,
+        parent: Option<String>,
+        whole: bool,
+    ) -> AsyncTask<Job<f64>> {
         let d = self.inner.clone();
         Job::new(move || Ok(d.diff_size(&id, against(&parent, whole))? as f64))
     }
 
     #[napi(js_name = "diffStart")]
-    pub fn diff_start(&self, id: String, parent: Option<String>, whole: bool, compression_name: String) -> Result<DiffStream> {
+    pub fn diff_start(
+        &self,
+        id: String,
+        parent: Option<String>,
+        whole: bool,
+        compression_name: String,
+    ) -> Result<DiffStream> {
         let c = compression(&compression_name)?;
         let d = self.inner.clone();
         let (tx, rx) = channel();
@@ -189,12 +219,27 @@ impl NativeDriver {
             .spawn(move || {
                 guarded(|| {
                     let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                    let ctl = Control { abort: &p.abort, progress: &report };
-                    d.diff(&id, against(&parent, whole), c, ChannelWriter::new(tx), &ctl)
+                    let ctl = Control {
+                        abort: &p.abort,
+                        progress: &report,
+                    };
+                    d.diff(
+                        &id,
+                        against(&parent, whole),
+                        c,
+                        ChannelWriter::new(tx),
+                        &ctl,
+                    )
                 })
             })
-            .map_err(|e| to_js_error(&CoreError::internal(format!("cannot start a thread: {e}"))))?;
-        Ok(DiffStream { rx: Arc::new(Mutex::new(rx)), worker: Arc::new(Mutex::new(Some(worker))), progress })
+            .map_err(|e| {
+                to_js_error(&CoreError::internal(format!("cannot start a thread: {e}")))
+            })?;
+        Ok(DiffStream {
+            rx: Arc::new(Mutex::new(rx)),
+            worker: Arc::new(Mutex::new(Some(worker))),
+            progress,
+        })
     }
 
     /// Start applying a stream pushed through the returned sink.
@@ -209,17 +254,31 @@ impl NativeDriver {
             .spawn(move || {
                 guarded(|| {
                     let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                    let ctl = Control { abort: &p.abort, progress: &report };
+                    let ctl = Control {
+                        abort: &p.abort,
+                        progress: &report,
+                    };
                     d.apply_diff(&id, parent.as_deref(), ChannelReader::new(rx), &ctl)
                 })
             })
-            .map_err(|e| to_js_error(&CoreError::internal(format!("cannot start a thread: {e}"))))?;
-        Ok(ApplySink { tx: Arc::new(Mutex::new(Some(tx))), worker: Arc::new(Mutex::new(Some(worker))), progress })
+            .map_err(|e| {
+                to_js_error(&CoreError::internal(format!("cannot start a thread: {e}")))
+            })?;
+        Ok(ApplySink {
+            tx: Arc::new(Mutex::new(Some(tx))),
+            worker: Arc::new(Mutex::new(Some(worker))),
+            progress,
+        })
     }
 
     /// Apply a tar file read directly by the native side; the sink is only for abort/progress.
     #[napi(js_name = "applyFile")]
-    pub fn apply_file(&self, id: String, parent: Option<String>, file: String) -> Result<ApplySink> {
+    pub fn apply_file(
+        &self,
+        id: String,
+        parent: Option<String>,
+        file: String,
+    ) -> Result<ApplySink> {
         let d = self.inner.clone();
         let progress = Arc::new(Progress::default());
         let p = progress.clone();
@@ -228,13 +287,23 @@ impl NativeDriver {
             .spawn(move || {
                 guarded(|| {
                     let path = std::path::PathBuf::from(&file);
-                    let f = std::fs::File::open(&path).map_err(|e| CoreError::io(e, "open", &path))?;
+                    let f =
+                        std::fs::File::open(&path).map_err(|e| CoreError::io(e, "open", &path))?;
                     let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                    let ctl = Control { abort: &p.abort, progress: &report };
+                    let ctl = Control {
+                        abort: &p.abort,
+                        progress: &report,
+                    };
                     d.apply_diff(&id, parent.as_deref(), f, &ctl)
                 })
             })
-            .map_err(|e| to_js_error(&CoreError::internal(format!("cannot start a thread: {e}"))))?;
-        Ok(ApplySink { tx: Arc::new(Mutex::new(None)), worker: Arc::new(Mutex::new(Some(worker))), progress })
+            .map_err(|e| {
+                to_js_error(&CoreError::internal(format!("cannot start a thread: {e}")))
+            })?;
+        Ok(ApplySink {
+            tx: Arc::new(Mutex::new(None)),
+            worker: Arc::new(Mutex::new(Some(worker))),
+            progress,
+        })
     }
 }

@@ -43,7 +43,11 @@ pub struct LayerMetadata {
 fn maps(v: Option<Vec<IdMapEntry>>) -> Vec<IdMap> {
     v.unwrap_or_default()
         .into_iter()
-        .map(|m| IdMap { container_id: m.container_id, host_id: m.host_id, size: m.size })
+        .map(|m| IdMap {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            size: m.size,
+        })
         .collect()
 }
 
@@ -60,7 +64,9 @@ pub fn driver_init(home: String, options: DriverInitOptions) -> AsyncTask<Job<Na
             gid_maps: maps(options.gid_maps),
             min_space: options.min_space.map(|n| n as u64),
         };
-        Ok(NativeDriver { inner: Arc::new(Driver::init(&PathBuf::from(home), opts)?) })
+        Ok(NativeDriver {
+            inner: Arc::new(Driver::init(&PathBuf::from(home), opts)?),
+        })
     })
 }
 
@@ -72,7 +78,12 @@ impl NativeDriver {
     }
 
     #[napi]
-    pub fn create(&self, id: String, parent: Option<String>, options: LayerCreateOptions) -> AsyncTask<Job<()>> {
+    pub fn create(
+        &self,
+        id: String,
+        parent: Option<String>,
+        options: LayerCreateOptions,
+    ) -> AsyncTask<Job<()>> {
         let d = self.inner.clone();
         Job::new(move || {
             let opts = CreateOptions {
@@ -93,7 +104,11 @@ impl NativeDriver {
     #[napi]
     pub fn get(&self, id: String, mount_label: Option<String>) -> AsyncTask<Job<String>> {
         let d = self.inner.clone();
-        Job::new(move || Ok(d.get(&id, mount_label.as_deref())?.to_string_lossy().into_owned()))
+        Job::new(move || {
+            Ok(d.get(&id, mount_label.as_deref())?
+                .to_string_lossy()
+                .into_owned())
+        })
     }
 
     #[napi]
@@ -158,8 +173,20 @@ impl NativeDriver {
 #[napi]
 impl NativeDriver {
     #[napi(js_name = "mountIdmapped")]
-    pub fn mount_idmapped(&self, id: String, target: String, mapping: DriverInitOptions) -> AsyncTask<Job<()>> {
+    pub fn mount_idmapped(
+        &self,
+        id: String,
+        target: String,
+        mapping: DriverInitOptions,
+    ) -> AsyncTask<Job<()>> {
         let d = self.inner.clone();
-        Job::new(move || d.mount_idmapped(&id, &PathBuf::from(target), &maps(mapping.uid_maps), &maps(mapping.gid_maps)))
+        Job::new(move || {
+            d.mount_idmapped(
+                &id,
+                &PathBuf::from(target),
+                &maps(mapping.uid_maps),
+                &maps(mapping.gid_maps),
+            )
+        })
     }
 }

@@ -13,8 +13,12 @@ pub struct Job<R: Send + 'static> {
 }
 
 impl<R: ToNapiValue + TypeName + Send + 'static> Job<R> {
-    pub fn new(f: impl FnOnce() -> btrfs_layers_core::Result<R> + Send + 'static) -> AsyncTask<Self> {
-        AsyncTask::new(Job { work: Some(Box::new(f)) })
+    pub fn new(
+        f: impl FnOnce() -> btrfs_layers_core::Result<R> + Send + 'static,
+    ) -> AsyncTask<Self> {
+        AsyncTask::new(Job {
+            work: Some(Box::new(f)),
+        })
     }
 }
 
@@ -23,11 +27,17 @@ impl<R: ToNapiValue + TypeName + Send + 'static> Task for Job<R> {
     type JsValue = R;
 
     fn compute(&mut self) -> Result<R> {
-        let work = self.work.take().ok_or_else(|| to_js_error(&CoreError::internal("job ran twice")))?;
+        let work = self
+            .work
+            .take()
+            .ok_or_else(|| to_js_error(&CoreError::internal("job ran twice")))?;
         match catch_unwind(AssertUnwindSafe(work)) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(to_js_error(&e)),
-            Err(panic) => Err(to_js_error(&CoreError::internal(format!("panic in native code: {}", panic_message(&panic))))),
+            Err(panic) => Err(to_js_error(&CoreError::internal(format!(
+                "panic in native code: {}",
+                panic_message(&panic)
+            )))),
         }
     }
 

@@ -1,10 +1,10 @@
 //! remapLayer: a worker thread shifting a tree's owners, with a handle for abort and progress.
 
 use crate::driver::IdMapEntry;
-use crate::job::to_js_error_many;
-use btrfs_layers_core::idmap::{IdMap, IdMapping};
 use crate::driver::NativeDriver;
+use crate::job::to_js_error_many;
 use btrfs_layers_core::driver::diff::Control;
+use btrfs_layers_core::idmap::{IdMap, IdMapping};
 use btrfs_layers_core::remap::{remap_path, RemapOptions, RemapOutcome};
 use btrfs_layers_core::Error as CoreError;
 use napi::bindgen_prelude::*;
@@ -38,8 +38,15 @@ pub struct RemapTask {
 }
 
 fn mapping(v: Option<Vec<IdMapEntry>>, what: &str) -> btrfs_layers_core::Result<IdMapping> {
-    let maps: Vec<IdMap> =
-        v.unwrap_or_default().into_iter().map(|m| IdMap { container_id: m.container_id, host_id: m.host_id, size: m.size }).collect();
+    let maps: Vec<IdMap> = v
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| IdMap {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            size: m.size,
+        })
+        .collect();
     IdMapping::new(&maps, what)
 }
 
@@ -58,7 +65,9 @@ impl RemapTask {
     /// Wait for the walk; rejects with the first error and all of them in `errors`.
     #[napi]
     pub fn finish(&self) -> AsyncTask<RemapFinish> {
-        AsyncTask::new(RemapFinish { worker: self.worker.clone() })
+        AsyncTask::new(RemapFinish {
+            worker: self.worker.clone(),
+        })
     }
 }
 
@@ -73,10 +82,19 @@ impl Task for RemapFinish {
     fn compute(&mut self) -> Result<RemapResult> {
         let handle = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
         match handle.map(|h| h.join()) {
-            Some(Ok(Ok((visited, changed)))) => Ok(RemapResult { visited: visited as f64, changed: changed as f64 }),
+            Some(Ok(Ok((visited, changed)))) => Ok(RemapResult {
+                visited: visited as f64,
+                changed: changed as f64,
+            }),
             Some(Ok(Err((first, all)))) => Err(to_js_error_many(&first, &all)),
-            Some(Err(_)) => Err(to_js_error_many(&CoreError::internal("remap worker panicked"), &[])),
-            None => Err(to_js_error_many(&CoreError::internal("finish called twice"), &[])),
+            Some(Err(_)) => Err(to_js_error_many(
+                &CoreError::internal("remap worker panicked"),
+                &[],
+            )),
+            None => Err(to_js_error_many(
+                &CoreError::internal("finish called twice"),
+                &[],
+            )),
         }
     }
 
@@ -87,7 +105,9 @@ impl Task for RemapFinish {
 
 /// Run `work` on a thread of its own; the handle aborts it, reads progress, and finishes.
 fn spawn_remap(
-    work: impl FnOnce(&AtomicBool, &(dyn Fn(u64) + Sync)) -> btrfs_layers_core::Result<RemapOutcome> + Send + 'static,
+    work: impl FnOnce(&AtomicBool, &(dyn Fn(u64) + Sync)) -> btrfs_layers_core::Result<RemapOutcome>
+        + Send
+        + 'static,
 ) -> Result<RemapTask> {
     let abort = Arc::new(AtomicBool::new(false));
     let visited = Arc::new(AtomicU64::new(0));
@@ -106,18 +126,40 @@ fn spawn_remap(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
                 .unwrap_or_else(|_| Err((CoreError::internal("panic in native code"), Vec::new())))
         })
-        .map_err(|e| to_js_error_many(&CoreError::internal(format!("cannot start a thread: {e}")), &[]))?;
-    Ok(RemapTask { worker: Arc::new(Mutex::new(Some(worker))), abort, visited })
+        .map_err(|e| {
+            to_js_error_many(
+                &CoreError::internal(format!("cannot start a thread: {e}")),
+                &[],
+            )
+        })?;
+    Ok(RemapTask {
+        worker: Arc::new(Mutex::new(Some(worker))),
+        abort,
+        visited,
+    })
 }
 
 #[napi(js_name = "remapStart")]
-pub fn remap_start(path: String, from: Mapping, to: Mapping, cross_subvolumes: bool) -> Result<RemapTask> {
+pub fn remap_start(
+    path: String,
+    from: Mapping,
+    to: Mapping,
+    cross_subvolumes: bool,
+) -> Result<RemapTask> {
     spawn_remap(move |abort, progress| {
         let fu = mapping(from.uid_maps, "from.uidMaps")?;
         let fg = mapping(from.gid_maps, "from.gidMaps")?;
         let tu = mapping(to.uid_maps, "to.uidMaps")?;
         let tg = mapping(to.gid_maps, "to.gidMaps")?;
-        let opts = RemapOptions { from_uids: &fu, from_gids: &fg, to_uids: &tu, to_gids: &tg, cross_subvolumes, abort, progress };
+        let opts = RemapOptions {
+            from_uids: &fu,
+            from_gids: &fg,
+            to_uids: &tu,
+            to_gids: &tg,
+            cross_subvolumes,
+            abort,
+            progress,
+        };
         remap_path(&PathBuf::from(&path), &opts)
     })
 }
@@ -130,9 +172,22 @@ impl NativeDriver {
         let d = self.inner.clone();
         spawn_remap(move |abort, progress| {
             let raw = |v: Option<Vec<IdMapEntry>>| -> Vec<IdMap> {
-                v.unwrap_or_default().into_iter().map(|m| IdMap { container_id: m.container_id, host_id: m.host_id, size: m.size }).collect()
+                v.unwrap_or_default()
+                    .into_iter()
+                    .map(|m| IdMap {
+                        container_id: m.container_id,
+                        host_id: m.host_id,
+                        size: m.size,
+                    })
+                    .collect()
             };
-            d.remap(&id, &target, &raw(to.uid_maps), &raw(to.gid_maps), &Control { abort, progress })
+            d.remap(
+                &id,
+                &target,
+                &raw(to.uid_maps),
+                &raw(to.gid_maps),
+                &Control { abort, progress },
+            )
         })
     }
 }

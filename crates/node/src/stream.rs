@@ -21,7 +21,10 @@ pub struct ChannelWriter {
 
 impl ChannelWriter {
     pub fn new(tx: SyncSender<Vec<u8>>) -> Self {
-        ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) }
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
     }
 
     fn send(&mut self) -> std::io::Result<()> {
@@ -29,7 +32,9 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.send(chunk).map_err(|_| std::io::Error::from_raw_os_error(libc_epipe()))
+        self.tx
+            .send(chunk)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc_epipe()))
     }
 }
 
@@ -62,7 +67,11 @@ pub struct ChannelReader {
 
 impl ChannelReader {
     pub fn new(rx: Receiver<Vec<u8>>) -> Self {
-        ChannelReader { rx, cur: Vec::new(), pos: 0 }
+        ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        }
     }
 }
 

@@ -70,7 +70,10 @@ fn ms(t: &btrfs_layers_core::ioctl::Timespec) -> f64 {
 }
 
 fn space(s: filesystem::Space) -> Space {
-    Space { total: s.total as f64, used: s.used as f64 }
+    Space {
+        total: s.total as f64,
+        used: s.used as f64,
+    }
 }
 
 #[napi(js_name = "isSubvolume")]
@@ -120,7 +123,10 @@ pub fn list_subvolumes(path: String) -> AsyncTask<Job<Vec<NestedSubvolume>>> {
     Job::new(move || {
         Ok(subvolume::list(&PathBuf::from(path))?
             .into_iter()
-            .map(|n| NestedSubvolume { path: n.path.to_string_lossy().into_owned(), id: n.id as i64 })
+            .map(|n| NestedSubvolume {
+                path: n.path.to_string_lossy().into_owned(),
+                id: n.id as i64,
+            })
             .collect())
     })
 }

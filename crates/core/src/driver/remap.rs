@@ -18,7 +18,14 @@ use std::os::fd::AsFd;
 impl Driver {
     /// Create layer `target` from layer `id` with every owner shifted from `id`'s maps to
     /// `uid_maps`/`gid_maps`. When the outcome holds errors, `target` was not created.
-    pub fn remap(&self, id: &str, target: &str, uid_maps: &[IdMap], gid_maps: &[IdMap], ctl: &Control<'_>) -> Result<RemapOutcome> {
+    pub fn remap(
+        &self,
+        id: &str,
+        target: &str,
+        uid_maps: &[IdMap],
+        gid_maps: &[IdMap],
+        ctl: &Control<'_>,
+    ) -> Result<RemapOutcome> {
         let dirs = self.dirs()?;
         check_id(id, "remap")?;
         check_id(target, "remap")?;
@@ -26,10 +33,20 @@ impl Driver {
         let to_gids = IdMapping::new(gid_maps, "gidMaps")?;
         let sub = dirs.subvolumes.as_fd();
         if !self.is_layer(id)? {
-            return Err(Error::invalid(Errno::ENOENT, "remap", &self.layer_path(id), "layer does not exist"));
+            return Err(Error::invalid(
+                Errno::ENOENT,
+                "remap",
+                &self.layer_path(id),
+                "layer does not exist",
+            ));
         }
         if entry_exists(sub, OsStr::new(target), &self.layer_path(target))? {
-            return Err(Error::invalid(Errno::EEXIST, "remap", &self.layer_path(target), "layer already exists"));
+            return Err(Error::invalid(
+                Errno::EEXIST,
+                "remap",
+                &self.layer_path(target),
+                "layer already exists",
+            ));
         }
         let (from_uids, from_gids) = self.mappings_of(id)?;
         let source = open_dir_at(sub, OsStr::new(id), &self.layer_path(id))?;
@@ -67,9 +84,20 @@ impl Driver {
                 uid_maps: (!same(&self.uids, uid_maps)).then(|| uid_maps.to_vec()),
                 gid_maps: (!same(&self.gids, gid_maps)).then(|| gid_maps.to_vec()),
             };
-            layer::write(dirs.metadata.as_fd(), &meta, &self.temp_name("tmp", target), &tmp_path)?;
-            renameat2(sub, tmp.as_str(), sub, target, RenameFlags::RENAME_NOREPLACE)
-                .map_err(|e| Error::sys(e, "renameat2", &self.layer_path(target)))?;
+            layer::write(
+                dirs.metadata.as_fd(),
+                &meta,
+                &self.temp_name("tmp", target),
+                &tmp_path,
+            )?;
+            renameat2(
+                sub,
+                tmp.as_str(),
+                sub,
+                target,
+                RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(|e| Error::sys(e, "renameat2", &self.layer_path(target)))?;
             Ok(outcome)
         })();
         match built {

@@ -18,33 +18,150 @@ macro_rules! layout {
 fn rust_layouts() -> Vec<(String, usize)> {
     let mut v = Vec::new();
     layout!(v, VolArgs, "btrfs_ioctl_vol_args", [fd, name]);
-    layout!(v, VolArgsV2, "btrfs_ioctl_vol_args_v2", [fd, transid, flags, unused, name]);
+    layout!(
+        v,
+        VolArgsV2,
+        "btrfs_ioctl_vol_args_v2",
+        [fd, transid, flags, unused, name]
+    );
     layout!(v, Timespec, "btrfs_ioctl_timespec", [sec, nsec]);
-    layout!(v, GetSubvolInfoArgs, "btrfs_ioctl_get_subvol_info_args", [
-        treeid, name, parent_id, dirid, generation, flags, uuid, parent_uuid, received_uuid,
-        ctransid, otransid, stransid, rtransid, ctime, otime, stime, rtime, reserved
-    ]);
-    layout!(v, GetSubvolRootrefArgs, "btrfs_ioctl_get_subvol_rootref_args", [min_treeid, rootref, num_items]);
-    layout!(v, InoLookupUserArgs, "btrfs_ioctl_ino_lookup_user_args", [dirid, treeid, name, path]);
-    layout!(v, InoLookupArgs, "btrfs_ioctl_ino_lookup_args", [treeid, objectid, name]);
-    layout!(v, FsInfoArgs, "btrfs_ioctl_fs_info_args", [
-        max_id, num_devices, fsid, nodesize, sectorsize, clone_alignment, csum_type, csum_size,
-        flags, generation, metadata_uuid, reserved
-    ]);
-    layout!(v, DevInfoArgs, "btrfs_ioctl_dev_info_args", [devid, uuid, bytes_used, total_bytes, path]);
-    layout!(v, SpaceArgs, "btrfs_ioctl_space_args", [space_slots, total_spaces]);
-    layout!(v, SpaceInfo, "btrfs_ioctl_space_info", [flags, total_bytes, used_bytes]);
-    layout!(v, SearchKey, "btrfs_ioctl_search_key", [
-        tree_id, min_objectid, max_objectid, min_offset, max_offset, min_transid, max_transid,
-        min_type, max_type, nr_items
-    ]);
+    layout!(
+        v,
+        GetSubvolInfoArgs,
+        "btrfs_ioctl_get_subvol_info_args",
+        [
+            treeid,
+            name,
+            parent_id,
+            dirid,
+            generation,
+            flags,
+            uuid,
+            parent_uuid,
+            received_uuid,
+            ctransid,
+            otransid,
+            stransid,
+            rtransid,
+            ctime,
+            otime,
+            stime,
+            rtime,
+            reserved
+        ]
+    );
+    layout!(
+        v,
+        GetSubvolRootrefArgs,
+        "btrfs_ioctl_get_subvol_rootref_args",
+        [min_treeid, rootref, num_items]
+    );
+    layout!(
+        v,
+        InoLookupUserArgs,
+        "btrfs_ioctl_ino_lookup_user_args",
+        [dirid, treeid, name, path]
+    );
+    layout!(
+        v,
+        InoLookupArgs,
+        "btrfs_ioctl_ino_lookup_args",
+        [treeid, objectid, name]
+    );
+    layout!(
+        v,
+        FsInfoArgs,
+        "btrfs_ioctl_fs_info_args",
+        [
+            max_id,
+            num_devices,
+            fsid,
+            nodesize,
+            sectorsize,
+            clone_alignment,
+            csum_type,
+            csum_size,
+            flags,
+            generation,
+            metadata_uuid,
+            reserved
+        ]
+    );
+    layout!(
+        v,
+        DevInfoArgs,
+        "btrfs_ioctl_dev_info_args",
+        [devid, uuid, bytes_used, total_bytes, path]
+    );
+    layout!(
+        v,
+        SpaceArgs,
+        "btrfs_ioctl_space_args",
+        [space_slots, total_spaces]
+    );
+    layout!(
+        v,
+        SpaceInfo,
+        "btrfs_ioctl_space_info",
+        [flags, total_bytes, used_bytes]
+    );
+    layout!(
+        v,
+        SearchKey,
+        "btrfs_ioctl_search_key",
+        [
+            tree_id,
+            min_objectid,
+            max_objectid,
+            min_offset,
+            max_offset,
+            min_transid,
+            max_transid,
+            min_type,
+            max_type,
+            nr_items
+        ]
+    );
     layout!(v, SearchHeader, "btrfs_ioctl_search_header", [transid, objectid, offset, type_ => "type", len]);
-    layout!(v, SendArgs, "btrfs_ioctl_send_args", [send_fd, clone_sources_count, clone_sources, parent_root, flags, version, reserved]);
+    layout!(
+        v,
+        SendArgs,
+        "btrfs_ioctl_send_args",
+        [
+            send_fd,
+            clone_sources_count,
+            clone_sources,
+            parent_root,
+            flags,
+            version,
+            reserved
+        ]
+    );
     layout!(v, QuotaCtlArgs, "btrfs_ioctl_quota_ctl_args", [cmd, status]);
-    layout!(v, QgroupLimit, "btrfs_qgroup_limit", [flags, max_rfer, max_excl, rsv_rfer, rsv_excl]);
-    layout!(v, QgroupLimitArgs, "btrfs_ioctl_qgroup_limit_args", [qgroupid, lim]);
-    layout!(v, QgroupCreateArgs, "btrfs_ioctl_qgroup_create_args", [create, qgroupid]);
-    layout!(v, SearchArgsV2, "btrfs_ioctl_search_args_v2", [key, buf_size]);
+    layout!(
+        v,
+        QgroupLimit,
+        "btrfs_qgroup_limit",
+        [flags, max_rfer, max_excl, rsv_rfer, rsv_excl]
+    );
+    layout!(
+        v,
+        QgroupLimitArgs,
+        "btrfs_ioctl_qgroup_limit_args",
+        [qgroupid, lim]
+    );
+    layout!(
+        v,
+        QgroupCreateArgs,
+        "btrfs_ioctl_qgroup_create_args",
+        [create, qgroupid]
+    );
+    layout!(
+        v,
+        SearchArgsV2,
+        "btrfs_ioctl_search_args_v2",
+        [key, buf_size]
+    );
     v
 }
 
@@ -52,28 +169,91 @@ fn rust_requests() -> Vec<(&'static str, u64)> {
     use nix::{request_code_none, request_code_read, request_code_readwrite, request_code_write};
     let m = BTRFS_IOCTL_MAGIC;
     vec![
-        ("BTRFS_IOC_SNAP_DESTROY", request_code_write!(m, 15, size_of::<VolArgs>()) as u64),
-        ("BTRFS_IOC_TREE_SEARCH_V2", request_code_readwrite!(m, 17, size_of::<SearchArgsV2>()) as u64),
-        ("BTRFS_IOC_INO_LOOKUP", request_code_readwrite!(m, 18, size_of::<InoLookupArgs>()) as u64),
-        ("BTRFS_IOC_SPACE_INFO", request_code_readwrite!(m, 20, size_of::<SpaceArgs>()) as u64),
-        ("BTRFS_IOC_WAIT_SYNC", request_code_write!(m, 22, size_of::<u64>()) as u64),
-        ("BTRFS_IOC_SNAP_CREATE_V2", request_code_write!(m, 23, size_of::<VolArgsV2>()) as u64),
-        ("BTRFS_IOC_SUBVOL_CREATE_V2", request_code_write!(m, 24, size_of::<VolArgsV2>()) as u64),
-        ("BTRFS_IOC_START_SYNC", request_code_read!(m, 24, size_of::<u64>()) as u64),
-        ("BTRFS_IOC_SUBVOL_GETFLAGS", request_code_read!(m, 25, size_of::<u64>()) as u64),
-        ("BTRFS_IOC_SUBVOL_SETFLAGS", request_code_write!(m, 26, size_of::<u64>()) as u64),
-        ("BTRFS_IOC_DEV_INFO", request_code_readwrite!(m, 30, size_of::<DevInfoArgs>()) as u64),
-        ("BTRFS_IOC_FS_INFO", request_code_read!(m, 31, size_of::<FsInfoArgs>()) as u64),
-        ("BTRFS_IOC_GET_FSLABEL", request_code_read!(m, 49, LABEL_SIZE) as u64),
-        ("BTRFS_IOC_GET_SUBVOL_INFO", request_code_read!(m, 60, size_of::<GetSubvolInfoArgs>()) as u64),
-        ("BTRFS_IOC_GET_SUBVOL_ROOTREF", request_code_readwrite!(m, 61, size_of::<GetSubvolRootrefArgs>()) as u64),
-        ("BTRFS_IOC_INO_LOOKUP_USER", request_code_readwrite!(m, 62, size_of::<InoLookupUserArgs>()) as u64),
-        ("BTRFS_IOC_SNAP_DESTROY_V2", request_code_write!(m, 63, size_of::<VolArgsV2>()) as u64),
+        (
+            "BTRFS_IOC_SNAP_DESTROY",
+            request_code_write!(m, 15, size_of::<VolArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_TREE_SEARCH_V2",
+            request_code_readwrite!(m, 17, size_of::<SearchArgsV2>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_INO_LOOKUP",
+            request_code_readwrite!(m, 18, size_of::<InoLookupArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_SPACE_INFO",
+            request_code_readwrite!(m, 20, size_of::<SpaceArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_WAIT_SYNC",
+            request_code_write!(m, 22, size_of::<u64>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_SNAP_CREATE_V2",
+            request_code_write!(m, 23, size_of::<VolArgsV2>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_SUBVOL_CREATE_V2",
+            request_code_write!(m, 24, size_of::<VolArgsV2>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_START_SYNC",
+            request_code_read!(m, 24, size_of::<u64>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_SUBVOL_GETFLAGS",
+            request_code_read!(m, 25, size_of::<u64>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_SUBVOL_SETFLAGS",
+            request_code_write!(m, 26, size_of::<u64>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_DEV_INFO",
+            request_code_readwrite!(m, 30, size_of::<DevInfoArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_FS_INFO",
+            request_code_read!(m, 31, size_of::<FsInfoArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_GET_FSLABEL",
+            request_code_read!(m, 49, LABEL_SIZE) as u64,
+        ),
+        (
+            "BTRFS_IOC_GET_SUBVOL_INFO",
+            request_code_read!(m, 60, size_of::<GetSubvolInfoArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_GET_SUBVOL_ROOTREF",
+            request_code_readwrite!(m, 61, size_of::<GetSubvolRootrefArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_INO_LOOKUP_USER",
+            request_code_readwrite!(m, 62, size_of::<InoLookupUserArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_SNAP_DESTROY_V2",
+            request_code_write!(m, 63, size_of::<VolArgsV2>()) as u64,
+        ),
         ("BTRFS_IOC_SYNC", request_code_none!(m, 8) as u64),
-        ("BTRFS_IOC_SEND", request_code_write!(m, 38, size_of::<SendArgs>()) as u64),
-        ("BTRFS_IOC_QUOTA_CTL", request_code_readwrite!(m, 40, size_of::<QuotaCtlArgs>()) as u64),
-        ("BTRFS_IOC_QGROUP_CREATE", request_code_write!(m, 42, size_of::<QgroupCreateArgs>()) as u64),
-        ("BTRFS_IOC_QGROUP_LIMIT", request_code_read!(m, 43, size_of::<QgroupLimitArgs>()) as u64),
+        (
+            "BTRFS_IOC_SEND",
+            request_code_write!(m, 38, size_of::<SendArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_QUOTA_CTL",
+            request_code_readwrite!(m, 40, size_of::<QuotaCtlArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_QGROUP_CREATE",
+            request_code_write!(m, 42, size_of::<QgroupCreateArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_QGROUP_LIMIT",
+            request_code_read!(m, 43, size_of::<QgroupLimitArgs>()) as u64,
+        ),
     ]
 }
 
@@ -93,12 +273,24 @@ fn header_layouts() -> HashMap<String, u64> {
     for (name, _) in rust_requests() {
         c += &format!("printf(\"{name} %llu\\n\", (unsigned long long){name});\n");
     }
-    for name in ["BTRFS_SUBVOL_RDONLY", "BTRFS_SUBVOL_SPEC_BY_ID", "BTRFS_MAX_ROOTREF_BUFFER_NUM",
-                 "BTRFS_INO_LOOKUP_USER_PATH_MAX", "BTRFS_FIRST_FREE_OBJECTID", "BTRFS_ROOT_REF_KEY",
-                 "BTRFS_SPACE_INFO_GLOBAL_RSV", "BTRFS_BLOCK_GROUP_METADATA", "BTRFS_ROOT_SUBVOL_RDONLY",
-                 "BTRFS_QUOTA_CTL_ENABLE", "BTRFS_QGROUP_LIMIT_MAX_RFER", "BTRFS_QUOTA_TREE_OBJECTID",
-                 "BTRFS_QGROUP_STATUS_KEY", "BTRFS_QGROUP_LIMIT_KEY", "BTRFS_QGROUP_STATUS_FLAG_ON",
-                 "BTRFS_SEND_FLAG_NO_FILE_DATA"] {
+    for name in [
+        "BTRFS_SUBVOL_RDONLY",
+        "BTRFS_SUBVOL_SPEC_BY_ID",
+        "BTRFS_MAX_ROOTREF_BUFFER_NUM",
+        "BTRFS_INO_LOOKUP_USER_PATH_MAX",
+        "BTRFS_FIRST_FREE_OBJECTID",
+        "BTRFS_ROOT_REF_KEY",
+        "BTRFS_SPACE_INFO_GLOBAL_RSV",
+        "BTRFS_BLOCK_GROUP_METADATA",
+        "BTRFS_ROOT_SUBVOL_RDONLY",
+        "BTRFS_QUOTA_CTL_ENABLE",
+        "BTRFS_QGROUP_LIMIT_MAX_RFER",
+        "BTRFS_QUOTA_TREE_OBJECTID",
+        "BTRFS_QGROUP_STATUS_KEY",
+        "BTRFS_QGROUP_LIMIT_KEY",
+        "BTRFS_QGROUP_STATUS_FLAG_ON",
+        "BTRFS_SEND_FLAG_NO_FILE_DATA",
+    ] {
         c += &format!("printf(\"{name} %llu\\n\", (unsigned long long)({name}));\n");
     }
     c += "return 0;}\n";
@@ -113,8 +305,13 @@ fn header_layouts() -> HashMap<String, u64> {
         .arg(&bin)
         .arg(&src)
         .status()
-        .unwrap_or_else(|e| panic!("the layout test needs a C compiler ({cc}) and linux/btrfs.h: {e}"));
-    assert!(status.success(), "compiling the layout probe against linux/btrfs.h failed");
+        .unwrap_or_else(|e| {
+            panic!("the layout test needs a C compiler ({cc}) and linux/btrfs.h: {e}")
+        });
+    assert!(
+        status.success(),
+        "compiling the layout probe against linux/btrfs.h failed"
+    );
     let out = Command::new(&bin).output().unwrap();
     std::fs::remove_dir_all(&dir).ok();
     String::from_utf8(out.stdout)
@@ -152,8 +349,14 @@ fn layouts_match_linux_btrfs_h() {
         ("BTRFS_ROOT_SUBVOL_RDONLY", ROOT_SUBVOL_RDONLY),
         ("BTRFS_SUBVOL_RDONLY", SUBVOL_RDONLY),
         ("BTRFS_SUBVOL_SPEC_BY_ID", SUBVOL_SPEC_BY_ID),
-        ("BTRFS_MAX_ROOTREF_BUFFER_NUM", MAX_ROOTREF_BUFFER_NUM as u64),
-        ("BTRFS_INO_LOOKUP_USER_PATH_MAX", INO_LOOKUP_USER_PATH_MAX as u64),
+        (
+            "BTRFS_MAX_ROOTREF_BUFFER_NUM",
+            MAX_ROOTREF_BUFFER_NUM as u64,
+        ),
+        (
+            "BTRFS_INO_LOOKUP_USER_PATH_MAX",
+            INO_LOOKUP_USER_PATH_MAX as u64,
+        ),
         ("BTRFS_FIRST_FREE_OBJECTID", FIRST_FREE_OBJECTID),
         ("BTRFS_ROOT_REF_KEY", ROOT_REF_KEY as u64),
         ("BTRFS_SPACE_INFO_GLOBAL_RSV", SPACE_INFO_GLOBAL_RSV),
@@ -164,7 +367,11 @@ fn layouts_match_linux_btrfs_h() {
             mismatches.push(format!("{name}: header {} rust {rust}", header[name]));
         }
     }
-    assert!(mismatches.is_empty(), "layout mismatches:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "layout mismatches:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 /// SUBVOL_SYNC_WAIT is newer than the distribution header; checked against the kernel's

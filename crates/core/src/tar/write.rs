@@ -32,31 +32,60 @@ pub struct WriteOptions<'a> {
 }
 
 /// Write the layer tar of `changes` (paths relative to `root`) to `out`; returns bytes written.
-pub fn write_layer(root: BorrowedFd<'_>, changes: &[Change], out: impl Write, opts: &WriteOptions<'_>) -> Result<u64> {
-    let mut w = TarWriter { out: Counting { inner: out, count: 0, reported: 0, progress: opts.progress }, links: HashMap::new() };
+pub fn write_layer(
+    root: BorrowedFd<'_>,
+    changes: &[Change],
+    out: impl Write,
+    opts: &WriteOptions<'_>,
+) -> Result<u64> {
+    let mut w = TarWriter {
+        out: Counting {
+            inner: out,
+            count: 0,
+            reported: 0,
+            progress: opts.progress,
+        },
+        links: HashMap::new(),
+    };
     let mut parents = ParentCache::default();
     for change in changes {
         if opts.abort.load(Ordering::Relaxed) {
-            return Err(Error { code: Code::Aborted, syscall: "diff", path: Some(change.path.clone()), message: "the operation was aborted".into() });
+            return Err(Error {
+                code: Code::Aborted,
+                syscall: "diff",
+                path: Some(change.path.clone()),
+                message: "the operation was aborted".into(),
+            });
         }
         match change.kind {
             ChangeKind::Delete => w.whiteout(&change.path)?,
             ChangeKind::Add | ChangeKind::Modify => {
                 let dir = parents.open(root, change.path.parent().unwrap_or(Path::new("")))?;
-                let name = change.path.file_name().ok_or_else(|| Error::internal("change without a name"))?;
+                let name = change
+                    .path
+                    .file_name()
+                    .ok_or_else(|| Error::internal("change without a name"))?;
                 w.entry(dir, name, &change.path, opts)?;
             }
         }
     }
     // Two zero blocks end a tar archive.
-    w.out.write_all(&[0u8; 1024]).map_err(|e| io_error(e, "write", Path::new("")))?;
-    w.out.flush().map_err(|e| io_error(e, "write", Path::new("")))?;
+    w.out
+        .write_all(&[0u8; 1024])
+        .map_err(|e| io_error(e, "write", Path::new("")))?;
+    w.out
+        .flush()
+        .map_err(|e| io_error(e, "write", Path::new("")))?;
     (opts.progress)(w.out.count);
     Ok(w.out.count)
 }
 
 fn io_error(e: std::io::Error, syscall: &'static str, path: &Path) -> Error {
-    Error::sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)), syscall, path)
+    Error::sys(
+        Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        syscall,
+        path,
+    )
 }
 
 /// The last directory opened, reused while entries stay in it (they come sorted).
@@ -106,7 +135,9 @@ struct TarWriter<'a, W: Write> {
 
 impl<W: Write> TarWriter<'_, W> {
     fn whiteout(&mut self, path: &Path) -> Result<()> {
-        let name = path.file_name().ok_or_else(|| Error::internal("whiteout without a name"))?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::internal("whiteout without a name"))?;
         let mut wh = b".wh.".to_vec();
         wh.extend_from_slice(name.as_bytes());
         let full = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -121,7 +152,13 @@ impl<W: Write> TarWriter<'_, W> {
         self.header(h, &full, None, &[], None, path)
     }
 
-    fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr, path: &Path, opts: &WriteOptions<'_>) -> Result<()> {
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &Path,
+        opts: &WriteOptions<'_>,
+    ) -> Result<()> {
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             // Gone since the change list was made: nothing to write.
@@ -138,13 +175,24 @@ impl<W: Write> TarWriter<'_, W> {
         }
         let mut h = Header::new_ustar();
         h.set_mode(st.st_mode & 0o7777);
-        h.set_uid(opts.uids.to_container(st.st_uid).map_err(|e| with_path(e, path))? as u64);
-        h.set_gid(opts.gids.to_container(st.st_gid).map_err(|e| with_path(e, path))? as u64);
+        h.set_uid(
+            opts.uids
+                .to_container(st.st_uid)
+                .map_err(|e| with_path(e, path))? as u64,
+        );
+        h.set_gid(
+            opts.gids
+                .to_container(st.st_gid)
+                .map_err(|e| with_path(e, path))? as u64,
+        );
         h.set_mtime(st.st_mtime.max(0) as u64);
         h.set_size(0);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         if st.st_mtime_nsec != 0 {
-            pax.push(("mtime".into(), format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec).into_bytes()));
+            pax.push((
+                "mtime".into(),
+                format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec).into_bytes(),
+            ));
         }
         for (k, v) in xattrs(dir, name, path)? {
             pax.push((format!("SCHILY.xattr.{k}"), v));
@@ -162,19 +210,36 @@ impl<W: Write> TarWriter<'_, W> {
             libc::S_IFREG => {
                 h.set_entry_type(EntryType::Regular);
                 h.set_size(st.st_size as u64);
-                let fd = openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).at("openat", path)?;
+                let fd = openat(
+                    dir,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .at("openat", path)?;
                 body = Some((fd, st.st_size as u64));
             }
             libc::S_IFDIR => h.set_entry_type(EntryType::Directory),
             libc::S_IFLNK => {
                 h.set_entry_type(EntryType::Symlink);
-                link = Some(nix::fcntl::readlinkat(dir, name).at("readlinkat", path)?.as_bytes().to_vec());
+                link = Some(
+                    nix::fcntl::readlinkat(dir, name)
+                        .at("readlinkat", path)?
+                        .as_bytes()
+                        .to_vec(),
+                );
             }
             libc::S_IFCHR | libc::S_IFBLK => {
-                h.set_entry_type(if kind == libc::S_IFCHR { EntryType::Char } else { EntryType::Block });
+                h.set_entry_type(if kind == libc::S_IFCHR {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                });
                 let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-                h.set_device_major(major).map_err(|e| io_error(e, "tar", path))?;
-                h.set_device_minor(minor).map_err(|e| io_error(e, "tar", path))?;
+                h.set_device_major(major)
+                    .map_err(|e| io_error(e, "tar", path))?;
+                h.set_device_minor(minor)
+                    .map_err(|e| io_error(e, "tar", path))?;
             }
             libc::S_IFIFO => h.set_entry_type(EntryType::Fifo),
             _ => return Ok(()),
@@ -223,15 +288,23 @@ impl<W: Write> TarWriter<'_, W> {
             ph.set_cksum();
             self.out.write_all(ph.as_bytes()).map_err(w)?;
             self.out.write_all(&records).map_err(w)?;
-            self.out.write_all(&[0u8; 512][..pad(records.len() as u64)]).map_err(w)?;
+            self.out
+                .write_all(&[0u8; 512][..pad(records.len() as u64)])
+                .map_err(w)?;
         }
         h.set_cksum();
         self.out.write_all(h.as_bytes()).map_err(w)?;
         if let Some((fd, size)) = body {
             let mut f = std::fs::File::from(fd);
-            let copied = std::io::copy(&mut (&mut f).take(size), &mut self.out).map_err(|e| io_error(e, "read", shown))?;
+            let copied = std::io::copy(&mut (&mut f).take(size), &mut self.out)
+                .map_err(|e| io_error(e, "read", shown))?;
             if copied != size {
-                return Err(Error::invalid(Errno::EIO, "read", shown, "file shrank while it was being written to the diff"));
+                return Err(Error::invalid(
+                    Errno::EIO,
+                    "read",
+                    shown,
+                    "file shrank while it was being written to the diff",
+                ));
             }
             self.out.write_all(&[0u8; 512][..pad(size)]).map_err(w)?;
         }
@@ -258,7 +331,13 @@ fn set_name(h: &mut Header, name: &[u8]) -> std::result::Result<(), ()> {
         return Ok(());
     }
     // Split at a '/' so that prefix <= 155 and name <= 100.
-    let split = name.iter().enumerate().rev().find(|&(i, &c)| c == b'/' && i <= 155 && name.len() - i - 1 <= 100).map(|(i, _)| i).ok_or(())?;
+    let split = name
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|&(i, &c)| c == b'/' && i <= 155 && name.len() - i - 1 <= 100)
+        .map(|(i, _)| i)
+        .ok_or(())?;
     ustar.prefix = [0; 155];
     ustar.prefix[..split].copy_from_slice(&name[..split]);
     ustar.name = [0; 100];
@@ -285,12 +364,24 @@ fn pax_records(pax: &[(String, Vec<u8>)]) -> Vec<u8> {
 /// The xattrs of `name` in `dir`, sorted by name, without following a symlink.
 fn xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     // /proc/self/fd/<dir>/<name> with l*xattr: resolves the directory by fd, never follows the final link.
-    let p = CString::new([format!("/proc/self/fd/{}/", dir.as_raw_fd()).as_bytes(), name.as_bytes()].concat())
-        .map_err(|_| Error::internal("NUL in a file name"))?;
+    let p = CString::new(
+        [
+            format!("/proc/self/fd/{}/", dir.as_raw_fd()).as_bytes(),
+            name.as_bytes(),
+        ]
+        .concat(),
+    )
+    .map_err(|_| Error::internal("NUL in a file name"))?;
     let mut names = vec![0u8; 4096];
     let n = loop {
         // SAFETY: p is NUL-terminated; names is a writable buffer of the given length.
-        let r = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr() as *mut libc::c_char, names.len()) };
+        let r = unsafe {
+            libc::llistxattr(
+                p.as_ptr(),
+                names.as_mut_ptr() as *mut libc::c_char,
+                names.len(),
+            )
+        };
         match Errno::result(r) {
             Ok(n) => break n as usize,
             Err(Errno::ERANGE) => names.resize(names.len() * 4, 0),
@@ -304,7 +395,14 @@ fn xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Vec<(String
         let mut val = vec![0u8; 256];
         let len = loop {
             // SAFETY: p and ck are NUL-terminated; val is a writable buffer of the given length.
-            let r = unsafe { libc::lgetxattr(p.as_ptr(), ck.as_ptr(), val.as_mut_ptr() as *mut libc::c_void, val.len()) };
+            let r = unsafe {
+                libc::lgetxattr(
+                    p.as_ptr(),
+                    ck.as_ptr(),
+                    val.as_mut_ptr() as *mut libc::c_void,
+                    val.len(),
+                )
+            };
             match Errno::result(r) {
                 Ok(n) => break n as usize,
                 Err(Errno::ERANGE) => val.resize(val.len() * 4, 0),
@@ -332,7 +430,10 @@ mod tests {
         assert_eq!(r, b"9 path=a\n");
         let long = vec![b'x'; 95];
         let r = pax_records(&[("path".into(), long)]);
-        let len: usize = std::str::from_utf8(&r[..r.iter().position(|&c| c == b' ').unwrap()]).unwrap().parse().unwrap();
+        let len: usize = std::str::from_utf8(&r[..r.iter().position(|&c| c == b' ').unwrap()])
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(len, r.len());
     }
 

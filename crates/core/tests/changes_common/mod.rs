@@ -6,7 +6,9 @@
 //! pass, unless BTRFS_LAYERS_REQUIRE_BTRFS=1, which makes that a failure.
 #![allow(dead_code)] // each test binary uses its own part
 
-use btrfs_layers_core::changes::{changes_send, changes_walk, changes_walk_single_threaded, Change, ChangeKind};
+use btrfs_layers_core::changes::{
+    changes_send, changes_walk, changes_walk_single_threaded, Change, ChangeKind,
+};
 use btrfs_layers_core::{delete, subvolume};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -25,7 +27,10 @@ pub struct Btrfs {
 fn run(cmd: &str, args: &[&OsStr]) -> Result<(), String> {
     match Command::new(cmd).args(args).output() {
         Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!("{cmd} failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Ok(o) => Err(format!(
+            "{cmd} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
         Err(e) => Err(format!("{cmd}: {e}")),
     }
 }
@@ -33,7 +38,9 @@ fn run(cmd: &str, args: &[&OsStr]) -> Result<(), String> {
 fn skip(test: &str, why: &str) -> Option<Btrfs> {
     let required = std::env::var("BTRFS_LAYERS_REQUIRE_BTRFS").as_deref() == Ok("1");
     let bar = "!".repeat(100);
-    eprintln!("\n{bar}\n!!! btrfs-layers: CANNOT TEST AGAINST A REAL BTRFS ({test})\n!!! Reason: {why}");
+    eprintln!(
+        "\n{bar}\n!!! btrfs-layers: CANNOT TEST AGAINST A REAL BTRFS ({test})\n!!! Reason: {why}"
+    );
     if required {
         eprintln!("!!! BTRFS_LAYERS_REQUIRE_BTRFS=1 is set, so this is a FAILURE.\n{bar}\n");
         panic!("no btrfs to test on: {why}");
@@ -49,9 +56,17 @@ impl Btrfs {
         if unsafe { libc::geteuid() } != 0 {
             return skip(test, "not running as root (loop mounts need root)");
         }
-        let dir = std::env::temp_dir().join(format!("btrfs-layers-changes-{test}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "btrfs-layers-changes-{test}-{}",
+            std::process::id()
+        ));
         let _ = std::fs::create_dir_all(&dir);
-        let mut fs = Btrfs { image: dir.join("image"), mnt: dir.join("mnt"), dir, mounted: false };
+        let mut fs = Btrfs {
+            image: dir.join("image"),
+            mnt: dir.join("mnt"),
+            dir,
+            mounted: false,
+        };
         if let Err(why) = fs.make() {
             return skip(test, &why);
         }
@@ -60,9 +75,22 @@ impl Btrfs {
 
     fn make(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.mnt).map_err(|e| e.to_string())?;
-        File::create(&self.image).and_then(|f| f.set_len(2 << 30)).map_err(|e| e.to_string())?;
-        run("mkfs.btrfs", &["-q".as_ref(), "-f".as_ref(), self.image.as_os_str()])?;
-        run("mount", &["-o".as_ref(), "loop".as_ref(), self.image.as_os_str(), self.mnt.as_os_str()])?;
+        File::create(&self.image)
+            .and_then(|f| f.set_len(2 << 30))
+            .map_err(|e| e.to_string())?;
+        run(
+            "mkfs.btrfs",
+            &["-q".as_ref(), "-f".as_ref(), self.image.as_os_str()],
+        )?;
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                self.image.as_os_str(),
+                self.mnt.as_os_str(),
+            ],
+        )?;
         self.mounted = true;
         Ok(())
     }
@@ -138,11 +166,16 @@ pub fn three_ways(old: &Path, new: &Path) -> [Vec<Change>; 3] {
 }
 
 pub fn ch(path: impl AsRef<[u8]>, kind: ChangeKind) -> Change {
-    Change { path: PathBuf::from(OsStr::from_bytes(path.as_ref())), kind }
+    Change {
+        path: PathBuf::from(OsStr::from_bytes(path.as_ref())),
+        kind,
+    }
 }
 
 pub fn show(list: &[Change]) -> String {
-    list.iter().map(|c| format!("  {:<6} {:?}\n", c.kind.as_str(), c.path)).collect()
+    list.iter()
+        .map(|c| format!("  {:<6} {:?}\n", c.kind.as_str(), c.path))
+        .collect()
 }
 
 // ---- file operations the cases and the property test need ----------------------------------
@@ -166,10 +199,20 @@ pub fn chmod(p: &Path, mode: u32) {
 
 /// Set atime and mtime without following a symlink.
 pub fn set_mtime(p: &Path, sec: i64, nsec: i64) -> std::io::Result<()> {
-    let t = libc::timespec { tv_sec: sec, tv_nsec: nsec };
+    let t = libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    };
     let times = [t, t];
     // SAFETY: the path is NUL-terminated and times points at two timespecs.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, cstr(p).as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            cstr(p).as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if r == 0 {
         Ok(())
     } else {
@@ -188,7 +231,15 @@ pub fn capability_value(permitted: u32) -> [u8; 20] {
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
     let n = CString::new(name).unwrap();
     // SAFETY: path and name are NUL-terminated; value is valid for value.len() bytes.
-    let r = unsafe { libc::lsetxattr(cstr(p).as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            cstr(p).as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if r == 0 {
         Ok(())
     } else {
@@ -211,20 +262,45 @@ pub fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let n = CString::new(name).unwrap();
     let mut buf = [0u8; 256];
     // SAFETY: path and name are NUL-terminated; buf is valid for its length.
-    let r = unsafe { libc::lgetxattr(cstr(p).as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let r = unsafe {
+        libc::lgetxattr(
+            cstr(p).as_ptr(),
+            n.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     (r >= 0).then(|| buf[..r as usize].to_vec())
 }
 
 pub fn mknod_char(p: &Path, major: u32, minor: u32) {
     // SAFETY: the path is NUL-terminated; makedev has no preconditions.
-    let r = unsafe { libc::mknod(cstr(p).as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) };
-    assert_eq!(r, 0, "mknod {}: {}", p.display(), std::io::Error::last_os_error());
+    let r = unsafe {
+        libc::mknod(
+            cstr(p).as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(major, minor),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "mknod {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn mkfifo(p: &Path) {
     // SAFETY: the path is NUL-terminated.
     let r = unsafe { libc::mkfifo(cstr(p).as_ptr(), 0o644) };
-    assert_eq!(r, 0, "mkfifo {}: {}", p.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "mkfifo {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn lchown(p: &Path, uid: u32, gid: u32) {
@@ -235,7 +311,13 @@ pub fn lchown(p: &Path, uid: u32, gid: u32) {
 pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     // SAFETY: both paths are NUL-terminated.
     let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, cstr(a).as_ptr(), libc::AT_FDCWD, cstr(b).as_ptr(), libc::RENAME_EXCHANGE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cstr(a).as_ptr(),
+            libc::AT_FDCWD,
+            cstr(b).as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
     };
     if r == 0 {
         Ok(())

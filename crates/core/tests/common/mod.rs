@@ -29,7 +29,10 @@ pub fn try_run<S: AsRef<OsStr>>(cmd: &str, args: &[S]) -> Result<String, String>
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
         Err(format!(
             "{cmd} {} failed ({}): {}{}",
             shown.join(" "),
@@ -54,11 +57,15 @@ fn probe() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if uid != 0 {
-        return Some(format!("not running as root (euid {uid}); loop devices and mounts need root"));
+        return Some(format!(
+            "not running as root (euid {uid}); loop devices and mounts need root"
+        ));
     }
     for tool in ["mkfs.btrfs", "btrfs", "losetup", "mount", "umount"] {
         if let Err(e) = Command::new(tool).arg("--version").output() {
-            return Some(format!("{tool} is not available ({e}); install btrfs-progs / util-linux"));
+            return Some(format!(
+                "{tool} is not available ({e}); install btrfs-progs / util-linux"
+            ));
         }
     }
     if !Path::new("/dev/loop-control").exists() && !Path::new("/dev/loop0").exists() {
@@ -146,7 +153,10 @@ pub struct Btrfs {
 fn fresh_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     loop {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let p = std::env::temp_dir().join(format!(
             "btrfs-layers-core-test-{}-{}-{nanos:x}",
             std::process::id(),
@@ -166,7 +176,10 @@ fn unescape(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push(((b[i + 1] - b'0') << 6) | ((b[i + 2] - b'0') << 3) | (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -191,7 +204,9 @@ pub fn mounts_of(p: &Path, devices: &[String]) -> Vec<PathBuf> {
             None => continue,
         };
         let source = post.split(' ').nth(1).map(unescape).unwrap_or_default();
-        if (mp.starts_with(p) || devices.iter().any(|d| Path::new(d) == source)) && !out.contains(&mp) {
+        if (mp.starts_with(p) || devices.iter().any(|d| Path::new(d) == source))
+            && !out.contains(&mp)
+        {
             out.push(mp);
         }
     }
@@ -217,11 +232,16 @@ pub fn loop_devices(image: &Path) -> Vec<String> {
 impl Btrfs {
     fn create(opts: &Options) -> Result<Btrfs, String> {
         let dir = fresh_dir();
-        let fs = Btrfs { mnt: dir.join("mnt"), image: dir.join("image"), dir };
+        let fs = Btrfs {
+            mnt: dir.join("mnt"),
+            image: dir.join("image"),
+            dir,
+        };
         // From here on, Drop cleans up whatever was made.
         fs::create_dir(&fs.mnt).map_err(|e| e.to_string())?;
         let f = fs::File::create(&fs.image).map_err(|e| e.to_string())?;
-        f.set_len(opts.size.unwrap_or(GIB)).map_err(|e| e.to_string())?;
+        f.set_len(opts.size.unwrap_or(GIB))
+            .map_err(|e| e.to_string())?;
         drop(f);
         let mut args: Vec<String> = vec!["-q".into(), "-f".into()];
         if let Some(l) = &opts.label {
@@ -231,7 +251,15 @@ impl Btrfs {
         args.extend(opts.mkfs_args.iter().cloned());
         args.push(fs.image.to_string_lossy().into_owned());
         try_run("mkfs.btrfs", &args)?;
-        try_run("mount", &[OsStr::new("-o"), OsStr::new("loop"), fs.image.as_os_str(), fs.mnt.as_os_str()])?;
+        try_run(
+            "mount",
+            &[
+                OsStr::new("-o"),
+                OsStr::new("loop"),
+                fs.image.as_os_str(),
+                fs.mnt.as_os_str(),
+            ],
+        )?;
         let st = nix::sys::statfs::statfs(&fs.mnt).map_err(|e| e.to_string())?;
         if st.filesystem_type().0 as i64 != BTRFS_SUPER_MAGIC {
             return Err(format!("{} is not btrfs after mounting", fs.mnt.display()));
@@ -315,7 +343,10 @@ pub struct BindMount(pub PathBuf);
 
 impl BindMount {
     pub fn new(src: &Path, dst: &Path) -> BindMount {
-        run("mount", &[OsStr::new("--bind"), src.as_os_str(), dst.as_os_str()]);
+        run(
+            "mount",
+            &[OsStr::new("--bind"), src.as_os_str(), dst.as_os_str()],
+        );
         BindMount(dst.to_path_buf())
     }
 }
@@ -346,8 +377,14 @@ impl Sentinel {
         fs::create_dir(&dir).unwrap();
         let mut files = Vec::new();
         for i in 0..20u8 {
-            let rel = if i % 3 == 0 { PathBuf::from(format!("sub/f{i}")) } else { PathBuf::from(format!("f{i}")) };
-            let data: Vec<u8> = (0..(40 + i as usize)).map(|k| (k as u8).wrapping_mul(i).wrapping_add(7)).collect();
+            let rel = if i % 3 == 0 {
+                PathBuf::from(format!("sub/f{i}"))
+            } else {
+                PathBuf::from(format!("f{i}"))
+            };
+            let data: Vec<u8> = (0..(40 + i as usize))
+                .map(|k| (k as u8).wrapping_mul(i).wrapping_add(7))
+                .collect();
             fs::create_dir_all(dir.join(&rel).parent().unwrap()).unwrap();
             fs::write(dir.join(&rel), &data).unwrap();
             files.push((rel, data));
@@ -358,7 +395,8 @@ impl Sentinel {
     /// Every file still there with its content.
     pub fn assert_intact(&self) {
         for (rel, data) in &self.files {
-            let got = fs::read(self.dir.join(rel)).unwrap_or_else(|e| panic!("sentinel {}: {e}", rel.display()));
+            let got = fs::read(self.dir.join(rel))
+                .unwrap_or_else(|e| panic!("sentinel {}: {e}", rel.display()));
             assert_eq!(&got, data, "sentinel file {} changed", rel.display());
         }
     }
@@ -393,7 +431,14 @@ pub fn set_ro(p: &Path, ro: bool) {
 }
 
 pub fn oracle_ro(p: &Path) -> bool {
-    let out = btrfs(&[OsStr::new("property"), OsStr::new("get"), OsStr::new("-t"), OsStr::new("subvol"), p.as_os_str(), OsStr::new("ro")]);
+    let out = btrfs(&[
+        OsStr::new("property"),
+        OsStr::new("get"),
+        OsStr::new("-t"),
+        OsStr::new("subvol"),
+        p.as_os_str(),
+        OsStr::new("ro"),
+    ]);
     match out.trim() {
         "ro=true" => true,
         "ro=false" => false,
@@ -432,7 +477,13 @@ fn parse_list(out: &str) -> Vec<Listed> {
 
 /// `btrfs subvolume list -q -u <mnt>`.
 pub fn oracle_list(mnt: &Path) -> Vec<Listed> {
-    parse_list(&btrfs(&[OsStr::new("subvolume"), OsStr::new("list"), OsStr::new("-q"), OsStr::new("-u"), mnt.as_os_str()]))
+    parse_list(&btrfs(&[
+        OsStr::new("subvolume"),
+        OsStr::new("list"),
+        OsStr::new("-q"),
+        OsStr::new("-u"),
+        mnt.as_os_str(),
+    ]))
 }
 
 /// `btrfs subvolume list -o -q -u <p>`: the subvolumes directly below the one at `p`.
@@ -457,7 +508,10 @@ pub fn oracle_below(mnt: &Path, p: &Path) -> Vec<(PathBuf, u64)> {
             if rel.as_os_str().is_empty() {
                 Some((sp, s.id))
             } else {
-                sp.strip_prefix(rel).ok().filter(|r| !r.as_os_str().is_empty()).map(|r| (r.to_path_buf(), s.id))
+                sp.strip_prefix(rel)
+                    .ok()
+                    .filter(|r| !r.as_os_str().is_empty())
+                    .map(|r| (r.to_path_buf(), s.id))
             }
         })
         .collect();
