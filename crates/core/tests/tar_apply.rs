@@ -36,8 +36,16 @@ fn every_entry_type() -> Vec<u8> {
         .add(Entry::hardlink("etc/passwd.lnk", "./etc/passwd"))
         .add(Entry::symlink("etc/alias", "passwd").mtime(1_500_000_300))
         .add(Entry::hardlink("etc/alias.lnk", "etc/alias"))
-        .add(Entry::file("bin/su", "#!/bin/true\n").mode(0o4755).owned(1000, 1001))
-        .add(Entry::file("bin/sg", "#!/bin/true\n").mode(0o2711).owned(1000, 1001))
+        .add(
+            Entry::file("bin/su", "#!/bin/true\n")
+                .mode(0o4755)
+                .owned(1000, 1001),
+        )
+        .add(
+            Entry::file("bin/sg", "#!/bin/true\n")
+                .mode(0o2711)
+                .owned(1000, 1001),
+        )
         .add(Entry::dir("tmp").mode(0o1777))
         .add(
             Entry::file("bin/ping", "ping\n")
@@ -102,7 +110,10 @@ fn applies_every_entry_type_with_its_metadata() {
     assert_eq!(passwd.content, b"root:x:0:0::/root:/bin/sh\n");
     assert_eq!((passwd.mode, passwd.uid, passwd.gid), (0o644, 0, 0));
     assert_eq!(passwd.mtime, (1_500_000_200, 123_456_789));
-    assert_eq!(passwd.xattrs, vec![(b"user.origin".to_vec(), b"layer".to_vec())]);
+    assert_eq!(
+        passwd.xattrs,
+        vec![(b"user.origin".to_vec(), b"layer".to_vec())]
+    );
     assert_eq!(
         node(&s.path("etc/passwd.lnk")).ino,
         passwd.ino,
@@ -209,7 +220,11 @@ fn maps_ids_to_the_host() {
     )
     .unwrap();
     let layer = Layer::new()
-        .add(Entry::file("home/user/file", "x").owned(1000, 1001).mode(0o4750))
+        .add(
+            Entry::file("home/user/file", "x")
+                .owned(1000, 1001)
+                .mode(0o4750),
+        )
         .add(Entry::symlink("home/user/link", "file").owned(1000, 1000))
         .add(Entry::device(EntryType::Fifo, "fifo", 0, 0).owned(5, 6))
         .finish();
@@ -232,7 +247,9 @@ fn maps_ids_to_the_host() {
         "missing parents belong to container root"
     );
 
-    let outside = Layer::new().add(Entry::file("far", "x").owned(70_000, 0)).finish();
+    let outside = Layer::new()
+        .add(Entry::file("far", "x").owned(70_000, 0))
+        .finish();
     let err = s
         .apply_with(&outside[..], &map, &map, &AtomicBool::new(false), &|_| {})
         .unwrap_err();
@@ -245,7 +262,15 @@ fn lower(s: &Scratch) {
     for d in ["a/sub", "b/deep/er", "d/sub"] {
         fs::create_dir_all(s.path(d)).unwrap();
     }
-    for f in ["a/keep", "a/gone", "a/sub/x", "b/deep/er/f", "c", "d/old", "d/sub/old"] {
+    for f in [
+        "a/keep",
+        "a/gone",
+        "a/sub/x",
+        "b/deep/er/f",
+        "c",
+        "d/old",
+        "d/sub/old",
+    ] {
         fs::write(s.path(f), f).unwrap();
     }
 }
@@ -299,9 +324,15 @@ fn opaque_whiteouts_keep_this_layers_entries_in_either_order() {
         lower(&s);
         s.apply(&layer.finish()).unwrap();
         let tree: Vec<_> = snapshot(&s.path("d")).into_keys().collect();
-        let want: Vec<&Path> = ["", "new", "sub", "sub/new"].iter().map(Path::new).collect();
+        let want: Vec<&Path> = ["", "new", "sub", "sub/new"]
+            .iter()
+            .map(Path::new)
+            .collect();
         assert_eq!(tree, want, "order {i}");
-        assert!(s.path("a/gone").exists(), "order {i}: other directories untouched");
+        assert!(
+            s.path("a/gone").exists(),
+            "order {i}: other directories untouched"
+        );
     }
 }
 
@@ -314,13 +345,25 @@ fn whiteouts_never_hide_this_layers_entries_in_either_order() {
         let dir_entry = Entry::file("b/deep/new", "new");
         let dir_whiteout = Entry::file(".wh.b", "");
         let layer = if first {
-            Layer::new().add(entry).add(whiteout).add(dir_entry).add(dir_whiteout)
+            Layer::new()
+                .add(entry)
+                .add(whiteout)
+                .add(dir_entry)
+                .add(dir_whiteout)
         } else {
-            Layer::new().add(whiteout).add(entry).add(dir_whiteout).add(dir_entry)
+            Layer::new()
+                .add(whiteout)
+                .add(entry)
+                .add(dir_whiteout)
+                .add(dir_entry)
         };
         s.apply(&layer.finish()).unwrap();
         assert_eq!(fs::read(s.path("c")).unwrap(), b"new c", "first={first}");
-        assert_eq!(fs::read(s.path("b/deep/new")).unwrap(), b"new", "first={first}");
+        assert_eq!(
+            fs::read(s.path("b/deep/new")).unwrap(),
+            b"new",
+            "first={first}"
+        );
         assert!(
             !s.path("b/deep/er").exists(),
             "first={first}: lower entries under a kept dir go"
@@ -423,7 +466,11 @@ fn sparse_files_keep_their_holes() {
     assert_eq!(s.apply(&layer).unwrap(), 48 << 20);
     let m = fs::metadata(s.path("sparse")).unwrap();
     assert_eq!(m.len(), 48 << 20);
-    assert!(m.blocks() * 512 < 1 << 20, "holes stayed holes: {} blocks", m.blocks());
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "holes stayed holes: {} blocks",
+        m.blocks()
+    );
     let data = fs::read(s.path("sparse")).unwrap();
     assert_eq!(&data[..4], b"head");
     assert_eq!(&data[32 << 20..(32 << 20) + 6], b"middle");
@@ -433,14 +480,20 @@ fn sparse_files_keep_their_holes() {
 #[test]
 fn reports_progress_about_every_mebibyte_and_at_the_end() {
     let s = Scratch::new();
-    let layer = Layer::new().add(Entry::file("big", vec![7u8; 10 << 20])).finish();
+    let layer = Layer::new()
+        .add(Entry::file("big", vec![7u8; 10 << 20]))
+        .finish();
     let calls = Mutex::new(Vec::new());
     let ids = IdMapping::default();
     let progress = |n: u64| calls.lock().unwrap().push(n);
     s.apply_with(&layer[..], &ids, &ids, &AtomicBool::new(false), &progress)
         .unwrap();
     let calls = calls.into_inner().unwrap();
-    assert!(calls.len() >= 10 && calls.len() <= 12, "{} calls", calls.len());
+    assert!(
+        calls.len() >= 10 && calls.len() <= 12,
+        "{} calls",
+        calls.len()
+    );
     assert!(calls.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(*calls.last().unwrap(), layer.len() as u64);
 }
@@ -495,7 +548,13 @@ fn abort_set_before_the_start_changes_nothing() {
     let s = Scratch::new();
     let ids = IdMapping::default();
     let err = s
-        .apply_with(&every_entry_type()[..], &ids, &ids, &AtomicBool::new(true), &|_| {})
+        .apply_with(
+            &every_entry_type()[..],
+            &ids,
+            &ids,
+            &AtomicBool::new(true),
+            &|_| {},
+        )
         .unwrap_err();
     assert_eq!(err.code, Code::Aborted);
     assert_eq!(fs::read_dir(&s.root).unwrap().count(), 0);
@@ -531,7 +590,10 @@ fn never_crosses_into_a_mount_inside_the_layer() {
     ] {
         let err = s.apply(&layer.finish()).unwrap_err();
         assert!(err.is(Errno::EXDEV) || err.is(Errno::EBUSY), "{err}");
-        assert_eq!(fs::read(mnt.join("kept")).unwrap(), b"on another filesystem");
+        assert_eq!(
+            fs::read(mnt.join("kept")).unwrap(),
+            b"on another filesystem"
+        );
         assert!(!mnt.join("x").exists());
     }
 }
@@ -565,13 +627,25 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     // SAFETY: c and n are NUL-terminated; value has value.len() readable bytes.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     assert_eq!(r, 0);
 }
 
 #[test]
 fn gnu_tar_archives_apply_like_the_tree_they_came_from() {
-    if std::process::Command::new("tar").arg("--version").output().is_err() {
+    if std::process::Command::new("tar")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipped: GNU tar is not installed");
         return;
     }

@@ -102,9 +102,15 @@ fn cases() -> Vec<Case> {
             },
             expect: Expect::Applied,
             check: |s, a| {
-                assert_eq!(fs::read(s.root.join(format!(".{}/file", a.abs))).unwrap(), b"inside");
+                assert_eq!(
+                    fs::read(s.root.join(format!(".{}/file", a.abs))).unwrap(),
+                    b"inside"
+                );
                 assert!(!Path::new(&escape_marker()).exists());
-                assert!(s.root.join(escape_marker().trim_start_matches('/')).exists());
+                assert!(s
+                    .root
+                    .join(escape_marker().trim_start_matches('/'))
+                    .exists());
             },
             setup: nothing,
         },
@@ -121,7 +127,12 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "symlink to the sentinel (relative), file through it",
-            |a| Layer::new().symlink("s", &a.rel).file("s/file", "evil").finish(),
+            |a| {
+                Layer::new()
+                    .symlink("s", &a.rel)
+                    .file("s/file", "evil")
+                    .finish()
+            },
             Expect::Fails(&[Code::Errno(Errno::EEXIST)]),
         ),
         case(
@@ -176,7 +187,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "file replaces a lower symlink to the sentinel file",
-            setup: |s, a| std::os::unix::fs::symlink(format!("{}/file", a.abs), s.path("x")).unwrap(),
+            setup: |s, a| {
+                std::os::unix::fs::symlink(format!("{}/file", a.abs), s.path("x")).unwrap()
+            },
             layer: |_| {
                 Layer::new()
                     .file("x", "replaced")
@@ -184,21 +197,39 @@ fn cases() -> Vec<Case> {
                     .finish()
             },
             expect: Expect::Applied,
-            check: |s, _| assert!(fs::symlink_metadata(s.path("x")).unwrap().file_type().is_fifo()),
+            check: |s, _| {
+                assert!(fs::symlink_metadata(s.path("x"))
+                    .unwrap()
+                    .file_type()
+                    .is_fifo())
+            },
         },
         case(
             "hardlink to ../sentinel/file",
-            |a| Layer::new().hardlink("h", &format!("{}/file", a.rel)).finish(),
+            |a| {
+                Layer::new()
+                    .hardlink("h", &format!("{}/file", a.rel))
+                    .finish()
+            },
             BAD,
         ),
         case(
             "hardlink to the sentinel's absolute path",
-            |a| Layer::new().hardlink("h", &format!("{}/file", a.abs)).finish(),
+            |a| {
+                Layer::new()
+                    .hardlink("h", &format!("{}/file", a.abs))
+                    .finish()
+            },
             BAD,
         ),
         case(
             "hardlink through a symlinked dir outside",
-            |a| Layer::new().symlink("s", &a.abs).hardlink("h", "s/file").finish(),
+            |a| {
+                Layer::new()
+                    .symlink("s", &a.abs)
+                    .hardlink("h", "s/file")
+                    .finish()
+            },
             BAD,
         ),
         Case {
@@ -246,7 +277,11 @@ fn cases() -> Vec<Case> {
             |_| Layer::new().hardlink("h", "nowhere").finish(),
             BAD,
         ),
-        case("root entry is a file", |_| Layer::new().file("./", "x").finish(), BAD),
+        case(
+            "root entry is a file",
+            |_| Layer::new().file("./", "x").finish(),
+            BAD,
+        ),
         case(
             "root entry is a symlink",
             |a| Layer::new().symlink(".", &a.abs).finish(),
@@ -257,8 +292,16 @@ fn cases() -> Vec<Case> {
             |_| Layer::new().file("f", "x").hardlink("/", "f").finish(),
             BAD,
         ),
-        case("whiteout of nothing", |_| Layer::new().file(".wh.", "").finish(), BAD),
-        case("whiteout of dot", |_| Layer::new().file("a/.wh..", "").finish(), BAD),
+        case(
+            "whiteout of nothing",
+            |_| Layer::new().file(".wh.", "").finish(),
+            BAD,
+        ),
+        case(
+            "whiteout of dot",
+            |_| Layer::new().file("a/.wh..", "").finish(),
+            BAD,
+        ),
         case(
             "whiteout of dotdot",
             |_| Layer::new().file("a/b/.wh...", "").finish(),
@@ -278,7 +321,12 @@ fn cases() -> Vec<Case> {
                 fs::create_dir_all(&inside).unwrap();
                 fs::write(inside.join("file"), "lower copy inside the root").unwrap();
             },
-            layer: |a| Layer::new().symlink("link", &a.abs).file("link/.wh.file", "").finish(),
+            layer: |a| {
+                Layer::new()
+                    .symlink("link", &a.abs)
+                    .file("link/.wh.file", "")
+                    .finish()
+            },
             expect: Expect::Applied,
             check: |s, a| assert!(!s.root.join(format!(".{}/file", a.abs)).exists()),
         },
@@ -292,11 +340,19 @@ fn cases() -> Vec<Case> {
         Case {
             name: "opaque whiteout through a symlink to /",
             setup: |s, _| fs::write(s.path("lower"), "lower").unwrap(),
-            layer: |_| Layer::new().symlink("top", "/").file("top/.wh..wh..opq", "").finish(),
+            layer: |_| {
+                Layer::new()
+                    .symlink("top", "/")
+                    .file("top/.wh..wh..opq", "")
+                    .finish()
+            },
             expect: Expect::Applied,
             check: |s, _| {
                 assert!(!s.path("lower").exists());
-                assert!(fs::symlink_metadata(s.path("top")).unwrap().file_type().is_symlink());
+                assert!(fs::symlink_metadata(s.path("top"))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink());
             },
         },
         case(
@@ -374,7 +430,10 @@ fn cases() -> Vec<Case> {
                             .with_pax("SCHILY.xattr.user.evil", "1")
                             .with_pax("SCHILY.xattr.security.btrfs-layers-test", "2"),
                     )
-                    .add(Entry::symlink("r", format!("{}/file", a.rel)).with_pax("SCHILY.xattr.user.evil", "1"))
+                    .add(
+                        Entry::symlink("r", format!("{}/file", a.rel))
+                            .with_pax("SCHILY.xattr.user.evil", "1"),
+                    )
                     .finish()
             },
             expect: Expect::Applied,
@@ -517,7 +576,12 @@ fn check_case(c: &Case) {
         (Expect::Fails(codes), Err(e)) if codes.contains(&e.code) => {}
         _ => panic!("{}: expected {:?}, got {result:?}", c.name, c.expect),
     }
-    assert_eq!(s.outside(), before, "{}: something outside the root changed", c.name);
+    assert_eq!(
+        s.outside(),
+        before,
+        "{}: something outside the root changed",
+        c.name
+    );
 }
 
 #[test]
@@ -554,7 +618,11 @@ impl GzipBomb {
         head.extend(compress(&Entry::file("zeros", "").header(200_000_000)));
         let zeros = vec![0u8; 1 << 20];
         let block = compress(&zeros);
-        assert_eq!(compress(&zeros), block, "full flush makes every block the same");
+        assert_eq!(
+            compress(&zeros),
+            block,
+            "full flush makes every block the same"
+        );
         GzipBomb {
             head,
             block,
@@ -591,7 +659,11 @@ fn gzip_bomb_trips_the_ratio_guard_early() {
     let err: Error = s.apply_from(&mut bomb).unwrap_err();
     assert_eq!(err.code, Code::BadLayer, "{err}");
     assert!(err.message.contains("bomb"), "{err}");
-    assert!(bomb.served < 1 << 20, "stopped after {} compressed bytes", bomb.served);
+    assert!(
+        bomb.served < 1 << 20,
+        "stopped after {} compressed bytes",
+        bomb.served
+    );
     assert!(start.elapsed().as_secs() < 30);
     assert_eq!(s.outside(), before);
 }

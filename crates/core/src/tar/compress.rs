@@ -38,7 +38,9 @@ pub trait FinishWrite: Write {
 }
 
 /// Sniff the first bytes (gzip 1f 8b, zstd 28 b5 2f fd, else plain tar) and return a decompressing reader.
-pub fn decompressing_reader<'a, R: BufRead + 'a>(mut input: R) -> Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompressing_reader<'a, R: BufRead + 'a>(
+    mut input: R,
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
     let mut head = [0u8; 4];
     let len = read_head(&mut input, &mut head)?;
     let compression = Compression::sniff(&head[..len]);
@@ -52,10 +54,16 @@ pub fn decompressing_reader<'a, R: BufRead + 'a>(mut input: R) -> Result<(Compre
 }
 
 /// Wrap a writer in a compressor (gzip via flate2, zstd via the zstd crate); `finish` flushes the trailer.
-pub fn compressing_writer<'a, W: Write + 'a>(out: W, c: Compression) -> Result<Box<dyn FinishWrite + 'a>> {
+pub fn compressing_writer<'a, W: Write + 'a>(
+    out: W,
+    c: Compression,
+) -> Result<Box<dyn FinishWrite + 'a>> {
     Ok(match c {
         Compression::None => Box::new(Plain(out)),
-        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(out, flate2::Compression::default())),
+        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
+            out,
+            flate2::Compression::default(),
+        )),
         Compression::Zstd => Box::new(
             zstd::stream::write::Encoder::new(out, zstd::DEFAULT_COMPRESSION_LEVEL)
                 .map_err(|e| stream_error(e, "ZSTD_createCCtx"))?,
@@ -78,8 +86,8 @@ fn read_head(input: &mut impl Read, head: &mut [u8]) -> Result<usize> {
 }
 
 fn zstd_reader<'a, R: BufRead + 'a>(input: R) -> Result<zstd::stream::read::Decoder<'static, R>> {
-    let mut decoder =
-        zstd::stream::read::Decoder::with_buffer(input).map_err(|e| stream_error(e, "ZSTD_createDCtx"))?;
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(input)
+        .map_err(|e| stream_error(e, "ZSTD_createDCtx"))?;
     decoder
         .window_log_max(ZSTD_WINDOW_LOG_MAX)
         .map_err(|e| stream_error(e, "ZSTD_DCtx_setParameter"))?;
@@ -166,7 +174,9 @@ mod tests {
     use super::*;
 
     fn round_trip(c: Compression) {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut out = Vec::new();
         let mut w = compressing_writer(&mut out, c).unwrap();
         w.write_all(&data).unwrap();

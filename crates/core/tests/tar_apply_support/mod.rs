@@ -47,7 +47,11 @@ impl Scratch {
         for p in ["file", "dir/inner", "dir", "link", ""] {
             set_mtime(&sentinel.join(p), SENTINEL_MTIME);
         }
-        Scratch { dir, root, sentinel }
+        Scratch {
+            dir,
+            root,
+            sentinel,
+        }
     }
 
     /// Everything in the scratch directory except the layer root.
@@ -106,7 +110,14 @@ pub fn set_mtime(path: &Path, secs: i64) {
         tv_nsec: 0,
     };
     // SAFETY: c is NUL-terminated and the two timespecs live across the call.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [t, t].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(r, 0, "utimensat {}", path.display());
 }
 
@@ -140,7 +151,10 @@ fn walk(base: &Path, rel: &Path, tree: &mut Tree) {
     let is_dir = node.kind == libc::S_IFDIR;
     tree.insert(rel.to_path_buf(), node);
     if is_dir {
-        let mut names: Vec<_> = fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
         for name in names {
             walk(base, &rel.join(name), tree);
@@ -196,7 +210,14 @@ pub fn xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
     let name = CString::new(name).unwrap();
     let mut value = vec![0u8; 64 << 10];
     // SAFETY: c and name are NUL-terminated; value has value.len() writable bytes.
-    let n = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
     (n >= 0).then(|| value[..n as usize].to_vec())
 }
 
@@ -219,7 +240,11 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(kind: EntryType, path: impl AsRef<[u8]>) -> Entry {
-        let mode = if kind == EntryType::Directory { 0o755 } else { 0o644 };
+        let mode = if kind == EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        };
         Entry {
             path: path.as_ref().to_vec(),
             kind,

@@ -1,7 +1,7 @@
 //! Making each kind of entry at its name in an already resolved parent directory. Whatever
 //! sits at the name is replaced (a directory merged with a directory), never followed.
 
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::open::open_beneath;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -32,10 +32,9 @@ impl Applier<'_, '_> {
         meta: &Meta,
     ) -> Result<u64> {
         let (shown, name) = (shown(path), split(path).1);
-        self.make_room(dir, path, false)?;
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(dir, name, flags, Mode::from_bits_truncate(PRIVATE)).at("openat", shown)?;
-        let mut file = File::from(fd);
+        let create = || openat(dir, name, flags, Mode::from_bits_truncate(PRIVATE));
+        let mut file = File::from(self.replacing(dir, path, "openat", create)?);
         let size = body::write_body(entry, &mut file, sparse, self.meter, &mut self.buf, shown)?;
         meta.apply_to_fd(file.as_fd(), shown)?;
         meta.times.set_on_fd(file.as_fd(), shown)?;
@@ -45,8 +44,16 @@ impl Applier<'_, '_> {
     /// A directory, merged into one already there; its times wait for the end.
     pub(super) fn make_dir(&mut self, dir: BorrowedFd<'_>, path: &[u8], meta: &Meta) -> Result<()> {
         let (shown, name) = (shown(path), split(path).1);
-        if !self.make_room(dir, path, true)? {
-            mkdirat(dir, name, Mode::from_bits_truncate(PRIVATE_DIR)).at("mkdirat", shown)?;
+        let create = || mkdirat(dir, name, Mode::from_bits_truncate(PRIVATE_DIR));
+        match create() {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                let merged = self.make_room(dir, path, true)?;
+                if !merged {
+                    create().at("mkdirat", shown)?;
+                }
+            }
+            Err(e) => return Err(Error::sys(e, "mkdirat", shown)),
         }
         // No symlink, no mount crossing: a mount point at the name is EXDEV, not entered.
         let fd = open_beneath(dir, super::name::shown(name), shown)?;
@@ -57,8 +64,7 @@ impl Applier<'_, '_> {
 
     pub(super) fn make_symlink(&mut self, dir: BorrowedFd<'_>, path: &[u8], target: &CStr, meta: &Meta) -> Result<()> {
         let (shown, name) = (shown(path), split(path).1);
-        self.make_room(dir, path, false)?;
-        symlinkat(target, dir, name).at("symlinkat", shown)?;
+        self.replacing(dir, path, "symlinkat", || symlinkat(target, dir, name))?;
         meta.apply_to_node(dir, name, true, shown)?;
         meta.times.set_on_node(dir, name, shown)
     }
@@ -73,8 +79,8 @@ impl Applier<'_, '_> {
         meta: &Meta,
     ) -> Result<()> {
         let (shown, name) = (shown(path), split(path).1);
-        self.make_room(dir, path, false)?;
-        mknodat(dir, name, kind, Mode::from_bits_truncate(PRIVATE), dev).at("mknodat", shown)?;
+        let create = || mknodat(dir, name, kind, Mode::from_bits_truncate(PRIVATE), dev);
+        self.replacing(dir, path, "mknodat", create)?;
         meta.apply_to_node(dir, name, false, shown)?;
         meta.times.set_on_node(dir, name, shown)
     }
@@ -108,9 +114,27 @@ impl Applier<'_, '_> {
         }
         let (dir_path, name) = split(path);
         let dir = self.parents.open(dir_path, true)?;
-        self.make_room(dir.fd.as_fd(), path, false)?;
-        linkat(from.fd.as_fd(), target_name, dir.fd.as_fd(), name, AtFlags::empty()).at("linkat", shown)?;
+        let create = || linkat(from.fd.as_fd(), target_name, dir.fd.as_fd(), name, AtFlags::empty());
+        self.replacing(dir.fd.as_fd(), path, "linkat", create)?;
         self.made.record(&dir, name, shown)
+    }
+
+    /// Run `create`; when something is in the way (EEXIST), clear the name and run it once
+    /// more. Trying first saves a stat per entry in the common case of a free name.
+    fn replacing<T>(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        path: &[u8],
+        syscall: &'static str,
+        create: impl Fn() -> nix::Result<T>,
+    ) -> Result<T> {
+        match create() {
+            Err(Errno::EEXIST) => {
+                self.make_room(dir, path, false)?;
+                create().at(syscall, shown(path))
+            }
+            r => r.at(syscall, shown(path)),
+        }
     }
 
     /// Clear the name of `path` in `dir` for a new entry: an existing directory stays when
