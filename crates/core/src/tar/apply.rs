@@ -94,7 +94,10 @@ impl<'o, 'm> Applier<'o, 'm> {
         // A fresh fd of our own: fchown and friends need one that is not O_PATH.
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let root = openat(root, ".", flags, Mode::empty()).at("openat", Path::new("."))?;
-        let owner = opts.uids.to_host(0).and_then(|u| Ok((u, opts.gids.to_host(0)?)));
+        let owner = opts
+            .uids
+            .to_host(0)
+            .and_then(|u| Ok((u, opts.gids.to_host(0)?)));
         let parents = Parents::new(root, owner)?;
         Ok(Applier {
             opts,
@@ -110,10 +113,14 @@ impl<'o, 'm> Applier<'o, 'm> {
     /// Apply entries in stream order; true when the stream ended with an end-of-archive
     /// marker rather than just running out.
     fn apply_entries<R: Read>(&mut self, archive: &mut ::tar::Archive<R>) -> Result<bool> {
-        let mut entries = archive.entries().map_err(|e| stream_error(e, Path::new("")))?;
+        let mut entries = archive
+            .entries()
+            .map_err(|e| stream_error(e, Path::new("")))?;
         let mut last = Vec::new();
         loop {
-            self.meter.check_abort().map_err(|e| stream_error(e, shown(&last)))?;
+            self.meter
+                .check_abort()
+                .map_err(|e| stream_error(e, shown(&last)))?;
             let before = self.meter.tar_bytes();
             self.meter.limit_headers(true);
             let next = entries.next();
@@ -150,7 +157,9 @@ impl<'o, 'm> Applier<'o, 'm> {
         let dir = self.parents.open(dir_path, true)?;
         let fd = dir.fd.as_fd();
         match kind {
-            Kind::File { sparse } => self.applied += self.make_file(fd, path, entry, sparse, &meta)?,
+            Kind::File { sparse } => {
+                self.applied += self.make_file(fd, path, entry, sparse, &meta)?
+            }
             Kind::Dir => self.make_dir(fd, path, &meta)?,
             Kind::Symlink(target) => self.make_symlink(fd, path, &target, &meta)?,
             Kind::Node(kind, dev) => self.make_node(fd, path, kind, dev, &meta)?,
@@ -162,7 +171,10 @@ impl<'o, 'm> Applier<'o, 'm> {
     /// The root entry (`.`, `./`, `/`) must be a directory; only its metadata applies.
     fn apply_root<R: Read>(&mut self, entry: &mut ::tar::Entry<'_, R>, kind: Kind) -> Result<()> {
         if !matches!(kind, Kind::Dir) {
-            return Err(bad_layer(Path::new("."), "the root entry is not a directory"));
+            return Err(bad_layer(
+                Path::new("."),
+                "the root entry is not a directory",
+            ));
         }
         let meta = Meta::read(entry, self.opts.uids, self.opts.gids, Path::new("."))?;
         meta.apply_to_fd(self.parents.root(), Path::new("."))?;

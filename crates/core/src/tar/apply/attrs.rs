@@ -6,7 +6,9 @@ use crate::error::{Context, Error, Result};
 use crate::idmap::IdMapping;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag, AT_FDCWD};
-use nix::sys::stat::{fchmod, fchmodat, fstat, futimens, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstat, futimens, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, Gid, Uid};
 use std::ffi::CString;
@@ -50,8 +52,9 @@ impl Meta {
         shown: &Path,
     ) -> Result<Meta> {
         let h = entry.header();
-        let field =
-            |r: std::io::Result<u64>, what: &str| r.map_err(|e| bad_layer(shown, format!("bad {what} field: {e}")));
+        let field = |r: std::io::Result<u64>, what: &str| {
+            r.map_err(|e| bad_layer(shown, format!("bad {what} field: {e}")))
+        };
         let uid = host_id(field(h.uid(), "uid")?, uids, shown)?;
         let gid = host_id(field(h.gid(), "gid")?, gids, shown)?;
         let mode = field(h.mode().map(u64::from), "mode")? as u32 & MODE_BITS;
@@ -90,7 +93,12 @@ impl Meta {
 
     /// Owner, mode and xattrs of an open regular file or directory.
     pub fn apply_to_fd(&self, fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
-        fchown(fd, Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid))).at("fchown", shown)?;
+        fchown(
+            fd,
+            Some(Uid::from_raw(self.uid)),
+            Some(Gid::from_raw(self.gid)),
+        )
+        .at("fchown", shown)?;
         fchmod(fd, Mode::from_bits_truncate(self.mode)).at("fchmod", shown)?;
         for x in &self.xattrs {
             x.set_on_fd(fd, shown)?;
@@ -101,13 +109,23 @@ impl Meta {
     /// Owner, mode and xattrs of the symlink, device or fifo `name` in `dir`, never following
     /// it. The kernel allows user.* xattrs on regular files and directories only, so they are
     /// left out here.
-    pub fn apply_to_node(&self, dir: BorrowedFd<'_>, name: &[u8], symlink: bool, shown: &Path) -> Result<()> {
+    pub fn apply_to_node(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        symlink: bool,
+        shown: &Path,
+    ) -> Result<()> {
         let (uid, gid) = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
         fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW).at("fchownat", shown)?;
         if !symlink {
             chmod_node(dir, name, self.mode, shown)?;
         }
-        for x in self.xattrs.iter().filter(|x| !x.name.as_bytes().starts_with(b"user.")) {
+        for x in self
+            .xattrs
+            .iter()
+            .filter(|x| !x.name.as_bytes().starts_with(b"user."))
+        {
             x.set_on_node(dir, name, shown)?;
         }
         Ok(())
@@ -121,7 +139,14 @@ impl Times {
 
     /// Times of `name` in `dir` itself, not of what it may point to.
     pub fn set_on_node(&self, dir: BorrowedFd<'_>, name: &[u8], shown: &Path) -> Result<()> {
-        utimensat(dir, name, &self.atime, &self.mtime, UtimensatFlags::NoFollowSymlink).at("utimensat", shown)
+        utimensat(
+            dir,
+            name,
+            &self.atime,
+            &self.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .at("utimensat", shown)
     }
 }
 
@@ -134,9 +159,13 @@ impl Xattr {
             || name == b"system.posix_acl_default";
         if !allowed {
             let name = String::from_utf8_lossy(name);
-            return Err(bad_layer(shown, format!("xattr {name} is not allowed in a layer")));
+            return Err(bad_layer(
+                shown,
+                format!("xattr {name} is not allowed in a layer"),
+            ));
         }
-        let name = CString::new(name).map_err(|_| bad_layer(shown, "xattr name holds a NUL byte"))?;
+        let name =
+            CString::new(name).map_err(|_| bad_layer(shown, "xattr name holds a NUL byte"))?;
         Ok(Xattr {
             name,
             value: value.to_vec(),
@@ -222,7 +251,12 @@ fn host_id(id: u64, map: &IdMapping, shown: &Path) -> Result<u32> {
 
 /// A PAX time: `[-]seconds[.fraction]`, nanoseconds kept.
 fn pax_time(value: &[u8], shown: &Path) -> Result<TimeSpec> {
-    let bad = || bad_layer(shown, format!("bad PAX time {:?}", String::from_utf8_lossy(value)));
+    let bad = || {
+        bad_layer(
+            shown,
+            format!("bad PAX time {:?}", String::from_utf8_lossy(value)),
+        )
+    };
     let (negative, digits) = match value.strip_prefix(b"-") {
         Some(rest) => (true, rest),
         None => (false, value),

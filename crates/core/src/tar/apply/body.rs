@@ -32,7 +32,8 @@ pub(super) fn write_body<R: Read>(
             let skip = i64::try_from(n).map_err(|_| Error::internal("chunk larger than i64"))?;
             lseek(&*file, skip, Whence::SeekCur).at("lseek", shown)?;
         } else {
-            file.write_all(&buf[..n]).map_err(|e| write_error(e, shown))?;
+            file.write_all(&buf[..n])
+                .map_err(|e| write_error(e, shown))?;
         }
         done += n as u64;
     }

@@ -32,7 +32,8 @@ impl Applier<'_, '_> {
         meta: &Meta,
     ) -> Result<u64> {
         let (shown, name) = (shown(path), split(path).1);
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let create = || openat(dir, name, flags, Mode::from_bits_truncate(PRIVATE));
         let mut file = File::from(self.replacing(dir, path, "openat", create)?);
         let size = body::write_body(entry, &mut file, sparse, self.meter, &mut self.buf, shown)?;
@@ -62,7 +63,13 @@ impl Applier<'_, '_> {
         Ok(())
     }
 
-    pub(super) fn make_symlink(&mut self, dir: BorrowedFd<'_>, path: &[u8], target: &CStr, meta: &Meta) -> Result<()> {
+    pub(super) fn make_symlink(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        path: &[u8],
+        target: &CStr,
+        meta: &Meta,
+    ) -> Result<()> {
         let (shown, name) = (shown(path), split(path).1);
         self.replacing(dir, path, "symlinkat", || symlinkat(target, dir, name))?;
         meta.apply_to_node(dir, name, true, shown)?;
@@ -114,7 +121,15 @@ impl Applier<'_, '_> {
         }
         let (dir_path, name) = split(path);
         let dir = self.parents.open(dir_path, true)?;
-        let create = || linkat(from.fd.as_fd(), target_name, dir.fd.as_fd(), name, AtFlags::empty());
+        let create = || {
+            linkat(
+                from.fd.as_fd(),
+                target_name,
+                dir.fd.as_fd(),
+                name,
+                AtFlags::empty(),
+            )
+        };
         self.replacing(dir.fd.as_fd(), path, "linkat", create)?;
         self.made.record(&dir, name, shown)
     }

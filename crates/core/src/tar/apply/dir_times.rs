@@ -38,7 +38,10 @@ impl DirTimes {
                 .and_then(|dir| open_beneath(dir.fd.as_fd(), shown(name), shown(&path)));
             match opened {
                 Ok(fd) => times.set_on_fd(fd.as_fd(), shown(&path))?,
-                Err(e) if [Errno::ENOENT, Errno::ENOTDIR, Errno::ELOOP].iter().any(|&n| e.is(n)) => {}
+                Err(e)
+                    if [Errno::ENOENT, Errno::ENOTDIR, Errno::ELOOP]
+                        .iter()
+                        .any(|&n| e.is(n)) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -64,13 +64,15 @@ fn symlink_target<R: Read>(entry: &::tar::Entry<'_, R>, shown: &Path) -> Result<
     if target.is_empty() {
         return Err(bad_layer(shown, "symlink without a target"));
     }
-    CString::new(target.into_owned()).map_err(|_| bad_layer(shown, "symlink target holds a NUL byte"))
+    CString::new(target.into_owned())
+        .map_err(|_| bad_layer(shown, "symlink target holds a NUL byte"))
 }
 
 /// Hardlink targets name an entry of the layer; `..` in them is ERR_BAD_LAYER.
 fn hardlink_target<R: Read>(entry: &::tar::Entry<'_, R>, shown: &Path) -> Result<Vec<u8>> {
     let target = entry.link_name_bytes().unwrap_or_default();
-    let target = normalize(&target).map_err(|e| bad_layer(shown, format!("hardlink target: {}", e.message)))?;
+    let target = normalize(&target)
+        .map_err(|e| bad_layer(shown, format!("hardlink target: {}", e.message)))?;
     if target.is_empty() {
         return Err(bad_layer(shown, "hardlink to the layer root, a directory"));
     }
@@ -84,7 +86,10 @@ fn device(h: &::tar::Header, shown: &Path) -> Result<libc::dev_t> {
     };
     let (major, minor) = (field(h.device_major())?, field(h.device_minor())?);
     if major > MAJOR_MAX || minor > MINOR_MAX {
-        return Err(bad_layer(shown, format!("device number {major}:{minor} out of range")));
+        return Err(bad_layer(
+            shown,
+            format!("device number {major}:{minor} out of range"),
+        ));
     }
     Ok(makedev(major.into(), minor.into()))
 }

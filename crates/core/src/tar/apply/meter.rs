@@ -143,7 +143,9 @@ pub(super) struct Compressed<'m, 'o, R> {
 
 impl<R> Compressed<'_, '_, R> {
     fn count(&self, n: usize) {
-        self.meter.compressed.set(self.meter.compressed.get() + n as u64);
+        self.meter
+            .compressed
+            .set(self.meter.compressed.get() + n as u64);
     }
 }
 
@@ -185,7 +187,10 @@ impl<R: Read> Read for Expanded<'_, '_, R> {
 /// abort, the kernel's errno stays itself, anything else means the stream is malformed.
 pub(super) fn stream_error(e: io::Error, shown: &Path) -> Error {
     let path = (!shown.as_os_str().is_empty()).then(|| shown.to_path_buf());
-    if let Some(t) = e.get_ref().and_then(|inner| inner.downcast_ref::<Tripped>()) {
+    if let Some(t) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Tripped>())
+    {
         let code = match t {
             Tripped::Aborted => Code::Aborted,
             _ => Code::BadLayer,

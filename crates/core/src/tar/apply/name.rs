@@ -40,7 +40,9 @@ pub(super) fn normalize(raw: &[u8]) -> Result<Vec<u8>> {
         match comp {
             b"" | b"." => continue,
             b".." => return Err(bad_layer(shown, "entry name has a `..` component")),
-            _ if comp.len() > NAME_MAX => return Err(too_long(shown, "a component is longer than 255 bytes")),
+            _ if comp.len() > NAME_MAX => {
+                return Err(too_long(shown, "a component is longer than 255 bytes"))
+            }
             _ => {}
         }
         if !path.is_empty() {
@@ -122,8 +124,14 @@ mod tests {
         for bad in ["..", "../x", "a/../../x", "a/..", "/.."] {
             assert_eq!(norm(bad), Err(Code::BadLayer), "{bad:?}");
         }
-        assert_eq!(norm(&"x".repeat(256)), Err(Code::Errno(Errno::ENAMETOOLONG)));
-        assert_eq!(norm(&"abc/".repeat(1100)), Err(Code::Errno(Errno::ENAMETOOLONG)));
+        assert_eq!(
+            norm(&"x".repeat(256)),
+            Err(Code::Errno(Errno::ENAMETOOLONG))
+        );
+        assert_eq!(
+            norm(&"abc/".repeat(1100)),
+            Err(Code::Errno(Errno::ENAMETOOLONG))
+        );
     }
 
     #[test]
@@ -142,7 +150,10 @@ mod tests {
         assert_eq!(whiteout(b".wh.file", p).unwrap(), Whiteout::Of(b"file"));
         assert_eq!(whiteout(b".wh..wh..opq", p).unwrap(), Whiteout::Opaque);
         assert_eq!(whiteout(b".wh..wh.plnk", p).unwrap(), Whiteout::AufsMeta);
-        assert_eq!(whiteout(b".wh..hidden", p).unwrap(), Whiteout::Of(b".hidden"));
+        assert_eq!(
+            whiteout(b".wh..hidden", p).unwrap(),
+            Whiteout::Of(b".hidden")
+        );
         for bad in [&b".wh."[..], b".wh..", b".wh..."] {
             assert_eq!(whiteout(bad, p).unwrap_err().code, Code::BadLayer);
         }

@@ -149,7 +149,11 @@ fn components(path: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 pub(super) fn resolve_in_root(root: BorrowedFd<'_>, path: &[u8]) -> nix::Result<OwnedFd> {
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
     let mut tries = 0;
     loop {
         match openat2(root, shown(path), how) {

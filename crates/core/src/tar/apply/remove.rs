@@ -19,25 +19,44 @@ use super::meter::aborted;
 /// The kind of what sits at `name` in `dir` (not following a symlink), if anything does.
 pub(super) fn existing(dir: BorrowedFd<'_>, name: &[u8], shown: &Path) -> Result<Option<SFlag>> {
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()))),
+        Ok(st) => Ok(Some(SFlag::from_bits_truncate(
+            st.st_mode & SFlag::S_IFMT.bits(),
+        ))),
         Err(Errno::ENOENT) => Ok(None),
         Err(e) => Err(Error::sys(e, "fstatat", shown)),
     }
 }
 
 /// Remove `name` from `dir`, known to be of `kind`: a directory with everything in it.
-pub(super) fn remove(dir: BorrowedFd<'_>, name: &[u8], kind: SFlag, shown: &Path, abort: &AtomicBool) -> Result<()> {
+pub(super) fn remove(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    kind: SFlag,
+    shown: &Path,
+    abort: &AtomicBool,
+) -> Result<()> {
     if kind == SFlag::S_IFDIR {
         remove_tree(dir, OsStr::from_bytes(name), shown, abort)
     } else {
-        unlink(dir, OsStr::from_bytes(name), UnlinkatFlags::NoRemoveDir, shown)
+        unlink(
+            dir,
+            OsStr::from_bytes(name),
+            UnlinkatFlags::NoRemoveDir,
+            shown,
+        )
     }
 }
 
 /// Remove directory `name` of `parent` and everything below it, depth first with one open
 /// directory per level. A mount point inside fails with EXDEV instead of being entered.
-fn remove_tree(parent: BorrowedFd<'_>, name: &OsStr, shown: &Path, abort: &AtomicBool) -> Result<()> {
-    let mut stack: Vec<(OwningIter, OsString)> = vec![(open_listing(parent, name, shown)?, name.to_owned())];
+fn remove_tree(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    shown: &Path,
+    abort: &AtomicBool,
+) -> Result<()> {
+    let mut stack: Vec<(OwningIter, OsString)> =
+        vec![(open_listing(parent, name, shown)?, name.to_owned())];
     while let Some((listing, _)) = stack.last_mut() {
         if abort.load(Ordering::Relaxed) {
             return Err(aborted());
@@ -86,7 +105,12 @@ pub(super) fn listing(fd: OwnedFd, shown: &Path) -> Result<OwningIter> {
 }
 
 /// Whether `name` in `dir` is a directory, from the listing's type when it has one.
-pub(super) fn is_dir(dir: BorrowedFd<'_>, name: &OsStr, listed: Option<Type>, shown: &Path) -> Result<bool> {
+pub(super) fn is_dir(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    listed: Option<Type>,
+    shown: &Path,
+) -> Result<bool> {
     Ok(match listed {
         Some(t) => t == Type::Directory,
         None => existing(dir, name.as_bytes(), shown)? == Some(SFlag::S_IFDIR),

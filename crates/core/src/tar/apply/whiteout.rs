@@ -84,7 +84,13 @@ impl Hider<'_> {
     /// Hide the lower entry `name` of `dir` (at layer path `dir_path`, for errors): remove
     /// it, unless this stream made it or made something below it; a directory kept that way
     /// loses what lower layers put in it.
-    pub fn hide(&self, dir: BorrowedFd<'_>, dir_id: InodeId, dir_path: &[u8], name: &[u8]) -> Result<()> {
+    pub fn hide(
+        &self,
+        dir: BorrowedFd<'_>,
+        dir_id: InodeId,
+        dir_path: &[u8],
+        name: &[u8],
+    ) -> Result<()> {
         if self.abort.load(Ordering::Relaxed) {
             return Err(aborted());
         }
@@ -111,7 +117,12 @@ impl Hider<'_> {
     }
 
     /// Hide every lower entry of the directory listed by `listing`.
-    pub fn hide_children(&self, mut listing: OwningIter, dir_id: InodeId, dir_path: &[u8]) -> Result<()> {
+    pub fn hide_children(
+        &self,
+        mut listing: OwningIter,
+        dir_id: InodeId,
+        dir_path: &[u8],
+    ) -> Result<()> {
         // SAFETY: the fd belongs to `listing`, which lives until the end of this function.
         let dir = unsafe { BorrowedFd::borrow_raw(listing.as_raw_fd()) };
         for entry in listing.by_ref() {
