@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::idmap::{IdMap, IdMapping};
 use nix::errno::Errno;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -139,8 +139,8 @@ pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
     result
 }
 
-/// Mount the tree at `source` on `target` (an existing directory), showing ids through `userns`.
-pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<'_>) -> Result<()> {
+/// A detached clone of the mount tree at `source` whose ids show through `userns`.
+fn idmapped_tree(source: BorrowedFd<'_>, userns: BorrowedFd<'_>, shown: &Path) -> Result<OwnedFd> {
     let empty = c"";
     // SAFETY: open_tree on a live fd with an empty path and AT_EMPTY_PATH; returns a new fd.
     let tree = unsafe {
@@ -152,16 +152,11 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
         )
     };
     if tree < 0 {
-        return Err(Error::sys(Errno::last(), "open_tree", target));
+        return Err(Error::sys(Errno::last(), "open_tree", shown));
     }
     // SAFETY: open_tree returned a new fd that nobody else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
+    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
     // SAFETY: attr is a valid struct mount_attr of the size passed.
     let r = unsafe {
         libc::syscall(
@@ -174,20 +169,19 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
         )
     };
     if r < 0 {
-        return Err(Error::sys(Errno::last(), "mount_setattr", target));
+        return Err(Error::sys(Errno::last(), "mount_setattr", shown));
     }
+    Ok(tree)
+}
+
+/// Mount the tree at `source` on `target` (an existing directory), showing ids through `userns`.
+pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<'_>) -> Result<()> {
+    let tree = idmapped_tree(source, userns, target)?;
     let t = CString::new(target.as_os_str().as_bytes())
         .map_err(|_| Error::invalid(Errno::EINVAL, "move_mount", target, "NUL in path"))?;
     // SAFETY: both paths are NUL-terminated; tree is a detached mount fd.
     let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
+        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
     };
     if r < 0 {
         return Err(Error::sys(Errno::last(), "move_mount", target));
@@ -198,47 +192,14 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
 /// Whether this kernel and filesystem take idmapped mounts for the tree at `source`:
 /// clones it detached and attaches an identity-mapped namespace, never mounting anything.
 pub fn supported(source: BorrowedFd<'_>) -> bool {
-    let one = [IdMap {
-        container_id: 0,
-        host_id: 0,
-        size: 65536,
-    }];
-    let Ok(ns) = user_namespace(&one, &one) else {
-        return false;
-    };
-    let empty = c"";
-    // SAFETY: as in mount_idmapped.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            source.as_raw_fd(),
-            empty.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint,
-        )
-    };
-    if tree < 0 {
-        return false;
-    }
-    // SAFETY: open_tree returned a new fd that nobody else owns.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: ns.as_raw_fd() as u64,
-    };
-    // SAFETY: attr is a valid struct mount_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    r == 0
+    let one = [IdMap { container_id: 0, host_id: 0, size: 65536 }];
+    user_namespace(&one, &one).is_ok_and(|ns| idmapped_tree(source, ns.as_fd(), Path::new("")).is_ok())
+}
+
+/// Detach the mount on `target` (MNT_DETACH); EINVAL when nothing is mounted there.
+pub fn unmount(target: &Path) -> Result<()> {
+    crate::path::check(target, "umount2")?;
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::sys(e, "umount2", target))
 }
 
 #[cfg(test)]
@@ -265,11 +226,4 @@ mod tests {
         let other = IdMapping::new(&[m(0, 200000, 1000)], "t").unwrap();
         assert_eq!(compose(&shifted, &other), vec![m(100000, 200000, 1000)]);
     }
-}
-
-/// Detach the mount on `target` (MNT_DETACH); EINVAL when nothing is mounted there.
-pub fn unmount(target: &Path) -> Result<()> {
-    crate::path::check(target, "umount2")?;
-    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|e| Error::sys(e, "umount2", target))
 }

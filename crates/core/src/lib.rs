@@ -18,4 +18,6 @@ pub mod idmount;
 pub mod layer;
 pub mod quota;
 pub mod remap;
+pub mod search;
 pub mod tar;
+pub mod xattr;

@@ -5,6 +5,7 @@
 
 use crate::error::{Context, Result};
 use crate::ioctl::{self, c_bytes};
+use crate::search;
 use nix::errno::Errno;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -56,78 +57,28 @@ pub fn children(fd: BorrowedFd<'_>, id: u64, shown: &Path, method: Method) -> Re
 /// Children of subvolume `id` by searching the root tree for its ROOT_REF items.
 /// `fd` may be any fd on the filesystem.
 pub fn children_by_search(fd: BorrowedFd<'_>, id: u64, shown: &Path) -> Result<Vec<Child>> {
-    const BUF: usize = 64 * 1024;
-    let hdr = std::mem::size_of::<ioctl::SearchArgsV2>();
-    // u64 storage keeps the buffer aligned for the args header.
-    let mut storage = vec![0u64; (hdr + BUF) / 8];
-    let mut min_offset = 0u64;
+    let key = ioctl::SearchKey {
+        tree_id: ioctl::ROOT_TREE_OBJECTID,
+        min_objectid: id,
+        max_objectid: id,
+        min_type: ioctl::ROOT_REF_KEY,
+        max_type: ioctl::ROOT_REF_KEY,
+        max_offset: u64::MAX,
+        max_transid: u64::MAX,
+        ..Default::default()
+    };
     let mut refs: Vec<(u64, u64, OsString)> = Vec::new();
-    loop {
-        let args = storage.as_mut_ptr() as *mut ioctl::SearchArgsV2;
-        // SAFETY: storage is large enough and 8-byte aligned for SearchArgsV2 + BUF bytes.
-        unsafe {
-            (*args).key = ioctl::SearchKey {
-                tree_id: ioctl::ROOT_TREE_OBJECTID,
-                min_objectid: id,
-                max_objectid: id,
-                min_type: ioctl::ROOT_REF_KEY,
-                max_type: ioctl::ROOT_REF_KEY,
-                min_offset,
-                max_offset: u64::MAX,
-                min_transid: 0,
-                max_transid: u64::MAX,
-                nr_items: 4096,
-                ..Default::default()
-            };
-            (*args).buf_size = BUF as u64;
-        }
-        // SAFETY: args points to a SearchArgsV2 followed by buf_size writable bytes.
-        unsafe { ioctl::tree_search_v2(fd.as_raw_fd(), args) }
-            .at("BTRFS_IOC_TREE_SEARCH_V2", shown)?;
-        // SAFETY: the kernel filled in nr_items.
-        let nr = unsafe { (*args).key.nr_items };
-        if nr == 0 {
-            break;
-        }
-        let bytes: &[u8] =
-            // SAFETY: the storage is initialized u64s; viewing it as bytes is valid.
-            unsafe { std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8) };
-        let buf = &bytes[hdr..hdr + BUF];
-        let mut off = 0usize;
-        let hsize = std::mem::size_of::<ioctl::SearchHeader>();
-        let mut last = 0u64;
-        for _ in 0..nr {
-            // SAFETY: the kernel wrote nr headers each followed by len bytes inside buf.
-            let sh: ioctl::SearchHeader = unsafe {
-                std::ptr::read_unaligned(buf[off..].as_ptr() as *const ioctl::SearchHeader)
-            };
-            let body = &buf[off + hsize..off + hsize + sh.len as usize];
-            off += hsize + sh.len as usize;
-            last = sh.offset;
-            if sh.type_ != ioctl::ROOT_REF_KEY
-                || sh.objectid != id
-                || body.len() < ioctl::ROOT_REF_ITEM_SIZE
-            {
-                continue;
-            }
-            let dirid = u64::from_le_bytes(body[0..8].try_into().unwrap());
-            let name_len = u16::from_le_bytes(body[16..18].try_into().unwrap()) as usize;
+    search::search(fd, key, usize::MAX, shown, |sh, body| {
+        // btrfs_root_ref: dirid, sequence (__le64), name_len (__le16), then the name.
+        if sh.type_ == ioctl::ROOT_REF_KEY && sh.objectid == id && body.len() >= ioctl::ROOT_REF_ITEM_SIZE {
+            let dirid = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
+            let name_len = u16::from_le_bytes(body[16..18].try_into().expect("2 bytes")) as usize;
             let name = &body[18..(18 + name_len).min(body.len())];
             refs.push((sh.offset, dirid, OsStr::from_bytes(name).to_os_string()));
         }
-        if last == u64::MAX {
-            break;
-        }
-        min_offset = last + 1;
-    }
+    })?;
     refs.into_iter()
-        .map(|(child, dirid, name)| {
-            Ok(Child {
-                id: child,
-                dir: dir_path(fd, id, dirid, shown)?,
-                name,
-            })
-        })
+        .map(|(child, dirid, name)| Ok(Child { id: child, dir: dir_path(fd, id, dirid, shown)?, name }))
         .collect()
 }
 

@@ -2,48 +2,40 @@
 
 use crate::error::{Context, Error, Result};
 use crate::ioctl;
+use crate::search;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 
+/// The body of the first item of the quota tree with `item_type` and `offset` in range;
+/// None when there is none, or no quota tree at all.
+fn quota_item(fd: BorrowedFd<'_>, item_type: u32, offsets: (u64, u64), shown: &Path) -> Result<Option<Vec<u8>>> {
+    let key = ioctl::SearchKey {
+        tree_id: ioctl::QUOTA_TREE_OBJECTID,
+        min_type: item_type,
+        max_type: item_type,
+        min_offset: offsets.0,
+        max_offset: offsets.1,
+        max_transid: u64::MAX,
+        ..Default::default()
+    };
+    let mut found = None;
+    match search::search(fd, key, 1, shown, |_, body| found = Some(body.to_vec())) {
+        // No quota tree: quotas were never enabled, or were disabled.
+        Err(e) if e.is(Errno::ENOENT) => Ok(None),
+        r => r.map(|_| found),
+    }
+}
+
+fn le64(body: &[u8], at: usize) -> u64 {
+    body.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
 /// Whether quotas are enabled on the filesystem holding `fd` (the quota tree's status item).
 pub fn enabled(fd: BorrowedFd<'_>, shown: &Path) -> Result<bool> {
-    let hdr = std::mem::size_of::<ioctl::SearchArgsV2>();
-    let mut storage = vec![0u64; (hdr + 4096) / 8];
-    let args = storage.as_mut_ptr() as *mut ioctl::SearchArgsV2;
-    // SAFETY: storage is 8-byte aligned and holds the args header plus 4096 bytes.
-    let r = unsafe {
-        (*args).key = ioctl::SearchKey {
-            tree_id: ioctl::QUOTA_TREE_OBJECTID,
-            min_type: ioctl::QGROUP_STATUS_KEY,
-            max_type: ioctl::QGROUP_STATUS_KEY,
-            max_offset: u64::MAX,
-            max_transid: u64::MAX,
-            nr_items: 1,
-            ..Default::default()
-        };
-        (*args).buf_size = 4096;
-        ioctl::tree_search_v2(fd.as_raw_fd(), args)
-    };
-    match r {
-        // No quota tree: quotas were never enabled, or were disabled.
-        Err(Errno::ENOENT) => return Ok(false),
-        r => r.at("BTRFS_IOC_TREE_SEARCH_V2", shown)?,
-    };
-    // SAFETY: the kernel filled nr_items and, when 1, a header and the status item after it.
-    let (nr, bytes) = unsafe {
-        (
-            (*args).key.nr_items,
-            std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8),
-        )
-    };
-    if nr == 0 {
-        return Ok(false);
-    }
-    let body = &bytes[hdr + std::mem::size_of::<ioctl::SearchHeader>()..];
     // btrfs_qgroup_status_item: version, generation, flags, rescan (all __le64).
-    let flags = u64::from_le_bytes(body[16..24].try_into().unwrap());
-    Ok(flags & ioctl::QGROUP_STATUS_FLAG_ON != 0)
+    let item = quota_item(fd, ioctl::QGROUP_STATUS_KEY, (0, u64::MAX), shown)?;
+    Ok(item.is_some_and(|b| le64(&b, 16) & ioctl::QGROUP_STATUS_FLAG_ON != 0))
 }
 
 /// Enable quotas on the filesystem holding `fd`; a no-op when already on.
@@ -79,43 +71,9 @@ pub fn limit(fd: BorrowedFd<'_>, bytes: u64, shown: &Path) -> Result<()> {
 
 /// The referenced-bytes limit of qgroup 0/`subvol_id`, if one is set.
 pub fn limit_of(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<Option<u64>> {
-    let hdr = std::mem::size_of::<ioctl::SearchArgsV2>();
-    let mut storage = vec![0u64; (hdr + 4096) / 8];
-    let args = storage.as_mut_ptr() as *mut ioctl::SearchArgsV2;
-    // SAFETY: storage is 8-byte aligned and holds the args header plus 4096 bytes.
-    let r = unsafe {
-        (*args).key = ioctl::SearchKey {
-            tree_id: ioctl::QUOTA_TREE_OBJECTID,
-            min_type: ioctl::QGROUP_LIMIT_KEY,
-            max_type: ioctl::QGROUP_LIMIT_KEY,
-            min_offset: subvol_id,
-            max_offset: subvol_id,
-            max_transid: u64::MAX,
-            nr_items: 1,
-            ..Default::default()
-        };
-        (*args).buf_size = 4096;
-        ioctl::tree_search_v2(fd.as_raw_fd(), args)
-    };
-    match r {
-        Err(Errno::ENOENT) => return Ok(None),
-        r => r.at("BTRFS_IOC_TREE_SEARCH_V2", shown)?,
-    };
-    // SAFETY: as in `enabled`.
-    let (nr, bytes) = unsafe {
-        (
-            (*args).key.nr_items,
-            std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8),
-        )
-    };
-    if nr == 0 {
-        return Ok(None);
-    }
-    let body = &bytes[hdr + std::mem::size_of::<ioctl::SearchHeader>()..];
     // btrfs_qgroup_limit_item: flags, max_rfer, max_excl, rsv_rfer, rsv_excl (all __le64).
-    let flags = u64::from_le_bytes(body[0..8].try_into().unwrap());
-    let max_rfer = u64::from_le_bytes(body[8..16].try_into().unwrap());
-    Ok((flags & ioctl::QGROUP_LIMIT_MAX_RFER != 0).then_some(max_rfer))
+    let item = quota_item(fd, ioctl::QGROUP_LIMIT_KEY, (subvol_id, subvol_id), shown)?;
+    Ok(item.filter(|b| le64(b, 0) & ioctl::QGROUP_LIMIT_MAX_RFER != 0).map(|b| le64(&b, 8)))
 }
 
 /// Destroy qgroup 0/`subvol_id` of a deleted subvolume. Ok(false) while the kernel still

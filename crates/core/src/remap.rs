@@ -6,14 +6,15 @@
 
 use crate::error::{Code, Error, Result};
 use crate::idmap::IdMapping;
+use crate::xattr;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 use nix::unistd::{fchownat, Gid, Uid};
 use std::collections::HashSet;
-use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,7 +145,7 @@ impl<'a> Walk<'a> {
             if (uid, gid) == (st.st_uid, st.st_gid) {
                 return Ok(());
             }
-            let proc = proc_path(root, None);
+            let proc = xattr::proc_path(root, None);
             let saved = self.saved_xattrs(&proc, shown)?;
             nix::unistd::fchown(root, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .map_err(|e| Error::sys(e, "fchown", shown))?;
@@ -212,7 +213,7 @@ impl<'a> Walk<'a> {
             self.tick();
             let (uid, gid) = self.new_ids(&st, path)?;
             if (uid, gid) != (st.st_uid, st.st_gid) {
-                let proc = proc_path(dir, Some(name));
+                let proc = xattr::proc_path(dir, Some(name));
                 let saved = if kind == libc::S_IFLNK {
                     Vec::new()
                 } else {
@@ -267,7 +268,7 @@ impl<'a> Walk<'a> {
 
     /// The xattrs chown clears or that hold ids: `security.capability` and POSIX ACLs, shifted.
     fn saved_xattrs(&self, proc: &CStr, path: &Path) -> Result<Vec<(&'static CStr, Vec<u8>)>> {
-        let names = list_xattrs(proc, path)?;
+        let names = xattr::list(proc, path)?;
         let mut out = Vec::new();
         for key in [
             c"security.capability",
@@ -277,7 +278,7 @@ impl<'a> Walk<'a> {
             if !names.iter().any(|n| n.as_slice() == key.to_bytes()) {
                 continue;
             }
-            let Some(mut v) = get_xattr(proc, key, path)? else {
+            let Some(mut v) = xattr::get(proc, key, path)? else {
                 continue;
             };
             if key == c"security.capability" {
@@ -344,67 +345,6 @@ impl<'a> Walk<'a> {
             Errno::result(r).map_err(|e| Error::sys(e, "lsetxattr", path))?;
         }
         Ok(())
-    }
-}
-
-/// `/proc/self/fd/<dir>/<name>`: reaches the entry through the directory fd; l*xattr calls on it
-/// do not follow a final symlink. Without a name, the directory itself.
-fn proc_path(dir: BorrowedFd<'_>, name: Option<&CStr>) -> CString {
-    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
-    if let Some(n) = name {
-        p.push(b'/');
-        p.extend_from_slice(n.to_bytes());
-    }
-    CString::new(p).expect("no NUL in a directory entry name")
-}
-
-fn list_xattrs(proc: &CStr, path: &Path) -> Result<Vec<Vec<u8>>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: proc is NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe {
-            libc::llistxattr(
-                proc.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_char,
-                buf.len(),
-            )
-        };
-        match Errno::result(r) {
-            Ok(n) => {
-                return Ok(buf[..n as usize]
-                    .split(|&c| c == 0)
-                    .filter(|k| !k.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect())
-            }
-            Err(Errno::ERANGE) => buf.resize(buf.len() * 4, 0),
-            Err(Errno::ENOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::sys(e, "llistxattr", path)),
-        }
-    }
-}
-
-fn get_xattr(proc: &CStr, key: &CStr, path: &Path) -> Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: proc and key are NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe {
-            libc::lgetxattr(
-                proc.as_ptr(),
-                key.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
-        match Errno::result(r) {
-            Ok(n) => {
-                buf.truncate(n as usize);
-                return Ok(Some(buf));
-            }
-            Err(Errno::ERANGE) => buf.resize(buf.len() * 4, 0),
-            Err(Errno::ENODATA) => return Ok(None),
-            Err(e) => return Err(Error::sys(e, "lgetxattr", path)),
-        }
     }
 }
 

@@ -212,34 +212,10 @@ impl NativeDriver {
         let c = compression(&compression_name)?;
         let d = self.inner.clone();
         let (tx, rx) = channel();
-        let progress = Arc::new(Progress::default());
-        let p = progress.clone();
-        let worker = std::thread::Builder::new()
-            .name("btrfs-layers-diff".into())
-            .spawn(move || {
-                guarded(|| {
-                    let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                    let ctl = Control {
-                        abort: &p.abort,
-                        progress: &report,
-                    };
-                    d.diff(
-                        &id,
-                        against(&parent, whole),
-                        c,
-                        ChannelWriter::new(tx),
-                        &ctl,
-                    )
-                })
-            })
-            .map_err(|e| {
-                to_js_error(&CoreError::internal(format!("cannot start a thread: {e}")))
-            })?;
-        Ok(DiffStream {
-            rx: Arc::new(Mutex::new(rx)),
-            worker: Arc::new(Mutex::new(Some(worker))),
-            progress,
-        })
+        let (worker, progress) = spawn_worker("btrfs-layers-diff", move |ctl| {
+            d.diff(&id, against(&parent, whole), c, ChannelWriter::new(tx), ctl)
+        })?;
+        Ok(DiffStream { rx: Arc::new(Mutex::new(rx)), worker: Arc::new(Mutex::new(Some(worker))), progress })
     }
 
     /// Start applying a stream pushed through the returned sink.
@@ -247,63 +223,42 @@ impl NativeDriver {
     pub fn apply_start(&self, id: String, parent: Option<String>) -> Result<ApplySink> {
         let d = self.inner.clone();
         let (tx, rx) = channel();
-        let progress = Arc::new(Progress::default());
-        let p = progress.clone();
-        let worker = std::thread::Builder::new()
-            .name("btrfs-layers-apply".into())
-            .spawn(move || {
-                guarded(|| {
-                    let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                    let ctl = Control {
-                        abort: &p.abort,
-                        progress: &report,
-                    };
-                    d.apply_diff(&id, parent.as_deref(), ChannelReader::new(rx), &ctl)
-                })
-            })
-            .map_err(|e| {
-                to_js_error(&CoreError::internal(format!("cannot start a thread: {e}")))
-            })?;
-        Ok(ApplySink {
-            tx: Arc::new(Mutex::new(Some(tx))),
-            worker: Arc::new(Mutex::new(Some(worker))),
-            progress,
-        })
+        let (worker, progress) = spawn_worker("btrfs-layers-apply", move |ctl| {
+            d.apply_diff(&id, parent.as_deref(), ChannelReader::new(rx), ctl)
+        })?;
+        Ok(ApplySink { tx: Arc::new(Mutex::new(Some(tx))), worker: Arc::new(Mutex::new(Some(worker))), progress })
     }
 
     /// Apply a tar file read directly by the native side; the sink is only for abort/progress.
     #[napi(js_name = "applyFile")]
-    pub fn apply_file(
-        &self,
-        id: String,
-        parent: Option<String>,
-        file: String,
-    ) -> Result<ApplySink> {
+    pub fn apply_file(&self, id: String, parent: Option<String>, file: String) -> Result<ApplySink> {
         let d = self.inner.clone();
-        let progress = Arc::new(Progress::default());
-        let p = progress.clone();
-        let worker = std::thread::Builder::new()
-            .name("btrfs-layers-apply".into())
-            .spawn(move || {
-                guarded(|| {
-                    let path = std::path::PathBuf::from(&file);
-                    let f =
-                        std::fs::File::open(&path).map_err(|e| CoreError::io(e, "open", &path))?;
-                    let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                    let ctl = Control {
-                        abort: &p.abort,
-                        progress: &report,
-                    };
-                    d.apply_diff(&id, parent.as_deref(), f, &ctl)
-                })
-            })
-            .map_err(|e| {
-                to_js_error(&CoreError::internal(format!("cannot start a thread: {e}")))
-            })?;
-        Ok(ApplySink {
-            tx: Arc::new(Mutex::new(None)),
-            worker: Arc::new(Mutex::new(Some(worker))),
-            progress,
-        })
+        let (worker, progress) = spawn_worker("btrfs-layers-apply", move |ctl| {
+            let path = std::path::PathBuf::from(&file);
+            let f = std::fs::File::open(&path).map_err(|e| CoreError::io(e, "open", &path))?;
+            d.apply_diff(&id, parent.as_deref(), f, ctl)
+        })?;
+        Ok(ApplySink { tx: Arc::new(Mutex::new(None)), worker: Arc::new(Mutex::new(Some(worker))), progress })
     }
+}
+
+type Worker = JoinHandle<btrfs_layers_core::Result<u64>>;
+
+/// Run `work` on a named thread of its own with abort and progress shared with the JS handle.
+fn spawn_worker(
+    name: &str,
+    work: impl FnOnce(&Control<'_>) -> btrfs_layers_core::Result<u64> + Send + 'static,
+) -> Result<(Worker, Arc<Progress>)> {
+    let progress = Arc::new(Progress::default());
+    let p = progress.clone();
+    let worker = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            guarded(|| {
+                let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
+                work(&Control { abort: &p.abort, progress: &report })
+            })
+        })
+        .map_err(|e| to_js_error(&CoreError::internal(format!("cannot start a thread: {e}"))))?;
+    Ok((worker, progress))
 }

@@ -40,7 +40,7 @@ pub struct LayerMetadata {
     pub mount_label: Option<String>,
 }
 
-fn maps(v: Option<Vec<IdMapEntry>>) -> Vec<IdMap> {
+pub(crate) fn maps(v: Option<Vec<IdMapEntry>>) -> Vec<IdMap> {
     v.unwrap_or_default()
         .into_iter()
         .map(|m| IdMap {

@@ -1,10 +1,10 @@
 //! remapLayer: a worker thread shifting a tree's owners, with a handle for abort and progress.
 
-use crate::driver::IdMapEntry;
+use crate::driver::{maps, IdMapEntry};
 use crate::driver::NativeDriver;
 use crate::job::to_js_error_many;
 use btrfs_layers_core::driver::diff::Control;
-use btrfs_layers_core::idmap::{IdMap, IdMapping};
+use btrfs_layers_core::idmap::IdMapping;
 use btrfs_layers_core::remap::{remap_path, RemapOptions, RemapOutcome};
 use btrfs_layers_core::Error as CoreError;
 use napi::bindgen_prelude::*;
@@ -38,16 +38,7 @@ pub struct RemapTask {
 }
 
 fn mapping(v: Option<Vec<IdMapEntry>>, what: &str) -> btrfs_layers_core::Result<IdMapping> {
-    let maps: Vec<IdMap> = v
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| IdMap {
-            container_id: m.container_id,
-            host_id: m.host_id,
-            size: m.size,
-        })
-        .collect();
-    IdMapping::new(&maps, what)
+    IdMapping::new(&maps(v), what)
 }
 
 #[napi]
@@ -171,21 +162,11 @@ impl NativeDriver {
     pub fn remap_layer_start(&self, id: String, target: String, to: Mapping) -> Result<RemapTask> {
         let d = self.inner.clone();
         spawn_remap(move |abort, progress| {
-            let raw = |v: Option<Vec<IdMapEntry>>| -> Vec<IdMap> {
-                v.unwrap_or_default()
-                    .into_iter()
-                    .map(|m| IdMap {
-                        container_id: m.container_id,
-                        host_id: m.host_id,
-                        size: m.size,
-                    })
-                    .collect()
-            };
             d.remap(
                 &id,
                 &target,
-                &raw(to.uid_maps),
-                &raw(to.gid_maps),
+                &maps(to.uid_maps),
+                &maps(to.gid_maps),
                 &Control { abort, progress },
             )
         })

@@ -9,6 +9,7 @@
 use crate::changes::{Change, ChangeKind};
 use crate::error::{Code, Context, Error, Result};
 use crate::idmap::IdMapping;
+use crate::xattr;
 use crate::open::open_beneath;
 use ::tar::{EntryType, Header};
 use nix::errno::Errno;
@@ -17,7 +18,7 @@ use nix::sys::stat::{fstatat, Mode};
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -363,57 +364,14 @@ fn pax_records(pax: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 /// The xattrs of `name` in `dir`, sorted by name, without following a symlink.
 fn xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    // /proc/self/fd/<dir>/<name> with l*xattr: resolves the directory by fd, never follows the final link.
-    let p = CString::new(
-        [
-            format!("/proc/self/fd/{}/", dir.as_raw_fd()).as_bytes(),
-            name.as_bytes(),
-        ]
-        .concat(),
-    )
-    .map_err(|_| Error::internal("NUL in a file name"))?;
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        // SAFETY: p is NUL-terminated; names is a writable buffer of the given length.
-        let r = unsafe {
-            libc::llistxattr(
-                p.as_ptr(),
-                names.as_mut_ptr() as *mut libc::c_char,
-                names.len(),
-            )
-        };
-        match Errno::result(r) {
-            Ok(n) => break n as usize,
-            Err(Errno::ERANGE) => names.resize(names.len() * 4, 0),
-            Err(Errno::ENOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::sys(e, "llistxattr", shown)),
-        }
-    };
+    let name = CString::new(name.as_bytes()).map_err(|_| Error::internal("NUL in a file name"))?;
+    let proc = xattr::proc_path(dir, Some(&name));
     let mut out = Vec::new();
-    for key in names[..n].split(|&c| c == 0).filter(|k| !k.is_empty()) {
-        let ck = CString::new(key).expect("split on NUL");
-        let mut val = vec![0u8; 256];
-        let len = loop {
-            // SAFETY: p and ck are NUL-terminated; val is a writable buffer of the given length.
-            let r = unsafe {
-                libc::lgetxattr(
-                    p.as_ptr(),
-                    ck.as_ptr(),
-                    val.as_mut_ptr() as *mut libc::c_void,
-                    val.len(),
-                )
-            };
-            match Errno::result(r) {
-                Ok(n) => break n as usize,
-                Err(Errno::ERANGE) => val.resize(val.len() * 4, 0),
-                // Removed between list and get.
-                Err(Errno::ENODATA) => break usize::MAX,
-                Err(e) => return Err(Error::sys(e, "lgetxattr", shown)),
-            }
-        };
-        if len != usize::MAX {
-            val.truncate(len);
-            out.push((String::from_utf8_lossy(key).into_owned(), val));
+    for key in xattr::list(&proc, shown)? {
+        let ck = CString::new(key.as_slice()).expect("split on NUL");
+        // None: removed between list and get.
+        if let Some(val) = xattr::get(&proc, &ck, shown)? {
+            out.push((String::from_utf8_lossy(&key).into_owned(), val));
         }
     }
     out.sort();

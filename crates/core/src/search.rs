@@ -1,0 +1,95 @@
+//! TREE_SEARCH_V2: the items of a btrfs tree in a key range (CAP_SYS_ADMIN).
+
+use crate::error::{Context, Result};
+use crate::ioctl::{self, SearchHeader, SearchKey};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+
+const BUF: usize = 64 * 1024;
+
+/// Hand each item of `key`'s tree and range to `each`, in key order, at most `limit` of them.
+/// ENOENT (the tree does not exist, e.g. no quota tree) comes back as the error it is.
+pub fn search(
+    fd: BorrowedFd<'_>,
+    mut key: SearchKey,
+    limit: usize,
+    shown: &Path,
+    mut each: impl FnMut(&SearchHeader, &[u8]),
+) -> Result<()> {
+    let hdr = std::mem::size_of::<ioctl::SearchArgsV2>();
+    let hsize = std::mem::size_of::<SearchHeader>();
+    // u64 storage keeps the buffer aligned for the args header.
+    let mut storage = vec![0u64; (hdr + BUF) / 8];
+    let mut seen = 0usize;
+    while seen < limit {
+        let args = storage.as_mut_ptr() as *mut ioctl::SearchArgsV2;
+        key.nr_items = (limit - seen).min(4096) as u32;
+        // SAFETY: storage is 8-byte aligned and holds the args header plus BUF bytes.
+        unsafe {
+            (*args).key = key;
+            (*args).buf_size = BUF as u64;
+        }
+        // SAFETY: args points to a SearchArgsV2 followed by buf_size writable bytes.
+        unsafe { ioctl::tree_search_v2(fd.as_raw_fd(), args) }.at("BTRFS_IOC_TREE_SEARCH_V2", shown)?;
+        // SAFETY: the kernel filled in nr_items.
+        let nr = unsafe { (*args).key.nr_items } as usize;
+        if nr == 0 {
+            break;
+        }
+        // SAFETY: the storage is initialized u64s; viewing it as bytes is valid.
+        let bytes = unsafe { std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8) };
+        let buf = &bytes[hdr..];
+        let (mut off, mut last) = (0usize, SearchHeader::default());
+        for _ in 0..nr {
+            if off + hsize > buf.len() {
+                break;
+            }
+            // SAFETY: a header lies within buf (checked above); read_unaligned copes with any offset.
+            let sh: SearchHeader = unsafe { std::ptr::read_unaligned(buf[off..].as_ptr() as *const SearchHeader) };
+            let end = (off + hsize + sh.len as usize).min(buf.len());
+            each(&sh, &buf[off + hsize..end]);
+            off = end;
+            last = sh;
+        }
+        seen += nr;
+        if !advance(&mut key, &last) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Move the start of `key`'s range just past item `last`; false when the range is exhausted.
+fn advance(key: &mut SearchKey, last: &SearchHeader) -> bool {
+    key.min_objectid = last.objectid;
+    key.min_type = last.type_;
+    if last.offset < u64::MAX {
+        key.min_offset = last.offset + 1;
+    } else if last.type_ < u32::MAX {
+        key.min_offset = 0;
+        key.min_type = last.type_ + 1;
+    } else if last.objectid < u64::MAX {
+        key.min_offset = 0;
+        key.min_type = 0;
+        key.min_objectid = last.objectid + 1;
+    } else {
+        return false;
+    }
+    (key.min_objectid, key.min_type, key.min_offset) <= (key.max_objectid, key.max_type, key.max_offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_carries_through_the_key() {
+        let mut k = SearchKey { max_objectid: u64::MAX, max_type: u32::MAX, max_offset: u64::MAX, ..Default::default() };
+        assert!(advance(&mut k, &SearchHeader { objectid: 5, type_: 156, offset: 7, ..Default::default() }));
+        assert_eq!((k.min_objectid, k.min_type, k.min_offset), (5, 156, 8));
+        assert!(advance(&mut k, &SearchHeader { objectid: 5, type_: 156, offset: u64::MAX, ..Default::default() }));
+        assert_eq!((k.min_objectid, k.min_type, k.min_offset), (5, 157, 0));
+        let mut tight = SearchKey { min_objectid: 5, max_objectid: 5, min_type: 156, max_type: 156, max_offset: 9, ..Default::default() };
+        assert!(!advance(&mut tight, &SearchHeader { objectid: 5, type_: 156, offset: 9, ..Default::default() }));
+    }
+}
