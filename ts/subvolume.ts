@@ -180,7 +180,7 @@ export async function setReadOnly(path: string, value: boolean): Promise<void> {
 }
 
 /**
- * Commit the filesystem's current transaction and wait for it to reach the disk.
+ * Write back the filesystem's dirty file data and commit its current transaction, waiting for both.
  * @example await sync('/mnt/pool')
  * @throws {BtrfsError} `ENOENT`, `ERR_NOT_BTRFS`.
  */

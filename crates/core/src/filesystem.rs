@@ -128,11 +128,13 @@ fn space(fd: BorrowedFd<'_>, path: &Path) -> Result<(Space, Space, Space)> {
     Ok((data, meta, sys))
 }
 
-/// Commit the current transaction and wait for it (START_SYNC + WAIT_SYNC).
+/// Write back the filesystem's dirty file data (syncfs), then commit the current transaction
+/// and wait for it (START_SYNC + WAIT_SYNC), so everything written before the call is on disk.
 pub fn sync(path: &Path) -> Result<()> {
     check(path, "BTRFS_IOC_START_SYNC")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
+    nix::unistd::syncfs(&fd).at("syncfs", path)?;
     let mut transid = 0u64;
     // SAFETY: transid is a valid u64 out-parameter.
     unsafe { ioctl::start_sync(fd.as_raw_fd(), &mut transid) }.at("BTRFS_IOC_START_SYNC", path)?;
