@@ -109,11 +109,11 @@ btrfsTest('valid edge cases are accepted: adjacent ranges, the last id, ranges g
   await remapLayer(dir, { from: {}, to: { uidMaps: adjacent, gidMaps: adjacent } })
   t.deepEqual(await ownerOf(path.join(dir, 'f')), [1010, 1010])
   t.deepEqual(await ownerOf(dir), [1000, 1000])
-  // The largest container id and a range ending exactly at 2^32-1 are valid maps.
+  // The largest id (2^32-2: 2^32-1 is chown's "no change") and a range ending exactly there are valid maps.
   const top = [
     { containerId: 0, hostId: 1000, size: 20 },
-    { containerId: MAX, hostId: 5, size: 1 },
-    { containerId: MAX - 100, hostId: MAX - 100, size: 100 },
+    { containerId: MAX - 1, hostId: 5, size: 1 },
+    { containerId: MAX - 101, hostId: MAX - 101, size: 100 },
   ]
   const res = await remapLayer(dir, { from: { uidMaps: adjacent, gidMaps: adjacent }, to: { uidMaps: top, gidMaps: top } })
   t.deepEqual(res, { visited: 2, changed: 0 }, 'same host ids: nothing to change')

@@ -100,6 +100,8 @@ export async function runRemap(
   const timer = onProgress ? setInterval(report, 100) : undefined
   const onAbort = (): void => task.abort()
   signal?.addEventListener('abort', onAbort, { once: true })
+  // Aborted while the call waited its turn: the listener above came too late for it.
+  if (signal?.aborted) task.abort()
   try {
     return (await call(() => task.finish())) as RemapResult
   } finally {

@@ -38,9 +38,10 @@ impl IdMapping {
             if m.size == 0 {
                 return Err(bad(format!("range {m:?} is empty")));
             }
+            // 4294967295 is (uid_t)-1, "no change" to chown: never an id.
             let last = |start: u32| start as u64 + m.size as u64 - 1;
-            if last(m.container_id) > u32::MAX as u64 || last(m.host_id) > u32::MAX as u64 {
-                return Err(bad(format!("range {m:?} runs past 4294967295")));
+            if last(m.container_id) >= u32::MAX as u64 || last(m.host_id) >= u32::MAX as u64 {
+                return Err(bad(format!("range {m:?} runs past 4294967294")));
             }
         }
         let mut by_container = maps.to_vec();
@@ -150,7 +151,8 @@ mod tests {
         assert!(IdMapping::new(&[m(0, 100, 10), m(100, 105, 10)], "uid").is_err());
         assert!(IdMapping::new(&[m(0, u32::MAX, 2)], "uid").is_err());
         assert!(IdMapping::new(&[m(0, 0, 0)], "uid").is_err());
-        assert!(IdMapping::new(&[m(0, u32::MAX, 1)], "uid").is_ok());
+        assert!(IdMapping::new(&[m(0, u32::MAX, 1)], "uid").is_err());
+        assert!(IdMapping::new(&[m(0, u32::MAX - 1, 1)], "uid").is_ok());
         assert!(IdMapping::new(&[m(0, 100, 10), m(10, 110, 10)], "uid").is_ok());
     }
 }

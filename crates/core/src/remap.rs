@@ -10,11 +10,11 @@ use crate::xattr;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+use nix::sys::stat::Mode;
 use nix::unistd::{fchownat, Gid, Uid};
 use std::collections::HashSet;
-use std::ffi::{CStr, OsStr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,49 +43,41 @@ pub struct RemapOutcome {
 
 struct Walk<'a> {
     opts: &'a RemapOptions<'a>,
-    root_dev: u64,
     links: Mutex<HashSet<(u64, u64)>>,
     errors: Mutex<Vec<Error>>,
     visited: AtomicU64,
     changed: AtomicU64,
 }
 
-const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
-const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP: u16 = 0x08;
 
 /// Remap every inode under the directory `root` (itself included).
-pub fn remap_tree(
-    root: BorrowedFd<'_>,
-    shown: &Path,
-    opts: &RemapOptions<'_>,
-) -> Result<RemapOutcome> {
-    let st = fstat(root).map_err(|e| Error::sys(e, "fstat", shown))?;
+pub fn remap_tree(root: BorrowedFd<'_>, shown: &Path, opts: &RemapOptions<'_>) -> Result<RemapOutcome> {
+    let aborted = || Error {
+        code: Code::Aborted,
+        syscall: "remap",
+        path: Some(shown.to_path_buf()),
+        message: "the operation was aborted".into(),
+    };
+    if opts.abort.load(Ordering::Relaxed) {
+        return Err(aborted());
+    }
+    let stx = statx_at(root, None).map_err(|e| Error::sys(e, "statx", shown))?;
     let walk = Walk {
         opts,
-        root_dev: st.st_dev,
         links: Mutex::new(HashSet::new()),
         errors: Mutex::new(Vec::new()),
         visited: AtomicU64::new(0),
         changed: AtomicU64::new(0),
     };
-    // The root itself, through its own fd.
-    walk.remap_root(root, &st, shown);
-    rayon::scope(|s| {
-        walk.dir(
-            s,
-            root.try_clone_to_owned().expect("dup of a live fd"),
-            shown.to_path_buf(),
-        )
-    });
+    // The root itself, through its own fd ("/proc/self/fd/N/." names the directory, not the link).
+    walk.tick();
+    if let Err(e) = walk.shift(root, None, &Stat::from(&stx), shown) {
+        walk.fail(e);
+    }
+    let top = Node { fd: root.try_clone_to_owned().map_err(|e| Error::io(e, "dup", shown))?, stat: Stat::from(&stx), path: shown.to_path_buf() };
+    rayon::scope(|s| walk.dir(s, top));
     if opts.abort.load(Ordering::Relaxed) {
-        return Err(Error {
-            code: Code::Aborted,
-            syscall: "remap",
-            path: Some(shown.to_path_buf()),
-            message: "the operation was aborted".into(),
-        });
+        return Err(aborted());
     }
     (opts.progress)(walk.visited.load(Ordering::Relaxed));
     Ok(RemapOutcome {
@@ -95,12 +87,59 @@ pub fn remap_tree(
     })
 }
 
+/// What the walk needs of an inode.
+#[derive(Clone, Copy)]
+struct Stat {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    ino: u64,
+    nlink: u32,
+    dev: (u32, u32),
+    mnt_id: u64,
+}
+
+impl Stat {
+    fn from(stx: &libc::statx) -> Stat {
+        Stat {
+            mode: u32::from(stx.stx_mode),
+            uid: stx.stx_uid,
+            gid: stx.stx_gid,
+            ino: stx.stx_ino,
+            nlink: stx.stx_nlink,
+            dev: (stx.stx_dev_major, stx.stx_dev_minor),
+            mnt_id: if stx.stx_mask & libc::STATX_MNT_ID != 0 { stx.stx_mnt_id } else { 0 },
+        }
+    }
+
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+}
+
+/// A directory being walked: its fd, its own stat, its path for reports.
+struct Node {
+    fd: OwnedFd,
+    stat: Stat,
+    path: PathBuf,
+}
+
+/// statx of `name` in `dir` (or of `dir` itself), never following a symlink or automount.
+fn statx_at(dir: BorrowedFd<'_>, name: Option<&CStr>) -> std::result::Result<libc::statx, Errno> {
+    // SAFETY: statx is plain data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let (path, flags) = match name {
+        Some(n) => (n, libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT),
+        None => (c"", libc::AT_EMPTY_PATH),
+    };
+    // SAFETY: path is NUL-terminated and stx a valid out-pointer.
+    let r = unsafe { libc::statx(dir.as_raw_fd(), path.as_ptr(), flags, libc::STATX_BASIC_STATS | libc::STATX_MNT_ID, &mut stx) };
+    Errno::result(r).map(|_| stx)
+}
+
 impl<'a> Walk<'a> {
     fn fail(&self, e: Error) {
-        self.errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
     }
 
     fn tick(&self) {
@@ -111,141 +150,73 @@ impl<'a> Walk<'a> {
     }
 
     fn map_uid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error {
-            path: Some(path.to_path_buf()),
-            ..e
-        };
-        self.opts
-            .to_uids
-            .to_host(self.opts.from_uids.to_container(id).map_err(at)?)
-            .map_err(at)
+        let at = |e: Error| Error { path: Some(path.to_path_buf()), ..e };
+        self.opts.to_uids.to_host(self.opts.from_uids.to_container(id).map_err(at)?).map_err(at)
     }
 
     fn map_gid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error {
-            path: Some(path.to_path_buf()),
-            ..e
-        };
-        self.opts
-            .to_gids
-            .to_host(self.opts.from_gids.to_container(id).map_err(at)?)
-            .map_err(at)
+        let at = |e: Error| Error { path: Some(path.to_path_buf()), ..e };
+        self.opts.to_gids.to_host(self.opts.from_gids.to_container(id).map_err(at)?).map_err(at)
     }
 
-    fn new_ids(&self, st: &FileStat, path: &Path) -> Result<(u32, u32)> {
-        Ok((
-            self.map_uid(st.st_uid, path)?,
-            self.map_gid(st.st_gid, path)?,
-        ))
-    }
-
-    fn remap_root(&self, root: BorrowedFd<'_>, st: &FileStat, shown: &Path) {
-        self.tick();
-        let r = self.new_ids(st, shown).and_then(|(uid, gid)| {
-            if (uid, gid) == (st.st_uid, st.st_gid) {
-                return Ok(());
-            }
-            let proc = xattr::proc_path(root, None);
-            let saved = self.saved_xattrs(&proc, shown)?;
-            nix::unistd::fchown(root, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                .map_err(|e| Error::sys(e, "fchown", shown))?;
-            self.changed.fetch_add(1, Ordering::Relaxed);
-            self.restore(&proc, st, saved, shown)
-        });
-        if let Err(e) = r {
-            self.fail(e);
-        }
-    }
-
-    /// Remap the entries of directory `dir` (already remapped itself), subdirectories in parallel.
-    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, dir: OwnedFd, path: PathBuf) {
+    /// Remap the entries of directory `node` (already remapped itself), subdirectories in parallel.
+    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, node: Node) {
         if self.opts.abort.load(Ordering::Relaxed) {
             return;
         }
-        let mut d = match Dir::openat(
-            &dir,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
+        let mut d = match Dir::openat(&node.fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
             Ok(d) => d,
-            Err(e) => return self.fail(Error::sys(e, "openat", &path)),
+            Err(e) => return self.fail(Error::sys(e, "openat", &node.path)),
         };
         for entry in d.iter() {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) => return self.fail(Error::sys(e, "getdents64", &path)),
+                Err(e) => return self.fail(Error::sys(e, "getdents64", &node.path)),
             };
             let name = entry.file_name();
             if name == c"." || name == c".." {
                 continue;
             }
-            let child = path.join(OsStr::from_bytes(name.to_bytes()));
-            match self.entry(dir.as_fd(), name, &child) {
-                Ok(Some(sub)) => scope.spawn(move |s| self.dir(s, sub, child)),
+            let child = node.path.join(OsStr::from_bytes(name.to_bytes()));
+            match self.entry(&node, name, &child) {
+                Ok(Some(sub)) => scope.spawn(move |s| self.dir(s, sub)),
                 Ok(None) => {}
                 Err(e) => self.fail(e),
             }
         }
     }
 
-    /// Remap one entry; returns the fd of a subdirectory to descend into.
-    fn entry(&self, dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Option<OwnedFd>> {
-        let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(|e| Error::sys(e, "fstatat", path))?;
-        let kind = st.st_mode & libc::S_IFMT;
-        if kind == libc::S_IFDIR && st.st_dev != self.root_dev {
-            // Another subvolume (same fs, inode 256) or another filesystem.
-            let nested_subvolume =
-                st.st_ino == crate::ioctl::FIRST_FREE_OBJECTID && self.same_fs(dir, name);
-            if !(self.opts.cross_subvolumes && nested_subvolume) {
+    /// Remap one entry of `parent`; returns a subdirectory to descend into.
+    fn entry(&self, parent: &Node, name: &CStr, path: &Path) -> Result<Option<Node>> {
+        let dir = parent.fd.as_fd();
+        let st = Stat::from(&statx_at(dir, Some(name)).map_err(|e| Error::sys(e, "statx", path))?);
+        // A mount point (of a directory or a file, from any filesystem): not part of the tree.
+        if st.mnt_id != 0 && parent.stat.mnt_id != 0 && st.mnt_id != parent.stat.mnt_id {
+            return Ok(None);
+        }
+        if st.dev != parent.stat.dev {
+            // Another subvolume of this filesystem (inode 256), entered only when asked.
+            let nested = st.kind() == libc::S_IFDIR && st.ino == crate::ioctl::FIRST_FREE_OBJECTID && self.same_fs(dir, name);
+            if !(self.opts.cross_subvolumes && nested) {
                 return Ok(None);
             }
         }
-        let first_time = kind == libc::S_IFDIR
-            || st.st_nlink < 2
-            || self
-                .links
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((st.st_dev, st.st_ino));
+        let first_time = st.kind() == libc::S_IFDIR
+            || st.nlink < 2
+            || self.links.lock().unwrap_or_else(|p| p.into_inner()).insert((u64::from(st.dev.0) << 32 | u64::from(st.dev.1), st.ino));
         if first_time {
             self.tick();
-            let (uid, gid) = self.new_ids(&st, path)?;
-            if (uid, gid) != (st.st_uid, st.st_gid) {
-                let proc = xattr::proc_path(dir, Some(name));
-                let saved = if kind == libc::S_IFLNK {
-                    Vec::new()
-                } else {
-                    self.saved_xattrs(&proc, path)?
-                };
-                fchownat(
-                    dir,
-                    name,
-                    Some(Uid::from_raw(uid)),
-                    Some(Gid::from_raw(gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| Error::sys(e, "fchownat", path))?;
-                self.changed.fetch_add(1, Ordering::Relaxed);
-                if kind != libc::S_IFLNK {
-                    self.restore(&proc, &st, saved, path)?;
-                }
-            }
+            self.shift(dir, Some(name), &st, path)?;
         }
-        if kind != libc::S_IFDIR {
+        if st.kind() != libc::S_IFDIR {
             return Ok(None);
         }
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
         match openat2(dir, name, how) {
-            Ok(fd) => Ok(Some(fd)),
-            // A mount point: never cross into it.
+            Ok(fd) => Ok(Some(Node { fd, stat: st, path: path.to_path_buf() })),
+            // A mount point after all: never cross into it.
             Err(Errno::EXDEV) => Ok(None),
             Err(e) => Err(Error::sys(e, "openat2", path)),
         }
@@ -254,11 +225,7 @@ impl<'a> Walk<'a> {
     fn same_fs(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
         let Ok(child) = openat2(dir, name, how) else {
             return false;
         };
@@ -266,85 +233,85 @@ impl<'a> Walk<'a> {
         matches!((crate::open::fsid(dir, p), crate::open::fsid(child.as_fd(), p)), (Ok(a), Ok(b)) if a == b)
     }
 
-    /// The xattrs chown clears or that hold ids: `security.capability` and POSIX ACLs, shifted.
-    fn saved_xattrs(&self, proc: &CStr, path: &Path) -> Result<Vec<(&'static CStr, Vec<u8>)>> {
-        let names = xattr::list(proc, path)?;
+    /// Shift the owner of `name` in `dir` (or of `dir` itself) and the ids in its ACLs and
+    /// capability, putting back what chown clears.
+    fn shift(&self, dir: BorrowedFd<'_>, name: Option<&CStr>, st: &Stat, path: &Path) -> Result<()> {
+        let (uid, gid) = (self.map_uid(st.uid, path)?, self.map_gid(st.gid, path)?);
+        let owner_changes = (uid, gid) != (st.uid, st.gid);
+        if st.kind() == libc::S_IFLNK {
+            // A symlink has no ACLs or capability; chown the link itself, never its target.
+            if owner_changes {
+                let name = name.expect("the walk's root is a directory");
+                fchownat(dir, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::sys(e, "fchownat", path))?;
+                self.changed.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        // The inode itself, pinned by an O_PATH fd: later calls cannot be sent elsewhere by a
+        // name swapped for a symlink.
+        let inode = match name {
+            Some(n) => {
+                let fd = nix::fcntl::openat(dir, n, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| Error::sys(e, "openat", path))?;
+                let now = Stat::from(&statx_at(fd.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
+                if now.ino != st.ino || now.kind() != st.kind() {
+                    return Err(Error::invalid(Errno::EAGAIN, "openat", path, "the entry changed during the remap"));
+                }
+                fd
+            }
+            None => dir.try_clone_to_owned().map_err(|e| Error::io(e, "dup", path))?,
+        };
+        let proc = CString::new(format!("/proc/self/fd/{}", inode.as_raw_fd())).expect("no NUL");
+        let saved = self.shifted_xattrs(&proc, path)?;
+        if !owner_changes && saved.iter().all(|x| !x.2) {
+            return Ok(());
+        }
+        if owner_changes {
+            // chown through the O_PATH fd's /proc link acts on the pinned inode.
+            // SAFETY: proc is NUL-terminated.
+            let r = unsafe { libc::chown(proc.as_ptr(), uid, gid) };
+            Errno::result(r).map_err(|e| Error::sys(e, "chown", path))?;
+            self.changed.fetch_add(1, Ordering::Relaxed);
+            if st.kind() != libc::S_IFDIR && st.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                // SAFETY: proc is NUL-terminated.
+                let r = unsafe { libc::chmod(proc.as_ptr(), st.mode & 0o7777) };
+                Errno::result(r).map_err(|e| Error::sys(e, "chmod", path))?;
+            }
+        }
+        for (key, v, changed) in saved {
+            // chown cleared the capability; ACLs need writing only when their ids moved.
+            if owner_changes && key == c"security.capability" || changed {
+                // SAFETY: proc and key are NUL-terminated; v is a live buffer of v.len() bytes.
+                let r = unsafe { libc::setxattr(proc.as_ptr(), key.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) };
+                Errno::result(r).map_err(|e| Error::sys(e, "setxattr", path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `security.capability` and the POSIX ACLs of the inode at `proc`, with their ids shifted,
+    /// and whether the shift changed them.
+    fn shifted_xattrs(&self, proc: &CStr, path: &Path) -> Result<Vec<(&'static CStr, Vec<u8>, bool)>> {
+        let names = xattr::list(xattr::At::Inode(proc), path)?;
         let mut out = Vec::new();
-        for key in [
-            c"security.capability",
-            c"system.posix_acl_access",
-            c"system.posix_acl_default",
-        ] {
+        for key in [c"security.capability", c"system.posix_acl_access", c"system.posix_acl_default"] {
             if !names.iter().any(|n| n.as_slice() == key.to_bytes()) {
                 continue;
             }
-            let Some(mut v) = xattr::get(proc, key, path)? else {
+            let Some(mut v) = xattr::get(xattr::At::Inode(proc), key, path)? else {
                 continue;
             };
+            let before = v.clone();
             if key == c"security.capability" {
-                self.shift_capability(&mut v, path)?;
+                xattr::shift_capability_rootid(&mut v, |id| self.map_uid(id, path))?;
             } else {
-                self.shift_acl(&mut v, path)?;
+                xattr::shift_acl_ids(&mut v, |id| self.map_uid(id, path), |id| self.map_gid(id, path))?;
             }
-            out.push((key, v));
+            let changed = v != before;
+            out.push((key, v, changed));
         }
         Ok(out)
-    }
-
-    fn shift_capability(&self, v: &mut [u8], path: &Path) -> Result<()> {
-        if v.len() >= 24
-            && u32::from_le_bytes(v[0..4].try_into().unwrap()) & VFS_CAP_REVISION_MASK
-                == VFS_CAP_REVISION_3
-        {
-            let rootid = u32::from_le_bytes(v[20..24].try_into().unwrap());
-            v[20..24].copy_from_slice(&self.map_uid(rootid, path)?.to_le_bytes());
-        }
-        Ok(())
-    }
-
-    fn shift_acl(&self, v: &mut [u8], path: &Path) -> Result<()> {
-        for e in v.get_mut(4..).unwrap_or_default().chunks_exact_mut(8) {
-            let tag = u16::from_le_bytes([e[0], e[1]]);
-            let id = u32::from_le_bytes(e[4..8].try_into().unwrap());
-            let new = match tag {
-                ACL_USER => self.map_uid(id, path)?,
-                ACL_GROUP => self.map_gid(id, path)?,
-                _ => continue,
-            };
-            e[4..8].copy_from_slice(&new.to_le_bytes());
-        }
-        Ok(())
-    }
-
-    /// Put back the setuid/setgid bits and the saved xattrs after chown.
-    fn restore(
-        &self,
-        proc: &CStr,
-        st: &FileStat,
-        saved: Vec<(&'static CStr, Vec<u8>)>,
-        path: &Path,
-    ) -> Result<()> {
-        let kind = st.st_mode & libc::S_IFMT;
-        if kind != libc::S_IFDIR && st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-            // chmod through the fd's /proc link acts on the inode already open, never on a new name.
-            // SAFETY: proc is NUL-terminated.
-            let r = unsafe { libc::chmod(proc.as_ptr(), st.st_mode & 0o7777) };
-            Errno::result(r).map_err(|e| Error::sys(e, "chmod", path))?;
-        }
-        for (key, v) in saved {
-            // SAFETY: proc and key are NUL-terminated; v is a live buffer of v.len() bytes.
-            let r = unsafe {
-                libc::lsetxattr(
-                    proc.as_ptr(),
-                    key.as_ptr(),
-                    v.as_ptr() as *const libc::c_void,
-                    v.len(),
-                    0,
-                )
-            };
-            Errno::result(r).map_err(|e| Error::sys(e, "lsetxattr", path))?;
-        }
-        Ok(())
     }
 }
 

@@ -68,8 +68,15 @@ impl Driver {
                 abort: ctl.abort,
                 progress: ctl.progress,
             };
-            let outcome = remap_tree(work.as_fd(), &tmp_path, &opts)?;
+            let mut outcome = remap_tree(work.as_fd(), &tmp_path, &opts)?;
             if !outcome.errors.is_empty() {
+                // Name the files where the caller can find them: in the source layer.
+                let source_path = self.layer_path(id);
+                for e in &mut outcome.errors {
+                    if let Some(rel) = e.path.as_ref().and_then(|p| p.strip_prefix(&tmp_path).ok()) {
+                        e.path = Some(source_path.join(rel));
+                    }
+                }
                 return Ok(outcome);
             }
             let same = |a: &IdMapping, b: &[IdMap]| IdMapping::new(b, "").is_ok_and(|b| &b == a);

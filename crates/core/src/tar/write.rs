@@ -195,7 +195,11 @@ impl<W: Write> TarWriter<'_, W> {
                 format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec).into_bytes(),
             ));
         }
-        for (k, v) in xattrs(dir, name, path)? {
+        for (k, mut v) in xattrs(dir, name, path)? {
+            if xattr::is_acl(k.as_bytes()) {
+                // ACL entries name host ids, like the owner: written as container ids.
+                xattr::shift_acl_ids(&mut v, |id| opts.uids.to_container(id).map_err(|e| with_path(e, path)), |id| opts.gids.to_container(id).map_err(|e| with_path(e, path)))?;
+            }
             pax.push((format!("SCHILY.xattr.{k}"), v));
         }
         let mut link: Option<Vec<u8>> = None;
@@ -367,10 +371,10 @@ fn xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Vec<(String
     let name = CString::new(name.as_bytes()).map_err(|_| Error::internal("NUL in a file name"))?;
     let proc = xattr::proc_path(dir, Some(&name));
     let mut out = Vec::new();
-    for key in xattr::list(&proc, shown)? {
+    for key in xattr::list(xattr::At::Entry(&proc), shown)? {
         let ck = CString::new(key.as_slice()).expect("split on NUL");
         // None: removed between list and get.
-        if let Some(val) = xattr::get(&proc, &ck, shown)? {
+        if let Some(val) = xattr::get(xattr::At::Entry(&proc), &ck, shown)? {
             out.push((String::from_utf8_lossy(&key).into_owned(), val));
         }
     }

@@ -55,8 +55,8 @@ impl Meta {
         let field = |r: std::io::Result<u64>, what: &str| {
             r.map_err(|e| bad_layer(shown, format!("bad {what} field: {e}")))
         };
-        let uid = host_id(field(h.uid(), "uid")?, uids, shown)?;
-        let gid = host_id(field(h.gid(), "gid")?, gids, shown)?;
+        let mut raw_uid = field(h.uid(), "uid")?;
+        let mut raw_gid = field(h.gid(), "gid")?;
         let mode = field(h.mode().map(u64::from), "mode")? as u32 & MODE_BITS;
         let secs = field(h.mtime(), "mtime")?;
         let secs = i64::try_from(secs).map_err(|_| bad_layer(shown, "mtime out of range"))?;
@@ -71,13 +71,23 @@ impl Meta {
             match record.key_bytes() {
                 b"mtime" => mtime = pax_time(record.value_bytes(), shown)?,
                 b"atime" => atime = Some(pax_time(record.value_bytes(), shown)?),
+                // Ids too large for the ustar field come as PAX records.
+                b"uid" => raw_uid = pax_number(record.value_bytes(), "uid", shown)?,
+                b"gid" => raw_gid = pax_number(record.value_bytes(), "gid", shown)?,
                 key => {
                     if let Some(name) = key.strip_prefix(XATTR_KEY) {
-                        xattrs.push(Xattr::new(name, record.value_bytes(), shown)?);
+                        let mut value = record.value_bytes().to_vec();
+                        if crate::xattr::is_acl(name) {
+                            // ACL entries name container ids, like the owner.
+                            crate::xattr::shift_acl_ids(&mut value, |id| host_id(u64::from(id), uids, shown), |id| host_id(u64::from(id), gids, shown))?;
+                        }
+                        xattrs.push(Xattr::new(name, &value, shown)?);
                     }
                 }
             }
         }
+        let uid = host_id(raw_uid, uids, shown)?;
+        let gid = host_id(raw_gid, gids, shown)?;
         let times = Times {
             atime: atime.unwrap_or(mtime),
             mtime,
@@ -250,6 +260,13 @@ fn host_id(id: u64, map: &IdMapping, shown: &Path) -> Result<u32> {
 }
 
 /// A PAX time: `[-]seconds[.fraction]`, nanoseconds kept.
+fn pax_number(value: &[u8], what: &str, shown: &Path) -> Result<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad_layer(shown, format!("bad PAX {what} record")))
+}
+
 fn pax_time(value: &[u8], shown: &Path) -> Result<TimeSpec> {
     let bad = || {
         bad_layer(
