@@ -295,6 +295,8 @@ btrfsTest('changes, diffSize and diff of a missing layer or parent: ENOENT; bad 
   await rejectsCode(t, d.diff('missing'), 'ENOENT', 'diff of a missing layer')
   await rejectsCode(t, d.applyDiff('missing', null, Buffer.alloc(1024)), 'ENOENT', 'applyDiff to a missing layer')
   await rejectsCode(t, d.applyDiff('exists', 'missing', Buffer.alloc(1024)), 'ENOENT', 'applyDiff with a missing parent')
+  await rejectsCode(t, d.applyDiff('exists', null, path.join(fs().mnt, 'no-such-layer.tar')), 'ENOENT', 'applyDiff of a missing file')
+  t.deepEqual(await d.changes('exists', null), [], 'nothing was applied')
   await rejectsCode(t, d.changes('../x'), 'EINVAL', 'changes with a bad id')
   await rejectsCode(t, d.diff('exists', undefined, { compression: 'lz4' as never }), 'EINVAL', 'unknown compression')
   await rejectsCode(t, d.applyDiff('exists', null, 42 as never), 'EINVAL', 'input of the wrong type')

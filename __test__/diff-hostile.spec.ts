@@ -188,6 +188,26 @@ const CASES: Case[] = [
     tar: () => buildTar([file('outdir/f1', 'pwned'), file('outdir/nested/level0/f0', 'pwned')]),
     expect: 'either',
   },
+  {
+    name: 'a file over a lower hardlinked name replaces that name only (never writes through the link)',
+    lower: async (p) => {
+      await fsp.writeFile(path.join(p, 'hl-a'), 'lower bytes\n')
+      await fsp.link(path.join(p, 'hl-a'), path.join(p, 'hl-b'))
+    },
+    tar: () => buildTar([file('hl-a', 'upper')]),
+    expect: 'ok',
+    check: (t, got) => {
+      fileWith(t, got, 'hl-a', 'upper')
+      fileWith(t, got, 'hl-b', 'lower bytes\n')
+      t.is(got.entries.get('hl-b')?.nlink, 1)
+    },
+  },
+  {
+    name: 'an opaque whiteout at the root hides every lower entry, not the layer\'s own',
+    tar: () => buildTar([file('mine', 'kept'), file('.wh..wh..opq'), file('mine-too', 'kept')]),
+    expect: 'ok',
+    check: (t, got) => t.deepEqual([...got.entries.keys()].sort(), ['.', 'mine', 'mine-too']),
+  },
   // --- Hardlinks ---------------------------------------------------------------------------------
   { name: 'hardlink to `../sentinel/file`', tar: (S) => buildTar([hardlink('h', `${upTo(S)}/f1`)]), expect: 'bad' },
   {

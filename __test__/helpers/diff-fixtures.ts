@@ -24,6 +24,7 @@ export const UNICODE_NAME = 'ünïcødé-名前-🙂 with space'
 /** Eight 40-byte directories: a path of more than 330 bytes. */
 export const DEEP_DIRS = Array.from({ length: 8 }, (_, i) => `deep${i}-${'d'.repeat(34)}`)
 export const DEEP_FILE = [...DEEP_DIRS, 'leaf-file.txt'].join('/')
+export const DEEP_LINK = [...DEEP_DIRS, 'hardlink-to-hard-a'].join('/')
 
 /** Deterministic mtime with nanoseconds for entry number i. */
 const stamp = (i: number) => BigInt(1_500_000_000 + i * 1000) * 1_000_000_000n + BigInt(123_456_789 - i)
@@ -129,6 +130,8 @@ export async function populateEverything(root: string, opts: { large?: boolean }
   await write(root, 'names/.hidden', 'dot\n')
   await write(root, 'names/.wh-not-a-whiteout', 'almost\n')
   await write(root, DEEP_FILE, 'deep\n')
+  // A fourth name of hard/a with a path (and so a link target, whichever comes second) over 100 bytes.
+  await fsp.link(path.join(root, 'hard/a'), path.join(root, DEEP_LINK))
   // Entries the child changes.
   await write(root, 'change/modify.txt', 'old content\n')
   await write(root, 'change/chmod.txt', 'chmod me\n', 0o644)
