@@ -1,0 +1,50 @@
+/** The shape of one subcommand and what it gets to run with. */
+import type { GlobalOptions, OptionSpecs, Values } from './args'
+import type { HintContext } from './hints'
+
+export interface Context {
+  /** The command's name as typed. */
+  command: string
+  global: GlobalOptions
+  /** The command's own option values. */
+  values: Values
+  /** Positional arguments after the command name. */
+  args: string[]
+  /** Aborted on Ctrl-C (SIGINT) or SIGTERM. */
+  signal: AbortSignal
+  /** Filled in as the store opens, so errors can name it. */
+  hints: HintContext
+  stdout: NodeJS.WriteStream
+  stderr: NodeJS.WriteStream
+}
+
+export interface Command {
+  name: string
+  /** One line for the command list. */
+  summary: string
+  /** Arguments and options, after `btrfs-layers <name> `. */
+  usage: string
+  /** Longer help: what each option does. */
+  help?: string
+  options: OptionSpecs
+  /** Positional arguments accepted. */
+  args: { min: number; max: number }
+  /** Runs the command; resolves to the exit code (0 when nothing is returned). */
+  run(ctx: Context): Promise<number | void>
+}
+
+/** Print `data` as JSON with --json, else run `human`. */
+export function output(ctx: Context, data: unknown, human: () => void): void {
+  if (ctx.global.json) ctx.stdout.write(`${JSON.stringify(data, null, 2)}\n`)
+  else human()
+}
+
+/** A line to stdout. */
+export function say(ctx: Context, line = ''): void {
+  ctx.stdout.write(`${line}\n`)
+}
+
+/** A line to stderr (notes and progress, never data). */
+export function note(ctx: Context, line: string): void {
+  ctx.stderr.write(`${line}\n`)
+}

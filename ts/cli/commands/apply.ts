@@ -1,0 +1,97 @@
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import { Transform, pipeline, type Readable } from 'node:stream'
+import { BtrfsError } from '../../errors'
+import { layerId, UsageError } from '../args'
+import { formatBytes } from '../format'
+import { CliError } from '../hints'
+import { Progress } from '../progress'
+import { withStore } from '../store'
+import { output, say, type Command } from '../command'
+
+/** gzip or zstd magic at the start of a file: its tar bytes will not match its size. */
+async function compressed(file: string): Promise<boolean> {
+  const fh = await fsp.open(file, 'r')
+  try {
+    const { buffer, bytesRead } = await fh.read(Buffer.alloc(4), 0, 4, 0)
+    const b = buffer.subarray(0, bytesRead)
+    return (b[0] === 0x1f && b[1] === 0x8b) || (b[0] === 0x28 && b[1] === 0xb5 && b[2] === 0x2f && b[3] === 0xfd)
+  } finally {
+    await fh.close()
+  }
+}
+
+/** `source` through a counter that reports the bytes read so far. */
+function counted(source: Readable, onBytes: (n: number) => void): Readable {
+  let n = 0
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      n += chunk.length
+      onBytes(n)
+      cb(null, chunk)
+    },
+  })
+  pipeline(source, t, () => undefined)
+  return t
+}
+
+export const apply: Command = {
+  name: 'apply',
+  summary: 'apply a layer tar (plain, gzip or zstd) to a layer, creating it when missing',
+  usage: 'ID FILE|- [--parent P]',
+  help: '--parent P   the layer ID is (or is created as) a snapshot of\nFILE         a tar file, or - for stdin\nThe layer changes only when the whole tar applied.',
+  options: { parent: { type: 'string', short: 'p' } },
+  args: { min: 2, max: 2 },
+  async run(ctx) {
+    const id = layerId('ID', ctx.args[0], ctx.command)
+    const parent = ctx.values.parent === undefined ? undefined : layerId('--parent', ctx.values.parent as string, ctx.command)
+    const file = ctx.args[1]
+    let total: number | undefined
+    if (file === '-') {
+      if (process.stdin.isTTY) throw new UsageError('stdin is a terminal: pipe a tar into it (< layer.tar) or pass FILE', ctx.command)
+      const st = fs.fstatSync(0)
+      if (st.isFile()) total = st.size
+    } else {
+      let st: fs.Stats
+      try {
+        st = await fsp.stat(file)
+      } catch (e) {
+        throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code}`, (e as NodeJS.ErrnoException).code, 'pass the path of a layer tar, or - for stdin')
+      }
+      if (!st.isFile()) throw new CliError(`${file} is not a file`, 'EINVAL', 'pass the path of a layer tar, or - for stdin')
+      total = st.size
+    }
+    await withStore(ctx.global, ctx.hints, async (s) => {
+      const created = !(await s.driver.exists(id))
+      if (created) await s.driver.create(id, parent)
+      const progress = new Progress({ label: `apply ${id}`, unit: 'bytes', total, stream: ctx.stderr })
+      let read = 0
+      let applied: number
+      try {
+        if (file !== '-' && !(await compressed(file))) {
+          // A plain tar file: the native side reads it itself; its tar bytes are the file's.
+          applied = await s.driver.applyDiff(id, parent, file, { signal: ctx.signal, onProgress: (n) => progress.update((read = n)) })
+        } else {
+          const source = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: 1 << 20 })
+          const input = counted(source, (n) => progress.update((read = n)))
+          // applyDiff checks the signal between chunks; a pipe that goes quiet must not delay Ctrl-C.
+          const stop = () => input.destroy(new BtrfsError('ABORT_ERR', 'ABORT_ERR: the operation was aborted'))
+          ctx.signal.addEventListener('abort', stop, { once: true })
+          try {
+            applied = await s.driver.applyDiff(id, parent, input, { signal: ctx.signal })
+          } finally {
+            ctx.signal.removeEventListener('abort', stop)
+          }
+        }
+      } catch (e) {
+        progress.clear()
+        if (created) await s.driver.remove(id).catch(() => undefined)
+        throw e
+      }
+      progress.finish(read, `${formatBytes(applied)} of file content`)
+      output(ctx, { id, parent: parent ?? null, created, bytes: applied, read }, () =>
+        say(ctx, `applied ${file === '-' ? 'stdin' : file} to ${created ? 'new ' : ''}layer ${id}${parent ? ` (on ${parent})` : ''}: ${formatBytes(applied)} of file content`),
+      )
+    })
+  },
+}
