@@ -155,6 +155,7 @@ impl<'o, 'm> Applier<'o, 'm> {
         }
         let meta = Meta::read(entry, self.opts.uids, self.opts.gids, shown(path))?;
         let dir = self.parents.open(dir_path, true)?;
+        self.dir_times.touch(dir_path, &dir)?;
         let fd = dir.fd.as_fd();
         match kind {
             Kind::File { sparse } => {
@@ -185,6 +186,7 @@ impl<'o, 'm> Applier<'o, 'm> {
     /// `.wh.<hidden>` in `dir_path`: the lower `hidden` goes.
     fn whiteout(&mut self, dir_path: &[u8], hidden: &[u8]) -> Result<()> {
         let dir = self.parents.open(dir_path, true)?;
+        self.dir_times.touch(dir_path, &dir)?;
         self.made.keep(&dir, shown(dir_path))?;
         let hider = Hider {
             made: &self.made,
@@ -198,6 +200,7 @@ impl<'o, 'm> Applier<'o, 'm> {
     /// `.wh..wh..opq` in `dir_path`: every lower entry of the directory goes.
     fn opaque(&mut self, dir_path: &[u8]) -> Result<()> {
         let dir = self.parents.open(dir_path, true)?;
+        self.dir_times.touch(dir_path, &dir)?;
         self.made.keep(&dir, shown(dir_path))?;
         let listing = reopen_listing(dir.fd.as_fd(), shown(dir_path))?;
         let hider = Hider {

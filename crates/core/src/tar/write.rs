@@ -189,11 +189,8 @@ impl<W: Write> TarWriter<'_, W> {
         h.set_mtime(st.st_mtime.max(0) as u64);
         h.set_size(0);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        if st.st_mtime_nsec != 0 {
-            pax.push((
-                "mtime".into(),
-                format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec).into_bytes(),
-            ));
+        if st.st_mtime_nsec != 0 || st.st_mtime < 0 || st.st_mtime > 0o77777777777 {
+            pax.push(("mtime".into(), pax_time(st.st_mtime, st.st_mtime_nsec).into_bytes()));
         }
         for (k, mut v) in xattrs(dir, name, path)? {
             if xattr::is_acl(k.as_bytes()) {
@@ -317,6 +314,18 @@ impl<W: Write> TarWriter<'_, W> {
     }
 }
 
+/// A PAX time: seconds and a fraction, the sign in front (`-1.25`, not the floored `-2.75`).
+fn pax_time(sec: i64, nsec: i64) -> String {
+    let total = i128::from(sec) * 1_000_000_000 + i128::from(nsec);
+    let (sign, abs) = if total < 0 { ("-", -total) } else { ("", total) };
+    let (whole, frac) = (abs / 1_000_000_000, abs % 1_000_000_000);
+    if frac == 0 {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{frac:09}")
+    }
+}
+
 fn with_path(mut e: Error, path: &Path) -> Error {
     e.path = Some(path.to_path_buf());
     e
@@ -397,6 +406,15 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(len, r.len());
+    }
+
+    #[test]
+    fn pax_times_keep_the_sign_in_front() {
+        assert_eq!(pax_time(5, 0), "5");
+        assert_eq!(pax_time(5, 250_000_000), "5.250000000");
+        assert_eq!(pax_time(-1000, 0), "-1000");
+        // -1.25 s is stored as sec -2, nsec 750000000.
+        assert_eq!(pax_time(-2, 750_000_000), "-1.250000000");
     }
 
     #[test]

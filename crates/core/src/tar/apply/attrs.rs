@@ -74,6 +74,11 @@ impl Meta {
                 // Ids too large for the ustar field come as PAX records.
                 b"uid" => raw_uid = pax_number(record.value_bytes(), "uid", shown)?,
                 b"gid" => raw_gid = pax_number(record.value_bytes(), "gid", shown)?,
+                // PAX sparse files (GNU tar --format=posix --sparse) would land as their raw
+                // map and data under a GNUSparseFile.<pid>/ name: refuse rather than mislay.
+                key if key.starts_with(b"GNU.sparse.") => {
+                    return Err(bad_layer(shown, "PAX sparse files (GNU.sparse.* records) are not supported; use --format=gnu for sparse files"));
+                }
                 key => {
                     if let Some(name) = key.strip_prefix(XATTR_KEY) {
                         let mut value = record.value_bytes().to_vec();

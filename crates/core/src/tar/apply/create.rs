@@ -121,6 +121,7 @@ impl Applier<'_, '_> {
         }
         let (dir_path, name) = split(path);
         let dir = self.parents.open(dir_path, true)?;
+        self.dir_times.touch(dir_path, &dir)?;
         let create = || {
             linkat(
                 from.fd.as_fd(),

@@ -15,8 +15,11 @@ const PROGRESS_STEP: u64 = 1 << 20;
 const BOMB_FLOOR: u64 = 64 << 20;
 /// Past the floor, more than this many bytes out per byte in is a bomb. Deflate cannot exceed
 /// ~1032:1, so a 1100:1 guard would never fire on gzip; only streams of almost nothing but
-/// zeros (or sparse holes) get here.
+/// zeros get here.
 const BOMB_RATIO: u64 = 1000;
+/// Holes of sparse files take no disk, but the tar crate hands them over as zeros to skip:
+/// past this many, a stream is a bomb of time, not of space.
+const MAX_HOLE_BYTES: u64 = 256 << 30;
 /// Headers between two entry bodies (PAX records, GNU long names, sparse maps) may not exceed
 /// this: the tar crate holds them in memory.
 const MAX_HEADER_BYTES: u64 = 8 << 20;
@@ -125,9 +128,10 @@ impl<'o> Meter<'o> {
     }
 
     fn check_bomb(&self) -> io::Result<()> {
-        let out = self.expanded.get() + self.holes.get();
+        let out = self.expanded.get();
         let compressed = self.compressed.get();
-        if out > BOMB_FLOOR && out > compressed.saturating_mul(BOMB_RATIO) {
+        if (out > BOMB_FLOOR && out > compressed.saturating_mul(BOMB_RATIO)) || self.holes.get() > MAX_HOLE_BYTES {
+            let out = out + self.holes.get();
             return Err(io::Error::other(Tripped::Bomb { out, compressed }));
         }
         Ok(())

@@ -123,8 +123,12 @@ impl Parents {
     /// mkdirat `name` in `parent`, then open it without following anything.
     fn make_dir(&self, parent: BorrowedFd<'_>, name: &[u8], prefix: &[u8]) -> Result<OwnedFd> {
         let shown = shown(prefix);
-        // EEXIST here means a dangling symlink (or a racing writer) sits where a directory must go.
-        mkdirat(parent, name, Mode::from_bits_truncate(0o700)).at("mkdirat", shown)?;
+        // EEXIST here means a symlink to nowhere (inside the layer) sits where a directory
+        // must go: the stream asks to write through it.
+        mkdirat(parent, name, Mode::from_bits_truncate(0o700)).map_err(|e| match e {
+            Errno::EEXIST => super::bad_layer(shown, "a parent directory is a symlink to a missing directory"),
+            e => Error::sys(e, "mkdirat", shown),
+        })?;
         let fd = open_beneath(parent, super::name::shown(name), shown)?;
         let (uid, gid) = self.owner.clone()?;
         fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).at("fchown", shown)?;
