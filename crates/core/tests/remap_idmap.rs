@@ -49,11 +49,15 @@ fn rejects_ranges_past_u32_max() {
     einval(&[m(2, 0, u32::MAX)], "container 2 + 2^32-1");
     einval(&[m(0, 2, u32::MAX)], "host 2 + 2^32-1");
     einval(&[m(u32::MAX, u32::MAX, u32::MAX)], "both sides");
-    // The last id itself is fine.
-    ok(&[m(0, u32::MAX, 1)]);
-    ok(&[m(u32::MAX, 0, 1)]);
-    ok(&[m(1, 0, u32::MAX)]);
-    ok(&[m(0, 1, u32::MAX)]);
+    // 2^32-1 is (uid_t)-1, chown's "no change": not an id on either side.
+    einval(&[m(0, u32::MAX, 1)], "host 2^32-1");
+    einval(&[m(u32::MAX, 0, 1)], "container 2^32-1");
+    einval(&[m(1, 0, u32::MAX)], "container range reaching 2^32-1");
+    // The last id, 2^32-2, is fine.
+    ok(&[m(0, u32::MAX - 1, 1)]);
+    ok(&[m(u32::MAX - 1, 0, 1)]);
+    ok(&[m(1, 0, u32::MAX - 1)]);
+    ok(&[m(0, 1, u32::MAX - 1)]);
 }
 
 #[test]
@@ -105,7 +109,7 @@ fn lookups_both_ways_at_every_edge() {
         m(1000, 200000, 10),
         m(0, 100000, 1000),
         m(5000, 50, 1),
-        m(u32::MAX - 4, 300000, 5),
+        m(u32::MAX - 5, 300000, 5),
     ]);
     let cases = [
         (0, Some(100000)),
@@ -117,9 +121,10 @@ fn lookups_both_ways_at_every_edge() {
         (4999, None),
         (5000, Some(50)),
         (5001, None),
-        (u32::MAX - 5, None),
-        (u32::MAX - 4, Some(300000)),
-        (u32::MAX, Some(300004)),
+        (u32::MAX - 6, None),
+        (u32::MAX - 5, Some(300000)),
+        (u32::MAX - 1, Some(300004)),
+        (u32::MAX, None),
     ];
     for (c, h) in cases {
         match h {
