@@ -417,8 +417,13 @@ export class BtrfsDriver {
         }
       }
       const timer = onProgress ? setInterval(report, 100) : undefined
-      const onAbort = (): void => sink.abort()
+      const onAbort = (): void => {
+        sink.abort()
+        // A stalled input would keep the loop below waiting for its next chunk.
+        if (isStream) (input as Readable).destroy()
+      }
       signal?.addEventListener('abort', onAbort, { once: true })
+      if (signal?.aborted) onAbort()
       try {
         if (typeof input !== 'string') {
           if (input instanceof Uint8Array) {
@@ -447,7 +452,7 @@ export class BtrfsDriver {
         return applied
       } catch (err) {
         sink.abort()
-        throw fromNative(err)
+        throw signal?.aborted ? abortError() : fromNative(err)
       } finally {
         if (timer) clearInterval(timer)
         signal?.removeEventListener('abort', onAbort)
