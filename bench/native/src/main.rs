@@ -10,6 +10,16 @@
 //!   subvolumes (inode 256), delete those first (recursively, clearing read-only), then the top.
 //! - `populate <path> <dirs> <files> [--bytes N]`: fill an existing directory with `dirs`
 //!   directories (two levels) and `files` small files spread evenly over them.
+//! - `populate-mixed <path> <files> <min> <max> <large> <large_bytes> [--dirs N] [--seed S]`:
+//!   `files` files of log-uniform random sizes from `min` to `max` bytes plus `large` files of
+//!   `large_bytes`, pseudo-random (incompressible) content, spread over `dirs` directories.
+//! - `changes <new> <old> <walk|walk1|send> [--scratch DIR]`: one changes computation between
+//!   two trees, timed: the parallel tree walk (`changes_walk`, rayon's global pool), the same
+//!   on one thread (`changes_walk_single_threaded`), or the send fast path (`changes_send`,
+//!   with a temporary read-only snapshot in `--scratch` of each side that is writable).
+//! - `remap <path> [--host-id N]`: `remap_path` from no mapping to container ids 0..65535 at
+//!   host ids N.. (default 100000), uids and gids, timed. Parallel on rayon's global pool: run
+//!   it with RAYON_NUM_THREADS=1 for the single-threaded walk.
 
 use btrfs_layers_core::ioctl::{self, put_name};
 use nix::fcntl::{open, OFlag};
@@ -38,6 +48,9 @@ fn main() -> ExitCode {
         Some("serve") => cmd_serve(),
         Some("walk-delete") => cmd_walk_delete(&args[1..]),
         Some("populate") => cmd_populate(&args[1..]),
+        Some("populate-mixed") => cmd_populate_mixed(&args[1..]),
+        Some("changes") => cmd_changes(&args[1..]),
+        Some("remap") => cmd_remap(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -60,10 +73,16 @@ const USAGE: &str = "usage:
   btrfs-layers-bench core <create|snapshot|snapshot-ro|delete> <dir> <n> [--source PATH] [--prefix STR]
   btrfs-layers-bench serve    (one op per stdin line: via<TAB>op<TAB>dir<TAB>name[<TAB>source])
   btrfs-layers-bench walk-delete <path>
-  btrfs-layers-bench populate <path> <dirs> <files> [--bytes N]";
+  btrfs-layers-bench populate <path> <dirs> <files> [--bytes N]
+  btrfs-layers-bench populate-mixed <path> <files> <min> <max> <large> <large_bytes> [--dirs N] [--seed S]
+  btrfs-layers-bench changes <new> <old> <walk|walk1|send> [--scratch DIR]
+  btrfs-layers-bench remap <path> [--host-id N]";
+
+/// `--key value` options, in order.
+type Opts = Vec<(String, OsString)>;
 
 /// Positional arguments and `--key value` options.
-fn parse(args: &[OsString]) -> Res<(Vec<OsString>, Vec<(String, OsString)>)> {
+fn parse(args: &[OsString]) -> Res<(Vec<OsString>, Opts)> {
     let mut pos = Vec::new();
     let mut opts = Vec::new();
     let mut it = args.iter();
@@ -486,4 +505,250 @@ fn cmd_populate(args: &[OsString]) -> Res<String> {
     Ok(format!(
         "{{\"ns\":{t},\"dirs\":{dirs},\"files\":{files},\"bytes\":{bytes}}}"
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// populate-mixed: files of mixed sizes with incompressible content
+
+/// xorshift64*: fast, deterministic, good enough for file contents and sizes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn cmd_populate_mixed(args: &[OsString]) -> Res<String> {
+    let (pos, opts) = parse(args)?;
+    if pos.len() != 6 {
+        return Err(USAGE.to_string());
+    }
+    let root = PathBuf::from(&pos[0]);
+    let files = num(&pos[1], "files")?;
+    let min = num(&pos[2], "min")?.max(1);
+    let max = num(&pos[3], "max")?.max(min);
+    let large = num(&pos[4], "large")?;
+    let large_bytes = num(&pos[5], "large_bytes")?;
+    let dirs = opt(&opts, "dirs")
+        .map(|v| num(v, "dirs"))
+        .transpose()?
+        .unwrap_or(50)
+        .max(1);
+    let seed = opt(&opts, "seed")
+        .map(|v| num(v, "seed"))
+        .transpose()?
+        .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        | 1;
+    let mut rng = Rng(seed);
+    let t0 = Instant::now();
+    let mut paths = Vec::with_capacity(dirs as usize);
+    for i in 0..dirs {
+        let p = root.join(format!("dir{i:03}"));
+        std::fs::create_dir(&p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+        paths.push(p);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut write = |p: &Path, size: u64, rng: &mut Rng| -> Res<()> {
+        let mut f = std::fs::File::create(p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            rng.fill(&mut buf[..n]);
+            f.write_all(&buf[..n])
+                .map_err(|e| format!("write {}: {e}", p.display()))?;
+            left -= n as u64;
+        }
+        total += size;
+        Ok(())
+    };
+    let (lmin, lmax) = ((min as f64).ln(), (max as f64).ln());
+    for j in 0..files {
+        let size = (lmin + (lmax - lmin) * rng.unit()).exp().round() as u64;
+        let p = paths[(j % dirs) as usize].join(format!("file{j:06}.bin"));
+        write(&p, size.clamp(min, max), &mut rng)?;
+    }
+    for j in 0..large {
+        let p = root.join(format!("large{j:02}.bin"));
+        write(&p, large_bytes, &mut rng)?;
+    }
+    let t = ns(t0.elapsed());
+    Ok(format!(
+        "{{\"ns\":{t},\"files\":{},\"dirs\":{dirs},\"bytes\":{total}}}",
+        files + large
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// changes and remap through btrfs-layers-core, timed in this process
+
+/// User plus system CPU time of this process so far, in ns.
+fn cpu_ns() -> u64 {
+    // SAFETY: getrusage fills a zeroed struct we own.
+    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { nix::libc::getrusage(nix::libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: nix::libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn cmd_changes(args: &[OsString]) -> Res<String> {
+    use btrfs_layers_core::changes::{changes_send, changes_walk, changes_walk_single_threaded};
+    use btrfs_layers_core::{delete, subvolume};
+    use std::os::fd::AsFd;
+    let (pos, opts) = parse(args)?;
+    if pos.len() != 3 {
+        return Err(USAGE.to_string());
+    }
+    let new = PathBuf::from(&pos[0]);
+    let old = PathBuf::from(&pos[1]);
+    let mode = pos[2].to_str().unwrap_or("").to_string();
+    let scratch = opt(&opts, "scratch").map(PathBuf::from);
+    // The send path's parts: temporary snapshots, the send itself, deleting the snapshots.
+    let (mut snapshot_ns, mut send_ns, mut cleanup_ns) = (0u64, 0u64, 0u64);
+    let c0 = cpu_ns();
+    let t0 = Instant::now();
+    let list = match mode.as_str() {
+        "walk" | "walk1" => {
+            let n = open_dir(&new)?;
+            let o = open_dir(&old)?;
+            let f = if mode == "walk" {
+                changes_walk
+            } else {
+                changes_walk_single_threaded
+            };
+            f(n.as_fd(), Some(o.as_fd()), &new).map_err(|e| format!("{mode}: {e}"))?
+        }
+        "send" => {
+            let scratch = scratch.ok_or("send needs --scratch DIR")?;
+            // A read-only view of each side, as the driver takes one: the side itself when
+            // read-only, else a temporary read-only snapshot, deleted after.
+            let mut temps = Vec::new();
+            let mut view = |p: &Path, tag: &str| -> Res<PathBuf> {
+                if subvolume::is_read_only(p).map_err(|e| e.to_string())? {
+                    return Ok(p.to_path_buf());
+                }
+                let t = scratch.join(format!("ro-{tag}-{}", std::process::id()));
+                subvolume::snapshot(p, &t, true).map_err(|e| e.to_string())?;
+                temps.push(t.clone());
+                Ok(t)
+            };
+            let r = view(&new, "new").and_then(|nv| {
+                let ov = view(&old, "old")?;
+                let n = open_dir(&nv)?;
+                let o = open_dir(&ov)?;
+                let t1 = Instant::now();
+                snapshot_ns = ns(t1 - t0);
+                let r = changes_send(n.as_fd(), o.as_fd(), &new).map_err(|e| format!("send: {e}"));
+                send_ns = ns(t1.elapsed());
+                r
+            });
+            let t2 = Instant::now();
+            for t in &temps {
+                let _ = delete::delete(t, false);
+            }
+            cleanup_ns = ns(t2.elapsed());
+            r?
+        }
+        other => return Err(format!("unknown changes mode {other:?}")),
+    };
+    let t = ns(t0.elapsed());
+    let cpu = cpu_ns() - c0;
+    let mut s = format!(
+        "{{\"ns\":{t},\"cpu_ns\":{cpu},\"mode\":\"{mode}\",\"count\":{}",
+        list.len()
+    );
+    if mode == "send" {
+        let _ = write!(
+            s,
+            ",\"snapshot_ns\":{snapshot_ns},\"send_ns\":{send_ns},\"cleanup_ns\":{cleanup_ns}"
+        );
+    }
+    if list.len() <= 1000 {
+        s.push_str(",\"list\":[");
+        for (i, c) in list.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let mut p = String::from("/");
+            p.push_str(&c.path.to_string_lossy());
+            s.push('[');
+            json_str(&mut s, &p);
+            s.push(',');
+            json_str(&mut s, c.kind.as_str());
+            s.push(']');
+        }
+        s.push(']');
+    }
+    s.push('}');
+    Ok(s)
+}
+
+fn cmd_remap(args: &[OsString]) -> Res<String> {
+    use btrfs_layers_core::idmap::{IdMap, IdMapping};
+    use btrfs_layers_core::remap::{remap_path, RemapOptions};
+    use std::sync::atomic::AtomicBool;
+    let (pos, opts) = parse(args)?;
+    if pos.len() != 1 {
+        return Err(USAGE.to_string());
+    }
+    let path = PathBuf::from(&pos[0]);
+    let host = opt(&opts, "host-id")
+        .map(|v| num(v, "host-id"))
+        .transpose()?
+        .unwrap_or(100_000) as u32;
+    let none = IdMapping::default();
+    let to = IdMapping::new(
+        &[IdMap {
+            container_id: 0,
+            host_id: host,
+            size: 65536,
+        }],
+        "to",
+    )
+    .map_err(|e| e.to_string())?;
+    let abort = AtomicBool::new(false);
+    let progress = |_: u64| {};
+    let o = RemapOptions {
+        from_uids: &none,
+        from_gids: &none,
+        to_uids: &to,
+        to_gids: &to,
+        cross_subvolumes: false,
+        abort: &abort,
+        progress: &progress,
+    };
+    let c0 = cpu_ns();
+    let t0 = Instant::now();
+    let out = remap_path(&path, &o).map_err(|e| e.to_string())?;
+    let t = ns(t0.elapsed());
+    let cpu = cpu_ns() - c0;
+    if let Some(e) = out.errors.first() {
+        return Err(format!("{} remap errors, first: {e}", out.errors.len()));
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    let mut s = format!(
+        "{{\"ns\":{t},\"cpu_ns\":{cpu},\"visited\":{},\"changed\":{},\"rayon_num_threads\":",
+        out.visited, out.changed
+    );
+    json_str(&mut s, &threads);
+    s.push('}');
+    Ok(s)
 }
