@@ -39,7 +39,13 @@ pub fn open_beneath(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<Own
     } else {
         rel
     };
-    match openat2(dir, target, how) {
+    let noatime = how.flags(DIR_FLAGS | OFlag::O_NOFOLLOW | OFlag::O_NOATIME);
+    match openat2(dir, target, noatime) {
+        // Not the owner: open it without O_NOATIME (see openat_noatime).
+        Err(Errno::EPERM) => match openat2(dir, target, how) {
+            Err(Errno::ENOSYS) => open_walk(dir, rel, shown),
+            r => r.at("openat2", shown),
+        },
         Err(Errno::ENOSYS) => open_walk(dir, rel, shown),
         r => r.at("openat2", shown),
     }
@@ -140,5 +146,15 @@ pub fn mount_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
         Ok(_) if stx.stx_mask & libc::STATX_MNT_ID != 0 => Ok(stx.stx_mnt_id),
         Ok(_) | Err(Errno::ENOSYS) => Ok(0),
         Err(e) => Err(Error::sys(e, "statx", shown)),
+    }
+}
+
+/// openat with O_NOATIME added, and without it where the kernel refuses it (EPERM: neither the
+/// owner nor CAP_FOWNER). Reading a layer must not dirty it: an atime update is a change that
+/// btrfs send would then have to walk.
+pub fn openat_noatime<P: ?Sized + nix::NixPath>(dir: BorrowedFd<'_>, name: &P, flags: OFlag) -> nix::Result<OwnedFd> {
+    match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(Errno::EPERM) => openat(dir, name, flags, Mode::empty()),
+        r => r,
     }
 }

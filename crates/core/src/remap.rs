@@ -234,72 +234,73 @@ impl<'a> Walk<'a> {
     }
 
     /// Shift the owner of `name` in `dir` (or of `dir` itself) and the ids in its ACLs and
-    /// capability, putting back what chown clears.
+    /// capability, putting back what chown clears. An entry costs statx (done by the caller),
+    /// llistxattr and fchownat; only the rare setuid/setgid file pins its inode for the chmod.
     fn shift(&self, dir: BorrowedFd<'_>, name: Option<&CStr>, st: &Stat, path: &Path) -> Result<()> {
         let (uid, gid) = (self.map_uid(st.uid, path)?, self.map_gid(st.gid, path)?);
         let owner_changes = (uid, gid) != (st.uid, st.gid);
-        if st.kind() == libc::S_IFLNK {
-            // A symlink has no ACLs or capability; chown the link itself, never its target.
-            if owner_changes {
-                let name = name.expect("the walk's root is a directory");
-                fchownat(dir, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::sys(e, "fchownat", path))?;
-                self.changed.fetch_add(1, Ordering::Relaxed);
-            }
-            return Ok(());
-        }
-        // The inode itself, pinned by an O_PATH fd: later calls cannot be sent elsewhere by a
-        // name swapped for a symlink.
-        let inode = match name {
-            Some(n) => {
-                let fd = nix::fcntl::openat(dir, n, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                    .map_err(|e| Error::sys(e, "openat", path))?;
-                let now = Stat::from(&statx_at(fd.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
-                if now.ino != st.ino || now.kind() != st.kind() {
-                    return Err(Error::invalid(Errno::EAGAIN, "openat", path, "the entry changed during the remap"));
-                }
-                fd
-            }
-            None => dir.try_clone_to_owned().map_err(|e| Error::io(e, "dup", path))?,
-        };
-        let proc = CString::new(format!("/proc/self/fd/{}", inode.as_raw_fd())).expect("no NUL");
-        let saved = self.shifted_xattrs(&proc, path)?;
+        // The xattrs: through the directory for an entry (l*xattr never follow the final
+        // name, a symlink swapped in included); through its own fd for the walk's root.
+        let proc = xattr::proc_path(dir, name);
+        let at = if name.is_some() { xattr::At::Entry(&proc) } else { xattr::At::Inode(&proc) };
+        let saved = if st.kind() == libc::S_IFLNK { Vec::new() } else { self.shifted_xattrs(at, path)? };
         if !owner_changes && saved.iter().all(|x| !x.2) {
             return Ok(());
         }
         if owner_changes {
-            // chown through the O_PATH fd's /proc link acts on the pinned inode.
-            // SAFETY: proc is NUL-terminated.
-            let r = unsafe { libc::chown(proc.as_ptr(), uid, gid) };
-            Errno::result(r).map_err(|e| Error::sys(e, "chown", path))?;
+            let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+            match name {
+                Some(n) => fchownat(dir, n, u, g, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| Error::sys(e, "fchownat", path))?,
+                None => nix::unistd::fchown(dir, u, g).map_err(|e| Error::sys(e, "fchown", path))?,
+            }
             self.changed.fetch_add(1, Ordering::Relaxed);
-            if st.kind() != libc::S_IFDIR && st.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-                // SAFETY: proc is NUL-terminated.
-                let r = unsafe { libc::chmod(proc.as_ptr(), st.mode & 0o7777) };
-                Errno::result(r).map_err(|e| Error::sys(e, "chmod", path))?;
+            if st.kind() != libc::S_IFDIR && st.kind() != libc::S_IFLNK && st.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                self.restore_mode(dir, name, st, path)?;
             }
         }
         for (key, v, changed) in saved {
             // chown cleared the capability; ACLs need writing only when their ids moved.
             if owner_changes && key == c"security.capability" || changed {
-                // SAFETY: proc and key are NUL-terminated; v is a live buffer of v.len() bytes.
-                let r = unsafe { libc::setxattr(proc.as_ptr(), key.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) };
+                let r = match at {
+                    // SAFETY: the path and key are NUL-terminated; v is a live buffer of v.len() bytes.
+                    xattr::At::Entry(p) => unsafe { libc::lsetxattr(p.as_ptr(), key.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) },
+                    // SAFETY: as above.
+                    xattr::At::Inode(p) => unsafe { libc::setxattr(p.as_ptr(), key.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) },
+                };
                 Errno::result(r).map_err(|e| Error::sys(e, "setxattr", path))?;
             }
         }
         Ok(())
     }
 
-    /// `security.capability` and the POSIX ACLs of the inode at `proc`, with their ids shifted,
-    /// and whether the shift changed them.
-    fn shifted_xattrs(&self, proc: &CStr, path: &Path) -> Result<Vec<(&'static CStr, Vec<u8>, bool)>> {
-        let names = xattr::list(xattr::At::Inode(proc), path)?;
+    /// Put back setuid/setgid bits that chown cleared. chmod follows symlinks, so the inode is
+    /// pinned by an O_PATH fd and checked first: a name swapped for a symlink is never followed.
+    fn restore_mode(&self, dir: BorrowedFd<'_>, name: Option<&CStr>, st: &Stat, path: &Path) -> Result<()> {
+        let pinned = match name {
+            Some(n) => nix::fcntl::openat(dir, n, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| Error::sys(e, "openat", path))?,
+            None => dir.try_clone_to_owned().map_err(|e| Error::io(e, "dup", path))?,
+        };
+        let now = Stat::from(&statx_at(pinned.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
+        if now.ino != st.ino || now.kind() != st.kind() {
+            return Err(Error::invalid(Errno::EAGAIN, "chmod", path, "the entry changed during the remap"));
+        }
+        let proc = CString::new(format!("/proc/self/fd/{}", pinned.as_raw_fd())).expect("no NUL");
+        // SAFETY: proc is NUL-terminated; the magic link resolves to the pinned inode.
+        let r = unsafe { libc::chmod(proc.as_ptr(), st.mode & 0o7777) };
+        Errno::result(r).map(drop).map_err(|e| Error::sys(e, "chmod", path))
+    }
+
+    /// `security.capability` and the POSIX ACLs at `at`, with their ids shifted, and whether
+    /// the shift changed them.
+    fn shifted_xattrs(&self, at: xattr::At<'_>, path: &Path) -> Result<Vec<(&'static CStr, Vec<u8>, bool)>> {
+        let names = xattr::list(at, path)?;
         let mut out = Vec::new();
         for key in [c"security.capability", c"system.posix_acl_access", c"system.posix_acl_default"] {
             if !names.iter().any(|n| n.as_slice() == key.to_bytes()) {
                 continue;
             }
-            let Some(mut v) = xattr::get(xattr::At::Inode(proc), key, path)? else {
+            let Some(mut v) = xattr::get(at, key, path)? else {
                 continue;
             };
             let before = v.clone();

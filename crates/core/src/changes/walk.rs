@@ -10,8 +10,7 @@ use super::{Change, ChangeKind};
 use crate::error::{Context, Error, Result};
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
 use rayon::prelude::*;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -90,7 +89,7 @@ pub(super) fn reopen(fd: BorrowedFd<'_>, shown: &Path) -> Result<Dir> {
 
 /// Open directory `name` of `dir` without following a symlink in its place.
 pub(super) fn open_child(dir: BorrowedFd<'_>, name: &CStr, shown: &Path) -> Result<Dir> {
-    let fd = openat(dir, name, DIR_FLAGS, Mode::empty()).at("openat", shown)?;
+    let fd = crate::open::openat_noatime(dir, name, DIR_FLAGS).at("openat", shown)?;
     Dir::from_fd(fd).at("fdopendir", shown)
 }
 

@@ -13,8 +13,8 @@ use crate::xattr;
 use crate::open::open_beneath;
 use ::tar::{EntryType, Header};
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fstatat, Mode};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::fstatat;
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::io::{Read, Write};
@@ -212,13 +212,8 @@ impl<W: Write> TarWriter<'_, W> {
             libc::S_IFREG => {
                 h.set_entry_type(EntryType::Regular);
                 h.set_size(st.st_size as u64);
-                let fd = openat(
-                    dir,
-                    name,
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .at("openat", path)?;
+                let fd = crate::open::openat_noatime(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+                    .at("openat", path)?;
                 body = Some((fd, st.st_size as u64));
             }
             libc::S_IFDIR => h.set_entry_type(EntryType::Directory),
