@@ -437,10 +437,11 @@ export class BtrfsDriver {
               pending.push(b)
               size += b.length
               if (size >= 1 << 20) {
-                const more = await sink.write(Buffer.concat(pending, size))
+                const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending, size)
                 pending = []
                 size = 0
-                if (!more) break
+                // Queued at once while the applier keeps up; else wait for room off the loop.
+                if (!sink.tryWrite(chunk) && !(await sink.write(chunk))) break
               }
             }
             if (size > 0 && !signal?.aborted) await sink.write(Buffer.concat(pending, size))

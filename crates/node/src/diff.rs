@@ -143,6 +143,14 @@ impl ApplySink {
         Job::new(move || Ok(tx.is_some_and(|tx| tx.send(data).is_ok())))
     }
 
+    /// Queue a chunk without waiting: `true` when queued, `false` when the queue is full (use
+    /// `write`, which waits) or the applier has stopped. Saves a thread-pool round trip per chunk.
+    #[napi(js_name = "tryWrite")]
+    pub fn try_write(&self, chunk: Buffer) -> bool {
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().is_some_and(|tx| tx.try_send(chunk.to_vec()).is_ok())
+    }
+
     /// End of input: wait for the applier and resolve with the bytes applied.
     #[napi]
     pub fn finish(&self) -> AsyncTask<Job<f64>> {
