@@ -104,7 +104,7 @@ async function verify(
 ): Promise<number> {
   const mnt = fs().mnt
   const d = await BtrfsDriver.init(home)
-  let layers: string[] = []
+  let layers: string[]
   try {
     t.is(await mountCount(home), 1, `${when}: home mounted exactly once (a crashed driver's bind mount adopted, not stacked)`)
     layers = await d.layers()

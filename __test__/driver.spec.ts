@@ -19,7 +19,6 @@ import {
   loopDevices,
   mkSubvol,
   observe,
-  oracleListAll,
   oracleReadOnly,
   oracleShow,
   treeState,

@@ -19,7 +19,6 @@ import {
   median,
   nativeBench,
   now,
-  pass,
   populatedFile,
   rotate,
   scaled,

@@ -16,7 +16,6 @@ import {
   median,
   nativeBench,
   now,
-  pass,
   quantile,
   rotate,
   settle,

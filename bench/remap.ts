@@ -20,7 +20,6 @@ import {
   median,
   nativeBench,
   now,
-  pass,
   rotate,
   scaled,
   settle,

@@ -11,6 +11,7 @@ export interface IdMap {
   size: number
 }
 
+/** Options of `BtrfsDriver.init`. */
 export interface DriverOptions {
   /** Uid ranges; layers are owned by the host uid that container root (0) maps to. */
   uidMaps?: IdMap[]
@@ -20,6 +21,7 @@ export interface DriverOptions {
   minSpace?: number | string
 }
 
+/** Options of `BtrfsDriver.create`. */
 export interface CreateOptions {
   /** SELinux label of the layer root; accepted and ignored where SELinux is off. */
   mountLabel?: string
@@ -39,11 +41,13 @@ export interface Change {
 /** Compression of a diff stream. */
 export type Compression = 'none' | 'gzip' | 'zstd'
 
+/** Options of `BtrfsDriver.diff`. */
 export interface DiffOptions {
   compression?: Compression
   signal?: AbortSignal
 }
 
+/** Options of `BtrfsDriver.applyDiff`. */
 export interface ApplyDiffOptions {
   signal?: AbortSignal
   /** Called with the uncompressed tar bytes consumed so far (about every 100 ms, and at the end). */
@@ -65,7 +69,10 @@ export interface LayerMetadata extends Record<string, string> {
 
 const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }
 
-/** Parse a byte count: a safe non-negative integer, or a string like `'512M'`, `'10GiB'`, `'4096'`. */
+/**
+ * Parse a byte count: a safe non-negative integer, or a string like `'512M'`, `'10GiB'`, `'4096'`.
+ * @example parseBytes('size', '512M') // 536870912
+ */
 export function parseBytes(name: string, value: unknown): number {
   let n: number
   if (typeof value === 'number') {
@@ -159,6 +166,7 @@ export class BtrfsDriver {
    * @throws {BtrfsError} `ERR_PREREQUISITES` when `home` (or its parent) is not on btrfs,
    *   `EBUSY` when another driver holds the store, `EINVAL` for bad options, `ENOENT` when
    *   the parent of `home` is missing.
+   * @example const driver = await BtrfsDriver.init('/mnt/pool/store', { minSpace: '16M' })
    */
   static async init(home: string, options?: DriverOptions): Promise<BtrfsDriver> {
     if (typeof home !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: home must be a string')
@@ -211,6 +219,7 @@ export class BtrfsDriver {
     await this.#serial(id, () => call(() => this.#native.create(id, p, opts)))
   }
 
+  /** `create` for a writable container layer (same as `create` without `readOnly`). * @example await driver.createReadWrite('container-1', 'image', { size: '2G' })
   /** `create` for a writable container layer (same as `create` without `readOnly`). */
   async createReadWrite(id: string, parent?: string | null, options?: Omit<CreateOptions, 'readOnly'>): Promise<void> {
     const o = checkKeys('options', options, ['mountLabel', 'size'])
@@ -221,6 +230,7 @@ export class BtrfsDriver {
    * Remove layer `id`, with any subvolumes nested inside it, its metadata and size limit.
    * Layers snapshotted from it are independent and stay.
    * @throws {BtrfsError} `ENOENT` when missing, `EBUSY` while held by `get`, `EINVAL` for a bad id.
+   * @example await driver.remove('container-1')
    */
   async remove(id: string): Promise<void> {
     checkId('id', id)
@@ -230,6 +240,7 @@ export class BtrfsDriver {
   /**
    * The absolute path of layer `id`, held (counted) until `put(id)`.
    * @throws {BtrfsError} `ENOENT` when missing, `EINVAL` for a bad id.
+   * @example const rootfs = await driver.get('container-1') // '/mnt/pool/store/subvolumes/container-1'
    */
   async get(id: string, options?: { mountLabel?: string }): Promise<string> {
     checkId('id', id)
@@ -242,23 +253,27 @@ export class BtrfsDriver {
   /**
    * Release one `get` of layer `id`.
    * @throws {BtrfsError} `EINVAL` when the layer is not held.
+   * @example await driver.put('container-1')
    */
   async put(id: string): Promise<void> {
     checkId('id', id)
     await this.#serial(id, () => call(() => this.#native.put(id)))
   }
 
+  /** How many `get`s of layer `id` have not been `put` yet. * @example driver.refCount('container-1') // 0 after as many puts as gets
   /** How many `get`s of layer `id` have not been `put` yet. */
   refCount(id: string): number {
     return this.#native.refCount(checkId('id', id))
   }
 
+  /** Whether layer `id` exists (complete). @throws {BtrfsError} `EINVAL` for a bad id. * @example if (!(await driver.exists('base'))) await driver.create('base')
   /** Whether layer `id` exists (complete). @throws {BtrfsError} `EINVAL` for a bad id. */
   async exists(id: string): Promise<boolean> {
     checkId('id', id)
     return (await call(() => this.#native.exists(id))) as boolean
   }
 
+  /** Ids of all layers, sorted. * @example for (const id of await driver.layers()) console.log(id)
   /** Ids of all layers, sorted. */
   async layers(): Promise<string[]> {
     return (await call(() => this.#native.layers())) as string[]
@@ -267,6 +282,7 @@ export class BtrfsDriver {
   /**
    * `[key, value]` pairs about the store: filesystem UUID and label, devices, data and
    * metadata space, layer count, quota state, kernel version.
+   * @example const status = Object.fromEntries(await driver.status()) // status['Quotas'] === 'enabled'
    */
   async status(): Promise<[string, string][]> {
     return (await call(() => this.#native.status())) as [string, string][]
@@ -276,6 +292,7 @@ export class BtrfsDriver {
    * What the driver recorded about layer `id`: parent, creation time, read-only, size limit,
    * subvolume id.
    * @throws {BtrfsError} `ENOENT` when missing.
+   * @example const { parent, created, size } = await driver.getMetadata('container-1')
    */
   async getMetadata(id: string): Promise<LayerMetadata> {
     checkId('id', id)
@@ -311,6 +328,7 @@ export class BtrfsDriver {
    * Bytes of the added and modified regular files of layer `id` against `parent` (as in
    * `changes`), each inode counted once.
    * @throws {BtrfsError} `ENOENT` when a layer is missing.
+   * @example const bytes = await driver.diffSize('container-1') // what a diff of it would carry in file content
    */
   async diffSize(id: string, parent?: string | null): Promise<number> {
     checkId('id', id)
@@ -387,6 +405,7 @@ export class BtrfsDriver {
    * other failure leaves it as it was.
    * @returns the bytes of file content applied.
    * @throws {BtrfsError} `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ABORT_ERR`, `ENOENT`, `EBUSY` while the layer is held.
+   * @example await driver.applyDiff('app', 'base', fs.createReadStream('app.tar.gz'), { onProgress: (n) => bar.update(n) })
    */
   async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: ApplyDiffOptions): Promise<number> {
     checkId('id', id)
@@ -499,6 +518,7 @@ export class BtrfsDriver {
    * `uidMaps`/`gidMaps` (an idmapped mount: Linux 5.15+, root): no inode changes. `status()`
    * tells whether this kernel supports it. Undo with `unmount(target)`.
    * @throws {BtrfsError} `EINVAL` (kernel or filesystem without idmapped mounts, bad maps), `EPERM`, `ENOENT`.
+   * @example await driver.mountIdmapped('image', '/run/ct1/rootfs', { uidMaps: [{ containerId: 0, hostId: 200000, size: 65536 }], gidMaps: [{ containerId: 0, hostId: 200000, size: 65536 }] })
    */
   async mountIdmapped(id: string, target: string, maps: { uidMaps?: IdMap[]; gidMaps?: IdMap[] }): Promise<void> {
     checkId('id', id)
@@ -510,11 +530,13 @@ export class BtrfsDriver {
   /**
    * Wait until the kernel has dropped removed layers and destroy their qgroups (btrfs frees
    * a deleted subvolume in the background; Linux 6.13+ lets us wait for it).
+   * @example await driver.remove('limited'); await driver.releaseQgroups()
    */
   async releaseQgroups(): Promise<void> {
     await call(() => this.#native.releaseQgroups())
   }
 
+  /** Release the store: undo the private mount, drop the lock. The driver is unusable after. * @example process.on('SIGTERM', () => void driver.cleanup())
   /** Release the store: undo the private mount, drop the lock. The driver is unusable after. */
   async cleanup(): Promise<void> {
     await call(() => this.#native.cleanup())

@@ -3,6 +3,7 @@
  * `BtrfsError`; its `code` follows Node's fs codes (`ENOENT`, `EEXIST`, ...) or is one of
  * this package's own (`ERR_NOT_BTRFS`, `ERR_PREREQUISITES`, `ERR_BAD_LAYER`,
  * `ERR_ID_MAPPING`, `ABORT_ERR`, `ERR_INTERNAL`).
+ * @example try { await createSubvolume('/mnt/pool/base') } catch (e) { if (e instanceof BtrfsError && e.code === 'EEXIST') console.log(e.path) }
  */
 export class BtrfsError extends Error {
   /** Node-style error code, e.g. `'ENOENT'` or `'ERR_NOT_BTRFS'`. */

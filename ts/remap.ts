@@ -8,6 +8,7 @@ export interface Mapping {
   gidMaps?: IdMap[]
 }
 
+/** Options of `remapLayer`: the two mappings, and progress and cancellation. */
 export interface RemapOptions {
   /** The mapping the tree's owners are in now. */
   from: Mapping
@@ -20,6 +21,7 @@ export interface RemapOptions {
   onProgress?: (inodes: number) => void
 }
 
+/** What `remapLayer` and `BtrfsDriver.remap` did. */
 export interface RemapResult {
   /** Inodes visited, each multiply-linked inode once. */
   visited: number

@@ -41,6 +41,7 @@ export interface Space {
   used: number
 }
 
+/** One device of a btrfs filesystem. */
 export interface Device {
   id: number
   path: string
@@ -209,6 +210,7 @@ export async function filesystemInfo(path: string): Promise<FilesystemInfo> {
 /**
  * Detach the mount on `target` (lazily), e.g. one made by `BtrfsDriver.mountIdmapped`.
  * @throws {BtrfsError} `EINVAL` when nothing is mounted there, `EPERM` without privilege.
+ * @example await unmount('/run/ct1/rootfs')
  */
 export async function unmount(target: string): Promise<void> {
   await call(() => native.unmount(str('target', target)))

@@ -359,7 +359,7 @@ export async function sh(cmd: string, args: string[]): Promise<string> {
   } catch (e) {
     const x = e as Error & { stderr?: string; code?: unknown }
     const shown = [cmd, ...args].join(' ')
-    throw new Error(`${shown.length > 300 ? shown.slice(0, 300) + '...' : shown} failed (${x.code}): ${x.stderr?.trim() || x.message}`)
+    throw new Error(`${shown.length > 300 ? shown.slice(0, 300) + '...' : shown} failed (${x.code}): ${x.stderr?.trim() || x.message}`, { cause: e })
   }
 }
 

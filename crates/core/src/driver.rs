@@ -569,7 +569,8 @@ impl Driver {
         // BTRFS_IOC_SYNC commits and wakes the cleaner, which drops deleted subvolumes; else
         // it would wait for the next periodic commit, up to 30 s away.
         // SAFETY: BTRFS_IOC_SYNC takes no argument.
-        unsafe { crate::ioctl::sync_fs(std::os::fd::AsRawFd::as_raw_fd(&dirs.subvolumes)) }.at("BTRFS_IOC_SYNC", &self.home)?;
+        unsafe { crate::ioctl::sync_fs(std::os::fd::AsRawFd::as_raw_fd(&dirs.subvolumes)) }
+            .at("BTRFS_IOC_SYNC", &self.home)?;
         for q in pending {
             quota::wait_dropped(dirs.subvolumes.as_fd(), q, &self.home)?;
         }

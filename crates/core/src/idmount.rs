@@ -156,7 +156,12 @@ fn idmapped_tree(source: BorrowedFd<'_>, userns: BorrowedFd<'_>, shown: &Path) -
     }
     // SAFETY: open_tree returned a new fd that nobody else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
     // SAFETY: attr is a valid struct mount_attr of the size passed.
     let r = unsafe {
         libc::syscall(
@@ -181,7 +186,14 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
         .map_err(|_| Error::invalid(Errno::EINVAL, "move_mount", target, "NUL in path"))?;
     // SAFETY: both paths are NUL-terminated; tree is a detached mount fd.
     let r = unsafe {
-        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
     };
     if r < 0 {
         return Err(Error::sys(Errno::last(), "move_mount", target));
@@ -192,14 +204,20 @@ pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<
 /// Whether this kernel and filesystem take idmapped mounts for the tree at `source`:
 /// clones it detached and attaches an identity-mapped namespace, never mounting anything.
 pub fn supported(source: BorrowedFd<'_>) -> bool {
-    let one = [IdMap { container_id: 0, host_id: 0, size: 65536 }];
-    user_namespace(&one, &one).is_ok_and(|ns| idmapped_tree(source, ns.as_fd(), Path::new("")).is_ok())
+    let one = [IdMap {
+        container_id: 0,
+        host_id: 0,
+        size: 65536,
+    }];
+    user_namespace(&one, &one)
+        .is_ok_and(|ns| idmapped_tree(source, ns.as_fd(), Path::new("")).is_ok())
 }
 
 /// Detach the mount on `target` (MNT_DETACH); EINVAL when nothing is mounted there.
 pub fn unmount(target: &Path) -> Result<()> {
     crate::path::check(target, "umount2")?;
-    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| Error::sys(e, "umount2", target))
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys(e, "umount2", target))
 }
 
 #[cfg(test)]

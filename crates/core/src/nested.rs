@@ -50,7 +50,7 @@ pub fn children(fd: BorrowedFd<'_>, id: u64, shown: &Path, method: Method) -> Re
             r => r?,
         },
     };
-    kids.sort_by(|a, b| a.rel_path().cmp(&b.rel_path()));
+    kids.sort_by_key(Child::rel_path);
     Ok(kids)
 }
 
@@ -70,7 +70,10 @@ pub fn children_by_search(fd: BorrowedFd<'_>, id: u64, shown: &Path) -> Result<V
     let mut refs: Vec<(u64, u64, OsString)> = Vec::new();
     search::search(fd, key, usize::MAX, shown, |sh, body| {
         // btrfs_root_ref: dirid, sequence (__le64), name_len (__le16), then the name.
-        if sh.type_ == ioctl::ROOT_REF_KEY && sh.objectid == id && body.len() >= ioctl::ROOT_REF_ITEM_SIZE {
+        if sh.type_ == ioctl::ROOT_REF_KEY
+            && sh.objectid == id
+            && body.len() >= ioctl::ROOT_REF_ITEM_SIZE
+        {
             let dirid = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
             let name_len = u16::from_le_bytes(body[16..18].try_into().expect("2 bytes")) as usize;
             let name = &body[18..(18 + name_len).min(body.len())];
@@ -78,7 +81,13 @@ pub fn children_by_search(fd: BorrowedFd<'_>, id: u64, shown: &Path) -> Result<V
         }
     })?;
     refs.into_iter()
-        .map(|(child, dirid, name)| Ok(Child { id: child, dir: dir_path(fd, id, dirid, shown)?, name }))
+        .map(|(child, dirid, name)| {
+            Ok(Child {
+                id: child,
+                dir: dir_path(fd, id, dirid, shown)?,
+                name,
+            })
+        })
         .collect()
 }
 

@@ -152,7 +152,11 @@ pub fn mount_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
 /// openat with O_NOATIME added, and without it where the kernel refuses it (EPERM: neither the
 /// owner nor CAP_FOWNER). Reading a layer must not dirty it: an atime update is a change that
 /// btrfs send would then have to walk.
-pub fn openat_noatime<P: ?Sized + nix::NixPath>(dir: BorrowedFd<'_>, name: &P, flags: OFlag) -> nix::Result<OwnedFd> {
+pub fn openat_noatime<P: ?Sized + nix::NixPath>(
+    dir: BorrowedFd<'_>,
+    name: &P,
+    flags: OFlag,
+) -> nix::Result<OwnedFd> {
     match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
         Err(Errno::EPERM) => openat(dir, name, flags, Mode::empty()),
         r => r,

@@ -9,7 +9,12 @@ use std::path::Path;
 
 /// The body of the first item of the quota tree with `item_type` and `offset` in range;
 /// None when there is none, or no quota tree at all.
-fn quota_item(fd: BorrowedFd<'_>, item_type: u32, offsets: (u64, u64), shown: &Path) -> Result<Option<Vec<u8>>> {
+fn quota_item(
+    fd: BorrowedFd<'_>,
+    item_type: u32,
+    offsets: (u64, u64),
+    shown: &Path,
+) -> Result<Option<Vec<u8>>> {
     let key = ioctl::SearchKey {
         tree_id: ioctl::QUOTA_TREE_OBJECTID,
         min_type: item_type,
@@ -28,7 +33,8 @@ fn quota_item(fd: BorrowedFd<'_>, item_type: u32, offsets: (u64, u64), shown: &P
 }
 
 fn le64(body: &[u8], at: usize) -> u64 {
-    body.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    body.get(at..at + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// Whether quotas are enabled on the filesystem holding `fd` (the quota tree's status item).
@@ -73,7 +79,9 @@ pub fn limit(fd: BorrowedFd<'_>, bytes: u64, shown: &Path) -> Result<()> {
 pub fn limit_of(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<Option<u64>> {
     // btrfs_qgroup_limit_item: flags, max_rfer, max_excl, rsv_rfer, rsv_excl (all __le64).
     let item = quota_item(fd, ioctl::QGROUP_LIMIT_KEY, (subvol_id, subvol_id), shown)?;
-    Ok(item.filter(|b| le64(b, 0) & ioctl::QGROUP_LIMIT_MAX_RFER != 0).map(|b| le64(&b, 8)))
+    Ok(item
+        .filter(|b| le64(b, 0) & ioctl::QGROUP_LIMIT_MAX_RFER != 0)
+        .map(|b| le64(&b, 8)))
 }
 
 /// Destroy qgroup 0/`subvol_id` of a deleted subvolume. Ok(false) while the kernel still

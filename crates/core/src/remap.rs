@@ -49,9 +49,12 @@ struct Walk<'a> {
     changed: AtomicU64,
 }
 
-
 /// Remap every inode under the directory `root` (itself included).
-pub fn remap_tree(root: BorrowedFd<'_>, shown: &Path, opts: &RemapOptions<'_>) -> Result<RemapOutcome> {
+pub fn remap_tree(
+    root: BorrowedFd<'_>,
+    shown: &Path,
+    opts: &RemapOptions<'_>,
+) -> Result<RemapOutcome> {
     let aborted = || Error {
         code: Code::Aborted,
         syscall: "remap",
@@ -74,7 +77,13 @@ pub fn remap_tree(root: BorrowedFd<'_>, shown: &Path, opts: &RemapOptions<'_>) -
     if let Err(e) = walk.shift(root, None, &Stat::from(&stx), shown) {
         walk.fail(e);
     }
-    let top = Node { fd: root.try_clone_to_owned().map_err(|e| Error::io(e, "dup", shown))?, stat: Stat::from(&stx), path: shown.to_path_buf() };
+    let top = Node {
+        fd: root
+            .try_clone_to_owned()
+            .map_err(|e| Error::io(e, "dup", shown))?,
+        stat: Stat::from(&stx),
+        path: shown.to_path_buf(),
+    };
     rayon::scope(|s| walk.dir(s, top));
     if opts.abort.load(Ordering::Relaxed) {
         return Err(aborted());
@@ -108,7 +117,11 @@ impl Stat {
             ino: stx.stx_ino,
             nlink: stx.stx_nlink,
             dev: (stx.stx_dev_major, stx.stx_dev_minor),
-            mnt_id: if stx.stx_mask & libc::STATX_MNT_ID != 0 { stx.stx_mnt_id } else { 0 },
+            mnt_id: if stx.stx_mask & libc::STATX_MNT_ID != 0 {
+                stx.stx_mnt_id
+            } else {
+                0
+            },
         }
     }
 
@@ -133,13 +146,24 @@ fn statx_at(dir: BorrowedFd<'_>, name: Option<&CStr>) -> std::result::Result<lib
         None => (c"", libc::AT_EMPTY_PATH),
     };
     // SAFETY: path is NUL-terminated and stx a valid out-pointer.
-    let r = unsafe { libc::statx(dir.as_raw_fd(), path.as_ptr(), flags, libc::STATX_BASIC_STATS | libc::STATX_MNT_ID, &mut stx) };
+    let r = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            flags,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
     Errno::result(r).map(|_| stx)
 }
 
 impl<'a> Walk<'a> {
     fn fail(&self, e: Error) {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
     }
 
     fn tick(&self) {
@@ -150,13 +174,25 @@ impl<'a> Walk<'a> {
     }
 
     fn map_uid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error { path: Some(path.to_path_buf()), ..e };
-        self.opts.to_uids.to_host(self.opts.from_uids.to_container(id).map_err(at)?).map_err(at)
+        let at = |e: Error| Error {
+            path: Some(path.to_path_buf()),
+            ..e
+        };
+        self.opts
+            .to_uids
+            .to_host(self.opts.from_uids.to_container(id).map_err(at)?)
+            .map_err(at)
     }
 
     fn map_gid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error { path: Some(path.to_path_buf()), ..e };
-        self.opts.to_gids.to_host(self.opts.from_gids.to_container(id).map_err(at)?).map_err(at)
+        let at = |e: Error| Error {
+            path: Some(path.to_path_buf()),
+            ..e
+        };
+        self.opts
+            .to_gids
+            .to_host(self.opts.from_gids.to_container(id).map_err(at)?)
+            .map_err(at)
     }
 
     /// Remap the entries of directory `node` (already remapped itself), subdirectories in parallel.
@@ -164,7 +200,12 @@ impl<'a> Walk<'a> {
         if self.opts.abort.load(Ordering::Relaxed) {
             return;
         }
-        let mut d = match Dir::openat(&node.fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+        let mut d = match Dir::openat(
+            &node.fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(d) => d,
             Err(e) => return self.fail(Error::sys(e, "openat", &node.path)),
         };
@@ -196,14 +237,20 @@ impl<'a> Walk<'a> {
         }
         if st.dev != parent.stat.dev {
             // Another subvolume of this filesystem (inode 256), entered only when asked.
-            let nested = st.kind() == libc::S_IFDIR && st.ino == crate::ioctl::FIRST_FREE_OBJECTID && self.same_fs(dir, name);
+            let nested = st.kind() == libc::S_IFDIR
+                && st.ino == crate::ioctl::FIRST_FREE_OBJECTID
+                && self.same_fs(dir, name);
             if !(self.opts.cross_subvolumes && nested) {
                 return Ok(None);
             }
         }
         let first_time = st.kind() == libc::S_IFDIR
             || st.nlink < 2
-            || self.links.lock().unwrap_or_else(|p| p.into_inner()).insert((u64::from(st.dev.0) << 32 | u64::from(st.dev.1), st.ino));
+            || self
+                .links
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((u64::from(st.dev.0) << 32 | u64::from(st.dev.1), st.ino));
         if first_time {
             self.tick();
             self.shift(dir, Some(name), &st, path)?;
@@ -213,9 +260,17 @@ impl<'a> Walk<'a> {
         }
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV,
+            );
         match openat2(dir, name, how) {
-            Ok(fd) => Ok(Some(Node { fd, stat: st, path: path.to_path_buf() })),
+            Ok(fd) => Ok(Some(Node {
+                fd,
+                stat: st,
+                path: path.to_path_buf(),
+            })),
             // A mount point after all: never cross into it.
             Err(Errno::EXDEV) => Ok(None),
             Err(e) => Err(Error::sys(e, "openat2", path)),
@@ -225,7 +280,11 @@ impl<'a> Walk<'a> {
     fn same_fs(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV,
+            );
         let Ok(child) = openat2(dir, name, how) else {
             return false;
         };
@@ -236,25 +295,45 @@ impl<'a> Walk<'a> {
     /// Shift the owner of `name` in `dir` (or of `dir` itself) and the ids in its ACLs and
     /// capability, putting back what chown clears. An entry costs statx (done by the caller),
     /// llistxattr and fchownat; only the rare setuid/setgid file pins its inode for the chmod.
-    fn shift(&self, dir: BorrowedFd<'_>, name: Option<&CStr>, st: &Stat, path: &Path) -> Result<()> {
+    fn shift(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: Option<&CStr>,
+        st: &Stat,
+        path: &Path,
+    ) -> Result<()> {
         let (uid, gid) = (self.map_uid(st.uid, path)?, self.map_gid(st.gid, path)?);
         let owner_changes = (uid, gid) != (st.uid, st.gid);
         // The xattrs: through the directory for an entry (l*xattr never follow the final
         // name, a symlink swapped in included); through its own fd for the walk's root.
         let proc = xattr::proc_path(dir, name);
-        let at = if name.is_some() { xattr::At::Entry(&proc) } else { xattr::At::Inode(&proc) };
-        let saved = if st.kind() == libc::S_IFLNK { Vec::new() } else { self.shifted_xattrs(at, path)? };
+        let at = if name.is_some() {
+            xattr::At::Entry(&proc)
+        } else {
+            xattr::At::Inode(&proc)
+        };
+        let saved = if st.kind() == libc::S_IFLNK {
+            Vec::new()
+        } else {
+            self.shifted_xattrs(at, path)?
+        };
         if !owner_changes && saved.iter().all(|x| !x.2) {
             return Ok(());
         }
         if owner_changes {
             let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
             match name {
-                Some(n) => fchownat(dir, n, u, g, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| Error::sys(e, "fchownat", path))?,
-                None => nix::unistd::fchown(dir, u, g).map_err(|e| Error::sys(e, "fchown", path))?,
+                Some(n) => fchownat(dir, n, u, g, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::sys(e, "fchownat", path))?,
+                None => {
+                    nix::unistd::fchown(dir, u, g).map_err(|e| Error::sys(e, "fchown", path))?
+                }
             }
             self.changed.fetch_add(1, Ordering::Relaxed);
-            if st.kind() != libc::S_IFDIR && st.kind() != libc::S_IFLNK && st.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            if st.kind() != libc::S_IFDIR
+                && st.kind() != libc::S_IFLNK
+                && st.mode & (libc::S_ISUID | libc::S_ISGID) != 0
+            {
                 self.restore_mode(dir, name, st, path)?;
             }
         }
@@ -263,9 +342,25 @@ impl<'a> Walk<'a> {
             if owner_changes && key == c"security.capability" || changed {
                 let r = match at {
                     // SAFETY: the path and key are NUL-terminated; v is a live buffer of v.len() bytes.
-                    xattr::At::Entry(p) => unsafe { libc::lsetxattr(p.as_ptr(), key.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) },
+                    xattr::At::Entry(p) => unsafe {
+                        libc::lsetxattr(
+                            p.as_ptr(),
+                            key.as_ptr(),
+                            v.as_ptr() as *const libc::c_void,
+                            v.len(),
+                            0,
+                        )
+                    },
                     // SAFETY: as above.
-                    xattr::At::Inode(p) => unsafe { libc::setxattr(p.as_ptr(), key.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) },
+                    xattr::At::Inode(p) => unsafe {
+                        libc::setxattr(
+                            p.as_ptr(),
+                            key.as_ptr(),
+                            v.as_ptr() as *const libc::c_void,
+                            v.len(),
+                            0,
+                        )
+                    },
                 };
                 Errno::result(r).map_err(|e| Error::sys(e, "setxattr", path))?;
             }
@@ -275,28 +370,57 @@ impl<'a> Walk<'a> {
 
     /// Put back setuid/setgid bits that chown cleared. chmod follows symlinks, so the inode is
     /// pinned by an O_PATH fd and checked first: a name swapped for a symlink is never followed.
-    fn restore_mode(&self, dir: BorrowedFd<'_>, name: Option<&CStr>, st: &Stat, path: &Path) -> Result<()> {
+    fn restore_mode(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: Option<&CStr>,
+        st: &Stat,
+        path: &Path,
+    ) -> Result<()> {
         let pinned = match name {
-            Some(n) => nix::fcntl::openat(dir, n, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| Error::sys(e, "openat", path))?,
-            None => dir.try_clone_to_owned().map_err(|e| Error::io(e, "dup", path))?,
+            Some(n) => nix::fcntl::openat(
+                dir,
+                n,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::sys(e, "openat", path))?,
+            None => dir
+                .try_clone_to_owned()
+                .map_err(|e| Error::io(e, "dup", path))?,
         };
-        let now = Stat::from(&statx_at(pinned.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
+        let now =
+            Stat::from(&statx_at(pinned.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
         if now.ino != st.ino || now.kind() != st.kind() {
-            return Err(Error::invalid(Errno::EAGAIN, "chmod", path, "the entry changed during the remap"));
+            return Err(Error::invalid(
+                Errno::EAGAIN,
+                "chmod",
+                path,
+                "the entry changed during the remap",
+            ));
         }
         let proc = CString::new(format!("/proc/self/fd/{}", pinned.as_raw_fd())).expect("no NUL");
         // SAFETY: proc is NUL-terminated; the magic link resolves to the pinned inode.
         let r = unsafe { libc::chmod(proc.as_ptr(), st.mode & 0o7777) };
-        Errno::result(r).map(drop).map_err(|e| Error::sys(e, "chmod", path))
+        Errno::result(r)
+            .map(drop)
+            .map_err(|e| Error::sys(e, "chmod", path))
     }
 
     /// `security.capability` and the POSIX ACLs at `at`, with their ids shifted, and whether
     /// the shift changed them.
-    fn shifted_xattrs(&self, at: xattr::At<'_>, path: &Path) -> Result<Vec<(&'static CStr, Vec<u8>, bool)>> {
+    fn shifted_xattrs(
+        &self,
+        at: xattr::At<'_>,
+        path: &Path,
+    ) -> Result<Vec<(&'static CStr, Vec<u8>, bool)>> {
         let names = xattr::list(at, path)?;
         let mut out = Vec::new();
-        for key in [c"security.capability", c"system.posix_acl_access", c"system.posix_acl_default"] {
+        for key in [
+            c"security.capability",
+            c"system.posix_acl_access",
+            c"system.posix_acl_default",
+        ] {
             if !names.iter().any(|n| n.as_slice() == key.to_bytes()) {
                 continue;
             }
@@ -307,7 +431,11 @@ impl<'a> Walk<'a> {
             if key == c"security.capability" {
                 xattr::shift_capability_rootid(&mut v, |id| self.map_uid(id, path))?;
             } else {
-                xattr::shift_acl_ids(&mut v, |id| self.map_uid(id, path), |id| self.map_gid(id, path))?;
+                xattr::shift_acl_ids(
+                    &mut v,
+                    |id| self.map_uid(id, path),
+                    |id| self.map_gid(id, path),
+                )?;
             }
             let changed = v != before;
             out.push((key, v, changed));

@@ -30,14 +30,16 @@ pub fn search(
             (*args).buf_size = BUF as u64;
         }
         // SAFETY: args points to a SearchArgsV2 followed by buf_size writable bytes.
-        unsafe { ioctl::tree_search_v2(fd.as_raw_fd(), args) }.at("BTRFS_IOC_TREE_SEARCH_V2", shown)?;
+        unsafe { ioctl::tree_search_v2(fd.as_raw_fd(), args) }
+            .at("BTRFS_IOC_TREE_SEARCH_V2", shown)?;
         // SAFETY: the kernel filled in nr_items.
         let nr = unsafe { (*args).key.nr_items } as usize;
         if nr == 0 {
             break;
         }
         // SAFETY: the storage is initialized u64s; viewing it as bytes is valid.
-        let bytes = unsafe { std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8) };
         let buf = &bytes[hdr..];
         let (mut off, mut last) = (0usize, SearchHeader::default());
         for _ in 0..nr {
@@ -45,7 +47,8 @@ pub fn search(
                 break;
             }
             // SAFETY: a header lies within buf (checked above); read_unaligned copes with any offset.
-            let sh: SearchHeader = unsafe { std::ptr::read_unaligned(buf[off..].as_ptr() as *const SearchHeader) };
+            let sh: SearchHeader =
+                unsafe { std::ptr::read_unaligned(buf[off..].as_ptr() as *const SearchHeader) };
             let end = (off + hsize + sh.len as usize).min(buf.len());
             each(&sh, &buf[off + hsize..end]);
             off = end;
@@ -75,7 +78,8 @@ fn advance(key: &mut SearchKey, last: &SearchHeader) -> bool {
     } else {
         return false;
     }
-    (key.min_objectid, key.min_type, key.min_offset) <= (key.max_objectid, key.max_type, key.max_offset)
+    (key.min_objectid, key.min_type, key.min_offset)
+        <= (key.max_objectid, key.max_type, key.max_offset)
 }
 
 #[cfg(test)]
@@ -84,12 +88,48 @@ mod tests {
 
     #[test]
     fn advance_carries_through_the_key() {
-        let mut k = SearchKey { max_objectid: u64::MAX, max_type: u32::MAX, max_offset: u64::MAX, ..Default::default() };
-        assert!(advance(&mut k, &SearchHeader { objectid: 5, type_: 156, offset: 7, ..Default::default() }));
+        let mut k = SearchKey {
+            max_objectid: u64::MAX,
+            max_type: u32::MAX,
+            max_offset: u64::MAX,
+            ..Default::default()
+        };
+        assert!(advance(
+            &mut k,
+            &SearchHeader {
+                objectid: 5,
+                type_: 156,
+                offset: 7,
+                ..Default::default()
+            }
+        ));
         assert_eq!((k.min_objectid, k.min_type, k.min_offset), (5, 156, 8));
-        assert!(advance(&mut k, &SearchHeader { objectid: 5, type_: 156, offset: u64::MAX, ..Default::default() }));
+        assert!(advance(
+            &mut k,
+            &SearchHeader {
+                objectid: 5,
+                type_: 156,
+                offset: u64::MAX,
+                ..Default::default()
+            }
+        ));
         assert_eq!((k.min_objectid, k.min_type, k.min_offset), (5, 157, 0));
-        let mut tight = SearchKey { min_objectid: 5, max_objectid: 5, min_type: 156, max_type: 156, max_offset: 9, ..Default::default() };
-        assert!(!advance(&mut tight, &SearchHeader { objectid: 5, type_: 156, offset: 9, ..Default::default() }));
+        let mut tight = SearchKey {
+            min_objectid: 5,
+            max_objectid: 5,
+            min_type: 156,
+            max_type: 156,
+            max_offset: 9,
+            ..Default::default()
+        };
+        assert!(!advance(
+            &mut tight,
+            &SearchHeader {
+                objectid: 5,
+                type_: 156,
+                offset: 9,
+                ..Default::default()
+            }
+        ));
     }
 }

@@ -42,7 +42,13 @@ pub fn list(at: At<'_>, path: &Path) -> Result<Vec<Vec<u8>>> {
             }
         };
         match Errno::result(r) {
-            Ok(n) => return Ok(buf[..n as usize].split(|&c| c == 0).filter(|k| !k.is_empty()).map(<[u8]>::to_vec).collect()),
+            Ok(n) => {
+                return Ok(buf[..n as usize]
+                    .split(|&c| c == 0)
+                    .filter(|k| !k.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect())
+            }
             Err(Errno::ERANGE) => buf.resize(buf.len() * 4, 0),
             Err(Errno::ENOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(Error::sys(e, "listxattr", path)),
@@ -82,7 +88,10 @@ const ACL_GROUP: u16 = 0x08;
 /// Shift the root id of a v3 file capability (`vfs_ns_cap_data`) with `map`; other revisions
 /// carry no id and stay as they are.
 pub fn shift_capability_rootid(v: &mut [u8], map: impl Fn(u32) -> Result<u32>) -> Result<()> {
-    if v.len() >= 24 && u32::from_le_bytes(v[0..4].try_into().expect("4 bytes")) & VFS_CAP_REVISION_MASK == VFS_CAP_REVISION_3 {
+    if v.len() >= 24
+        && u32::from_le_bytes(v[0..4].try_into().expect("4 bytes")) & VFS_CAP_REVISION_MASK
+            == VFS_CAP_REVISION_3
+    {
         let rootid = u32::from_le_bytes(v[20..24].try_into().expect("4 bytes"));
         v[20..24].copy_from_slice(&map(rootid)?.to_le_bytes());
     }
@@ -91,7 +100,11 @@ pub fn shift_capability_rootid(v: &mut [u8], map: impl Fn(u32) -> Result<u32>) -
 
 /// Shift the ids of the named-user and named-group entries of a POSIX ACL xattr value
 /// (a 4-byte version header, then 8-byte entries: tag, perm, id).
-pub fn shift_acl_ids(v: &mut [u8], uid: impl Fn(u32) -> Result<u32>, gid: impl Fn(u32) -> Result<u32>) -> Result<()> {
+pub fn shift_acl_ids(
+    v: &mut [u8],
+    uid: impl Fn(u32) -> Result<u32>,
+    gid: impl Fn(u32) -> Result<u32>,
+) -> Result<()> {
     for e in v.get_mut(4..).unwrap_or_default().chunks_exact_mut(8) {
         let tag = u16::from_le_bytes([e[0], e[1]]);
         let id = u32::from_le_bytes(e[4..8].try_into().expect("4 bytes"));
@@ -124,7 +137,10 @@ mod tests {
             acl.extend_from_slice(&id.to_le_bytes());
         }
         shift_acl_ids(&mut acl, |i| Ok(i + 100000), |i| Ok(i + 200000)).unwrap();
-        let ids: Vec<u32> = acl[4..].chunks(8).map(|e| u32::from_le_bytes(e[4..8].try_into().unwrap())).collect();
+        let ids: Vec<u32> = acl[4..]
+            .chunks(8)
+            .map(|e| u32::from_le_bytes(e[4..8].try_into().unwrap()))
+            .collect();
         assert_eq!(ids, vec![u32::MAX, 101000, 201000, u32::MAX]);
         let mut cap = vec![0u8; 24];
         cap[0..4].copy_from_slice(&0x0300_0000u32.to_le_bytes());

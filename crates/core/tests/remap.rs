@@ -751,8 +751,23 @@ fn acl_ids_are_shifted_even_when_the_owner_maps_to_itself() {
 #[test]
 fn a_map_to_host_id_u32_max_is_refused() {
     // 2^32-1 is (uid_t)-1, which chown(2) reads as "leave this id as it is": never an id.
-    let map = |c, h| IdMapping::new(&[IdMap { container_id: c, host_id: h, size: 1 }], "uidMaps");
-    assert_eq!(map(0, u32::MAX).unwrap_err().code, Code::Errno(nix::errno::Errno::EINVAL));
-    assert_eq!(map(u32::MAX, 0).unwrap_err().code, Code::Errno(nix::errno::Errno::EINVAL));
+    let map = |c, h| {
+        IdMapping::new(
+            &[IdMap {
+                container_id: c,
+                host_id: h,
+                size: 1,
+            }],
+            "uidMaps",
+        )
+    };
+    assert_eq!(
+        map(0, u32::MAX).unwrap_err().code,
+        Code::Errno(nix::errno::Errno::EINVAL)
+    );
+    assert_eq!(
+        map(u32::MAX, 0).unwrap_err().code,
+        Code::Errno(nix::errno::Errno::EINVAL)
+    );
     assert!(map(u32::MAX - 1, u32::MAX - 1).is_ok());
 }

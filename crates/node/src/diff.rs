@@ -148,7 +148,9 @@ impl ApplySink {
     #[napi(js_name = "tryWrite")]
     pub fn try_write(&self, chunk: Buffer) -> bool {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().is_some_and(|tx| tx.try_send(chunk.to_vec()).is_ok())
+        guard
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(chunk.to_vec()).is_ok())
     }
 
     /// End of input: wait for the applier and resolve with the bytes applied.
@@ -223,7 +225,11 @@ impl NativeDriver {
         let (worker, progress) = spawn_worker("btrfs-layers-diff", move |ctl| {
             d.diff(&id, against(&parent, whole), c, ChannelWriter::new(tx), ctl)
         })?;
-        Ok(DiffStream { rx: Arc::new(Mutex::new(rx)), worker: Arc::new(Mutex::new(Some(worker))), progress })
+        Ok(DiffStream {
+            rx: Arc::new(Mutex::new(rx)),
+            worker: Arc::new(Mutex::new(Some(worker))),
+            progress,
+        })
     }
 
     /// Start applying a stream pushed through the returned sink.
@@ -234,19 +240,32 @@ impl NativeDriver {
         let (worker, progress) = spawn_worker("btrfs-layers-apply", move |ctl| {
             d.apply_diff(&id, parent.as_deref(), ChannelReader::new(rx), ctl)
         })?;
-        Ok(ApplySink { tx: Arc::new(Mutex::new(Some(tx))), worker: Arc::new(Mutex::new(Some(worker))), progress })
+        Ok(ApplySink {
+            tx: Arc::new(Mutex::new(Some(tx))),
+            worker: Arc::new(Mutex::new(Some(worker))),
+            progress,
+        })
     }
 
     /// Apply a tar file read directly by the native side; the sink is only for abort/progress.
     #[napi(js_name = "applyFile")]
-    pub fn apply_file(&self, id: String, parent: Option<String>, file: String) -> Result<ApplySink> {
+    pub fn apply_file(
+        &self,
+        id: String,
+        parent: Option<String>,
+        file: String,
+    ) -> Result<ApplySink> {
         let d = self.inner.clone();
         let (worker, progress) = spawn_worker("btrfs-layers-apply", move |ctl| {
             let path = std::path::PathBuf::from(&file);
             let f = std::fs::File::open(&path).map_err(|e| CoreError::io(e, "open", &path))?;
             d.apply_diff(&id, parent.as_deref(), f, ctl)
         })?;
-        Ok(ApplySink { tx: Arc::new(Mutex::new(None)), worker: Arc::new(Mutex::new(Some(worker))), progress })
+        Ok(ApplySink {
+            tx: Arc::new(Mutex::new(None)),
+            worker: Arc::new(Mutex::new(Some(worker))),
+            progress,
+        })
     }
 }
 
@@ -264,7 +283,10 @@ fn spawn_worker(
         .spawn(move || {
             guarded(|| {
                 let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                work(&Control { abort: &p.abort, progress: &report })
+                work(&Control {
+                    abort: &p.abort,
+                    progress: &report,
+                })
             })
         })
         .map_err(|e| to_js_error(&CoreError::internal(format!("cannot start a thread: {e}"))))?;

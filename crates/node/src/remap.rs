@@ -1,7 +1,7 @@
 //! remapLayer: a worker thread shifting a tree's owners, with a handle for abort and progress.
 
-use crate::driver::{maps, IdMapEntry};
 use crate::driver::NativeDriver;
+use crate::driver::{maps, IdMapEntry};
 use crate::job::to_js_error_many;
 use btrfs_layers_core::driver::diff::Control;
 use btrfs_layers_core::idmap::IdMapping;

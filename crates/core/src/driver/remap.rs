@@ -73,7 +73,8 @@ impl Driver {
                 // Name the files where the caller can find them: in the source layer.
                 let source_path = self.layer_path(id);
                 for e in &mut outcome.errors {
-                    if let Some(rel) = e.path.as_ref().and_then(|p| p.strip_prefix(&tmp_path).ok()) {
+                    if let Some(rel) = e.path.as_ref().and_then(|p| p.strip_prefix(&tmp_path).ok())
+                    {
                         e.path = Some(source_path.join(rel));
                     }
                 }

@@ -219,7 +219,7 @@ fn rust_requests() -> Vec<(&'static str, u64)> {
         ),
         (
             "BTRFS_IOC_GET_FSLABEL",
-            request_code_read!(m, 49, LABEL_SIZE) as u64,
+            request_code_read!(m, 49, LABEL_SIZE),
         ),
         (
             "BTRFS_IOC_GET_SUBVOL_INFO",
@@ -237,7 +237,7 @@ fn rust_requests() -> Vec<(&'static str, u64)> {
             "BTRFS_IOC_SNAP_DESTROY_V2",
             request_code_write!(m, 63, size_of::<VolArgsV2>()) as u64,
         ),
-        ("BTRFS_IOC_SYNC", request_code_none!(m, 8) as u64),
+        ("BTRFS_IOC_SYNC", request_code_none!(m, 8)),
         (
             "BTRFS_IOC_SEND",
             request_code_write!(m, 38, size_of::<SendArgs>()) as u64,

@@ -9,8 +9,8 @@
 use crate::changes::{Change, ChangeKind};
 use crate::error::{Code, Context, Error, Result};
 use crate::idmap::IdMapping;
-use crate::xattr;
 use crate::open::open_beneath;
+use crate::xattr;
 use ::tar::{EntryType, Header};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -190,12 +190,19 @@ impl<W: Write> TarWriter<'_, W> {
         h.set_size(0);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         if st.st_mtime_nsec != 0 || st.st_mtime < 0 || st.st_mtime > 0o77777777777 {
-            pax.push(("mtime".into(), pax_time(st.st_mtime, st.st_mtime_nsec).into_bytes()));
+            pax.push((
+                "mtime".into(),
+                pax_time(st.st_mtime, st.st_mtime_nsec).into_bytes(),
+            ));
         }
         for (k, mut v) in xattrs(dir, name, path)? {
             if xattr::is_acl(k.as_bytes()) {
                 // ACL entries name host ids, like the owner: written as container ids.
-                xattr::shift_acl_ids(&mut v, |id| opts.uids.to_container(id).map_err(|e| with_path(e, path)), |id| opts.gids.to_container(id).map_err(|e| with_path(e, path)))?;
+                xattr::shift_acl_ids(
+                    &mut v,
+                    |id| opts.uids.to_container(id).map_err(|e| with_path(e, path)),
+                    |id| opts.gids.to_container(id).map_err(|e| with_path(e, path)),
+                )?;
             }
             pax.push((format!("SCHILY.xattr.{k}"), v));
         }
@@ -212,8 +219,12 @@ impl<W: Write> TarWriter<'_, W> {
             libc::S_IFREG => {
                 h.set_entry_type(EntryType::Regular);
                 h.set_size(st.st_size as u64);
-                let fd = crate::open::openat_noatime(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-                    .at("openat", path)?;
+                let fd = crate::open::openat_noatime(
+                    dir,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                )
+                .at("openat", path)?;
                 body = Some((fd, st.st_size as u64));
             }
             libc::S_IFDIR => h.set_entry_type(EntryType::Directory),
@@ -312,7 +323,11 @@ impl<W: Write> TarWriter<'_, W> {
 /// A PAX time: seconds and a fraction, the sign in front (`-1.25`, not the floored `-2.75`).
 fn pax_time(sec: i64, nsec: i64) -> String {
     let total = i128::from(sec) * 1_000_000_000 + i128::from(nsec);
-    let (sign, abs) = if total < 0 { ("-", -total) } else { ("", total) };
+    let (sign, abs) = if total < 0 {
+        ("-", -total)
+    } else {
+        ("", total)
+    };
     let (whole, frac) = (abs / 1_000_000_000, abs % 1_000_000_000);
     if frac == 0 {
         format!("{sign}{whole}")
@@ -418,6 +433,6 @@ mod tests {
         let name = [vec![b'd'; 120], b"/".to_vec(), vec![b'f'; 50]].concat();
         assert!(set_name(&mut h, &name).is_ok());
         assert_eq!(h.path_bytes().as_ref(), name.as_slice());
-        assert!(set_name(&mut h, &vec![b'f'; 101]).is_err());
+        assert!(set_name(&mut h, &[b'f'; 101]).is_err());
     }
 }

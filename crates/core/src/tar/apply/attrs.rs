@@ -84,7 +84,11 @@ impl Meta {
                         let mut value = record.value_bytes().to_vec();
                         if crate::xattr::is_acl(name) {
                             // ACL entries name container ids, like the owner.
-                            crate::xattr::shift_acl_ids(&mut value, |id| host_id(u64::from(id), uids, shown), |id| host_id(u64::from(id), gids, shown))?;
+                            crate::xattr::shift_acl_ids(
+                                &mut value,
+                                |id| host_id(u64::from(id), uids, shown),
+                                |id| host_id(u64::from(id), gids, shown),
+                            )?;
                         }
                         xattrs.push(Xattr::new(name, &value, shown)?);
                     }

@@ -48,7 +48,9 @@ impl DirTimes {
     pub fn apply(mut self, parents: &mut Parents) -> Result<()> {
         for (id, (path, times)) in std::mem::take(&mut self.touched) {
             // Only where the directory is still the one we saw; the stream's own times win.
-            if !self.pending.contains_key(&path) && parents.open(&path, false).is_ok_and(|d| d.id == id) {
+            if !self.pending.contains_key(&path)
+                && parents.open(&path, false).is_ok_and(|d| d.id == id)
+            {
                 self.pending.insert(path, times);
             }
         }

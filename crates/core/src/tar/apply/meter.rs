@@ -130,7 +130,9 @@ impl<'o> Meter<'o> {
     fn check_bomb(&self) -> io::Result<()> {
         let out = self.expanded.get();
         let compressed = self.compressed.get();
-        if (out > BOMB_FLOOR && out > compressed.saturating_mul(BOMB_RATIO)) || self.holes.get() > MAX_HOLE_BYTES {
+        if (out > BOMB_FLOOR && out > compressed.saturating_mul(BOMB_RATIO))
+            || self.holes.get() > MAX_HOLE_BYTES
+        {
             let out = out + self.holes.get();
             return Err(io::Error::other(Tripped::Bomb { out, compressed }));
         }

@@ -126,7 +126,10 @@ impl Parents {
         // EEXIST here means a symlink to nowhere (inside the layer) sits where a directory
         // must go: the stream asks to write through it.
         mkdirat(parent, name, Mode::from_bits_truncate(0o700)).map_err(|e| match e {
-            Errno::EEXIST => super::bad_layer(shown, "a parent directory is a symlink to a missing directory"),
+            Errno::EEXIST => super::bad_layer(
+                shown,
+                "a parent directory is a symlink to a missing directory",
+            ),
             e => Error::sys(e, "mkdirat", shown),
         })?;
         let fd = open_beneath(parent, super::name::shown(name), shown)?;
