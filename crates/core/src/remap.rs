@@ -137,6 +137,16 @@ struct Node {
     path: PathBuf,
 }
 
+/// Host id `id` under `from` to the host id of the same container id under `to`; the error
+/// names `path`.
+fn shift_id(from: &IdMapping, to: &IdMapping, id: u32, path: &Path) -> Result<u32> {
+    let at = |e: Error| Error {
+        path: Some(path.to_path_buf()),
+        ..e
+    };
+    to.to_host(from.to_container(id).map_err(at)?).map_err(at)
+}
+
 /// statx of `name` in `dir` (or of `dir` itself), never following a symlink or automount.
 fn statx_at(dir: BorrowedFd<'_>, name: Option<&CStr>) -> std::result::Result<libc::statx, Errno> {
     // SAFETY: statx is plain data; all-zero is a valid value.
@@ -174,25 +184,11 @@ impl<'a> Walk<'a> {
     }
 
     fn map_uid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error {
-            path: Some(path.to_path_buf()),
-            ..e
-        };
-        self.opts
-            .to_uids
-            .to_host(self.opts.from_uids.to_container(id).map_err(at)?)
-            .map_err(at)
+        shift_id(self.opts.from_uids, self.opts.to_uids, id, path)
     }
 
     fn map_gid(&self, id: u32, path: &Path) -> Result<u32> {
-        let at = |e: Error| Error {
-            path: Some(path.to_path_buf()),
-            ..e
-        };
-        self.opts
-            .to_gids
-            .to_host(self.opts.from_gids.to_container(id).map_err(at)?)
-            .map_err(at)
+        shift_id(self.opts.from_gids, self.opts.to_gids, id, path)
     }
 
     /// Remap the entries of directory `node` (already remapped itself), subdirectories in parallel.
