@@ -2,16 +2,11 @@ import { BtrfsError, call, fromNative } from './errors'
 import { native } from './native'
 import type { ApplySink, NativeDriver } from '../native/index'
 import { Readable } from 'node:stream'
-import { mapping, runRemap, type RemapResult } from './remap'
+import { runRemap, type RemapResult } from './remap'
+import { abortError, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkSignal, checkString, type IdMap } from './validate'
 
-/** One id range of a user namespace: container ids `[containerId, containerId + size)` are host ids `[hostId, hostId + size)`. */
-export interface IdMap {
-  containerId: number
-  hostId: number
-  size: number
-}
+export type { IdMap } from './validate'
 
-/** Options of `BtrfsDriver.init`. */
 export interface DriverOptions {
   /** Uid ranges; layers are owned by the host uid that container root (0) maps to. */
   uidMaps?: IdMap[]
@@ -88,32 +83,6 @@ export function parseBytes(name: string, value: unknown): number {
   return n
 }
 
-function checkKeys(what: string, value: unknown, keys: string[]): Record<string, unknown> {
-  if (value === undefined) return {}
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new BtrfsError('EINVAL', `EINVAL: ${what} must be an object`)
-  }
-  for (const k of Object.keys(value)) {
-    if (!keys.includes(k)) throw new BtrfsError('EINVAL', `EINVAL: unknown ${what} key '${k}'`)
-  }
-  return value as Record<string, unknown>
-}
-
-function checkMaps(name: string, value: unknown): IdMap[] | undefined {
-  if (value === undefined) return undefined
-  if (!Array.isArray(value)) throw new BtrfsError('EINVAL', `EINVAL: ${name} must be an array of { containerId, hostId, size }`)
-  return value.map((m, i) => {
-    const o = checkKeys(`${name}[${i}]`, m, ['containerId', 'hostId', 'size'])
-    for (const k of ['containerId', 'hostId', 'size']) {
-      const v = o[k]
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-        throw new BtrfsError('EINVAL', `EINVAL: ${name}[${i}].${k} must be an integer from 0 to 4294967295`)
-      }
-    }
-    return { containerId: o.containerId as number, hostId: o.hostId as number, size: o.size as number }
-  })
-}
-
 /** `undefined`: the recorded parent; `null`/`''`: none (the whole layer); else a layer id. */
 function parentArg(parent: unknown): [string | undefined, boolean] {
   if (parent === undefined) return [undefined, false]
@@ -121,19 +90,8 @@ function parentArg(parent: unknown): [string | undefined, boolean] {
   return [checkId('parent', parent), false]
 }
 
-function checkSignal(value: unknown): AbortSignal | undefined {
-  if (value === undefined) return undefined
-  if (!(value instanceof AbortSignal)) throw new BtrfsError('EINVAL', 'EINVAL: signal must be an AbortSignal')
-  return value
-}
-
-function abortError(): BtrfsError {
-  return new BtrfsError('ABORT_ERR', 'ABORT_ERR: the operation was aborted')
-}
-
 function checkId(name: string, value: unknown): string {
-  if (typeof value !== 'string') throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a string`)
-  return value
+  return checkString(name, value)
 }
 
 /**
@@ -169,11 +127,11 @@ export class BtrfsDriver {
    * @example const driver = await BtrfsDriver.init('/mnt/pool/store', { minSpace: '16M' })
    */
   static async init(home: string, options?: DriverOptions): Promise<BtrfsDriver> {
-    if (typeof home !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: home must be a string')
+    checkString('home', home)
     const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'minSpace'])
     const opts = {
-      uidMaps: checkMaps('uidMaps', o.uidMaps),
-      gidMaps: checkMaps('gidMaps', o.gidMaps),
+      uidMaps: checkIdMaps('uidMaps', o.uidMaps),
+      gidMaps: checkIdMaps('gidMaps', o.gidMaps),
       minSpace: o.minSpace === undefined ? undefined : parseBytes('minSpace', o.minSpace),
     }
     const n = (await call(() => native.driverInit(home, opts))) as NativeDriver
@@ -208,8 +166,8 @@ export class BtrfsDriver {
     checkId('id', id)
     if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
     const o = checkKeys('options', options, ['mountLabel', 'size', 'readOnly'])
-    if (o.mountLabel !== undefined && typeof o.mountLabel !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: mountLabel must be a string')
-    if (o.readOnly !== undefined && typeof o.readOnly !== 'boolean') throw new BtrfsError('EINVAL', 'EINVAL: readOnly must be a boolean')
+    if (o.mountLabel !== undefined) checkString('mountLabel', o.mountLabel)
+    if (o.readOnly !== undefined) checkBool('readOnly', o.readOnly)
     const opts = {
       mountLabel: o.mountLabel as string | undefined,
       size: o.size === undefined ? undefined : parseBytes('size', o.size),
@@ -245,7 +203,7 @@ export class BtrfsDriver {
   async get(id: string, options?: { mountLabel?: string }): Promise<string> {
     checkId('id', id)
     const o = checkKeys('options', options, ['mountLabel'])
-    if (o.mountLabel !== undefined && typeof o.mountLabel !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: mountLabel must be a string')
+    if (o.mountLabel !== undefined) checkString('mountLabel', o.mountLabel)
     const label = o.mountLabel as string | undefined
     return this.#serial(id, () => call(() => this.#native.get(id, label))) as Promise<string>
   }
@@ -412,8 +370,7 @@ export class BtrfsDriver {
     if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
     const o = checkKeys('options', options, ['signal', 'onProgress'])
     const signal = checkSignal(o.signal)
-    const onProgress = o.onProgress as ((n: number) => void) | undefined
-    if (onProgress !== undefined && typeof onProgress !== 'function') throw new BtrfsError('EINVAL', 'EINVAL: onProgress must be a function')
+    const onProgress = checkCallback<(n: number) => void>('onProgress', o.onProgress)
     const isStream = input instanceof Readable || (typeof input === 'object' && input !== null && typeof (input as unknown as Readable).pipe === 'function' && Symbol.asyncIterator in input)
     if (typeof input !== 'string' && !(input instanceof Uint8Array) && !isStream) {
       throw new BtrfsError('EINVAL', 'EINVAL: input must be a Readable, a Buffer or a file path')
@@ -497,10 +454,9 @@ export class BtrfsDriver {
     checkId('id', id)
     checkId('target', target)
     const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'signal', 'onProgress'])
-    const to = mapping('options', { uidMaps: o.uidMaps, gidMaps: o.gidMaps })
+    const to = checkMapping('options', { uidMaps: o.uidMaps, gidMaps: o.gidMaps })
     const signal = checkSignal(o.signal)
-    const onProgress = o.onProgress as ((n: number) => void) | undefined
-    if (onProgress !== undefined && typeof onProgress !== 'function') throw new BtrfsError('EINVAL', 'EINVAL: onProgress must be a function')
+    const onProgress = checkCallback<(n: number) => void>('onProgress', o.onProgress)
     if (signal?.aborted) throw abortError()
     return this.#serial(target, async () => {
       let task: import('../native/index').RemapTask
@@ -522,8 +478,8 @@ export class BtrfsDriver {
    */
   async mountIdmapped(id: string, target: string, maps: { uidMaps?: IdMap[]; gidMaps?: IdMap[] }): Promise<void> {
     checkId('id', id)
-    if (typeof target !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: target must be a string')
-    const m = mapping('maps', maps)
+    checkString('target', target)
+    const m = checkMapping('maps', maps)
     await call(() => this.#native.mountIdmapped(id, target, m))
   }
 

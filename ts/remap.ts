@@ -1,6 +1,6 @@
-import { BtrfsError, call, fromNative } from './errors'
+import { call, fromNative } from './errors'
 import { native } from './native'
-import type { IdMap } from './driver'
+import { abortError, checkBool, checkCallback, checkKeys, checkMapping, checkSignal, checkString, type IdMap } from './validate'
 
 /** Uid and gid maps of one side of a remap; omitted maps mean ids are not shifted. */
 export interface Mapping {
@@ -29,28 +29,6 @@ export interface RemapResult {
   changed: number
 }
 
-function maps(name: string, value: unknown): IdMap[] | undefined {
-  if (value === undefined) return undefined
-  if (!Array.isArray(value)) throw new BtrfsError('EINVAL', `EINVAL: ${name} must be an array of { containerId, hostId, size }`)
-  return value.map((m, i) => {
-    if (m === null || typeof m !== 'object') throw new BtrfsError('EINVAL', `EINVAL: ${name}[${i}] must be an object`)
-    for (const k of ['containerId', 'hostId', 'size'] as const) {
-      const v = (m as Record<string, unknown>)[k]
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-        throw new BtrfsError('EINVAL', `EINVAL: ${name}[${i}].${k} must be an integer from 0 to 4294967295`)
-      }
-    }
-    return { containerId: m.containerId, hostId: m.hostId, size: m.size }
-  })
-}
-
-export function mapping(name: string, value: unknown): { uidMaps?: IdMap[]; gidMaps?: IdMap[] } {
-  if (value === null || typeof value !== 'object') throw new BtrfsError('EINVAL', `EINVAL: ${name} must be { uidMaps?, gidMaps? }`)
-  const v = value as Record<string, unknown>
-  for (const k of Object.keys(v)) if (k !== 'uidMaps' && k !== 'gidMaps') throw new BtrfsError('EINVAL', `EINVAL: unknown ${name} key '${k}'`)
-  return { uidMaps: maps(`${name}.uidMaps`, v.uidMaps), gidMaps: maps(`${name}.gidMaps`, v.gidMaps) }
-}
-
 /**
  * Shift the owner of every inode under `path` from mapping `from` to mapping `to`: a
  * container id `c` owned as `from`'s host id becomes `to`'s host id for `c`. Walks in
@@ -63,19 +41,14 @@ export function mapping(name: string, value: unknown): { uidMaps?: IdMap[]; gidM
  *   `errors`, with its path; the walk goes on past failures), `EINVAL` for bad maps, `ABORT_ERR`.
  */
 export async function remapLayer(path: string, options: RemapOptions): Promise<RemapResult> {
-  if (typeof path !== 'string') throw new BtrfsError('EINVAL', 'EINVAL: path must be a string')
-  if (options === null || typeof options !== 'object') throw new BtrfsError('EINVAL', 'EINVAL: options must be an object')
-  for (const k of Object.keys(options)) {
-    if (!['from', 'to', 'crossSubvolumes', 'signal', 'onProgress'].includes(k)) throw new BtrfsError('EINVAL', `EINVAL: unknown option '${k}'`)
-  }
-  const from = mapping('from', options.from)
-  const to = mapping('to', options.to)
-  const cross = options.crossSubvolumes ?? false
-  if (typeof cross !== 'boolean') throw new BtrfsError('EINVAL', 'EINVAL: crossSubvolumes must be a boolean')
-  const { signal, onProgress } = options
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new BtrfsError('EINVAL', 'EINVAL: signal must be an AbortSignal')
-  if (onProgress !== undefined && typeof onProgress !== 'function') throw new BtrfsError('EINVAL', 'EINVAL: onProgress must be a function')
-  if (signal?.aborted) throw new BtrfsError('ABORT_ERR', 'ABORT_ERR: the operation was aborted')
+  checkString('path', path)
+  const o = checkKeys('options', options ?? null, ['from', 'to', 'crossSubvolumes', 'signal', 'onProgress'])
+  const from = checkMapping('from', o.from)
+  const to = checkMapping('to', o.to)
+  const cross = checkBool('crossSubvolumes', o.crossSubvolumes)
+  const signal = checkSignal(o.signal)
+  const onProgress = checkCallback<(inodes: number) => void>('onProgress', o.onProgress)
+  if (signal?.aborted) throw abortError()
   let task: import('../native/index').RemapTask
   try {
     task = native.remapStart(path, from, to, cross)

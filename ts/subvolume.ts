@@ -1,4 +1,5 @@
-import { BtrfsError, call } from './errors'
+import { call } from './errors'
+import { checkBool, checkKeys, checkString } from './validate'
 import { native } from './native'
 
 /** What the kernel reports about one subvolume (`BTRFS_IOC_GET_SUBVOL_INFO`). */
@@ -61,35 +62,13 @@ export interface FilesystemInfo {
   space: { data: Space; metadata: Space; system: Space }
 }
 
-function str(name: string, value: unknown): string {
-  if (typeof value !== 'string') {
-    throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a string, got ${value === null ? 'null' : typeof value}`)
-  }
-  return value
-}
-
-function opts<T extends object>(value: T | undefined, keys: (keyof T)[]): Partial<T> {
-  if (value === undefined) return {}
-  if (value === null || typeof value !== 'object') throw new BtrfsError('EINVAL', 'EINVAL: options must be an object')
-  for (const k of Object.keys(value)) {
-    if (!keys.includes(k as keyof T)) throw new BtrfsError('EINVAL', `EINVAL: unknown option '${k}'`)
-  }
-  return value
-}
-
-function bool(name: string, value: unknown): boolean {
-  if (value === undefined) return false
-  if (typeof value !== 'boolean') throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a boolean`)
-  return value
-}
-
 /**
  * Whether `path` is the root directory of a btrfs subvolume.
  * @example await isSubvolume('/mnt/pool/layer') // true
  * @throws {BtrfsError} `ENOENT` when missing, `ERR_NOT_BTRFS` when not on btrfs.
  */
 export async function isSubvolume(path: string): Promise<boolean> {
-  return call(() => native.isSubvolume(str('path', path))) as Promise<boolean>
+  return call(() => native.isSubvolume(checkString('path', path))) as Promise<boolean>
 }
 
 /**
@@ -99,7 +78,7 @@ export async function isSubvolume(path: string): Promise<boolean> {
  *   `ENAMETOOLONG` for a name over 255 bytes, `ERR_NOT_BTRFS` when not on btrfs.
  */
 export async function createSubvolume(path: string): Promise<void> {
-  await call(() => native.createSubvolume(str('path', path)))
+  await call(() => native.createSubvolume(checkString('path', path)))
 }
 
 /**
@@ -109,9 +88,9 @@ export async function createSubvolume(path: string): Promise<void> {
  *   `EEXIST` when `dest` exists, `EXDEV` across filesystems, `ERR_NOT_BTRFS`.
  */
 export async function snapshot(source: string, dest: string, options?: { readOnly?: boolean }): Promise<void> {
-  const o = opts(options, ['readOnly'])
-  const readOnly = bool('readOnly', o.readOnly)
-  await call(() => native.snapshot(str('source', source), str('dest', dest), readOnly))
+  const o = checkKeys('options', options, ['readOnly'])
+  const readOnly = checkBool('readOnly', o.readOnly)
+  await call(() => native.snapshot(checkString('source', source), checkString('dest', dest), readOnly))
 }
 
 /**
@@ -122,9 +101,9 @@ export async function snapshot(source: string, dest: string, options?: { readOnl
  *   nested subvolumes and `recursive` is not set, `ENOENT`, `EPERM`, `ERR_NOT_BTRFS`.
  */
 export async function deleteSubvolume(path: string, options?: { recursive?: boolean }): Promise<void> {
-  const o = opts(options, ['recursive'])
-  const recursive = bool('recursive', o.recursive)
-  await call(() => native.deleteSubvolume(str('path', path), recursive))
+  const o = checkKeys('options', options, ['recursive'])
+  const recursive = checkBool('recursive', o.recursive)
+  await call(() => native.deleteSubvolume(checkString('path', path), recursive))
 }
 
 /**
@@ -133,7 +112,7 @@ export async function deleteSubvolume(path: string, options?: { recursive?: bool
  * @throws {BtrfsError} `EINVAL` when `path` is not a subvolume, `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function subvolumeInfo(path: string): Promise<SubvolumeInfo> {
-  const i = (await call(() => native.subvolumeInfo(str('path', path)))) as import('../native/index').SubvolumeInfo
+  const i = (await call(() => native.subvolumeInfo(checkString('path', path)))) as import('../native/index').SubvolumeInfo
   return {
     id: i.id,
     name: i.name,
@@ -158,7 +137,7 @@ export async function subvolumeInfo(path: string): Promise<SubvolumeInfo> {
  * @throws {BtrfsError} `EINVAL` when `path` is not a subvolume, `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function listSubvolumes(path: string): Promise<NestedSubvolume[]> {
-  return (await call(() => native.listSubvolumes(str('path', path)))) as NestedSubvolume[]
+  return (await call(() => native.listSubvolumes(checkString('path', path)))) as NestedSubvolume[]
 }
 
 /**
@@ -167,7 +146,7 @@ export async function listSubvolumes(path: string): Promise<NestedSubvolume[]> {
  * @throws {BtrfsError} `EINVAL` when `path` is not a subvolume, `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function isReadOnly(path: string): Promise<boolean> {
-  return (await call(() => native.isReadOnly(str('path', path)))) as boolean
+  return (await call(() => native.isReadOnly(checkString('path', path)))) as boolean
 }
 
 /**
@@ -176,8 +155,8 @@ export async function isReadOnly(path: string): Promise<boolean> {
  * @throws {BtrfsError} `EINVAL` when `path` is not a subvolume, `EPERM` without ownership.
  */
 export async function setReadOnly(path: string, value: boolean): Promise<void> {
-  if (typeof value !== 'boolean') throw new BtrfsError('EINVAL', 'EINVAL: value must be a boolean')
-  await call(() => native.setReadOnly(str('path', path), value))
+  checkBool('value', value ?? null)
+  await call(() => native.setReadOnly(checkString('path', path), value))
 }
 
 /**
@@ -186,7 +165,7 @@ export async function setReadOnly(path: string, value: boolean): Promise<void> {
  * @throws {BtrfsError} `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function sync(path: string): Promise<void> {
-  await call(() => native.sync(str('path', path)))
+  await call(() => native.sync(checkString('path', path)))
 }
 
 /**
@@ -195,7 +174,7 @@ export async function sync(path: string): Promise<void> {
  * @throws {BtrfsError} `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function filesystemInfo(path: string): Promise<FilesystemInfo> {
-  const f = (await call(() => native.filesystemInfo(str('path', path)))) as import('../native/index').FilesystemInfo
+  const f = (await call(() => native.filesystemInfo(checkString('path', path)))) as import('../native/index').FilesystemInfo
   return {
     fsid: f.fsid,
     label: f.label,
@@ -213,5 +192,5 @@ export async function filesystemInfo(path: string): Promise<FilesystemInfo> {
  * @example await unmount('/run/ct1/rootfs')
  */
 export async function unmount(target: string): Promise<void> {
-  await call(() => native.unmount(str('target', target)))
+  await call(() => native.unmount(checkString('target', target)))
 }

@@ -226,24 +226,27 @@ fn get_xattr(
     proc_lgetxattr(dir, name, attr, buf)
 }
 
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "x86",
-    target_arch = "arm",
-    target_arch = "powerpc64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-))]
 fn getxattrat(
     dir: BorrowedFd<'_>,
     name: &CStr,
     attr: &CStr,
     buf: &mut [u8],
 ) -> std::result::Result<usize, Errno> {
-    /// `__NR_getxattrat`, the same number on every architecture with the unified table.
+    /// `__NR_getxattrat`, the same number on every architecture with the unified syscall table.
     const SYS_GETXATTRAT: libc::c_long = 464;
+    let unified_table = cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "x86",
+        target_arch = "arm",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    ));
+    if !unified_table {
+        return Err(Errno::ENOSYS);
+    }
     /// `struct xattr_args`.
     #[repr(C)]
     struct XattrArgs {
@@ -269,25 +272,6 @@ fn getxattrat(
         )
     };
     Errno::result(r).map(|n| n as usize)
-}
-
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "x86",
-    target_arch = "arm",
-    target_arch = "powerpc64",
-    target_arch = "s390x",
-    target_arch = "loongarch64"
-)))]
-fn getxattrat(
-    _: BorrowedFd<'_>,
-    _: &CStr,
-    _: &CStr,
-    _: &mut [u8],
-) -> std::result::Result<usize, Errno> {
-    Err(Errno::ENOSYS)
 }
 
 /// lgetxattr through the fd's /proc link: fd-relative on kernels without getxattrat.
