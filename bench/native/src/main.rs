@@ -17,9 +17,10 @@
 //!   two trees, timed: the parallel tree walk (`changes_walk`, rayon's global pool), the same
 //!   on one thread (`changes_walk_single_threaded`), or the send fast path (`changes_send`,
 //!   with a temporary read-only snapshot in `--scratch` of each side that is writable).
-//! - `remap <path> [--host-id N]`: `remap_path` from no mapping to container ids 0..65535 at
-//!   host ids N.. (default 100000), uids and gids, timed. Parallel on rayon's global pool: run
-//!   it with RAYON_NUM_THREADS=1 for the single-threaded walk.
+//! - `remap <path> [--host-id N] [--method auto|statx]`: `remap_path_with` from no mapping to
+//!   container ids 0..65535 at host ids N.. (default 100000), uids and gids, timed; `auto` uses
+//!   the inode table where it may, `statx` never. Parallel on rayon's global pool: run it with
+//!   RAYON_NUM_THREADS=1 for the single-threaded walk.
 
 use btrfs_layers_core::ioctl::{self, put_name};
 use nix::fcntl::{open, OFlag};
@@ -76,7 +77,7 @@ const USAGE: &str = "usage:
   btrfs-layers-bench populate <path> <dirs> <files> [--bytes N]
   btrfs-layers-bench populate-mixed <path> <files> <min> <max> <large> <large_bytes> [--dirs N] [--seed S]
   btrfs-layers-bench changes <new> <old> <walk|walk1|send> [--scratch DIR]
-  btrfs-layers-bench remap <path> [--host-id N]";
+  btrfs-layers-bench remap <path> [--host-id N] [--method auto|statx]";
 
 /// `--key value` options, in order.
 type Opts = Vec<(String, OsString)>;
@@ -703,7 +704,7 @@ fn cmd_changes(args: &[OsString]) -> Res<String> {
 
 fn cmd_remap(args: &[OsString]) -> Res<String> {
     use btrfs_layers_core::idmap::{IdMap, IdMapping};
-    use btrfs_layers_core::remap::{remap_path, RemapOptions};
+    use btrfs_layers_core::remap::{remap_path_with, Method, RemapOptions};
     use std::sync::atomic::AtomicBool;
     let (pos, opts) = parse(args)?;
     if pos.len() != 1 {
@@ -714,6 +715,11 @@ fn cmd_remap(args: &[OsString]) -> Res<String> {
         .map(|v| num(v, "host-id"))
         .transpose()?
         .unwrap_or(100_000) as u32;
+    let method = match opt(&opts, "method").and_then(|v| v.to_str()) {
+        None | Some("auto") => Method::Auto,
+        Some("statx") => Method::Statx,
+        Some(other) => return Err(format!("--method auto|statx, got {other:?}")),
+    };
     let none = IdMapping::default();
     let to = IdMapping::new(
         &[IdMap {
@@ -737,7 +743,7 @@ fn cmd_remap(args: &[OsString]) -> Res<String> {
     };
     let c0 = cpu_ns();
     let t0 = Instant::now();
-    let out = remap_path(&path, &o).map_err(|e| e.to_string())?;
+    let out = remap_path_with(&path, &o, method).map_err(|e| e.to_string())?;
     let t = ns(t0.elapsed());
     let cpu = cpu_ns() - c0;
     if let Some(e) = out.errors.first() {
@@ -745,8 +751,8 @@ fn cmd_remap(args: &[OsString]) -> Res<String> {
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
     let mut s = format!(
-        "{{\"ns\":{t},\"cpu_ns\":{cpu},\"visited\":{},\"changed\":{},\"rayon_num_threads\":",
-        out.visited, out.changed
+        "{{\"ns\":{t},\"cpu_ns\":{cpu},\"visited\":{},\"changed\":{},\"from_table\":{},\"rayon_num_threads\":",
+        out.visited, out.changed, out.from_table
     );
     json_str(&mut s, &threads);
     s.push('}');

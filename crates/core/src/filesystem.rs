@@ -135,10 +135,18 @@ pub fn sync(path: &Path) -> Result<()> {
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     nix::unistd::syncfs(&fd).at("syncfs", path)?;
+    commit(fd.as_fd(), path)
+}
+
+/// Commit the running transaction of the btrfs that holds `fd` and wait for it (START_SYNC +
+/// WAIT_SYNC; nothing to do when no transaction runs): afterwards the btrees hold every
+/// metadata change made before the call, delayed inode and directory items included. File
+/// data still in the page cache stays there (that is what `syncfs` in [`sync`] is for).
+pub fn commit(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     let mut transid = 0u64;
     // SAFETY: transid is a valid u64 out-parameter.
-    unsafe { ioctl::start_sync(fd.as_raw_fd(), &mut transid) }.at("BTRFS_IOC_START_SYNC", path)?;
+    unsafe { ioctl::start_sync(fd.as_raw_fd(), &mut transid) }.at("BTRFS_IOC_START_SYNC", shown)?;
     // SAFETY: transid is a valid u64 in-parameter.
-    unsafe { ioctl::wait_sync(fd.as_raw_fd(), &transid) }.at("BTRFS_IOC_WAIT_SYNC", path)?;
+    unsafe { ioctl::wait_sync(fd.as_raw_fd(), &transid) }.at("BTRFS_IOC_WAIT_SYNC", shown)?;
     Ok(())
 }

@@ -27,6 +27,12 @@ pub const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
 
 /// Inode number of every subvolume's root directory (`BTRFS_FIRST_FREE_OBJECTID`).
 pub const FIRST_FREE_OBJECTID: u64 = 256;
+/// The last inode number a subvolume can hold (`BTRFS_LAST_FREE_OBJECTID`, -256).
+pub const LAST_FREE_OBJECTID: u64 = u64::MAX - 255;
+/// `BTRFS_INODE_ITEM_KEY`: an inode's `btrfs_inode_item`, keyed (inode, 1, 0).
+pub const INODE_ITEM_KEY: u32 = 1;
+/// `BTRFS_XATTR_ITEM_KEY`: an inode's xattrs, keyed (inode, 24, name hash).
+pub const XATTR_ITEM_KEY: u32 = 24;
 /// The top-level subvolume (`BTRFS_FS_TREE_OBJECTID`).
 pub const FS_TREE_OBJECTID: u64 = 5;
 /// The tree of tree roots (`BTRFS_ROOT_TREE_OBJECTID`).

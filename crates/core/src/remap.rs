@@ -3,11 +3,50 @@
 //! filesystem (nor, unless asked, the subvolume), and putting back what chown takes away:
 //! setuid/setgid bits and `security.capability` (with a v3 capability's rootid shifted too);
 //! POSIX ACL entries are shifted as well. Errors are collected with their paths.
+//!
+//! Two ways to learn an inode's owner:
+//!
+//! - **statx** (the reference, always correct): per entry statx (owner, mode, link count, device
+//!   and mount id), llistxattr (is there a capability or an ACL to carry over?) and fchownat.
+//!   The device tells a nested subvolume, the mount id a mount point: neither is chowned.
+//! - **the inode table** ([`crate::inodes`]): when the tree is a whole subvolume on btrfs and
+//!   the process may use TREE_SEARCH_V2 (CAP_SYS_ADMIN), the running transaction is committed
+//!   (so the btree holds every change made before the call) and the subvolume's inode items
+//!   and xattr names are read in a few ioctls. The walk then costs one fchownat per
+//!   non-directory entry, found by the entry's `d_ino` from getdents; only entries the table
+//!   flags get the xattr calls and the setuid/setgid chmod. Anything the table cannot vouch for
+//!   goes the statx way: an entry whose inode is not in the table (made after the commit), or
+//!   whose type differs from the table's (replaced after it), or of unknown type.
+//!   Directories are never taken from the table: each is opened (openat2, no symlinks, no
+//!   mount crossing: EXDEV for a mount point, which is left alone), stat'ed and chowned
+//!   through its own fd, so a nested subvolume (a directory whose `d_ino` is a subvolume id
+//!   that may well collide with an inode number of the table) is told by the device of what
+//!   was opened, never by the table, and a nested subvolume that is entered
+//!   (`cross_subvolumes`) is walked with a table of its own. A non-directory is always an
+//!   inode of its directory's subvolume, so its `d_ino` indexes the right table.
+//!
+//!   The one thing fchownat by name would do that the statx way never does is follow a mount
+//!   point (a file or directory bind-mounted over an entry): chown acts on the mounted inode.
+//!   So the table is used only when the mount table shows no mount point inside the tree (any
+//!   mount whose parent is the tree's mount and whose mount point is at or below the tree's
+//!   path; when that cannot be told, the statx way is taken). The mount table is read once, at
+//!   the start: a mount made inside the tree while the remap runs (which takes CAP_SYS_ADMIN
+//!   in this mount namespace) is not noticed on the table way; on the statx way it is.
+//!
+//!   The table is a snapshot at the commit: an owner changed between the commit and the chown
+//!   of that inode is overwritten with the shift of the committed owner, as the statx way
+//!   overwrites a change made between its statx and its fchownat. Shifting a tree that is being
+//!   changed has no single right answer either way; a tree at rest is shifted the same by both.
+//!
+//! Without CAP_SYS_ADMIN (EPERM), on another filesystem, for a directory that is not a
+//! subvolume's root (the table would cover the whole subvolume for a part of it) or with
+//! [`Method::Statx`], the statx way is taken throughout.
 
 use crate::error::{Code, Error, Result};
 use crate::idmap::IdMapping;
+use crate::inodes::{self, InodeTable};
 use crate::xattr;
-use nix::dir::Dir;
+use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
@@ -18,7 +57,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// From which mapping to which: an id `i` becomes `to.to_host(from.to_container(i))`.
 pub struct RemapOptions<'a> {
@@ -39,6 +78,18 @@ pub struct RemapOutcome {
     pub visited: u64,
     pub changed: u64,
     pub errors: Vec<Error>,
+    /// Of the inodes visited, those whose owner came from the inode table rather than statx
+    /// (0 when the table was not used; see the module doc).
+    pub from_table: u64,
+}
+
+/// How the walk learns each inode's owner (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// The inode table where it may be used, statx elsewhere.
+    Auto,
+    /// statx and llistxattr of every entry, never the table.
+    Statx,
 }
 
 struct Walk<'a> {
@@ -47,6 +98,7 @@ struct Walk<'a> {
     errors: Mutex<Vec<Error>>,
     visited: AtomicU64,
     changed: AtomicU64,
+    from_table: AtomicU64,
 }
 
 /// Remap every inode under the directory `root` (itself included).
@@ -54,6 +106,16 @@ pub fn remap_tree(
     root: BorrowedFd<'_>,
     shown: &Path,
     opts: &RemapOptions<'_>,
+) -> Result<RemapOutcome> {
+    remap_tree_with(root, shown, opts, Method::Auto)
+}
+
+/// [`remap_tree`] the way `method` says (tests and benchmarks compare the two).
+pub fn remap_tree_with(
+    root: BorrowedFd<'_>,
+    shown: &Path,
+    opts: &RemapOptions<'_>,
+    method: Method,
 ) -> Result<RemapOutcome> {
     let aborted = || Error {
         code: Code::Aborted,
@@ -65,16 +127,24 @@ pub fn remap_tree(
         return Err(aborted());
     }
     let stx = statx_at(root, None).map_err(|e| Error::sys(e, "statx", shown))?;
+    let table = match method {
+        Method::Auto => root_table(root, &Stat::from(&stx), opts.abort, shown)?,
+        Method::Statx => None,
+    };
+    if opts.abort.load(Ordering::Relaxed) {
+        return Err(aborted());
+    }
     let walk = Walk {
         opts,
         links: Mutex::new(HashSet::new()),
         errors: Mutex::new(Vec::new()),
         visited: AtomicU64::new(0),
         changed: AtomicU64::new(0),
+        from_table: AtomicU64::new(0),
     };
     // The root itself, through its own fd ("/proc/self/fd/N/." names the directory, not the link).
     walk.tick();
-    if let Err(e) = walk.shift(root, None, &Stat::from(&stx), shown) {
+    if let Err(e) = walk.shift(root, None, &Stat::from(&stx), shown, None) {
         walk.fail(e);
     }
     let top = Node {
@@ -83,6 +153,7 @@ pub fn remap_tree(
             .map_err(|e| Error::io(e, "dup", shown))?,
         stat: Stat::from(&stx),
         path: shown.to_path_buf(),
+        table,
     };
     rayon::scope(|s| walk.dir(s, top));
     if opts.abort.load(Ordering::Relaxed) {
@@ -93,7 +164,49 @@ pub fn remap_tree(
         visited: walk.visited.into_inner(),
         changed: walk.changed.into_inner(),
         errors: walk.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+        from_table: walk.from_table.into_inner(),
     })
+}
+
+/// The inode table of the subvolume whose root is `root`, when it may be used (see the
+/// module doc); None for the statx way. Errors other than "not allowed, not supported"
+/// are the remap's.
+fn root_table(
+    root: BorrowedFd<'_>,
+    st: &Stat,
+    abort: &AtomicBool,
+    shown: &Path,
+) -> Result<Option<Arc<InodeTable>>> {
+    if st.kind() != libc::S_IFDIR || st.ino != crate::ioctl::FIRST_FREE_OBJECTID {
+        return Ok(None);
+    }
+    if crate::open::require_btrfs(root, shown).is_err() {
+        return Ok(None);
+    }
+    if crate::mounts::mounted_inside(root, st.mnt_id) {
+        return Ok(None);
+    }
+    match InodeTable::read(root, abort, shown) {
+        Ok(t) => Ok(t.map(Arc::new)),
+        Err(e) if table_refused(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Errors that mean "no table here" rather than a failing filesystem: no CAP_SYS_ADMIN (or a
+/// security module saying no), no such ioctl, a read-only filesystem.
+fn table_refused(e: &Error) -> bool {
+    [
+        Errno::EPERM,
+        Errno::EACCES,
+        Errno::ENOTTY,
+        Errno::ENOSYS,
+        Errno::EOPNOTSUPP,
+        Errno::EINVAL,
+        Errno::EROFS,
+    ]
+    .iter()
+    .any(|&n| e.is(n))
 }
 
 /// What the walk needs of an inode.
@@ -130,11 +243,13 @@ impl Stat {
     }
 }
 
-/// A directory being walked: its fd, its own stat, its path for reports.
+/// A directory being walked: its fd, its own stat, its path for reports, and the inode table
+/// of its subvolume when its entries are taken from one.
 struct Node {
     fd: OwnedFd,
     stat: Stat,
     path: PathBuf,
+    table: Option<Arc<InodeTable>>,
 }
 
 /// Host id `id` under `from` to the host id of the same container id under `to`; the error
@@ -215,7 +330,13 @@ impl<'a> Walk<'a> {
                 continue;
             }
             let child = node.path.join(OsStr::from_bytes(name.to_bytes()));
-            match self.entry(&node, name, &child) {
+            let r = match &node.table {
+                Some(t) => {
+                    self.entry_by_table(&node, t, name, entry.ino(), entry.file_type(), &child)
+                }
+                None => self.entry(&node, name, &child),
+            };
+            match r {
                 Ok(Some(sub)) => scope.spawn(move |s| self.dir(s, sub)),
                 Ok(None) => {}
                 Err(e) => self.fail(e),
@@ -240,16 +361,10 @@ impl<'a> Walk<'a> {
                 return Ok(None);
             }
         }
-        let first_time = st.kind() == libc::S_IFDIR
-            || st.nlink < 2
-            || self
-                .links
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((u64::from(st.dev.0) << 32 | u64::from(st.dev.1), st.ino));
+        let first_time = st.kind() == libc::S_IFDIR || st.nlink < 2 || self.first_link(&st);
         if first_time {
             self.tick();
-            self.shift(dir, Some(name), &st, path)?;
+            self.shift(dir, Some(name), &st, path, None)?;
         }
         if st.kind() != libc::S_IFDIR {
             return Ok(None);
@@ -266,11 +381,107 @@ impl<'a> Walk<'a> {
                 fd,
                 stat: st,
                 path: path.to_path_buf(),
+                table: None,
             })),
             // A mount point after all: never cross into it.
             Err(Errno::EXDEV) => Ok(None),
             Err(e) => Err(Error::sys(e, "openat2", path)),
         }
+    }
+
+    /// Remap one entry of `parent`, whose subvolume's inode table is `table`; returns a
+    /// subdirectory to descend into. `d_ino` and `d_type` are getdents'.
+    fn entry_by_table(
+        &self,
+        parent: &Node,
+        table: &InodeTable,
+        name: &CStr,
+        d_ino: u64,
+        d_type: Option<Type>,
+        path: &Path,
+    ) -> Result<Option<Node>> {
+        let kind = match d_type {
+            Some(Type::Directory) => return self.subdir(parent, name, path),
+            Some(Type::File) => libc::S_IFREG,
+            Some(Type::Symlink) => libc::S_IFLNK,
+            Some(Type::CharacterDevice) => libc::S_IFCHR,
+            Some(Type::BlockDevice) => libc::S_IFBLK,
+            Some(Type::Fifo) => libc::S_IFIFO,
+            Some(Type::Socket) => libc::S_IFSOCK,
+            None => return self.entry(parent, name, path),
+        };
+        let Some(t) = table.get(d_ino).filter(|t| t.mode & libc::S_IFMT == kind) else {
+            // Made or replaced after the table was read.
+            return self.entry(parent, name, path);
+        };
+        // Not a directory, so an inode of the directory's own subvolume.
+        let st = Stat {
+            mode: t.mode,
+            uid: t.uid,
+            gid: t.gid,
+            ino: d_ino,
+            nlink: t.nlink,
+            dev: parent.stat.dev,
+            mnt_id: parent.stat.mnt_id,
+        };
+        if st.nlink >= 2 && !self.first_link(&st) {
+            return Ok(None);
+        }
+        self.tick();
+        self.from_table.fetch_add(1, Ordering::Relaxed);
+        self.shift(parent.fd.as_fd(), Some(name), &st, path, Some(t.xattrs))?;
+        Ok(None)
+    }
+
+    /// On the table way, the subdirectory `name` of `parent`: opened without crossing a mount
+    /// or following a symlink, stat'ed and remapped through its own fd; a nested subvolume
+    /// (another device) only with `cross_subvolumes`, and then with a table of its own.
+    fn subdir(&self, parent: &Node, name: &CStr, path: &Path) -> Result<Option<Node>> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV,
+            );
+        let fd = match openat2(parent.fd.as_fd(), name, how) {
+            Ok(fd) => fd,
+            // A mount point: never touched.
+            Err(Errno::EXDEV) => return Ok(None),
+            // No longer a directory: the statx way decides.
+            Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => return self.entry(parent, name, path),
+            Err(e) => return Err(Error::sys(e, "openat2", path)),
+        };
+        let st = Stat::from(&statx_at(fd.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
+        let table = if st.dev == parent.stat.dev {
+            parent.table.clone()
+        } else {
+            // Another subvolume (openat2 stayed on this mount, so on this filesystem).
+            if !(self.opts.cross_subvolumes && st.ino == crate::ioctl::FIRST_FREE_OBJECTID) {
+                return Ok(None);
+            }
+            // Committed at the start of the walk; without a table, the statx way.
+            InodeTable::read_committed(fd.as_fd(), self.opts.abort, path)
+                .ok()
+                .flatten()
+                .map(Arc::new)
+        };
+        self.tick();
+        self.shift(fd.as_fd(), None, &st, path, None)?;
+        Ok(Some(Node {
+            fd,
+            stat: st,
+            path: path.to_path_buf(),
+            table,
+        }))
+    }
+
+    /// Whether this is the first sight of the multiply-linked inode `st`.
+    fn first_link(&self, st: &Stat) -> bool {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((u64::from(st.dev.0) << 32 | u64::from(st.dev.1), st.ino))
     }
 
     fn same_fs(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
@@ -291,12 +502,15 @@ impl<'a> Walk<'a> {
     /// Shift the owner of `name` in `dir` (or of `dir` itself) and the ids in its ACLs and
     /// capability, putting back what chown clears. An entry costs statx (done by the caller),
     /// llistxattr and fchownat; only the rare setuid/setgid file pins its inode for the chmod.
+    /// `xattrs`: which id-carrying xattrs the inode has, when the inode table says so (no
+    /// llistxattr then); None to list them.
     fn shift(
         &self,
         dir: BorrowedFd<'_>,
         name: Option<&CStr>,
         st: &Stat,
         path: &Path,
+        xattrs: Option<u8>,
     ) -> Result<()> {
         let (uid, gid) = (self.map_uid(st.uid, path)?, self.map_gid(st.gid, path)?);
         let owner_changes = (uid, gid) != (st.uid, st.gid);
@@ -308,10 +522,10 @@ impl<'a> Walk<'a> {
         } else {
             xattr::At::Inode(&proc)
         };
-        let saved = if st.kind() == libc::S_IFLNK {
+        let saved = if st.kind() == libc::S_IFLNK || xattrs == Some(0) {
             Vec::new()
         } else {
-            self.shifted_xattrs(at, path)?
+            self.shifted_xattrs(at, path, xattrs)?
         };
         if !owner_changes && saved.iter().all(|x| !x.2) {
             return Ok(());
@@ -404,20 +618,29 @@ impl<'a> Walk<'a> {
     }
 
     /// `security.capability` and the POSIX ACLs at `at`, with their ids shifted, and whether
-    /// the shift changed them.
+    /// the shift changed them. `known`: which of them the inode has ([`inodes::CAPABILITY`]...),
+    /// None to list its xattrs.
     fn shifted_xattrs(
         &self,
         at: xattr::At<'_>,
         path: &Path,
+        known: Option<u8>,
     ) -> Result<Vec<(&'static CStr, Vec<u8>, bool)>> {
-        let names = xattr::list(at, path)?;
+        let names = match known {
+            Some(_) => Vec::new(),
+            None => xattr::list(at, path)?,
+        };
         let mut out = Vec::new();
-        for key in [
-            c"security.capability",
-            c"system.posix_acl_access",
-            c"system.posix_acl_default",
+        for (key, flag) in [
+            (c"security.capability", inodes::CAPABILITY),
+            (c"system.posix_acl_access", inodes::ACL_ACCESS),
+            (c"system.posix_acl_default", inodes::ACL_DEFAULT),
         ] {
-            if !names.iter().any(|n| n.as_slice() == key.to_bytes()) {
+            let has = match known {
+                Some(flags) => flags & flag != 0,
+                None => names.iter().any(|n| n.as_slice() == key.to_bytes()),
+            };
+            if !has {
                 continue;
             }
             let Some(mut v) = xattr::get(at, key, path)? else {
@@ -442,7 +665,16 @@ impl<'a> Walk<'a> {
 
 /// [`remap_tree`] of the directory at `path` (the caller's path; symlinks in it are followed).
 pub fn remap_path(path: &Path, opts: &RemapOptions<'_>) -> Result<RemapOutcome> {
+    remap_path_with(path, opts, Method::Auto)
+}
+
+/// [`remap_path`] the way `method` says.
+pub fn remap_path_with(
+    path: &Path,
+    opts: &RemapOptions<'_>,
+    method: Method,
+) -> Result<RemapOutcome> {
     crate::path::check(path, "remap")?;
     let fd = crate::open::open_dir(path)?;
-    remap_tree(fd.as_fd(), path, opts)
+    remap_tree_with(fd.as_fd(), path, opts, method)
 }

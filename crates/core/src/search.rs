@@ -2,32 +2,56 @@
 
 use crate::error::{Context, Result};
 use crate::ioctl::{self, SearchHeader, SearchKey};
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 
+/// The result buffer of [`search`]: enough for the few items its callers want.
 const BUF: usize = 64 * 1024;
+
+/// The largest result buffer the kernel takes (it clamps `buf_size` to 16 MiB).
+pub const MAX_BUF: usize = 16 * 1024 * 1024;
 
 /// Hand each item of `key`'s tree and range to `each`, in key order, at most `limit` of them.
 /// ENOENT (the tree does not exist, e.g. no quota tree) comes back as the error it is.
 pub fn search(
     fd: BorrowedFd<'_>,
-    mut key: SearchKey,
+    key: SearchKey,
     limit: usize,
     shown: &Path,
     mut each: impl FnMut(&SearchHeader, &[u8]),
 ) -> Result<()> {
+    search_with(fd, key, limit, BUF, shown, |sh, body| {
+        each(sh, body);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`search`] with a result buffer of `buf_size` bytes (at most [`MAX_BUF`]; one ioctl fills
+/// as much of it as the range holds, so a whole subvolume tree takes a few calls instead of
+/// thousands), stopping early when `each` says so.
+pub fn search_with(
+    fd: BorrowedFd<'_>,
+    mut key: SearchKey,
+    limit: usize,
+    buf_size: usize,
+    shown: &Path,
+    mut each: impl FnMut(&SearchHeader, &[u8]) -> ControlFlow<()>,
+) -> Result<()> {
+    let buf_size = buf_size.clamp(4096, MAX_BUF);
     let hdr = std::mem::size_of::<ioctl::SearchArgsV2>();
     let hsize = std::mem::size_of::<SearchHeader>();
     // u64 storage keeps the buffer aligned for the args header.
-    let mut storage = vec![0u64; (hdr + BUF) / 8];
+    let mut storage = vec![0u64; (hdr + buf_size).div_ceil(8)];
     let mut seen = 0usize;
     while seen < limit {
         let args = storage.as_mut_ptr() as *mut ioctl::SearchArgsV2;
-        key.nr_items = (limit - seen).min(4096) as u32;
-        // SAFETY: storage is 8-byte aligned and holds the args header plus BUF bytes.
+        // No more items than the buffer could hold (each has at least a header).
+        key.nr_items = (limit - seen).min(buf_size / hsize) as u32;
+        // SAFETY: storage is 8-byte aligned and holds the args header plus buf_size bytes.
         unsafe {
             (*args).key = key;
-            (*args).buf_size = BUF as u64;
+            (*args).buf_size = buf_size as u64;
         }
         // SAFETY: args points to a SearchArgsV2 followed by buf_size writable bytes.
         unsafe { ioctl::tree_search_v2(fd.as_raw_fd(), args) }
@@ -40,7 +64,7 @@ pub fn search(
         // SAFETY: the storage is initialized u64s; viewing it as bytes is valid.
         let bytes =
             unsafe { std::slice::from_raw_parts(storage.as_ptr() as *const u8, storage.len() * 8) };
-        let buf = &bytes[hdr..];
+        let buf = &bytes[hdr..hdr + buf_size];
         let (mut off, mut last) = (0usize, SearchHeader::default());
         for _ in 0..nr {
             if off + hsize > buf.len() {
@@ -50,7 +74,9 @@ pub fn search(
             let sh: SearchHeader =
                 unsafe { std::ptr::read_unaligned(buf[off..].as_ptr() as *const SearchHeader) };
             let end = (off + hsize + sh.len as usize).min(buf.len());
-            each(&sh, &buf[off + hsize..end]);
+            if each(&sh, &buf[off + hsize..end]).is_break() {
+                return Ok(());
+            }
             off = end;
             last = sh;
         }
