@@ -51,6 +51,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{fchownat, Gid, Uid};
+use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -144,7 +145,13 @@ pub fn remap_tree_with(
     };
     // The root itself, through its own fd ("/proc/self/fd/N/." names the directory, not the link).
     walk.tick();
-    if let Err(e) = walk.shift(root, None, &Stat::from(&stx), shown, None) {
+    if let Err(e) = walk.shift(
+        root,
+        None,
+        &Stat::from(&stx),
+        &Shown::new(shown, None),
+        None,
+    ) {
         walk.fail(e);
     }
     let top = Node {
@@ -255,11 +262,42 @@ struct Node {
 /// Host id `id` under `from` to the host id of the same container id under `to`; the error
 /// names `path`.
 fn shift_id(from: &IdMapping, to: &IdMapping, id: u32, path: &Path) -> Result<u32> {
-    let at = |e: Error| Error {
+    shift_id_or(from, to, id).map_err(|e| Error {
         path: Some(path.to_path_buf()),
         ..e
-    };
-    to.to_host(from.to_container(id).map_err(at)?).map_err(at)
+    })
+}
+
+/// [`shift_id`] whose error names no path yet.
+fn shift_id_or(from: &IdMapping, to: &IdMapping, id: u32) -> Result<u32> {
+    to.to_host(from.to_container(id)?)
+}
+
+/// An entry's path for reports, joined only when a report (or a subdirectory) needs it: most
+/// entries never do.
+struct Shown<'p> {
+    dir: &'p Path,
+    name: Option<&'p CStr>,
+    joined: OnceCell<PathBuf>,
+}
+
+impl<'p> Shown<'p> {
+    fn new(dir: &'p Path, name: Option<&'p CStr>) -> Self {
+        Shown {
+            dir,
+            name,
+            joined: OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &Path {
+        match self.name {
+            None => self.dir,
+            Some(n) => self
+                .joined
+                .get_or_init(|| self.dir.join(OsStr::from_bytes(n.to_bytes()))),
+        }
+    }
 }
 
 /// statx of `name` in `dir` (or of `dir` itself), never following a symlink or automount.
@@ -329,7 +367,7 @@ impl<'a> Walk<'a> {
             if name == c"." || name == c".." {
                 continue;
             }
-            let child = node.path.join(OsStr::from_bytes(name.to_bytes()));
+            let child = Shown::new(&node.path, Some(name));
             let r = match &node.table {
                 Some(t) => {
                     self.entry_by_table(&node, t, name, entry.ino(), entry.file_type(), &child)
@@ -345,9 +383,10 @@ impl<'a> Walk<'a> {
     }
 
     /// Remap one entry of `parent`; returns a subdirectory to descend into.
-    fn entry(&self, parent: &Node, name: &CStr, path: &Path) -> Result<Option<Node>> {
+    fn entry(&self, parent: &Node, name: &CStr, path: &Shown<'_>) -> Result<Option<Node>> {
         let dir = parent.fd.as_fd();
-        let st = Stat::from(&statx_at(dir, Some(name)).map_err(|e| Error::sys(e, "statx", path))?);
+        let st =
+            Stat::from(&statx_at(dir, Some(name)).map_err(|e| Error::sys(e, "statx", path.get()))?);
         // A mount point (of a directory or a file, from any filesystem): not part of the tree.
         if st.mnt_id != 0 && parent.stat.mnt_id != 0 && st.mnt_id != parent.stat.mnt_id {
             return Ok(None);
@@ -380,12 +419,12 @@ impl<'a> Walk<'a> {
             Ok(fd) => Ok(Some(Node {
                 fd,
                 stat: st,
-                path: path.to_path_buf(),
+                path: path.get().to_path_buf(),
                 table: None,
             })),
             // A mount point after all: never cross into it.
             Err(Errno::EXDEV) => Ok(None),
-            Err(e) => Err(Error::sys(e, "openat2", path)),
+            Err(e) => Err(Error::sys(e, "openat2", path.get())),
         }
     }
 
@@ -398,7 +437,7 @@ impl<'a> Walk<'a> {
         name: &CStr,
         d_ino: u64,
         d_type: Option<Type>,
-        path: &Path,
+        path: &Shown<'_>,
     ) -> Result<Option<Node>> {
         let kind = match d_type {
             Some(Type::Directory) => return self.subdir(parent, name, path),
@@ -436,7 +475,7 @@ impl<'a> Walk<'a> {
     /// On the table way, the subdirectory `name` of `parent`: opened without crossing a mount
     /// or following a symlink, stat'ed and remapped through its own fd; a nested subvolume
     /// (another device) only with `cross_subvolumes`, and then with a table of its own.
-    fn subdir(&self, parent: &Node, name: &CStr, path: &Path) -> Result<Option<Node>> {
+    fn subdir(&self, parent: &Node, name: &CStr, path: &Shown<'_>) -> Result<Option<Node>> {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
             .resolve(
@@ -450,9 +489,11 @@ impl<'a> Walk<'a> {
             Err(Errno::EXDEV) => return Ok(None),
             // No longer a directory: the statx way decides.
             Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => return self.entry(parent, name, path),
-            Err(e) => return Err(Error::sys(e, "openat2", path)),
+            Err(e) => return Err(Error::sys(e, "openat2", path.get())),
         };
-        let st = Stat::from(&statx_at(fd.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
+        let st = Stat::from(
+            &statx_at(fd.as_fd(), None).map_err(|e| Error::sys(e, "statx", path.get()))?,
+        );
         let table = if st.dev == parent.stat.dev {
             parent.table.clone()
         } else {
@@ -461,17 +502,18 @@ impl<'a> Walk<'a> {
                 return Ok(None);
             }
             // Committed at the start of the walk; without a table, the statx way.
-            InodeTable::read_committed(fd.as_fd(), self.opts.abort, path)
+            InodeTable::read_committed(fd.as_fd(), self.opts.abort, path.get())
                 .ok()
                 .flatten()
                 .map(Arc::new)
         };
         self.tick();
-        self.shift(fd.as_fd(), None, &st, path, None)?;
+        let own = Shown::new(path.get(), None);
+        self.shift(fd.as_fd(), None, &st, &own, None)?;
         Ok(Some(Node {
             fd,
             stat: st,
-            path: path.to_path_buf(),
+            path: path.get().to_path_buf(),
             table,
         }))
     }
@@ -509,11 +551,29 @@ impl<'a> Walk<'a> {
         dir: BorrowedFd<'_>,
         name: Option<&CStr>,
         st: &Stat,
-        path: &Path,
+        shown: &Shown<'_>,
         xattrs: Option<u8>,
     ) -> Result<()> {
-        let (uid, gid) = (self.map_uid(st.uid, path)?, self.map_gid(st.gid, path)?);
+        let o = self.opts;
+        let ids = shift_id_or(o.from_uids, o.to_uids, st.uid)
+            .and_then(|u| Ok((u, shift_id_or(o.from_gids, o.to_gids, st.gid)?)));
+        let (uid, gid) = ids.map_err(|e| Error {
+            path: Some(shown.get().to_path_buf()),
+            ..e
+        })?;
         let owner_changes = (uid, gid) != (st.uid, st.gid);
+        let no_xattrs = st.kind() == libc::S_IFLNK || xattrs == Some(0);
+        let special = st.kind() != libc::S_IFDIR
+            && st.kind() != libc::S_IFLNK
+            && st.mode & (libc::S_ISUID | libc::S_ISGID) != 0;
+        if no_xattrs && !special {
+            // The common case on the table way: one fchownat, no path, no allocation.
+            if owner_changes {
+                self.chown(dir, name, uid, gid, shown)?;
+            }
+            return Ok(());
+        }
+        let path = shown.get();
         // The xattrs: through the directory for an entry (l*xattr never follow the final
         // name, a symlink swapped in included); through its own fd for the walk's root.
         let proc = xattr::proc_path(dir, name);
@@ -522,7 +582,7 @@ impl<'a> Walk<'a> {
         } else {
             xattr::At::Inode(&proc)
         };
-        let saved = if st.kind() == libc::S_IFLNK || xattrs == Some(0) {
+        let saved = if no_xattrs {
             Vec::new()
         } else {
             self.shifted_xattrs(at, path, xattrs)?
@@ -531,19 +591,8 @@ impl<'a> Walk<'a> {
             return Ok(());
         }
         if owner_changes {
-            let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
-            match name {
-                Some(n) => fchownat(dir, n, u, g, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::sys(e, "fchownat", path))?,
-                None => {
-                    nix::unistd::fchown(dir, u, g).map_err(|e| Error::sys(e, "fchown", path))?
-                }
-            }
-            self.changed.fetch_add(1, Ordering::Relaxed);
-            if st.kind() != libc::S_IFDIR
-                && st.kind() != libc::S_IFLNK
-                && st.mode & (libc::S_ISUID | libc::S_ISGID) != 0
-            {
+            self.chown(dir, name, uid, gid, shown)?;
+            if special {
                 self.restore_mode(dir, name, st, path)?;
             }
         }
@@ -575,6 +624,27 @@ impl<'a> Walk<'a> {
                 Errno::result(r).map_err(|e| Error::sys(e, "setxattr", path))?;
             }
         }
+        Ok(())
+    }
+
+    /// lchown of `name` in `dir`, or fchown of `dir` itself.
+    fn chown(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: Option<&CStr>,
+        uid: u32,
+        gid: u32,
+        shown: &Shown<'_>,
+    ) -> Result<()> {
+        let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        match name {
+            Some(n) => fchownat(dir, n, u, g, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| Error::sys(e, "fchownat", shown.get()))?,
+            None => {
+                nix::unistd::fchown(dir, u, g).map_err(|e| Error::sys(e, "fchown", shown.get()))?
+            }
+        }
+        self.changed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

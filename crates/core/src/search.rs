@@ -21,28 +21,45 @@ pub fn search(
     shown: &Path,
     mut each: impl FnMut(&SearchHeader, &[u8]),
 ) -> Result<()> {
-    search_with(fd, key, limit, BUF, shown, |sh, body| {
+    search_with(fd, key, limit, &mut Buffer::new(BUF), shown, |sh, body| {
         each(sh, body);
         ControlFlow::Continue(())
     })
 }
 
-/// [`search`] with a result buffer of `buf_size` bytes (at most [`MAX_BUF`]; one ioctl fills
-/// as much of it as the range holds, so a whole subvolume tree takes a few calls instead of
-/// thousands), stopping early when `each` says so.
+/// The memory of TREE_SEARCH_V2's arguments and results, reusable from one search to the next.
+pub struct Buffer {
+    /// u64s keep the arguments' header aligned.
+    storage: Vec<u64>,
+    size: usize,
+}
+
+impl Buffer {
+    /// Room for `size` bytes of results (4 KiB to [`MAX_BUF`]). A large buffer lets one ioctl
+    /// return many items: a whole subvolume tree takes a few calls instead of thousands.
+    pub fn new(size: usize) -> Buffer {
+        let size = size.clamp(4096, MAX_BUF);
+        let words = (std::mem::size_of::<ioctl::SearchArgsV2>() + size).div_ceil(8);
+        Buffer {
+            storage: vec![0u64; words],
+            size,
+        }
+    }
+}
+
+/// [`search`] with the result buffer `buf`, stopping early when `each` says so.
 pub fn search_with(
     fd: BorrowedFd<'_>,
     mut key: SearchKey,
     limit: usize,
-    buf_size: usize,
+    buf: &mut Buffer,
     shown: &Path,
     mut each: impl FnMut(&SearchHeader, &[u8]) -> ControlFlow<()>,
 ) -> Result<()> {
-    let buf_size = buf_size.clamp(4096, MAX_BUF);
+    let buf_size = buf.size;
+    let storage = &mut buf.storage;
     let hdr = std::mem::size_of::<ioctl::SearchArgsV2>();
     let hsize = std::mem::size_of::<SearchHeader>();
-    // u64 storage keeps the buffer aligned for the args header.
-    let mut storage = vec![0u64; (hdr + buf_size).div_ceil(8)];
     let mut seen = 0usize;
     while seen < limit {
         let args = storage.as_mut_ptr() as *mut ioctl::SearchArgsV2;
