@@ -35,6 +35,9 @@ const BUF: usize = 256 * 1024;
 /// Ranges of inode numbers per thread of the read.
 const PARTS_PER_THREAD: u64 = 256;
 
+/// Inodes of a range of inode numbers, in order.
+type Part = Vec<(u64, Inode)>;
+
 /// What the table keeps of an inode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inode {
@@ -101,7 +104,7 @@ impl InodeTable {
             .take_while(|&lo| lo <= last)
             .map(|lo| (lo, lo.saturating_add(width - 1).min(last)))
             .collect();
-        let read: Vec<Result<Option<Vec<(u64, Inode)>>>> = ranges
+        let read: Vec<Result<Option<Part>>> = ranges
             .into_par_iter()
             .map_init(
                 || search::Buffer::new(BUF),
@@ -224,7 +227,7 @@ fn read_range(
     buf: &mut search::Buffer,
     stop: &AtomicBool,
     shown: &Path,
-) -> Result<Option<Vec<(u64, Inode)>>> {
+) -> Result<Option<Part>> {
     let mut items: Vec<(u64, Inode)> = Vec::new();
     let mut stopped = false;
     search::search_with(fd, inodes(lo, hi), usize::MAX, buf, shown, |sh, body| {
