@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{remap_path, remap_tree, RemapOptions, RemapOutcome};
+use btrfs_layers_core::remap::{
+    remap_path_with, remap_tree_with, Method, RemapOptions, RemapOutcome,
+};
 use btrfs_layers_core::Result;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -15,6 +18,21 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
+
+thread_local! {
+    /// How [`remap`] and [`remap_fd`] of this test (this thread) remap.
+    static METHOD: Cell<Method> = const { Cell::new(Method::Auto) };
+}
+
+/// Make [`remap`] and [`remap_fd`] of the calling test remap by `m`.
+pub fn set_method(m: Method) {
+    METHOD.with(|c| c.set(m));
+}
+
+/// The method [`set_method`] chose (Auto by default).
+pub fn method() -> Method {
+    METHOD.with(Cell::get)
+}
 
 /// Container ids `[0, 65536)` at host `host`.
 pub fn shifted(host: u32) -> IdMapping {
@@ -62,7 +80,18 @@ impl Side {
     }
 }
 
-/// `remap_path(path)` from `from` to `to`, never aborted, progress ignored.
+/// Assert that `n` inodes came from the inode table by Method::Auto, none by Method::Statx.
+pub fn expect_table(out: &RemapOutcome, n: u64) {
+    let want = if method() == Method::Statx { 0 } else { n };
+    assert_eq!(
+        out.from_table,
+        want,
+        "inodes from the table ({:?})",
+        method()
+    );
+}
+
+/// `remap_path(path)` from `from` to `to` by [`method`], never aborted, progress ignored.
 pub fn remap(path: &Path, from: &Side, to: &Side, cross_subvolumes: bool) -> Result<RemapOutcome> {
     let abort = AtomicBool::new(false);
     let progress = |_: u64| {};
@@ -75,7 +104,7 @@ pub fn remap(path: &Path, from: &Side, to: &Side, cross_subvolumes: bool) -> Res
         abort: &abort,
         progress: &progress,
     };
-    remap_path(path, &opts)
+    remap_path_with(path, &opts, method())
 }
 
 /// `remap_tree` on an open directory, as the driver calls it.
@@ -91,7 +120,7 @@ pub fn remap_fd(dir: BorrowedFd<'_>, shown: &Path, from: &Side, to: &Side) -> Re
         abort: &abort,
         progress: &progress,
     };
-    remap_tree(dir, shown, &opts)
+    remap_tree_with(dir, shown, &opts, method())
 }
 
 /// `remap` that must succeed without a single error.
