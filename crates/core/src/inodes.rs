@@ -32,8 +32,10 @@ pub const ACL_DEFAULT: u8 = 4;
 /// The result buffer of one TREE_SEARCH_V2 call, one per thread of the read.
 const BUF: usize = 256 * 1024;
 
-/// Ranges of inode numbers per thread of the read.
+/// Ranges of inode numbers per thread of the read, at most...
 const PARTS_PER_THREAD: u64 = 256;
+/// ...and inode numbers per range, at least (an ioctl per range).
+const MIN_PART: u64 = 256;
 
 /// Inodes of a range of inode numbers, in order.
 type Part = Vec<(u64, Inode)>;
@@ -97,8 +99,8 @@ impl InodeTable {
         };
         let first = ioctl::FIRST_FREE_OBJECTID;
         let span = last - first + 1;
-        let parts = (rayon::current_num_threads() as u64 * PARTS_PER_THREAD).clamp(1, span);
-        let width = span.div_ceil(parts);
+        let parts = rayon::current_num_threads() as u64 * PARTS_PER_THREAD;
+        let width = span.div_ceil(parts).max(MIN_PART);
         let ranges: Vec<(u64, u64)> = (0..parts)
             .map(|k| first + k * width)
             .take_while(|&lo| lo <= last)
@@ -187,7 +189,7 @@ fn inodes(lo: u64, hi: u64) -> SearchKey {
 }
 
 /// The highest inode number of the subvolume that holds `fd` (None: no inode at all), by
-/// bisection: each probe asks for the first item at or above an inode number.
+/// galloping then bisection: each probe asks for the first item at or above an inode number.
 fn last_inode(fd: BorrowedFd<'_>, buf: &mut search::Buffer, shown: &Path) -> Result<Option<u64>> {
     let mut probe = |from: u64| -> Result<Option<u64>> {
         let mut found = None;
@@ -208,7 +210,19 @@ fn last_inode(fd: BorrowedFd<'_>, buf: &mut search::Buffer, shown: &Path) -> Res
     let Some(mut lo) = probe(ioctl::FIRST_FREE_OBJECTID)? else {
         return Ok(None);
     };
-    let mut hi = ioctl::LAST_FREE_OBJECTID + 1;
+    let end = ioctl::LAST_FREE_OBJECTID + 1;
+    let mut step = 1u64;
+    let mut hi = loop {
+        let next = lo.saturating_add(step);
+        if next >= end {
+            break end;
+        }
+        match probe(next)? {
+            Some(at) => lo = at,
+            None => break next,
+        }
+        step = step.saturating_mul(2);
+    };
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
         match probe(mid)? {
