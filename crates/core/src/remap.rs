@@ -523,7 +523,15 @@ impl<'a> Walk<'a> {
         };
         self.tick();
         let own = Shown::new(path.get(), None);
-        self.shift(fd.as_fd(), None, &st, &own, None)?;
+        // Its owner from statx of what was opened; which xattrs it has, from the table when it
+        // holds this very inode (the same subvolume), else listed.
+        let xattrs = table
+            .as_deref()
+            .filter(|_| st.dev == parent.stat.dev)
+            .and_then(|t| t.get(st.ino))
+            .filter(|t| t.mode & libc::S_IFMT == libc::S_IFDIR)
+            .map(|t| t.xattrs);
+        self.shift(fd.as_fd(), None, &st, &own, xattrs)?;
         Ok(Some(Node {
             fd,
             stat: st,
