@@ -362,15 +362,14 @@ impl<'a> Walk<'a> {
         if self.opts.abort.load(Ordering::Relaxed) {
             return;
         }
-        let mut d = match Dir::openat(
-            &node.fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(d) => d,
-            Err(e) => return self.fail(Error::sys(e, "openat", &node.path)),
-        };
+        // O_NOATIME: reading the directory after its chown (a newer ctime) would otherwise
+        // update its atime under relatime, one more inode update per directory.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut d =
+            match crate::open::openat_noatime(node.fd.as_fd(), ".", flags).and_then(Dir::from_fd) {
+                Ok(d) => d,
+                Err(e) => return self.fail(Error::sys(e, "openat", &node.path)),
+            };
         for entry in d.iter() {
             let entry = match entry {
                 Ok(e) => e,

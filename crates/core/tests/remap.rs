@@ -477,6 +477,31 @@ both_ways! {
     }
 
     #[test]
+    fn reading_the_directories_leaves_their_atime() {
+        let fs = require_btrfs!();
+        let root = tree(&fs, "t");
+        many_files(&root, 30, 10, &Side::identity());
+        let dirs = ["d0000", "d0001", "d0002"];
+        for d in dirs {
+            cmd(
+                "touch",
+                &[
+                    OsStr::new("-a"),
+                    OsStr::new("-d"),
+                    OsStr::new("@981173106"),
+                    root.join(d).as_os_str(),
+                ],
+            );
+        }
+        remap_ok(&root, &Side::identity(), &Side::shifted(S1), false);
+        for d in dirs {
+            let atime = cmd("stat", &[OsStr::new("-c"), OsStr::new("%X"), root.join(d).as_os_str()]);
+            // Under relatime an atime older than the mtime would be updated by a plain read.
+            assert_eq!(atime.trim(), "981173106", "{d}");
+        }
+    }
+
+    #[test]
     fn a_file_with_ten_links_is_changed_once() {
         let fs = require_btrfs!();
         let root = tree(&fs, "t");
