@@ -150,7 +150,9 @@ pub fn changed_inodes(
     shown: &Path,
 ) -> Result<Option<Vec<(u64, bool)>>> {
     generation::commit(root, shown)?;
-    generation::changed_inodes(root, crate::open::subvolume_id(root, shown)?, since, shown)
+    let tree = crate::open::subvolume_id(root, shown)?;
+    Ok(generation::changed_inodes(root, tree, since, shown)?
+        .map(|v| v.into_iter().map(|c| (c.ino, c.dir)).collect()))
 }
 
 /// The transaction in which the subvolume at `new` was snapshotted from the subvolume at

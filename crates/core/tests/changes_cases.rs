@@ -365,6 +365,32 @@ fn hardlinked_file_changed_under_every_name() {
 }
 
 #[test]
+fn file_with_hundreds_of_long_names_changed_under_every_name() {
+    // Past what one INODE_REF item holds the names go to INODE_EXTREF items, over several
+    // tree blocks; the generation path must still find every one (or take INO_PATHS, or walk).
+    let names: Vec<String> = (0..300)
+        .map(|i| format!("d{}/{}-{i:03}", i % 3, "n".repeat(180)))
+        .collect();
+    let mut expected = vec![ch("d0/f", Modify)];
+    expected.extend(names.iter().map(|n| ch(n, Modify)));
+    expected.sort_by(|a, b| a.path.cmp(&b.path));
+    case(
+        "many_names",
+        |b| {
+            for d in 0..3 {
+                mkdirs(&b.join(format!("d{d}")));
+            }
+            write(&b.join("d0/f"), b"linked");
+            for n in &names {
+                std::fs::hard_link(b.join("d0/f"), b.join(n)).unwrap();
+            }
+        },
+        |l| chmod(&l.join("d0/f"), 0o600),
+        &expected,
+    );
+}
+
+#[test]
 fn fifo_and_devices() {
     case(
         "devices",
@@ -574,10 +600,11 @@ fn generation_path_reads_only_the_inodes_that_changed() {
     let Some(fs) = Btrfs::new("generation_inodes") else {
         return;
     };
+    // 10,000 files: enough inode numbers for the search to split into ranges, one per thread.
     let layers = Layers::new(&fs, "g", |b| {
         for d in 0..50 {
             mkdirs(&b.join(format!("d{d}")));
-            for f in 0..40 {
+            for f in 0..200 {
                 write(&b.join(format!("d{d}/f{f}")), b"content\n");
             }
         }
@@ -589,6 +616,8 @@ fn generation_path_reads_only_the_inodes_that_changed() {
     write(&l.join("d7/new"), b"added\n");
     chmod(&l.join("d9"), 0o700);
     std::fs::remove_file(l.join("d11/f5")).unwrap();
+    chmod(&l.join("d25/f100"), 0o640);
+    write(&l.join("d49/f199"), b"the last one\n");
     let (b, lf) = (open(&layers.base), open(l));
     let since = snapshot_origin(lf.as_fd(), b.as_fd(), l).unwrap().unwrap();
     let mut got = changed_inodes(lf.as_fd(), since, l).unwrap().unwrap();
@@ -600,9 +629,11 @@ fn generation_path_reads_only_the_inodes_that_changed() {
         (ino(&l.join("d7")), true),
         (ino(&l.join("d9")), true),
         (ino(&l.join("d11")), true),
+        (ino(&l.join("d25/f100")), false),
+        (ino(&l.join("d49/f199")), false),
     ];
     expected.sort_unstable();
-    assert_eq!(got, expected, "changed inodes of the child of 2,000 files");
+    assert_eq!(got, expected, "changed inodes of the child of 10,000 files");
     let parent = changed_inodes(b.as_fd(), since, &layers.base)
         .unwrap()
         .unwrap();
@@ -612,8 +643,10 @@ fn generation_path_reads_only_the_inodes_that_changed() {
     let expected = [
         ch("d11", Modify),
         ch("d11/f5", Delete),
+        ch("d25/f100", Modify),
         ch("d3/f1", Modify),
         ch("d4/f2", Modify),
+        ch("d49/f199", Modify),
         ch("d7", Modify),
         ch("d7/new", Add),
         ch("d9", Modify),

@@ -22,8 +22,9 @@ use super::inode;
 use super::walk::{self, open_child, read_names, reopen, Descend, Found, Walk};
 use super::Change;
 use super::ContainerIds;
+use crate::dirent::Dir;
 use crate::error::{Error, Result};
-use nix::dir::Dir;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
@@ -47,18 +48,15 @@ pub(super) fn judge(
         shown: shown.to_path_buf(),
         track_links: true,
     };
-    let mut judge = Judge {
-        walk: &walk,
-        found: Found::default(),
-    };
+    let judge = Judge { walk: &walk };
     let (mut old_dir, mut new_dir) = (reopen(old, shown)?, reopen(new, shown)?);
     let roots = (&mut old_dir, &mut new_dir, &old_entry, &new_entry);
-    judge.same_dir(candidates, roots, Path::new(""), true)?;
+    let mut found = judge.same_dir(candidates, roots, Path::new(""), true)?;
 
     // Other names of changed inodes with several: judged, but nothing new is explored.
     let mut asked = HashSet::new();
     loop {
-        let inos: Vec<u64> = std::mem::take(&mut judge.found.linked)
+        let inos: Vec<u64> = std::mem::take(&mut found.linked)
             .into_iter()
             .filter(|i| asked.insert(*i))
             .collect();
@@ -73,9 +71,10 @@ pub(super) fn judge(
             }
         }
         let roots = (&mut old_dir, &mut new_dir, &old_entry, &new_entry);
-        judge.same_dir(&more, roots, Path::new(""), false)?;
+        let more = judge.same_dir(&more, roots, Path::new(""), false)?;
+        found.absorb(more);
     }
-    Ok(judge.found.changes)
+    Ok(found.changes)
 }
 
 /// Candidate paths as a tree of names, so every ancestor is a candidate too.
@@ -122,19 +121,19 @@ impl Candidates {
 
 struct Judge<'w> {
     walk: &'w Walk,
-    found: Found,
 }
 
 impl Judge<'_> {
     /// Judge the candidates below a directory that is the same inode in both trees; with
     /// `explore`, also the names one side lacks and every subtree that needs a full walk.
+    /// The names are judged in parallel (rayon), each with what lies below it.
     fn same_dir(
-        &mut self,
+        &self,
         candidates: &Candidates,
         (old, new, old_entry, new_entry): (&mut Dir, &mut Dir, &Entry, &Entry),
         prefix: &Path,
         explore: bool,
-    ) -> Result<()> {
+    ) -> Result<Found> {
         let mut names: Vec<Vec<u8>> = candidates.below.keys().cloned().collect();
         if explore && (candidates.read_names || old_entry.ctime != new_entry.ctime) {
             let readdir = |d: &mut Dir| {
@@ -146,67 +145,75 @@ impl Judge<'_> {
             names.dedup();
         }
         let (od, nd) = (old.as_fd(), new.as_fd());
-        for name in names {
-            let Some(name_c) = c_name(&name) else {
-                continue;
-            };
-            let below = candidates.below.get(&name).unwrap_or(&NO_CANDIDATES);
-            let o = self.walk.lookup(od, &name_c, &self.walk.old_root, prefix)?;
-            let n = self.walk.lookup(nd, &name_c, &self.walk.new_root, prefix)?;
-            let (kind, descend) = self.walk.judge(
-                (Some(od), Some(nd)),
-                &name_c,
-                o.as_ref(),
-                n.as_ref(),
-                prefix,
-            )?;
-            let rel = join(prefix, &name_c);
-            if let Some(kind) = kind {
-                self.found.changes.push(Change {
-                    path: rel.clone(),
-                    kind,
-                });
-            }
-            if let Some(n) = n.filter(|n| n.is_linked()) {
-                self.found.linked.push(n.ino);
-            }
-            let shown = || self.walk.shown(&rel);
-            match descend {
-                Descend::Both => {
-                    let (o, n) = (o.unwrap(), n.unwrap());
-                    let mut old_child = open_child(od, &name_c, &shown())?;
-                    let mut new_child = open_child(nd, &name_c, &shown())?;
-                    let same = o.ino == n.ino
-                        && inode::generation(old_child.as_fd(), &shown())?
-                            == inode::generation(new_child.as_fd(), &shown())?;
-                    if same {
-                        self.same_dir(
-                            below,
-                            (&mut old_child, &mut new_child, &o, &n),
-                            &rel,
-                            explore,
-                        )?;
-                    } else if explore {
-                        let found = self.walk.dir(Some(old_child), Some(new_child), &rel)?;
-                        self.found.absorb(found);
-                    }
-                }
-                Descend::NewOnly if explore => {
-                    let found =
-                        self.walk
-                            .dir(None, Some(open_child(nd, &name_c, &shown())?), &rel)?;
-                    self.found.absorb(found);
-                }
-                Descend::OldOnly if explore => {
-                    let found =
-                        self.walk
-                            .dir(Some(open_child(od, &name_c, &shown())?), None, &rel)?;
-                    self.found.absorb(found);
-                }
-                _ => {}
-            }
+        let judged: Vec<Found> = names
+            .par_iter()
+            .map(|name| self.name(candidates, (od, nd), name, prefix, explore))
+            .collect::<Result<_>>()?;
+        let mut found = Found::default();
+        judged.into_iter().for_each(|f| found.absorb(f));
+        Ok(found)
+    }
+
+    /// Judge entry `name` of the directory pair and what lies below it.
+    fn name(
+        &self,
+        candidates: &Candidates,
+        (od, nd): (BorrowedFd<'_>, BorrowedFd<'_>),
+        name: &[u8],
+        prefix: &Path,
+        explore: bool,
+    ) -> Result<Found> {
+        let mut found = Found::default();
+        let Some(name_c) = c_name(name) else {
+            return Ok(found);
+        };
+        let below = candidates.below.get(name).unwrap_or(&NO_CANDIDATES);
+        let o = self.walk.lookup(od, &name_c, &self.walk.old_root, prefix)?;
+        let n = self.walk.lookup(nd, &name_c, &self.walk.new_root, prefix)?;
+        let (kind, descend) = self.walk.judge(
+            (Some(od), Some(nd)),
+            &name_c,
+            o.as_ref(),
+            n.as_ref(),
+            prefix,
+        )?;
+        let rel = join(prefix, &name_c);
+        if let Some(kind) = kind {
+            found.changes.push(Change {
+                path: rel.clone(),
+                kind,
+            });
         }
-        Ok(())
+        if let Some(n) = n.filter(|n| n.is_linked()) {
+            found.linked.push(n.ino);
+        }
+        let shown = || self.walk.shown(&rel);
+        match descend {
+            Descend::Both => {
+                let (o, n) = (o.unwrap(), n.unwrap());
+                let mut old_child = open_child(od, &name_c, &shown())?;
+                let mut new_child = open_child(nd, &name_c, &shown())?;
+                let same = o.ino == n.ino
+                    && inode::generation(old_child.as_fd(), &shown())?
+                        == inode::generation(new_child.as_fd(), &shown())?;
+                if same {
+                    let roots = (&mut old_child, &mut new_child, &o, &n);
+                    found.absorb(self.same_dir(below, roots, &rel, explore)?);
+                } else if explore {
+                    found.absorb(self.walk.dir(Some(old_child), Some(new_child), &rel)?);
+                }
+            }
+            Descend::NewOnly if explore => {
+                let new_child = open_child(nd, &name_c, &shown())?;
+                found.absorb(self.walk.dir(None, Some(new_child), &rel)?);
+            }
+            Descend::OldOnly if explore => {
+                let old_child = open_child(od, &name_c, &shown())?;
+                found.absorb(self.walk.dir(Some(old_child), None, &rel)?);
+            }
+            _ => {}
+        }
+        Ok(found)
     }
 }
 

@@ -7,8 +7,8 @@ use super::entry::{
 };
 use super::ContainerIds;
 use super::{Change, ChangeKind};
+use crate::dirent::{Dir, Kind};
 use crate::error::{Context, Error, Result};
-use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use rayon::prelude::*;
@@ -90,21 +90,18 @@ pub(super) fn reopen(fd: BorrowedFd<'_>, shown: &Path) -> Result<Dir> {
 /// Open directory `name` of `dir` without following a symlink in its place.
 pub(super) fn open_child(dir: BorrowedFd<'_>, name: &CStr, shown: &Path) -> Result<Dir> {
     let fd = crate::open::openat_noatime(dir, name, DIR_FLAGS).at("openat", shown)?;
-    Dir::from_fd(fd).at("fdopendir", shown)
+    Ok(Dir::from_fd(fd))
 }
 
 /// The names in `dir` but `.` and `..`, sorted by bytes, with their types when readdir tells.
 pub(super) fn read_names(
     dir: &mut Dir,
-) -> std::result::Result<Vec<(CString, Option<Type>)>, Errno> {
-    let mut names = Vec::new();
-    for e in dir.iter() {
-        let e = e?;
-        let name = e.file_name();
-        if name != c"." && name != c".." {
-            names.push((name.to_owned(), e.file_type()));
-        }
-    }
+) -> std::result::Result<Vec<(CString, Option<Kind>)>, Errno> {
+    let mut names: Vec<_> = dir
+        .entries()?
+        .into_iter()
+        .map(|e| (e.name, e.kind))
+        .collect();
     names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(names)
 }
@@ -213,7 +210,7 @@ impl Walk {
                 std::cmp::Ordering::Greater => {
                     let (name, kind) = &new_names[j];
                     j += 1;
-                    let plain = matches!(kind, Some(t) if *t != Type::Directory);
+                    let plain = matches!(kind, Some(t) if *t != Kind::Dir);
                     if plain && !self.track_links {
                         // An added non-directory: nothing below it, no need to stat it.
                         let path = join(prefix, name);
