@@ -738,3 +738,68 @@ fn snapshot_origin_only_for_a_snapshot_of_that_subvolume() {
     drop((base, layer, new, old));
     layers.delete();
 }
+
+/// The walk on the live layers (the parent changed too, so no read-only snapshot stands for it)
+/// and the generation fast path must both give `expected`.
+fn both_sides_changed(
+    test: &str,
+    rounds: usize,
+    setup: impl Fn(&Path),
+    change: impl Fn(&Path, &Path),
+    expected: &[Change],
+) {
+    let Some(fs) = Btrfs::new(test) else { return };
+    for round in 0..rounds {
+        let layers = Layers::new(&fs, &format!("r{round}"), &setup);
+        change(&layers.base, &layers.layer);
+        let (b, l) = (open(&layers.base), open(&layers.layer));
+        let walk = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer).unwrap();
+        let generation = generation_way(&layers.base, &layers.layer);
+        for (how, got) in [("walk", &walk), ("generation", &generation)] {
+            assert_eq!(
+                got,
+                expected,
+                "{test} round {round}: {how} gave\n{}",
+                show(got)
+            );
+        }
+        drop((b, l));
+        layers.delete();
+    }
+}
+
+#[test]
+fn parent_replaced_a_file_by_a_nested_subvolume_after_the_child_was_made() {
+    // No inode of the parent's tree stands for the new name: only its directory changed.
+    both_sides_changed(
+        "parent_subvolume_over_file",
+        1,
+        |b| write(&b.join("x"), b"a file"),
+        |base, _| {
+            std::fs::remove_file(base.join("x")).unwrap();
+            subvolume::create(&base.join("x")).unwrap();
+        },
+        &[ch("x", Modify)],
+    );
+}
+
+#[test]
+fn capability_set_in_the_child_and_another_xattr_in_the_parent_at_once() {
+    // Both inodes changed after the child was made, maybe within one clock tick: the same
+    // ctime on both sides must not pass for the shared, unchanged inode item.
+    both_sides_changed(
+        "capability_both_sides",
+        20,
+        |b| write(&b.join("f"), b"program"),
+        |base, layer| {
+            set_xattr(
+                &layer.join("f"),
+                "security.capability",
+                &capability_value(1),
+            )
+            .unwrap();
+            set_xattr(&base.join("f"), "user.other", b"x").unwrap();
+        },
+        &[ch("f", Modify)],
+    );
+}

@@ -538,6 +538,39 @@ fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
     );
 }
 
+/// The entries on which two lists differ, as lstat sees them in both trees.
+fn differing(a: &[Change], b: &[Change], old: &Path, new: &Path) -> String {
+    let describe = |root: &Path, rel: &Path| match std::fs::symlink_metadata(root.join(rel)) {
+        Ok(m) => format!(
+            "mode {:o} ino {} dev {} nlink {} size {} ctime {}.{:09} mtime {}.{:09}",
+            m.mode(),
+            m.ino(),
+            m.dev(),
+            m.nlink(),
+            m.size(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mtime(),
+            m.mtime_nsec()
+        ),
+        Err(e) => e.to_string(),
+    };
+    let mut out = String::new();
+    for c in a
+        .iter()
+        .filter(|c| !b.contains(c))
+        .chain(b.iter().filter(|c| !a.contains(c)))
+    {
+        out.push_str(&format!(
+            "  {:?}\n    old: {}\n    new: {}\n",
+            c.path,
+            describe(old, &c.path),
+            describe(new, &c.path)
+        ));
+    }
+    out
+}
+
 #[test]
 fn generation_path_and_walk_agree_with_the_oracle_when_both_sides_changed() {
     let Some(fs) = Btrfs::new("property_both") else {
@@ -575,10 +608,11 @@ fn generation_path_and_walk_agree_with_the_oracle_when_both_sides_changed() {
         for (how, got) in [("walk", &walk), ("generation", &generation)] {
             assert!(
                 *got == expected,
-                "seed {seed}: {how} differs from the oracle\nchanges made:\n  {}\n{how}:\n{}oracle:\n{}",
+                "seed {seed}: {how} differs from the oracle\nchanges made:\n  {}\n{how}:\n{}oracle:\n{}differing entries:\n{}",
                 log.join("\n  "),
                 show(got),
-                show(&expected)
+                show(&expected),
+                differing(got, &expected, &layers.base, &layers.layer)
             );
         }
         nonempty += usize::from(!expected.is_empty());

@@ -27,7 +27,7 @@ use crate::open::{self, require_btrfs, require_subvolume};
 use crate::search::search;
 use nix::errno::Errno;
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
@@ -39,6 +39,11 @@ const INODE_EXTREF_KEY: u32 = 13;
 const LAST_FREE_OBJECTID: u64 = -256i64 as u64;
 /// Offset of `transid` in `struct btrfs_inode_item` (after `generation`).
 const INODE_TRANSID_OFFSET: usize = 8;
+const INODE_TRANSID_RANGE: std::ops::Range<usize> = 8..16;
+/// `atime` (a btrfs_timespec: u64 seconds, u32 nanoseconds) in `struct btrfs_inode_item`.
+const INODE_ATIME_RANGE: std::ops::Range<usize> = 112..124;
+/// `sizeof(struct btrfs_inode_item)`.
+const INODE_ITEM_SIZE: usize = 160;
 /// Offset of `nlink` in `struct btrfs_inode_item`.
 const INODE_NLINK_OFFSET: usize = 40;
 /// Offset of `mode` in `struct btrfs_inode_item`.
@@ -75,17 +80,28 @@ pub(super) fn changes(
         return walk::changes(new, Some(old), shown, ids);
     }
     commit(new, shown)?;
-    let mut candidates = Candidates::default();
-    let mut count = 0usize;
-    for fd in [new, old] {
-        let tree = open::subvolume_id(fd, shown)?;
-        let Some(changed) = changed_inodes(fd, tree, since, shown)? else {
-            return walk::changes(new, Some(old), shown, ids);
-        };
-        count += changed.len();
-        if count > MAX_CANDIDATE_INODES {
-            return walk::changes(new, Some(old), shown, ids);
+    let trees = [
+        (new, open::subvolume_id(new, shown)?),
+        (old, open::subvolume_id(old, shown)?),
+    ];
+    let mut changed = Vec::with_capacity(2);
+    for (fd, tree) in trees {
+        match changed_inodes(fd, tree, since, shown)? {
+            Some(c) => changed.push(c),
+            None => return walk::changes(new, Some(old), shown, ids),
         }
+    }
+    if changed[0].len() + changed[1].len() > MAX_CANDIDATE_INODES {
+        return walk::changes(new, Some(old), shown, ids);
+    }
+    let (in_new, in_old) = (changed.remove(0), changed.remove(0));
+    let inos = |v: &[Changed]| v.iter().map(|c| c.ino).collect::<HashSet<u64>>();
+    let (new_inos, old_inos) = (inos(&in_new), inos(&in_old));
+    let changed_both = new_inos.intersection(&old_inos).copied().collect();
+    let in_new = only_real_changes(in_new, &old_inos, trees[1], shown)?;
+    let in_old = only_real_changes(in_old, &new_inos, trees[0], shown)?;
+    let mut candidates = Candidates::default();
+    for ((fd, tree), changed) in trees.into_iter().zip([in_new, in_old]) {
         let mut dirs = DirPaths::new(fd, tree, shown);
         for c in changed {
             if c.ino == ioctl::FIRST_FREE_OBJECTID {
@@ -120,7 +136,63 @@ pub(super) fn changes(
             }
         }
     }
-    judge(new, old, shown, ids, &candidates)
+    judge(new, old, shown, ids, &candidates, changed_both)
+}
+
+/// `changed` (of one tree) without the inodes whose only change since the snapshot is their
+/// access time: an inode that the other tree did not change (`other_changed`) and whose item
+/// there is the same but for `atime` and `transid`. Reading a writable layer updates access
+/// times (relatime) and so writes inode items; nothing else can leave the rest of the item as
+/// it was: btrfs bumps the item's `sequence` (i_version, unconditionally) for every name added
+/// to or removed from a directory, every rename, setattr and xattr change, and data written
+/// moves the size or the mtime (a write that moves neither is invisible to the walk as well).
+/// An inode that both trees changed is always kept (each may have had the same bumps).
+fn only_real_changes(
+    changed: Vec<Changed>,
+    other_changed: &HashSet<u64>,
+    (other, other_tree): (BorrowedFd<'_>, u64),
+    shown: &Path,
+) -> Result<Vec<Changed>> {
+    let keep: Vec<bool> = changed
+        .par_iter()
+        .map(|c| {
+            if other_changed.contains(&c.ino) {
+                return Ok(true);
+            }
+            let theirs = inode_item(other, other_tree, c.ino, shown)?;
+            Ok(!theirs.is_some_and(|t| same_but_atime(&c.item, &t)))
+        })
+        .collect::<Result<_>>()?;
+    Ok(changed
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect())
+}
+
+/// The inode item of inode `ino` of tree `tree`, if it has one.
+fn inode_item(fd: BorrowedFd<'_>, tree: u64, ino: u64, shown: &Path) -> Result<Option<Vec<u8>>> {
+    let key = SearchKey {
+        tree_id: tree,
+        min_objectid: ino,
+        max_objectid: ino,
+        min_type: INODE_ITEM_KEY,
+        max_type: INODE_ITEM_KEY,
+        max_offset: u64::MAX,
+        max_transid: u64::MAX,
+        ..Default::default()
+    };
+    let mut item = None;
+    search(fd, key, 1, shown, |_, data| item = Some(data.to_vec()))?;
+    Ok(item)
+}
+
+/// Two inode items equal in everything but `transid` and `atime`.
+fn same_but_atime(a: &[u8], b: &[u8]) -> bool {
+    let skip = |i: usize| INODE_TRANSID_RANGE.contains(&i) || INODE_ATIME_RANGE.contains(&i);
+    a.len() == INODE_ITEM_SIZE
+        && b.len() == INODE_ITEM_SIZE
+        && (0..INODE_ITEM_SIZE).all(|i| skip(i) || a[i] == b[i])
 }
 
 /// Paths of directories of one tree by inode number (INO_LOOKUP), each looked up once.
@@ -174,6 +246,8 @@ pub(super) struct Changed {
     /// (parent directory, name) from the INODE_REF and INODE_EXTREF items that were in the
     /// blocks read; all of them when there are `nlink`.
     pub refs: Vec<(u64, Vec<u8>)>,
+    /// The inode item as the search read it.
+    pub item: Vec<u8>,
 }
 
 /// The inodes of tree `tree` whose inode item changed after transaction `since` (the root
@@ -309,6 +383,7 @@ fn changed_in(
                         .map_or(true, |m| m & libc::S_IFMT == libc::S_IFDIR),
                     nlink: u32_at(data, INODE_NLINK_OFFSET).unwrap_or(u32::MAX),
                     refs: Vec::new(),
+                    item: data.to_vec(),
                 });
                 over = out.len() > MAX_CANDIDATE_INODES;
             }

@@ -7,9 +7,11 @@
 //! Why nothing is missed, given candidates that cover every inode whose item, links or xattrs
 //! differ (by at least one of its paths, in either tree):
 //! - Below a directory that is the same inode (number and generation) on both sides, only
-//!   candidates are judged: an entry that differs there is itself a candidate. The names one
-//!   side lacks are also read from both directories when the directory's ctime moved (send
-//!   never mentions nested subvolumes), or when the fast path knows the directory changed.
+//!   candidates are judged: an entry that differs there is itself a candidate. Both
+//!   directories are also read when the directory's ctime moved, or when the fast path knows
+//!   the directory changed, and the names one side lacks or binds to another inode judged too:
+//!   neither source sees nested subvolumes (a subvolume made where a file was changes no inode
+//!   of the tree but the directory).
 //! - Below anything else (an added directory, a type change, another inode at the same path)
 //!   the walk compares the whole subtree.
 //! - A changed inode with several names may be named by one of them: INO_PATHS gives the others.
@@ -30,13 +32,14 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 /// Judge `candidates` between the trees at `old` and `new` (whose roots are the same inode),
-/// with the walk's rules; unsorted.
+/// with the walk's rules; unsorted. `changed_both`: inodes both trees changed, if known.
 pub(super) fn judge(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     shown: &Path,
     ids: Option<&ContainerIds>,
     candidates: &Candidates,
+    changed_both: HashSet<u64>,
 ) -> Result<Vec<Change>> {
     let (new_ids, old_ids) =
         ids.map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
@@ -47,6 +50,8 @@ pub(super) fn judge(
         new_root,
         shown: shown.to_path_buf(),
         track_links: true,
+        shared_before: walk::shared_before(new, old),
+        changed_both,
     };
     let judge = Judge { walk: &walk };
     let (mut old_dir, mut new_dir) = (reopen(old, shown)?, reopen(new, shown)?);
@@ -140,7 +145,7 @@ impl Judge<'_> {
                 read_names(d).map_err(|e| Error::sys(e, "readdir", &self.walk.shown(prefix)))
             };
             let (a, b) = (readdir(old)?, readdir(new)?);
-            names.extend(one_sided(&a, &b));
+            names.extend(unlike(&a, &b));
             names.sort_unstable();
             names.dedup();
         }
@@ -217,12 +222,20 @@ impl Judge<'_> {
     }
 }
 
-/// Names in exactly one of two sorted name lists.
-fn one_sided<T>(a: &[(std::ffi::CString, T)], b: &[(std::ffi::CString, T)]) -> Vec<Vec<u8>> {
+/// Names of two sorted name lists (name, type, inode) that are in one only, or in both for
+/// different inodes: a name bound elsewhere without any inode of the tree changing (a nested
+/// subvolume made where a file was) is found here, not among the candidates.
+fn unlike<T: PartialEq>(
+    a: &[(std::ffi::CString, T, u64)],
+    b: &[(std::ffi::CString, T, u64)],
+) -> Vec<Vec<u8>> {
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while i < a.len() || j < b.len() {
         match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) if x.0 == y.0 => {
+                if x.1 != y.1 || x.2 != y.2 {
+                    out.push(x.0.as_bytes().to_vec());
+                }
                 i += 1;
                 j += 1;
             }
@@ -278,13 +291,16 @@ mod tests {
     }
 
     #[test]
-    fn one_sided_names() {
-        let l = |v: &[&str]| {
+    fn unlike_names() {
+        let l = |v: &[(&str, u64)]| {
             v.iter()
-                .map(|s| (std::ffi::CString::new(*s).unwrap(), ()))
+                .map(|(s, ino)| (std::ffi::CString::new(*s).unwrap(), (), *ino))
                 .collect::<Vec<_>>()
         };
-        let got = one_sided(&l(&["a", "c", "d", "z"]), &l(&["b", "c", "e"]));
+        let got = unlike(
+            &l(&[("a", 1), ("c", 3), ("d", 4), ("s", 9), ("z", 26)]),
+            &l(&[("b", 2), ("c", 3), ("e", 5), ("s", 256)]),
+        );
         assert_eq!(
             got,
             [
@@ -292,6 +308,7 @@ mod tests {
                 b"b".to_vec(),
                 b"d".to_vec(),
                 b"e".to_vec(),
+                b"s".to_vec(),
                 b"z".to_vec()
             ]
         );

@@ -54,7 +54,7 @@ pub(super) fn changes(
         return walk::changes(new, Some(old), shown, ids);
     }
     let candidates = run_send(new, open::subvolume_id(old, shown)?, shown)?;
-    judge(new, old, shown, ids, &candidates)
+    judge(new, old, shown, ids, &candidates, Default::default())
 }
 
 /// Run BTRFS_IOC_SEND of `new` against subvolume `parent_root` into a pipe read here, and
