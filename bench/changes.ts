@@ -169,18 +169,6 @@ export async function sectionChanges(f: Fs, driver: BtrfsDriver): Promise<Sectio
   for (const impl of IMPLS) {
     if (lists[impl] !== lists.walk) throw new Error(`changes: ${impl} and the walk disagree:\n${lists[impl]}\n${lists.walk}`)
   }
-  // Extra: GNU find reads every directory of the writable child (relatime: each directory's atime
-  // is updated, one inode item written per directory), then driver.changes.
-  run('find', [childPath, '-maxdepth', '1000', '-false'])
-  const afterRead: number[] = []
-  for (let rep = 0; rep < REPS; rep++) {
-    await settle(f)
-    t = now()
-    const l = await driver.changes('changes-child')
-    afterRead.push(since(t))
-    if (JSON.stringify(l.map((c) => [c.path, c.kind])) !== lists.walk) throw new Error('changes after a walk: the list changed')
-  }
-  log(`  driver.changes after find read the writable child: ${fmtTime(median(afterRead))}`)
   // Extra: with a running transaction and dirty data elsewhere on the filesystem (a file written
   // outside the layers just before), which the generation path must write back and commit first.
   const dirtyFile = path.join(scratch, 'dirty')
@@ -195,6 +183,18 @@ export async function sectionChanges(f: Fs, driver: BtrfsDriver): Promise<Sectio
   }
   fs.unlinkSync(dirtyFile)
   log(`  driver.changes with a running transaction and 64 KiB of dirty data: ${fmtTime(median(afterWrite))}`)
+  // Extra: GNU find reads every directory of the writable child (relatime: each directory's atime
+  // is updated, one inode item written per directory), then driver.changes.
+  run('find', [childPath, '-maxdepth', '1000', '-false'])
+  const afterRead: number[] = []
+  for (let rep = 0; rep < REPS; rep++) {
+    await settle(f)
+    t = now()
+    const l = await driver.changes('changes-child')
+    afterRead.push(since(t))
+    if (JSON.stringify(l.map((c) => [c.path, c.kind])) !== lists.walk) throw new Error('changes after find: the list changed')
+  }
+  log(`  driver.changes after find read the writable child: ${fmtTime(median(afterRead))}`)
   await driver.remove('changes-child')
   await driver.remove('changes-base')
   await deleteSubvolume(childRo)
