@@ -165,3 +165,32 @@ btrfsTest.serial('the origin survives applyDiff: records match btrfs subvolume s
   const [distrusted] = await changesCommitting(t, d, 'child')
   t.deepEqual(distrusted, expected)
 })
+
+btrfsTest.serial('a name that is not UTF-8 comes with its bytes, which reach the file', async (t, dir) => {
+  const d = await driverIn(dir)
+  await d.create('base')
+  await d.create('child', 'base')
+  const name = Buffer.from([0x63, 0x61, 0x66, 0xe9]) // "café" in Latin-1
+  await inLayer(d, 'child', async (p) => {
+    await fsp.writeFile(Buffer.concat([Buffer.from(`${p}/`), name]), 'latin-1 name\n')
+    await fsp.writeFile(path.join(p, 'café'), 'utf-8 name\n')
+  })
+  const list = await d.changes('child')
+  // Sorted by bytes: UTF-8 "é" is c3 a9, Latin-1 "é" is e9.
+  t.deepEqual(
+    list.map((c) => [c.path, c.kind]),
+    [
+      ['/café', 'add'],
+      ['/caf\ufffd', 'add'],
+    ],
+  )
+  const raw = list[1].rawPath
+  t.true(Buffer.isBuffer(raw))
+  t.deepEqual(raw, Buffer.concat([Buffer.from('/'), name]))
+  t.false('rawPath' in list[0], 'a UTF-8 path has no rawPath')
+  // The bytes name the file: ls (the oracle) escapes the byte the same way.
+  await inLayer(d, 'child', async (p) => {
+    t.is(await fsp.readFile(Buffer.concat([Buffer.from(p), raw as Buffer]), 'utf8'), 'latin-1 name\n')
+    t.regex(await run('ls', '-b', p), /^caf\\351$/m)
+  })
+})

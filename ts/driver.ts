@@ -31,6 +31,12 @@ export interface Change {
   /** Path inside the layer, starting with `/`. */
   path: string
   kind: 'add' | 'modify' | 'delete'
+  /**
+   * The path's bytes (with the leading `/`), present only when they are not valid UTF-8: a
+   * Linux file name is any bytes, and `path` then shows U+FFFD in place of the bad ones. Pass
+   * `rawPath` to `fs` calls (they take Buffers) to reach the file.
+   */
+  rawPath?: Buffer
 }
 
 /** Compression of a diff stream. */
