@@ -505,16 +505,9 @@ fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
     let Some(fs) = Btrfs::new("property") else {
         return;
     };
-    let first: u64 = std::env::var("CHANGES_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let iterations: u64 = std::env::var("CHANGES_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+    let (seeds, iterations) = seeds();
     let mut nonempty = 0;
-    for seed in first..first + iterations {
+    for seed in seeds {
         let mut rng = Rng::new(seed);
         let layers = Layers::new(&fs, &format!("s{seed}"), |b| populate(&mut rng, b));
         let log = mutate(&mut rng, &layers.layer);
@@ -536,6 +529,18 @@ fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
         nonempty as u64 >= iterations / 2,
         "too few trees changed: {nonempty}"
     );
+}
+
+/// The seeds to try: CHANGES_SEED.. (1), CHANGES_ITERATIONS of them (100).
+fn seeds() -> (std::ops::Range<u64>, u64) {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (first, iterations) = (env("CHANGES_SEED", 1), env("CHANGES_ITERATIONS", 100));
+    (first..first + iterations, iterations)
 }
 
 /// The entries on which two lists differ, as lstat sees them in both trees.
@@ -576,16 +581,9 @@ fn generation_path_and_walk_agree_with_the_oracle_when_both_sides_changed() {
     let Some(fs) = Btrfs::new("property_both") else {
         return;
     };
-    let first: u64 = std::env::var("CHANGES_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let iterations: u64 = std::env::var("CHANGES_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+    let (seeds, iterations) = seeds();
     let mut nonempty = 0;
-    for seed in first..first + iterations {
+    for seed in seeds {
         let mut rng = Rng::new(seed ^ 0x5eed);
         let layers = Layers::new(&fs, &format!("b{seed}"), |b| populate(&mut rng, b));
         // Interleaved, so both trees change in the same transactions and the same clock ticks.

@@ -17,15 +17,14 @@
 //! Needs CAP_SYS_ADMIN (TREE_SEARCH, INO_PATHS): EPERM otherwise, and the caller walks.
 
 use super::inode;
-use super::judge::{judge, Candidates};
+use super::judge::{judge, one_tree, Candidates};
 use super::walk;
 use super::{Change, ContainerIds};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 use crate::ioctl::{self, SearchKey};
 use crate::nested;
 use crate::open::{self, require_btrfs, require_subvolume};
 use crate::search::search;
-use nix::errno::Errno;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -67,15 +66,7 @@ pub(super) fn changes(
         require_btrfs(fd, shown)?;
         require_subvolume(fd, shown)?;
     }
-    if open::fsid(new, shown)? != open::fsid(old, shown)? {
-        return Err(Error::invalid(
-            Errno::EXDEV,
-            "BTRFS_IOC_TREE_SEARCH_V2",
-            shown,
-            "the two trees are on different filesystems",
-        ));
-    }
-    if inode::generation(new, shown)? != inode::generation(old, shown)? {
+    if !one_tree(new, old, shown, "BTRFS_IOC_TREE_SEARCH_V2")? {
         // Not snapshots of one tree: every inode differs, there is nothing to gain.
         return walk::changes(new, Some(old), shown, ids);
     }

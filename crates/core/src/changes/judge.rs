@@ -31,6 +31,25 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
+/// Whether the trees at `new` and `old` are snapshots of one tree (their roots are the same
+/// inode), which is what the fast paths compare; EXDEV when they are on two filesystems.
+pub(super) fn one_tree(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    shown: &Path,
+    syscall: &'static str,
+) -> Result<bool> {
+    if crate::open::fsid(new, shown)? != crate::open::fsid(old, shown)? {
+        return Err(Error::invalid(
+            nix::errno::Errno::EXDEV,
+            syscall,
+            shown,
+            "the two trees are on different filesystems",
+        ));
+    }
+    Ok(inode::generation(new, shown)? == inode::generation(old, shown)?)
+}
+
 /// Judge `candidates` between the trees at `old` and `new` (whose roots are the same inode),
 /// with the walk's rules; unsorted. `changed_both`: inodes both trees changed, if known.
 pub(super) fn judge(

@@ -5,8 +5,7 @@
 //! path of the receiver's evolving state, which is what the judge needs of its candidates.
 //! Unrelated subvolumes fall back to the walk.
 
-use super::inode;
-use super::judge::{judge, Candidates};
+use super::judge::{judge, one_tree, Candidates};
 use super::send_stream::{attr, cmd, StreamError, StreamReader};
 use super::walk;
 use super::Change;
@@ -41,16 +40,8 @@ pub(super) fn changes(
             ));
         }
     }
-    if open::fsid(new, shown)? != open::fsid(old, shown)? {
-        return Err(Error::invalid(
-            Errno::EXDEV,
-            "BTRFS_IOC_SEND",
-            shown,
-            "the two trees are on different filesystems",
-        ));
-    }
-    if inode::generation(new, shown)? != inode::generation(old, shown)? {
-        // Not a snapshot of one another: every inode differs, there is nothing to gain.
+    if !one_tree(new, old, shown, "BTRFS_IOC_SEND")? {
+        // Not snapshots of one tree: every inode differs, there is nothing to gain.
         return walk::changes(new, Some(old), shown, ids);
     }
     let candidates = run_send(new, open::subvolume_id(old, shown)?, shown)?;
