@@ -253,7 +253,7 @@ pub(super) fn changed_inodes(
     // search. Ranges of inode numbers are searched in parallel, a few per thread.
     let first = ioctl::FIRST_FREE_OBJECTID;
     let top = highest_objectid(fd, tree, shown)?;
-    let chunks = (rayon::current_num_threads() as u64 * 4)
+    let chunks = (rayon::current_num_threads() as u64 * 16)
         .min((top - first) / SEARCH_CHUNK_MIN + 1)
         .max(1);
     let width = (top - first) / chunks + 1;
