@@ -250,7 +250,9 @@ pub(super) fn changed_inodes(
     shown: &Path,
 ) -> Result<Option<Vec<Changed>>> {
     // The kernel copies every item of every block written since, one by one: the cost of the
-    // search. Ranges of inode numbers are searched in parallel, a few per thread.
+    // search. Ranges of inode numbers are searched in parallel, many per thread: the changed
+    // blocks crowd where the directories are (their entries), so few ranges would leave one
+    // thread with most of the work.
     let first = ioctl::FIRST_FREE_OBJECTID;
     let top = highest_objectid(fd, tree, shown)?;
     let chunks = (rayon::current_num_threads() as u64 * 16)
