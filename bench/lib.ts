@@ -211,14 +211,17 @@ export function setupFs(imageSize: number): Fs {
 }
 
 /**
- * Commit, then wait for the cleaner to finish dropping deleted subvolumes. The commit is
- * BTRFS_IOC_SYNC (`btrfs filesystem sync`), which also wakes the cleaner thread; a commit through
- * START_SYNC/WAIT_SYNC (the TS API's `sync()`) leaves it asleep until the next periodic commit
- * (30 s by default), and `btrfs subvolume sync` would wait for that.
+ * Commit, wait for the cleaner to finish dropping deleted subvolumes, and commit what the
+ * cleaner wrote, so the next measured call starts on a clean filesystem (nothing dirty, no
+ * running transaction). The commit is BTRFS_IOC_SYNC (`btrfs filesystem sync`), which also wakes
+ * the cleaner thread; a commit through START_SYNC/WAIT_SYNC (the TS API's `sync()`) leaves it
+ * asleep until the next periodic commit (30 s by default), and `btrfs subvolume sync` would wait
+ * for that.
  */
 export async function settle(f: Fs): Promise<void> {
   run('btrfs', ['filesystem', 'sync', f.root])
   run('btrfs', ['subvolume', 'sync', f.root])
+  run('btrfs', ['filesystem', 'sync', f.root])
 }
 
 // ---------------------------------------------------------------------------------------------

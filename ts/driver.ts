@@ -31,6 +31,12 @@ export interface Change {
   /** Path inside the layer, starting with `/`. */
   path: string
   kind: 'add' | 'modify' | 'delete'
+  /**
+   * The path's bytes (with the leading `/`), present only when they are not valid UTF-8: a
+   * Linux file name is any bytes, and `path` then shows U+FFFD in place of the bad ones. Pass
+   * `rawPath` to `fs` calls (they take Buffers) to reach the file.
+   */
+  rawPath?: Buffer
 }
 
 /** Compression of a diff stream. */
@@ -271,8 +277,10 @@ export class BtrfsDriver {
    * With `parent` omitted, the layer's own parent (as given to `create`) is used; with
    * `null` or `''`, every entry of the layer is an addition. An entry is modified when its
    * type, mode, owner, rdev or file capability differ, or (not for directories) its size or
-   * mtime; the directory holding an added or deleted entry is modified. As root this uses
-   * btrfs send (cost follows the size of the change); otherwise a parallel tree walk.
+   * mtime; the directory holding an added or deleted entry is modified. As root the cost
+   * follows the size of the change: a layer descending from `parent` by snapshots is compared
+   * by a search of the inode items written since (no snapshot taken), other pairs by btrfs
+   * send between read-only snapshots; without privilege, a parallel tree walk.
    * @example await driver.changes('app') // [{ path: '/etc', kind: 'modify' }, { path: '/etc/app.conf', kind: 'add' }]
    * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id.
    */

@@ -13,10 +13,12 @@
 //! - `populate-mixed <path> <files> <min> <max> <large> <large_bytes> [--dirs N] [--seed S]`:
 //!   `files` files of log-uniform random sizes from `min` to `max` bytes plus `large` files of
 //!   `large_bytes`, pseudo-random (incompressible) content, spread over `dirs` directories.
-//! - `changes <new> <old> <walk|walk1|send> [--scratch DIR]`: one changes computation between
-//!   two trees, timed: the parallel tree walk (`changes_walk`, rayon's global pool), the same
-//!   on one thread (`changes_walk_single_threaded`), or the send fast path (`changes_send`,
-//!   with a temporary read-only snapshot in `--scratch` of each side that is writable).
+//! - `changes <new> <old> <walk|walk1|send|since> [--scratch DIR]`: one changes computation
+//!   between two trees, timed: the parallel tree walk (`changes_walk`, rayon's global pool),
+//!   the same on one thread (`changes_walk_single_threaded`), the send fast path
+//!   (`changes_send`, with a temporary read-only snapshot in `--scratch` of each side that is
+//!   writable), or the generation fast path (`snapshot_origin` + `changes_since`; `new` must
+//!   be a snapshot of `old`).
 //! - `remap <path> [--host-id N] [--method auto|statx]`: `remap_path_with` from no mapping to
 //!   container ids 0..65535 at host ids N.. (default 100000), uids and gids, timed; `auto` uses
 //!   the inode table where it may, `statx` never. Parallel on rayon's global pool: run it with
@@ -76,7 +78,7 @@ const USAGE: &str = "usage:
   btrfs-layers-bench walk-delete <path>
   btrfs-layers-bench populate <path> <dirs> <files> [--bytes N]
   btrfs-layers-bench populate-mixed <path> <files> <min> <max> <large> <large_bytes> [--dirs N] [--seed S]
-  btrfs-layers-bench changes <new> <old> <walk|walk1|send> [--scratch DIR]
+  btrfs-layers-bench changes <new> <old> <walk|walk1|send|since> [--scratch DIR]
   btrfs-layers-bench remap <path> [--host-id N] [--method auto|statx]";
 
 /// `--key value` options, in order.
@@ -611,7 +613,9 @@ fn cpu_ns() -> u64 {
 }
 
 fn cmd_changes(args: &[OsString]) -> Res<String> {
-    use btrfs_layers_core::changes::{changes_send, changes_walk, changes_walk_single_threaded};
+    use btrfs_layers_core::changes::{
+        changes_send, changes_since, changes_walk, changes_walk_single_threaded, snapshot_origin,
+    };
     use btrfs_layers_core::{delete, subvolume};
     use std::os::fd::AsFd;
     let (pos, opts) = parse(args)?;
@@ -667,6 +671,14 @@ fn cmd_changes(args: &[OsString]) -> Res<String> {
             }
             cleanup_ns = ns(t2.elapsed());
             r?
+        }
+        "since" => {
+            let n = open_dir(&new)?;
+            let o = open_dir(&old)?;
+            let since = snapshot_origin(n.as_fd(), o.as_fd(), &new)
+                .map_err(|e| format!("since: {e}"))?
+                .ok_or("since: <new> is not a snapshot of <old>")?;
+            changes_since(n.as_fd(), o.as_fd(), since, &new).map_err(|e| format!("since: {e}"))?
         }
         other => return Err(format!("unknown changes mode {other:?}")),
     };

@@ -5,13 +5,18 @@
 //! entry is modified; below an added directory every entry is added; below a deleted
 //! directory only the directory itself is reported.
 //!
-//! Two ways to the same list: a parallel tree walk ([`changes_walk`]), and a BTRFS_IOC_SEND
-//! fast path ([`changes_send`]) whose cost follows the size of the change. Nested subvolumes
+//! Three ways to the same list: a parallel tree walk ([`changes_walk`]), and two fast paths
+//! whose cost follows the size of the change: the generation search ([`changes_since`]) for a
+//! layer that is a snapshot of the other, which reads only the tree blocks written since the
+//! snapshot, and BTRFS_IOC_SEND ([`changes_send`]) between any two read-only snapshots of one
+//! tree. Both fast paths only find candidates; the walk's rules judge them. Nested subvolumes
 //! and mounts are boundaries: an entry of their own, compared by type only when both sides are
 //! boundaries (send sees nothing of them but the name), and never descended into.
 
 mod entry;
+mod generation;
 mod inode;
+mod judge;
 mod send;
 mod send_stream;
 mod walk;
@@ -105,6 +110,63 @@ pub fn changes_send_ids(
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
     send::changes(new, old, shown, Some(ids)).map(normalize)
+}
+
+/// Generation fast path: `new` and `old` are subvolume roots on one filesystem that held the
+/// same tree at transaction `since` ([`snapshot_origin`] gives it for a snapshot and its
+/// source); either may be writable and either may have changed since. Syncs the filesystem
+/// (cheap when nothing is dirty), finds the inodes either side changed after `since` with
+/// TREE_SEARCH_V2 (only blocks written since are read) and judges their paths by the walk's
+/// rules, so the list is the walk's. EPERM without CAP_SYS_ADMIN (fall back to
+/// [`changes_walk`]); EXDEV across filesystems. A wrong `since` gives a wrong list: it must
+/// come from the kernel (GET_SUBVOL_INFO's `otransid` of the snapshot).
+pub fn changes_since(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    since: u64,
+    shown: &Path,
+) -> Result<Vec<Change>> {
+    generation::changes(new, old, since, shown, None).map(normalize)
+}
+
+/// [`changes_since`] comparing owners as container ids through `ids`.
+pub fn changes_since_ids(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    since: u64,
+    shown: &Path,
+    ids: &ContainerIds,
+) -> Result<Vec<Change>> {
+    generation::changes(new, old, since, shown, Some(ids)).map(normalize)
+}
+
+/// The inodes of the subvolume at `root` whose inode item changed after transaction `since`,
+/// each with whether it is a directory, as the generation fast path finds them (only tree
+/// blocks written after `since` are read); None when there are too many to be worth judging.
+/// Syncs the filesystem first. Needs CAP_SYS_ADMIN.
+pub fn changed_inodes(
+    root: BorrowedFd<'_>,
+    since: u64,
+    shown: &Path,
+) -> Result<Option<Vec<(u64, bool)>>> {
+    generation::commit(root, shown)?;
+    let tree = crate::open::subvolume_id(root, shown)?;
+    Ok(generation::changed_inodes(root, tree, since, shown)?
+        .map(|v| v.into_iter().map(|c| (c.ino, c.dir)).collect()))
+}
+
+/// The transaction in which the subvolume at `new` was snapshotted from the subvolume at
+/// `old`, when it was (its parent UUID is `old`'s UUID); None otherwise.
+pub fn snapshot_origin(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    shown: &Path,
+) -> Result<Option<u64>> {
+    let (n, o) = (
+        crate::subvolume::info_fd(new, shown)?,
+        crate::subvolume::info_fd(old, shown)?,
+    );
+    Ok((n.parent_uuid == o.uuid && o.uuid != [0; 16]).then_some(n.otransid))
 }
 
 /// Sort component-wise, drop duplicates, and report the parent directory of every added or

@@ -472,16 +472,19 @@ impl Driver {
         if opts.read_only {
             set_read_only_fd(fd.as_fd(), true, tmp_path)?;
         }
+        let info = subvolume::info_fd(fd.as_fd(), tmp_path)?;
         let meta = LayerMeta {
             id: id.to_string(),
             parent: parent.map(str::to_string),
             created: now_ms(),
             read_only: opts.read_only,
             size: opts.size,
-            subvolume_id: open::subvolume_id(fd.as_fd(), tmp_path)?,
+            subvolume_id: info.id,
             mount_label: opts.mount_label.clone(),
             uid_maps: inherited.0,
             gid_maps: inherited.1,
+            uuid: Some(subvolume::uuid_string(&info.uuid)),
+            origin: parent.and_then(|_| layer::Origin::of(&info)),
         };
         drop(fd);
         layer::write(

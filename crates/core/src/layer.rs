@@ -62,6 +62,33 @@ pub struct LayerMeta {
     pub uid_maps: Option<Vec<crate::idmap::IdMap>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid_maps: Option<Vec<crate::idmap::IdMap>>,
+    /// UUID of the subvolume this record describes (applyDiff swaps in a new one); the
+    /// `origin` below is only trusted while the layer's live subvolume has this UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// Where the tree came from, for the generation fast path of `changes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The subvolume a layer's tree was snapshotted from and the transaction of that snapshot:
+/// the two trees were the same at `transid`. Kept across applyDiff (whose new subvolume is a
+/// snapshot of the layer, so everything it adds is newer still).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Origin {
+    pub uuid: String,
+    pub transid: u64,
+}
+
+impl Origin {
+    /// What the kernel records of the subvolume `info` describes: the subvolume it is a
+    /// snapshot of (its parent UUID) and when; None for a subvolume made empty.
+    pub fn of(info: &crate::subvolume::SubvolumeInfo) -> Option<Origin> {
+        (info.parent_uuid != [0; 16]).then(|| Origin {
+            uuid: crate::subvolume::uuid_string(&info.parent_uuid),
+            transid: info.otransid,
+        })
+    }
 }
 
 fn file_name(id: &str) -> String {

@@ -2,6 +2,7 @@
 //! Pure Rust over `nix`; the napi bindings live in `crates/node`.
 
 pub mod delete;
+pub mod dirent;
 pub mod error;
 pub mod filesystem;
 pub mod ioctl;

@@ -92,7 +92,7 @@ pub fn children_by_search(fd: BorrowedFd<'_>, id: u64, shown: &Path) -> Result<V
 }
 
 /// Path of directory `dirid` inside subvolume `tree`, relative to its root (privileged).
-fn dir_path(fd: BorrowedFd<'_>, tree: u64, dirid: u64, shown: &Path) -> Result<PathBuf> {
+pub(crate) fn dir_path(fd: BorrowedFd<'_>, tree: u64, dirid: u64, shown: &Path) -> Result<PathBuf> {
     if dirid == ioctl::FIRST_FREE_OBJECTID {
         return Ok(PathBuf::new());
     }

@@ -1,16 +1,19 @@
-//! Property: on many random trees and random changes, the send fast path, the parallel walk,
-//! the single-threaded walk and an independent oracle (a plain sequential std::fs comparison
-//! written from the rules) return the same list.
+//! Property: on many random trees and random changes, the send fast path, the generation fast
+//! path, the parallel walk, the single-threaded walk and an independent oracle (a plain
+//! sequential std::fs comparison written from the rules) return the same list. A second
+//! property changes the parent too after the child was made, which only the walk and the
+//! generation path can compare (the parent is live), and checks them against the oracle.
 //!
 //! CHANGES_SEED picks the first seed, CHANGES_ITERATIONS the number of trees (default 100).
 
 mod changes_common;
 
-use btrfs_layers_core::changes::{Change, ChangeKind};
+use btrfs_layers_core::changes::{changes_walk, Change, ChangeKind};
 use btrfs_layers_core::subvolume;
 use changes_common::*;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -502,33 +505,112 @@ fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
     let Some(fs) = Btrfs::new("property") else {
         return;
     };
-    let first: u64 = std::env::var("CHANGES_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let iterations: u64 = std::env::var("CHANGES_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+    let (seeds, iterations) = seeds();
     let mut nonempty = 0;
-    for seed in first..first + iterations {
+    for seed in seeds {
         let mut rng = Rng::new(seed);
         let layers = Layers::new(&fs, &format!("s{seed}"), |b| populate(&mut rng, b));
         let log = mutate(&mut rng, &layers.layer);
         layers.freeze();
-        let [walk, single, send] = three_ways(&layers.old, &layers.new);
         let expected = oracle(&layers.old, &layers.new);
-        for (how, got) in [
-            ("walk", &walk),
-            ("single-threaded walk", &single),
-            ("send", &send),
-        ] {
+        for (how, got) in &four_ways(&layers) {
             assert!(
                 *got == expected,
                 "seed {seed}: {how} differs from the oracle\nchanges made:\n  {}\n{how}:\n{}oracle:\n{}",
                 log.join("\n  "),
                 show(got),
                 show(&expected)
+            );
+        }
+        nonempty += usize::from(!expected.is_empty());
+        layers.delete();
+    }
+    assert!(
+        nonempty as u64 >= iterations / 2,
+        "too few trees changed: {nonempty}"
+    );
+}
+
+/// The seeds to try: CHANGES_SEED.. (1), CHANGES_ITERATIONS of them (100).
+fn seeds() -> (std::ops::Range<u64>, u64) {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (first, iterations) = (env("CHANGES_SEED", 1), env("CHANGES_ITERATIONS", 100));
+    (first..first + iterations, iterations)
+}
+
+/// The entries on which two lists differ, as lstat sees them in both trees.
+fn differing(a: &[Change], b: &[Change], old: &Path, new: &Path) -> String {
+    let describe = |root: &Path, rel: &Path| match std::fs::symlink_metadata(root.join(rel)) {
+        Ok(m) => format!(
+            "mode {:o} ino {} dev {} nlink {} size {} ctime {}.{:09} mtime {}.{:09}",
+            m.mode(),
+            m.ino(),
+            m.dev(),
+            m.nlink(),
+            m.size(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mtime(),
+            m.mtime_nsec()
+        ),
+        Err(e) => e.to_string(),
+    };
+    let mut out = String::new();
+    for c in a
+        .iter()
+        .filter(|c| !b.contains(c))
+        .chain(b.iter().filter(|c| !a.contains(c)))
+    {
+        out.push_str(&format!(
+            "  {:?}\n    old: {}\n    new: {}\n",
+            c.path,
+            describe(old, &c.path),
+            describe(new, &c.path)
+        ));
+    }
+    out
+}
+
+#[test]
+fn generation_path_and_walk_agree_with_the_oracle_when_both_sides_changed() {
+    let Some(fs) = Btrfs::new("property_both") else {
+        return;
+    };
+    let (seeds, iterations) = seeds();
+    let mut nonempty = 0;
+    for seed in seeds {
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let layers = Layers::new(&fs, &format!("b{seed}"), |b| populate(&mut rng, b));
+        // Interleaved, so both trees change in the same transactions and the same clock ticks.
+        let mut log = Vec::new();
+        for round in 0..2 {
+            for (side, root) in [("child", &layers.layer), ("parent", &layers.base)] {
+                if round == 0 || rng.chance(50) {
+                    log.extend(
+                        mutate(&mut rng, root)
+                            .into_iter()
+                            .map(|l| format!("{side}: {l}")),
+                    );
+                }
+            }
+        }
+        let expected = oracle(&layers.base, &layers.layer);
+        let (b, l) = (open(&layers.base), open(&layers.layer));
+        let walk = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer).unwrap();
+        let generation = generation_way(&layers.base, &layers.layer);
+        for (how, got) in [("walk", &walk), ("generation", &generation)] {
+            assert!(
+                *got == expected,
+                "seed {seed}: {how} differs from the oracle\nchanges made:\n  {}\n{how}:\n{}oracle:\n{}differing entries:\n{}",
+                log.join("\n  "),
+                show(got),
+                show(&expected),
+                differing(got, &expected, &layers.base, &layers.layer)
             );
         }
         nonempty += usize::from(!expected.is_empty());

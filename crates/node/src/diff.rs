@@ -22,6 +22,8 @@ pub struct ChangeEntry {
     pub path: String,
     /// `add`, `modify` or `delete`.
     pub kind: String,
+    /// The path's bytes, only when they are not UTF-8 (`path` then holds U+FFFD for them).
+    pub raw_path: Option<Buffer>,
 }
 
 fn against(parent: &Option<String>, whole: bool) -> Against<'_> {
@@ -33,11 +35,19 @@ fn against(parent: &Option<String>, whole: bool) -> Against<'_> {
 }
 
 fn change_entry(c: Change) -> ChangeEntry {
+    let bytes = c.path.as_os_str().as_bytes();
     let mut path = String::from("/");
-    path.push_str(&String::from_utf8_lossy(c.path.as_os_str().as_bytes()));
+    path.push_str(&String::from_utf8_lossy(bytes));
+    let raw_path = std::str::from_utf8(bytes).is_err().then(|| {
+        let mut raw = Vec::with_capacity(bytes.len() + 1);
+        raw.push(b'/');
+        raw.extend_from_slice(bytes);
+        Buffer::from(raw)
+    });
     ChangeEntry {
         path,
         kind: c.kind.as_str().to_string(),
+        raw_path,
     }
 }
 

@@ -142,15 +142,25 @@ pub(super) fn lookup(
 
 /// Whether two entries are the same inode item, unchanged: a snapshot keeps inode items as
 /// they are, and every change of one (xattrs included) moves its ctime. Spares reading the
-/// capability of the many entries a layer shares with its parent.
-fn same_inode_item(old: &Entry, new: &Entry) -> bool {
-    old.ino == new.ino && old.ctime == new.ctime && old.btime.is_some() && old.btime == new.btime
+/// capability of the many entries a layer shares with its parent. Only ctimes before
+/// `shared_before` (when the later of the two trees was made) count: after it, both trees may
+/// have changed the inode within one tick of the clock, leaving the same ctime on both.
+fn same_inode_item(old: &Entry, new: &Entry, shared_before: Option<(i64, u32)>) -> bool {
+    old.ino == new.ino
+        && old.ctime == new.ctime
+        && old.btime.is_some()
+        && old.btime == new.btime
+        && shared_before.is_some_and(|t| old.ctime < t)
 }
 
 /// Whether the capabilities of two entries need reading to tell whether they differ.
-pub(super) fn capability_may_differ(old: &Entry, new: &Entry) -> bool {
+pub(super) fn capability_may_differ(
+    old: &Entry,
+    new: &Entry,
+    shared_before: Option<(i64, u32)>,
+) -> bool {
     let both_boundaries = old.boundary && new.boundary;
-    !both_boundaries && !same_inode_item(old, new)
+    !both_boundaries && !same_inode_item(old, new, shared_before)
 }
 
 /// Whether two entries at the same path differ by the attributes the comparison looks at

@@ -7,11 +7,12 @@ use super::entry::{
 };
 use super::ContainerIds;
 use super::{Change, ChangeKind};
+use crate::dirent::{Dir, Kind};
 use crate::error::{Context, Error, Result};
-use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use rayon::prelude::*;
+use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,22 @@ pub(super) struct Walk {
     pub shown: PathBuf,
     /// Send mode: note the non-directories with other names, whose other names change too.
     pub track_links: bool,
+    /// Entries with the same inode, ctime and birth time on both sides, the ctime before this,
+    /// are one unchanged inode item (see [`shared_before`]); None: never assume so.
+    pub shared_before: Option<(i64, u32)>,
+    /// Inodes both trees changed (when a fast path knows): their capabilities are always read.
+    pub changed_both: HashSet<u64>,
+}
+
+/// When the later of the trees at `new` and `old` was made (GET_SUBVOL_INFO's otime): before
+/// it, a ctime on both sides is history they share; None when either cannot tell.
+pub(super) fn shared_before(new: BorrowedFd<'_>, old: BorrowedFd<'_>) -> Option<(i64, u32)> {
+    let made = |fd| {
+        crate::subvolume::info_fd(fd, Path::new(""))
+            .ok()
+            .map(|i| (i.otime.sec as i64, i.otime.nsec))
+    };
+    Some(made(new)?.max(made(old)?))
 }
 
 /// Every change between the tree at `old` (None: empty) and the tree at `new`, unsorted.
@@ -76,6 +93,8 @@ pub(super) fn changes(
         new_root,
         shown: shown.to_path_buf(),
         track_links: false,
+        shared_before: old.and_then(|o| shared_before(new, o)),
+        changed_both: HashSet::new(),
     };
     let old = old.map(|fd| reopen(fd, shown)).transpose()?;
     let new = reopen(new, shown)?;
@@ -90,21 +109,19 @@ pub(super) fn reopen(fd: BorrowedFd<'_>, shown: &Path) -> Result<Dir> {
 /// Open directory `name` of `dir` without following a symlink in its place.
 pub(super) fn open_child(dir: BorrowedFd<'_>, name: &CStr, shown: &Path) -> Result<Dir> {
     let fd = crate::open::openat_noatime(dir, name, DIR_FLAGS).at("openat", shown)?;
-    Dir::from_fd(fd).at("fdopendir", shown)
+    Ok(Dir::from_fd(fd))
 }
 
-/// The names in `dir` but `.` and `..`, sorted by bytes, with their types when readdir tells.
+/// The names in `dir` but `.` and `..`, sorted by bytes, with their types when readdir tells,
+/// and their inode numbers.
 pub(super) fn read_names(
     dir: &mut Dir,
-) -> std::result::Result<Vec<(CString, Option<Type>)>, Errno> {
-    let mut names = Vec::new();
-    for e in dir.iter() {
-        let e = e?;
-        let name = e.file_name();
-        if name != c"." && name != c".." {
-            names.push((name.to_owned(), e.file_type()));
-        }
-    }
+) -> std::result::Result<Vec<(CString, Option<Kind>, u64)>, Errno> {
+    let mut names: Vec<_> = dir
+        .entries()?
+        .into_iter()
+        .map(|e| (e.name, e.kind, e.ino))
+        .collect();
     names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Ok(names)
 }
@@ -148,8 +165,10 @@ impl Walk {
             ),
             (Some(_), None) => (Some(ChangeKind::Delete), Descend::No),
             (Some(o), Some(n)) => {
+                let may_differ = capability_may_differ(o, n, self.shared_before)
+                    || self.changed_both.contains(&n.ino);
                 let modified = attributes_differ(o, n)
-                    || (capability_may_differ(o, n)
+                    || (may_differ
                         && self.capability(dirs.0, name, prefix)?
                             != self.capability(dirs.1, name, prefix)?);
                 let descend = match (o.is_dir(), n.is_dir(), o.descends(), n.descends()) {
@@ -211,9 +230,9 @@ impl Walk {
                     continue;
                 }
                 std::cmp::Ordering::Greater => {
-                    let (name, kind) = &new_names[j];
+                    let (name, kind, _) = &new_names[j];
                     j += 1;
-                    let plain = matches!(kind, Some(t) if *t != Type::Directory);
+                    let plain = matches!(kind, Some(t) if *t != Kind::Dir);
                     if plain && !self.track_links {
                         // An added non-directory: nothing below it, no need to stat it.
                         let path = join(prefix, name);

@@ -1,7 +1,8 @@
 //! The diff driver half of the graph driver: changes, diff, applyDiff and diffSize.
 //!
-//! `changes` tries the send fast path (cost follows the size of the change) and falls back to
-//! the parallel tree walk without privilege. `apply_diff` applies into a temporary writable
+//! `changes` takes the generation fast path when one layer's tree descends by snapshots from
+//! the other's (the metadata records each layer's origin), else the send fast path (both cost
+//! what the change costs), and falls back to the parallel tree walk without privilege. `apply_diff` applies into a temporary writable
 //! snapshot of the layer and swaps it in with RENAME_EXCHANGE only on success, so a bad or
 //! aborted stream leaves the layer exactly as it was.
 
@@ -9,10 +10,12 @@ use super::Driver;
 use crate::changes::{self, Change, ChangeKind, ContainerIds};
 use crate::delete::delete_at;
 use crate::error::{Code, Context, Error, Result};
-use crate::layer;
-use crate::open::{self, open_dir_at};
+use crate::layer::{self, LayerMeta, Origin};
+use crate::open::open_dir_at;
 use crate::quota;
-use crate::subvolume::{is_read_only_fd, set_read_only_fd, snapshot_at};
+use crate::subvolume::{
+    self, is_read_only_fd, set_read_only_fd, snapshot_at, uuid_string, SubvolumeInfo,
+};
 use crate::tar::apply::{apply, ApplyOptions};
 use crate::tar::compress::{compressing_writer, Compression};
 use crate::tar::write::{write_layer, WriteOptions};
@@ -25,6 +28,9 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Longest chain of layers `changes` follows up to the parent it compares against.
+const MAX_CHAIN: usize = 10_000;
 
 /// Which layer to compare against.
 #[derive(Debug, Clone, Copy)]
@@ -139,9 +145,20 @@ impl Driver {
             old: Arc::new(old_maps),
         });
         if !self.send_denied.load(Ordering::Relaxed) {
-            match self.changes_by_send(id, new.as_fd(), &parent, old.as_fd(), ids.as_ref()) {
+            let shown = self.layer_path(id);
+            let fast = match self.common_since(id, new.as_fd(), &parent, old.as_fd())? {
+                Some(since) => match &ids {
+                    Some(ids) => {
+                        changes::changes_since_ids(new.as_fd(), old.as_fd(), since, &shown, ids)
+                    }
+                    None => changes::changes_since(new.as_fd(), old.as_fd(), since, &shown),
+                },
+                None => self.changes_by_send(id, new.as_fd(), &parent, old.as_fd(), ids.as_ref()),
+            };
+            match fast {
                 Ok(list) => return Ok(list),
-                // Without CAP_SYS_ADMIN there is no send: remember, and walk from now on.
+                // Without CAP_SYS_ADMIN there is neither tree search nor send: remember, and
+                // walk from now on.
                 Err(e) if e.is(Errno::EPERM) => self.send_denied.store(true, Ordering::Relaxed),
                 Err(e) => return Err(e),
             }
@@ -151,6 +168,46 @@ impl Driver {
             Some(ids) => changes::changes_walk_ids(new.as_fd(), Some(old.as_fd()), &shown, ids),
             None => changes::changes_walk(new.as_fd(), Some(old.as_fd()), &shown),
         }
+    }
+
+    /// The transaction since which layer `id` (open at `new`) and layer `parent` (at `old`)
+    /// hold what was one tree, when `id` descends from `parent` by snapshots: through the
+    /// recorded origins (kept across applyDiff), each trusted only while the record describes
+    /// the subvolume it names; the oldest transaction of the chain. None: no such chain.
+    fn common_since(
+        &self,
+        id: &str,
+        new: BorrowedFd<'_>,
+        parent: &str,
+        old: BorrowedFd<'_>,
+    ) -> Result<Option<u64>> {
+        let dirs = self.dirs()?;
+        let md = dirs.metadata.as_fd();
+        let target = uuid_string(&subvolume::info_fd(old, &self.layer_path(parent))?.uuid);
+        let live = subvolume::info_fd(new, &self.layer_path(id))?;
+        let mut meta = layer::read(md, id, &self.layer_path(id))?;
+        let mut origin = live_origin(&meta, &live);
+        let mut since = u64::MAX;
+        // Each step goes one layer up; records that loop end at the bound.
+        for _ in 0..MAX_CHAIN {
+            let Some(o) = origin else { return Ok(None) };
+            since = since.min(o.transid);
+            if o.uuid == target {
+                return Ok(Some(since));
+            }
+            let Some(up) = meta.parent.take() else {
+                return Ok(None);
+            };
+            meta = match layer::read(md, &up, &self.layer_path(&up)) {
+                Ok(m) => m,
+                Err(_) => return Ok(None),
+            };
+            if meta.uuid.as_deref() != Some(o.uuid.as_str()) {
+                return Ok(None);
+            }
+            origin = meta.origin.clone();
+        }
+        Ok(None)
     }
 
     fn changes_by_send(
@@ -299,8 +356,24 @@ impl Driver {
         if is_read_only_fd(layer_fd.as_fd(), &path).map_err(undo)? {
             set_read_only_fd(work.as_fd(), true, &tmp_path).map_err(undo)?;
         }
-        let old_id = open::subvolume_id(layer_fd.as_fd(), &path).map_err(undo)?;
+        let old_info = subvolume::info_fd(layer_fd.as_fd(), &path).map_err(undo)?;
+        let new_info = subvolume::info_fd(work.as_fd(), &tmp_path).map_err(undo)?;
+        let old_id = old_info.id;
         drop((work, layer_fd));
+        // The record follows the subvolume about to be swapped in: its tree still descends
+        // from the layer's origin. Written first, so a failure changes nothing; a crash before
+        // the swap leaves a record naming another UUID, which is then not trusted.
+        let mut meta = meta;
+        meta.origin = live_origin(&meta, &old_info);
+        meta.uuid = Some(uuid_string(&new_info.uuid));
+        meta.subvolume_id = new_info.id;
+        layer::write(
+            dirs.metadata.as_fd(),
+            &meta,
+            &self.temp_name("tmp", id),
+            &path,
+        )
+        .map_err(undo)?;
         // The commit point: one atomic exchange; the old tree now sits under the temporary name.
         renameat2(sub, tmp.as_str(), sub, id, RenameFlags::RENAME_EXCHANGE)
             .at("renameat2", &path)
@@ -311,6 +384,16 @@ impl Driver {
             self.retry_pending_qgroups();
         }
         Ok(applied)
+    }
+}
+
+/// The origin of a layer whose live subvolume `info` describes: the record's while it
+/// describes that subvolume, else what the kernel records (a snapshot's source and when).
+fn live_origin(meta: &LayerMeta, info: &SubvolumeInfo) -> Option<Origin> {
+    if meta.uuid.as_deref() == Some(uuid_string(&info.uuid).as_str()) {
+        meta.origin.clone()
+    } else {
+        Origin::of(info)
     }
 }
 

@@ -7,9 +7,9 @@ use crate::delete::delete_at;
 use crate::error::{Error, Result};
 use crate::idmap::{IdMap, IdMapping};
 use crate::layer::{self, check_id, LayerMeta};
-use crate::open::{self, entry_exists, open_dir_at};
+use crate::open::{entry_exists, open_dir_at};
 use crate::remap::{remap_tree, RemapOptions, RemapOutcome};
-use crate::subvolume::snapshot_at;
+use crate::subvolume::{self, snapshot_at};
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
 use std::ffi::OsStr;
@@ -81,16 +81,19 @@ impl Driver {
                 return Ok(outcome);
             }
             let same = |a: &IdMapping, b: &[IdMap]| IdMapping::new(b, "").is_ok_and(|b| &b == a);
+            let info = subvolume::info_fd(work.as_fd(), &tmp_path)?;
             let meta = LayerMeta {
                 id: target.to_string(),
                 parent: Some(id.to_string()),
                 created: super::now_ms(),
                 read_only: false,
                 size: None,
-                subvolume_id: open::subvolume_id(work.as_fd(), &tmp_path)?,
+                subvolume_id: info.id,
                 mount_label: None,
                 uid_maps: (!same(&self.uids, uid_maps)).then(|| uid_maps.to_vec()),
                 gid_maps: (!same(&self.gids, gid_maps)).then(|| gid_maps.to_vec()),
+                uuid: Some(subvolume::uuid_string(&info.uuid)),
+                origin: layer::Origin::of(&info),
             };
             layer::write(
                 dirs.metadata.as_fd(),

@@ -7,7 +7,8 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use btrfs_layers_core::changes::{
-    changes_send, changes_walk, changes_walk_single_threaded, Change, ChangeKind,
+    changes_send, changes_since, changes_walk, changes_walk_single_threaded, snapshot_origin,
+    Change, ChangeKind,
 };
 use btrfs_layers_core::{delete, subvolume};
 use std::ffi::{CString, OsStr};
@@ -163,6 +164,27 @@ pub fn three_ways(old: &Path, new: &Path) -> [Vec<Change>; 3] {
         changes_walk_single_threaded(n.as_fd(), Some(o.as_fd()), new).unwrap(),
         changes_send(n.as_fd(), o.as_fd(), new).unwrap(),
     ]
+}
+
+/// The four ways, by name: [`three_ways`] between the read-only snapshots, and the generation
+/// fast path between the live (writable) layer and its base, from the kernel's snapshot origin.
+pub fn four_ways(layers: &Layers) -> [(&'static str, Vec<Change>); 4] {
+    let [walk, single, send] = three_ways(&layers.old, &layers.new);
+    [
+        ("walk", walk),
+        ("single-threaded walk", single),
+        ("send", send),
+        ("generation", generation_way(&layers.base, &layers.layer)),
+    ]
+}
+
+/// changes_since of the layer `new` against `old`, which `new` must be a snapshot of.
+pub fn generation_way(old: &Path, new: &Path) -> Vec<Change> {
+    let (o, n) = (open(old), open(new));
+    let since = snapshot_origin(n.as_fd(), o.as_fd(), new)
+        .unwrap()
+        .expect("the layer is a snapshot of its base");
+    changes_since(n.as_fd(), o.as_fd(), since, new).unwrap()
 }
 
 pub fn ch(path: impl AsRef<[u8]>, kind: ChangeKind) -> Change {

@@ -1,0 +1,411 @@
+//! The generation fast path: no snapshot, no send. When the new tree is a snapshot (or a
+//! snapshot of a snapshot ...) of the old one taken in transaction T, both trees were the same
+//! at T, and every inode either side changed since carries a newer transid in its inode item:
+//! btrfs stamps `btrfs_inode_item.transid` with the running transaction on every update (data
+//! written, size, mode, owner, times, links, xattrs: they all update ctime or mtime, and so the
+//! item). TREE_SEARCH_V2 with `min_transid = T + 1` visits only the tree blocks written since T
+//! (btrfs prunes older subtrees by their pointer generation, as `btrfs subvolume find-new`
+//! does), so finding those inodes costs what the change costs, not what the tree holds. Their
+//! paths in the tree where they changed (from the INODE_REF items the search read beside them,
+//! else INO_PATHS) are the candidates the judge compares by the walk's rules
+//! ([`super::judge`]).
+//!
+//! Inode items reach the tree at commit (the delayed-inode cache holds them before), and a
+//! file's size reaches it when its data is written back: so the filesystem is synced first
+//! (syncfs, then a transaction commit; both cheap when nothing is dirty).
+//!
+//! Needs CAP_SYS_ADMIN (TREE_SEARCH, INO_PATHS): EPERM otherwise, and the caller walks.
+
+use super::inode;
+use super::judge::{judge, one_tree, Candidates};
+use super::walk;
+use super::{Change, ContainerIds};
+use crate::error::{Context, Result};
+use crate::ioctl::{self, SearchKey};
+use crate::nested;
+use crate::open::{self, require_btrfs, require_subvolume};
+use crate::search::search;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+
+const INODE_ITEM_KEY: u32 = 1;
+const INODE_REF_KEY: u32 = 12;
+const INODE_EXTREF_KEY: u32 = 13;
+/// `BTRFS_LAST_FREE_OBJECTID`: inode numbers end here; above are orphan and other items.
+const LAST_FREE_OBJECTID: u64 = -256i64 as u64;
+/// Offset of `transid` in `struct btrfs_inode_item` (after `generation`).
+const INODE_TRANSID_OFFSET: usize = 8;
+const INODE_TRANSID_RANGE: std::ops::Range<usize> = 8..16;
+/// `atime` (a btrfs_timespec: u64 seconds, u32 nanoseconds) in `struct btrfs_inode_item`.
+const INODE_ATIME_RANGE: std::ops::Range<usize> = 112..124;
+/// `sizeof(struct btrfs_inode_item)`.
+const INODE_ITEM_SIZE: usize = 160;
+/// Offset of `nlink` in `struct btrfs_inode_item`.
+const INODE_NLINK_OFFSET: usize = 40;
+/// Offset of `mode` in `struct btrfs_inode_item`.
+const INODE_MODE_OFFSET: usize = 52;
+/// Fewest inode numbers worth a search range of their own.
+const SEARCH_CHUNK_MIN: u64 = 4096;
+/// Past this many changed inodes, judging each costs more than the walk: walk instead.
+const MAX_CANDIDATE_INODES: usize = 20_000;
+
+/// Every change between `old` and `new` (subvolume roots on one filesystem) when both were
+/// the same tree at transaction `since` (e.g. `new` is a snapshot of `old` taken then);
+/// unsorted.
+pub(super) fn changes(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    since: u64,
+    shown: &Path,
+    ids: Option<&ContainerIds>,
+) -> Result<Vec<Change>> {
+    for fd in [new, old] {
+        require_btrfs(fd, shown)?;
+        require_subvolume(fd, shown)?;
+    }
+    if !one_tree(new, old, shown, "BTRFS_IOC_TREE_SEARCH_V2")? {
+        // Not snapshots of one tree: every inode differs, there is nothing to gain.
+        return walk::changes(new, Some(old), shown, ids);
+    }
+    commit(new, shown)?;
+    let trees = [
+        (new, open::subvolume_id(new, shown)?),
+        (old, open::subvolume_id(old, shown)?),
+    ];
+    let mut changed = Vec::with_capacity(2);
+    for (fd, tree) in trees {
+        match changed_inodes(fd, tree, since, shown)? {
+            Some(c) => changed.push(c),
+            None => return walk::changes(new, Some(old), shown, ids),
+        }
+    }
+    if changed[0].len() + changed[1].len() > MAX_CANDIDATE_INODES {
+        return walk::changes(new, Some(old), shown, ids);
+    }
+    let (in_new, in_old) = (changed.remove(0), changed.remove(0));
+    let inos = |v: &[Changed]| v.iter().map(|c| c.ino).collect::<HashSet<u64>>();
+    let (new_inos, old_inos) = (inos(&in_new), inos(&in_old));
+    let changed_both = new_inos.intersection(&old_inos).copied().collect();
+    let in_new = only_real_changes(in_new, &old_inos, trees[1], shown)?;
+    let in_old = only_real_changes(in_old, &new_inos, trees[0], shown)?;
+    let mut candidates = Candidates::default();
+    for ((fd, tree), changed) in trees.into_iter().zip([in_new, in_old]) {
+        let mut dirs = DirPaths::new(fd, tree, shown);
+        for c in changed {
+            if c.ino == ioctl::FIRST_FREE_OBJECTID {
+                candidates.insert_dir(b""); // the root directory
+                continue;
+            }
+            let paths = if c.refs.len() == c.nlink as usize {
+                // Every name was in the blocks the search read.
+                let mut paths = Vec::with_capacity(c.refs.len());
+                for (parent, name) in &c.refs {
+                    let mut p = dirs.path(*parent)?;
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(name);
+                    paths.push(p);
+                }
+                paths
+            } else {
+                match inode::paths(fd, c.ino, shown)? {
+                    Some(paths) => paths,
+                    // More names than one INO_PATHS reply holds: the walk is simpler.
+                    None => return walk::changes(new, Some(old), shown, ids),
+                }
+            };
+            for p in &paths {
+                if c.dir {
+                    candidates.insert_dir(p);
+                } else {
+                    candidates.insert(p);
+                }
+            }
+        }
+    }
+    judge(new, old, shown, ids, &candidates, changed_both)
+}
+
+/// `changed` (of one tree) without the inodes whose only change since the snapshot is their
+/// access time: an inode that the other tree did not change (`other_changed`) and whose item
+/// there is the same but for `atime` and `transid`. Reading a writable layer updates access
+/// times (relatime) and so writes inode items; nothing else can leave the rest of the item as
+/// it was: btrfs bumps the item's `sequence` (i_version, unconditionally) for every name added
+/// to or removed from a directory, every rename, setattr and xattr change, and data written
+/// moves the size or the mtime (a write that moves neither is invisible to the walk as well).
+/// An inode that both trees changed is always kept (each may have had the same bumps).
+fn only_real_changes(
+    changed: Vec<Changed>,
+    other_changed: &HashSet<u64>,
+    (other, other_tree): (BorrowedFd<'_>, u64),
+    shown: &Path,
+) -> Result<Vec<Changed>> {
+    let keep: Vec<bool> = changed
+        .par_iter()
+        .map(|c| {
+            if other_changed.contains(&c.ino) {
+                return Ok(true);
+            }
+            let theirs = inode_item(other, other_tree, c.ino, shown)?;
+            Ok(!theirs.is_some_and(|t| same_but_atime(&c.item, &t)))
+        })
+        .collect::<Result<_>>()?;
+    Ok(changed
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect())
+}
+
+/// The inode item of inode `ino` of tree `tree`, if it has one.
+fn inode_item(fd: BorrowedFd<'_>, tree: u64, ino: u64, shown: &Path) -> Result<Option<Vec<u8>>> {
+    let key = SearchKey {
+        tree_id: tree,
+        min_objectid: ino,
+        max_objectid: ino,
+        min_type: INODE_ITEM_KEY,
+        max_type: INODE_ITEM_KEY,
+        max_offset: u64::MAX,
+        max_transid: u64::MAX,
+        ..Default::default()
+    };
+    let mut item = None;
+    search(fd, key, 1, shown, |_, data| item = Some(data.to_vec()))?;
+    Ok(item)
+}
+
+/// Two inode items equal in everything but `transid` and `atime`.
+fn same_but_atime(a: &[u8], b: &[u8]) -> bool {
+    let skip = |i: usize| INODE_TRANSID_RANGE.contains(&i) || INODE_ATIME_RANGE.contains(&i);
+    a.len() == INODE_ITEM_SIZE
+        && b.len() == INODE_ITEM_SIZE
+        && (0..INODE_ITEM_SIZE).all(|i| skip(i) || a[i] == b[i])
+}
+
+/// Paths of directories of one tree by inode number (INO_LOOKUP), each looked up once.
+struct DirPaths<'a> {
+    fd: BorrowedFd<'a>,
+    tree: u64,
+    shown: &'a Path,
+    known: HashMap<u64, Vec<u8>>,
+}
+
+impl<'a> DirPaths<'a> {
+    fn new(fd: BorrowedFd<'a>, tree: u64, shown: &'a Path) -> DirPaths<'a> {
+        DirPaths {
+            fd,
+            tree,
+            shown,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The path of directory `dir` relative to the root (empty for the root).
+    fn path(&mut self, dir: u64) -> Result<Vec<u8>> {
+        if let Some(p) = self.known.get(&dir) {
+            return Ok(p.clone());
+        }
+        let p = nested::dir_path(self.fd, self.tree, dir, self.shown)?
+            .into_os_string()
+            .into_vec();
+        self.known.insert(dir, p.clone());
+        Ok(p)
+    }
+}
+
+/// Write back dirty data (so sizes reach the inode items) and commit the running transaction
+/// (so delayed inode items reach the tree).
+pub(super) fn commit(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+    nix::unistd::syncfs(fd).at("syncfs", shown)?;
+    let mut transid = 0u64;
+    // SAFETY: transid is a valid u64 out-parameter.
+    unsafe { ioctl::start_sync(fd.as_raw_fd(), &mut transid) }.at("BTRFS_IOC_START_SYNC", shown)?;
+    // SAFETY: transid is a valid u64 in-parameter.
+    unsafe { ioctl::wait_sync(fd.as_raw_fd(), &transid) }.at("BTRFS_IOC_WAIT_SYNC", shown)?;
+    Ok(())
+}
+
+/// An inode whose item changed, with the names the search found for it.
+pub(super) struct Changed {
+    pub ino: u64,
+    pub dir: bool,
+    pub nlink: u32,
+    /// (parent directory, name) from the INODE_REF and INODE_EXTREF items that were in the
+    /// blocks read; all of them when there are `nlink`.
+    pub refs: Vec<(u64, Vec<u8>)>,
+    /// The inode item as the search read it.
+    pub item: Vec<u8>,
+}
+
+/// The inodes of tree `tree` whose inode item changed after transaction `since` (the root
+/// directory, 256, included); None past [`MAX_CANDIDATE_INODES`].
+pub(super) fn changed_inodes(
+    fd: BorrowedFd<'_>,
+    tree: u64,
+    since: u64,
+    shown: &Path,
+) -> Result<Option<Vec<Changed>>> {
+    // The kernel copies every item of every block written since, one by one: the cost of the
+    // search. Ranges of inode numbers are searched in parallel, many per thread: the changed
+    // blocks crowd where the directories are (their entries), so few ranges would leave one
+    // thread with most of the work.
+    let first = ioctl::FIRST_FREE_OBJECTID;
+    let top = highest_objectid(fd, tree, shown)?;
+    let chunks = (rayon::current_num_threads() as u64 * 16)
+        .min((top - first) / SEARCH_CHUNK_MIN + 1)
+        .max(1);
+    let width = (top - first) / chunks + 1;
+    let ranges: Vec<(u64, u64)> = (0..chunks)
+        .map(|i| {
+            let lo = first + i * width;
+            let hi = if i + 1 == chunks {
+                LAST_FREE_OBJECTID
+            } else {
+                lo + width - 1
+            };
+            (lo, hi)
+        })
+        .collect();
+    let parts: Vec<Option<Vec<Changed>>> = ranges
+        .par_iter()
+        .map(|&(lo, hi)| changed_in(fd, tree, (lo, hi), since, shown))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for part in parts {
+        let Some(part) = part else { return Ok(None) };
+        out.extend(part);
+        if out.len() > MAX_CANDIDATE_INODES {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The highest inode number of tree `tree`, near enough to split the search by (within
+/// 1/16; at least 256): a galloping, then a bisecting series of one-item searches.
+fn highest_objectid(fd: BorrowedFd<'_>, tree: u64, shown: &Path) -> Result<u64> {
+    let any_from = |x: u64| -> Result<bool> {
+        let key = SearchKey {
+            tree_id: tree,
+            min_objectid: x,
+            max_objectid: LAST_FREE_OBJECTID,
+            max_type: u32::from(u8::MAX),
+            max_offset: u64::MAX,
+            max_transid: u64::MAX,
+            ..Default::default()
+        };
+        let mut found = false;
+        search(fd, key, 1, shown, |_, _| found = true)?;
+        Ok(found)
+    };
+    let (mut lo, mut step) = (ioctl::FIRST_FREE_OBJECTID, SEARCH_CHUNK_MIN);
+    let mut hi = loop {
+        let probe = lo.saturating_add(step).min(LAST_FREE_OBJECTID);
+        if probe == lo || !any_from(probe)? {
+            break probe;
+        }
+        lo = probe;
+        step = step.saturating_mul(2);
+    };
+    if lo == ioctl::FIRST_FREE_OBJECTID {
+        return Ok(hi); // one search range: no need to know better
+    }
+    while hi - lo > (lo / 16).max(1) {
+        let mid = lo + (hi - lo) / 2;
+        if any_from(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(hi)
+}
+
+/// [`changed_inodes`] of the inode numbers `lo..=hi`.
+fn changed_in(
+    fd: BorrowedFd<'_>,
+    tree: u64,
+    (lo, hi): (u64, u64),
+    since: u64,
+    shown: &Path,
+) -> Result<Option<Vec<Changed>>> {
+    let key = SearchKey {
+        tree_id: tree,
+        min_objectid: lo,
+        max_objectid: hi,
+        min_type: 0,
+        max_type: u32::from(u8::MAX),
+        min_offset: 0,
+        max_offset: u64::MAX,
+        min_transid: since.saturating_add(1),
+        max_transid: u64::MAX,
+        ..Default::default()
+    };
+    let mut out: Vec<Changed> = Vec::new();
+    let mut over = false;
+    let u32_at = |data: &[u8], at: usize| {
+        data.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |data: &[u8], at: usize| {
+        data.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    search(fd, key, usize::MAX, shown, |h, data| {
+        if over {
+            return;
+        }
+        // Items come in key order: an inode's references follow its inode item.
+        let current = out.last_mut().filter(|c| c.ino == h.objectid);
+        match (h.type_, current) {
+            (INODE_ITEM_KEY, _) => {
+                let Some(transid) = u64_at(data, INODE_TRANSID_OFFSET) else {
+                    return;
+                };
+                if transid <= since {
+                    return;
+                }
+                out.push(Changed {
+                    ino: h.objectid,
+                    // Unreadable: say directory, the cautious answer (its names are read).
+                    dir: u32_at(data, INODE_MODE_OFFSET)
+                        .map_or(true, |m| m & libc::S_IFMT == libc::S_IFDIR),
+                    nlink: u32_at(data, INODE_NLINK_OFFSET).unwrap_or(u32::MAX),
+                    refs: Vec::new(),
+                    item: data.to_vec(),
+                });
+                over = out.len() > MAX_CANDIDATE_INODES;
+            }
+            (INODE_REF_KEY, Some(c)) => {
+                // btrfs_inode_ref: index u64, name_len u16, name; parent = the key's offset.
+                let mut rest = data;
+                while let (Some(len), true) = (rest.get(8..10), rest.len() >= 10) {
+                    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+                    let Some(name) = rest.get(10..10 + len) else {
+                        break;
+                    };
+                    c.refs.push((h.offset, name.to_vec()));
+                    rest = &rest[10 + len..];
+                }
+            }
+            (INODE_EXTREF_KEY, Some(c)) => {
+                // btrfs_inode_extref: parent u64, index u64, name_len u16, name.
+                let mut rest = data;
+                while let (Some(parent), Some(len)) = (u64_at(rest, 0), rest.get(16..18)) {
+                    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+                    let Some(name) = rest.get(18..18 + len) else {
+                        break;
+                    };
+                    c.refs.push((parent, name.to_vec()));
+                    rest = &rest[18 + len..];
+                }
+            }
+            _ => {}
+        }
+    })?;
+    Ok((!over).then_some(out))
+}
