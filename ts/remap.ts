@@ -36,6 +36,9 @@ export interface RemapResult {
  * once, never into another filesystem (nor a nested subvolume unless `crossSubvolumes`);
  * setuid/setgid bits and file capabilities (a v3 capability's root id shifted too) survive,
  * and POSIX ACL entries are shifted as well.
+ * With CAP_SYS_ADMIN, for a whole subvolume with nothing mounted inside it, the filesystem's
+ * running transaction is committed and the old owners are read from the subvolume's btree,
+ * so each file costs a single lchown; otherwise each entry is stat'ed first.
  * @example await remapLayer('/store/subvolumes/app', { from: {}, to: { uidMaps: [{ containerId: 0, hostId: 100000, size: 65536 }], gidMaps: [...] } })
  * @throws {BtrfsError} `ERR_ID_MAPPING` for an id outside the maps (every failure is in
  *   `errors`, with its path; the walk goes on past failures), `EINVAL` for bad maps, `ABORT_ERR`.
