@@ -50,6 +50,10 @@
 //! `chown -R` pays it too, with one fchownat per inode. The statx way adds two calls per
 //! entry (statx, and llistxattr through a /proc path); the table way adds about 1.5 µs of
 //! kernel time per inode to read the table, and gains over `chown -R` by walking in parallel.
+//! Measured on 2 cores, 100,000 small files: one thread takes about as long as `chown -R`
+//! (same kernel work), two about 0.65-0.7x of it. Not 0.5x: btrfs's kworkers then write the
+//! queued inode updates into the btree (some 7 µs of CPU per inode), which `chown -R` leaves
+//! to the idle second core and a parallel walk has to share its cores with.
 //!
 //! Without CAP_SYS_ADMIN (EPERM), on another filesystem, for a directory that is not a
 //! subvolume's root (the table would cover the whole subvolume for a part of it) or with
