@@ -14,7 +14,7 @@
 //! kernel time per inode on one core. The read is spread over rayon's pool.
 
 use crate::error::Result;
-use crate::ioctl::{self, SearchKey};
+use crate::ioctl;
 use crate::search;
 use rayon::prelude::*;
 use std::ops::ControlFlow;
@@ -80,7 +80,7 @@ impl InodeTable {
     /// EPERM without CAP_SYS_ADMIN.
     pub fn read(fd: BorrowedFd<'_>, stop: &AtomicBool, shown: &Path) -> Result<Option<Self>> {
         // The privilege first, so that a caller without it does not commit for nothing.
-        last_inode(fd, &mut search::Buffer::new(4096), shown)?;
+        search::last_inode(fd, &mut search::Buffer::new(4096), false, shown)?;
         crate::filesystem::commit(fd, shown)?;
         Self::read_committed(fd, stop, shown)
     }
@@ -94,7 +94,8 @@ impl InodeTable {
         stop: &AtomicBool,
         shown: &Path,
     ) -> Result<Option<Self>> {
-        let Some(last) = last_inode(fd, &mut search::Buffer::new(4096), shown)? else {
+        let Some(last) = search::last_inode(fd, &mut search::Buffer::new(4096), false, shown)?
+        else {
             return Ok(Some(Self::default()));
         };
         let first = ioctl::FIRST_FREE_OBJECTID;
@@ -171,68 +172,6 @@ impl InodeTable {
     }
 }
 
-/// Every item of inodes `lo..=hi` of the subvolume that holds the fd searched.
-fn inodes(lo: u64, hi: u64) -> SearchKey {
-    SearchKey {
-        // 0: the tree of the subvolume that holds the fd.
-        tree_id: 0,
-        min_objectid: lo,
-        max_objectid: hi,
-        min_type: 0,
-        max_type: u32::MAX,
-        min_offset: 0,
-        max_offset: u64::MAX,
-        min_transid: 0,
-        max_transid: u64::MAX,
-        ..Default::default()
-    }
-}
-
-/// The highest inode number of the subvolume that holds `fd` (None: no inode at all), by
-/// galloping then bisection: each probe asks for the first item at or above an inode number.
-fn last_inode(fd: BorrowedFd<'_>, buf: &mut search::Buffer, shown: &Path) -> Result<Option<u64>> {
-    let mut probe = |from: u64| -> Result<Option<u64>> {
-        let mut found = None;
-        search::search_with(
-            fd,
-            inodes(from, ioctl::LAST_FREE_OBJECTID),
-            1,
-            buf,
-            shown,
-            |sh, _| {
-                found = Some(sh.objectid);
-                ControlFlow::Break(())
-            },
-        )?;
-        Ok(found)
-    };
-    // An item at `lo`, none at or above `hi`.
-    let Some(mut lo) = probe(ioctl::FIRST_FREE_OBJECTID)? else {
-        return Ok(None);
-    };
-    let end = ioctl::LAST_FREE_OBJECTID + 1;
-    let mut step = 1u64;
-    let mut hi = loop {
-        let next = lo.saturating_add(step);
-        if next >= end {
-            break end;
-        }
-        match probe(next)? {
-            Some(at) => lo = at,
-            None => break next,
-        }
-        step = step.saturating_mul(2);
-    };
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        match probe(mid)? {
-            Some(at) => lo = at,
-            None => hi = mid,
-        }
-    }
-    Ok(Some(lo))
-}
-
 /// The inodes numbered `lo..=hi`, in order; None when `stop` was set.
 fn read_range(
     fd: BorrowedFd<'_>,
@@ -244,39 +183,46 @@ fn read_range(
 ) -> Result<Option<Part>> {
     let mut items: Vec<(u64, Inode)> = Vec::new();
     let mut stopped = false;
-    search::search_with(fd, inodes(lo, hi), usize::MAX, buf, shown, |sh, body| {
-        if stop.load(Ordering::Relaxed) {
-            stopped = true;
-            return ControlFlow::Break(());
-        }
-        match sh.type_ {
-            ioctl::INODE_ITEM_KEY if sh.offset == 0 && body.len() >= INODE_ITEM_MIN => {
-                let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().unwrap());
-                items.push((
-                    sh.objectid,
-                    Inode {
-                        nlink: u32_at(40),
-                        uid: u32_at(44),
-                        gid: u32_at(48),
-                        mode: u32_at(52),
-                        xattrs: 0,
-                    },
-                ));
+    search::search_with(
+        fd,
+        search::inodes(lo, hi),
+        usize::MAX,
+        buf,
+        shown,
+        |sh, body| {
+            if stop.load(Ordering::Relaxed) {
+                stopped = true;
+                return ControlFlow::Break(());
             }
-            ioctl::XATTR_ITEM_KEY => {
-                let flags = watched_xattrs(body);
-                if flags != 0 {
-                    if let Some((ino, i)) = items.last_mut() {
-                        if *ino == sh.objectid {
-                            i.xattrs |= flags;
+            match sh.type_ {
+                ioctl::INODE_ITEM_KEY if sh.offset == 0 && body.len() >= INODE_ITEM_MIN => {
+                    let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().unwrap());
+                    items.push((
+                        sh.objectid,
+                        Inode {
+                            nlink: u32_at(40),
+                            uid: u32_at(44),
+                            gid: u32_at(48),
+                            mode: u32_at(52),
+                            xattrs: 0,
+                        },
+                    ));
+                }
+                ioctl::XATTR_ITEM_KEY => {
+                    let flags = watched_xattrs(body);
+                    if flags != 0 {
+                        if let Some((ino, i)) = items.last_mut() {
+                            if *ino == sh.objectid {
+                                i.xattrs |= flags;
+                            }
                         }
                     }
                 }
+                _ => {}
             }
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    })?;
+            ControlFlow::Continue(())
+        },
+    )?;
     Ok((!stopped).then_some(items))
 }
 

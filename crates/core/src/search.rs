@@ -105,6 +105,76 @@ pub fn search_with(
     Ok(())
 }
 
+/// Every item of inodes `lo..=hi` of the subvolume that holds the fd searched.
+pub fn inodes(lo: u64, hi: u64) -> SearchKey {
+    SearchKey {
+        // 0: the tree of the subvolume that holds the fd.
+        tree_id: 0,
+        min_objectid: lo,
+        max_objectid: hi,
+        min_type: 0,
+        max_type: u32::MAX,
+        min_offset: 0,
+        max_offset: u64::MAX,
+        min_transid: 0,
+        max_transid: u64::MAX,
+        ..Default::default()
+    }
+}
+
+/// The highest inode number of the subvolume that holds `fd` (None: no inode at all), by
+/// galloping then bisection: each probe asks for the first item at or above an inode number.
+/// With `coarse`, a number at most 1/16 below it, for fewer probes (enough to cut a search
+/// into ranges whose last one runs to the end).
+pub fn last_inode(
+    fd: BorrowedFd<'_>,
+    buf: &mut Buffer,
+    coarse: bool,
+    shown: &Path,
+) -> Result<Option<u64>> {
+    let mut probe = |from: u64| -> Result<Option<u64>> {
+        let mut found = None;
+        search_with(
+            fd,
+            inodes(from, ioctl::LAST_FREE_OBJECTID),
+            1,
+            buf,
+            shown,
+            |sh, _| {
+                found = Some(sh.objectid);
+                ControlFlow::Break(())
+            },
+        )?;
+        Ok(found)
+    };
+    // An item at `lo`, none at or above `hi`.
+    let Some(mut lo) = probe(ioctl::FIRST_FREE_OBJECTID)? else {
+        return Ok(None);
+    };
+    let end = ioctl::LAST_FREE_OBJECTID + 1;
+    let mut step = if coarse { 256 } else { 1u64 };
+    let mut hi = loop {
+        let next = lo.saturating_add(step);
+        if next >= end {
+            break end;
+        }
+        match probe(next)? {
+            Some(at) => lo = at,
+            None => break next,
+        }
+        step = step.saturating_mul(2);
+    };
+    let close = |lo: u64, hi: u64| hi - lo <= if coarse { (lo / 16).max(1) } else { 1 };
+    while !close(lo, hi) {
+        let mid = lo + (hi - lo) / 2;
+        match probe(mid)? {
+            Some(at) => lo = at,
+            None => hi = mid,
+        }
+    }
+    Ok(Some(lo))
+}
+
 /// Move the start of `key`'s range just past item `last`; false when the range is exhausted.
 fn advance(key: &mut SearchKey, last: &SearchHeader) -> bool {
     key.min_objectid = last.objectid;

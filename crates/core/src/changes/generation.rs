@@ -24,10 +24,11 @@ use crate::error::{Context, Result};
 use crate::ioctl::{self, SearchKey};
 use crate::nested;
 use crate::open::{self, require_btrfs, require_subvolume};
-use crate::search::search;
+use crate::search;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ops::ControlFlow;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
@@ -47,6 +48,8 @@ const INODE_ITEM_SIZE: usize = 160;
 const INODE_NLINK_OFFSET: usize = 40;
 /// Offset of `mode` in `struct btrfs_inode_item`.
 const INODE_MODE_OFFSET: usize = 52;
+/// The result buffer of one search, one per thread.
+const SEARCH_BUF: usize = 64 * 1024;
 /// Fewest inode numbers worth a search range of their own.
 const SEARCH_CHUNK_MIN: u64 = 4096;
 /// Past this many changed inodes, judging each costs more than the walk: walk instead.
@@ -174,7 +177,7 @@ fn inode_item(fd: BorrowedFd<'_>, tree: u64, ino: u64, shown: &Path) -> Result<O
         ..Default::default()
     };
     let mut item = None;
-    search(fd, key, 1, shown, |_, data| item = Some(data.to_vec()))?;
+    search::search(fd, key, 1, shown, |_, data| item = Some(data.to_vec()))?;
     Ok(item)
 }
 
@@ -221,12 +224,7 @@ impl<'a> DirPaths<'a> {
 /// (so delayed inode items reach the tree).
 pub(super) fn commit(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     nix::unistd::syncfs(fd).at("syncfs", shown)?;
-    let mut transid = 0u64;
-    // SAFETY: transid is a valid u64 out-parameter.
-    unsafe { ioctl::start_sync(fd.as_raw_fd(), &mut transid) }.at("BTRFS_IOC_START_SYNC", shown)?;
-    // SAFETY: transid is a valid u64 in-parameter.
-    unsafe { ioctl::wait_sync(fd.as_raw_fd(), &transid) }.at("BTRFS_IOC_WAIT_SYNC", shown)?;
-    Ok(())
+    crate::filesystem::commit(fd, shown)
 }
 
 /// An inode whose item changed, with the names the search found for it.
@@ -254,7 +252,7 @@ pub(super) fn changed_inodes(
     // blocks crowd where the directories are (their entries), so few ranges would leave one
     // thread with most of the work.
     let first = ioctl::FIRST_FREE_OBJECTID;
-    let top = highest_objectid(fd, tree, shown)?;
+    let top = search::last_inode(fd, &mut search::Buffer::new(4096), true, shown)?.unwrap_or(first);
     let chunks = (rayon::current_num_threads() as u64 * 16)
         .min((top - first) / SEARCH_CHUNK_MIN + 1)
         .max(1);
@@ -272,7 +270,10 @@ pub(super) fn changed_inodes(
         .collect();
     let parts: Vec<Option<Vec<Changed>>> = ranges
         .par_iter()
-        .map(|&(lo, hi)| changed_in(fd, tree, (lo, hi), since, shown))
+        .map_init(
+            || search::Buffer::new(SEARCH_BUF),
+            |buf, &(lo, hi)| changed_in(fd, tree, (lo, hi), since, buf, shown),
+        )
         .collect::<Result<_>>()?;
     let mut out = Vec::new();
     for part in parts {
@@ -285,52 +286,13 @@ pub(super) fn changed_inodes(
     Ok(Some(out))
 }
 
-/// The highest inode number of tree `tree`, near enough to split the search by (within
-/// 1/16; at least 256): a galloping, then a bisecting series of one-item searches.
-fn highest_objectid(fd: BorrowedFd<'_>, tree: u64, shown: &Path) -> Result<u64> {
-    let any_from = |x: u64| -> Result<bool> {
-        let key = SearchKey {
-            tree_id: tree,
-            min_objectid: x,
-            max_objectid: LAST_FREE_OBJECTID,
-            max_type: u32::from(u8::MAX),
-            max_offset: u64::MAX,
-            max_transid: u64::MAX,
-            ..Default::default()
-        };
-        let mut found = false;
-        search(fd, key, 1, shown, |_, _| found = true)?;
-        Ok(found)
-    };
-    let (mut lo, mut step) = (ioctl::FIRST_FREE_OBJECTID, SEARCH_CHUNK_MIN);
-    let mut hi = loop {
-        let probe = lo.saturating_add(step).min(LAST_FREE_OBJECTID);
-        if probe == lo || !any_from(probe)? {
-            break probe;
-        }
-        lo = probe;
-        step = step.saturating_mul(2);
-    };
-    if lo == ioctl::FIRST_FREE_OBJECTID {
-        return Ok(hi); // one search range: no need to know better
-    }
-    while hi - lo > (lo / 16).max(1) {
-        let mid = lo + (hi - lo) / 2;
-        if any_from(mid)? {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(hi)
-}
-
 /// [`changed_inodes`] of the inode numbers `lo..=hi`.
 fn changed_in(
     fd: BorrowedFd<'_>,
     tree: u64,
     (lo, hi): (u64, u64),
     since: u64,
+    buf: &mut search::Buffer,
     shown: &Path,
 ) -> Result<Option<Vec<Changed>>> {
     let key = SearchKey {
@@ -355,19 +317,19 @@ fn changed_in(
         data.get(at..at + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
-    search(fd, key, usize::MAX, shown, |h, data| {
+    search::search_with(fd, key, usize::MAX, buf, shown, |h, data| {
         if over {
-            return;
+            return ControlFlow::Break(());
         }
         // Items come in key order: an inode's references follow its inode item.
         let current = out.last_mut().filter(|c| c.ino == h.objectid);
         match (h.type_, current) {
             (INODE_ITEM_KEY, _) => {
                 let Some(transid) = u64_at(data, INODE_TRANSID_OFFSET) else {
-                    return;
+                    return ControlFlow::Continue(());
                 };
                 if transid <= since {
-                    return;
+                    return ControlFlow::Continue(());
                 }
                 out.push(Changed {
                     ino: h.objectid,
@@ -406,6 +368,7 @@ fn changed_in(
             }
             _ => {}
         }
+        ControlFlow::Continue(())
     })?;
     Ok((!over).then_some(out))
 }
