@@ -77,6 +77,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// How a subdirectory is opened: a directory, beneath, no symlink followed, no mount crossed.
+fn subdir_how() -> OpenHow {
+    OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        )
+}
+
 /// From which mapping to which: an id `i` becomes `to.to_host(from.to_container(i))`.
 pub struct RemapOptions<'a> {
     pub from_uids: &'a IdMapping,
@@ -424,13 +435,7 @@ impl<'a> Walk<'a> {
         if st.kind() != libc::S_IFDIR {
             return Ok(None);
         }
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
+        let how = subdir_how();
         match openat2(dir, name, how) {
             Ok(fd) => Ok(Some(Node {
                 fd,
@@ -493,13 +498,7 @@ impl<'a> Walk<'a> {
     /// or following a symlink, stat'ed and remapped through its own fd; a nested subvolume
     /// (another device) only with `cross_subvolumes`, and then with a table of its own.
     fn subdir(&self, parent: &Node, name: &CStr, path: &Shown<'_>) -> Result<Option<Node>> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
+        let how = subdir_how();
         let fd = match openat2(parent.fd.as_fd(), name, how) {
             Ok(fd) => fd,
             // A mount point: never touched.
@@ -552,13 +551,7 @@ impl<'a> Walk<'a> {
     }
 
     fn same_fs(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
+        let how = subdir_how();
         let Ok(child) = openat2(dir, name, how) else {
             return false;
         };

@@ -8,7 +8,7 @@ mod common;
 mod remap_support;
 
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{remap_path_with, Method, RemapOptions};
+use btrfs_layers_core::remap::{remap_path_with, Method};
 use btrfs_layers_core::Code;
 use common::{mk_subvol, BindMount, Sentinel};
 use remap_support::*;
@@ -559,15 +559,7 @@ both_ways! {
         };
         let abort = AtomicBool::new(false);
         let (from, to) = (Side::identity(), Side::shifted(S1));
-        let opts = RemapOptions {
-            from_uids: &from.uids,
-            from_gids: &from.gids,
-            to_uids: &to.uids,
-            to_gids: &to.gids,
-            cross_subvolumes: false,
-            abort: &abort,
-            progress: &progress,
-        };
+        let opts = options(&from, &to, &abort, &progress);
         let t1 = std::time::Instant::now();
         let out = remap_path_with(&root, &opts, method()).unwrap();
         let took = t1.elapsed();
@@ -615,15 +607,7 @@ both_ways! {
             abort.store(true, Ordering::Relaxed);
         };
         let (from, to) = (Side::identity(), Side::shifted(S1));
-        let opts = RemapOptions {
-            from_uids: &from.uids,
-            from_gids: &from.gids,
-            to_uids: &to.uids,
-            to_gids: &to.gids,
-            cross_subvolumes: false,
-            abort: &abort,
-            progress: &progress,
-        };
+        let opts = options(&from, &to, &abort, &progress);
         let err = remap_path_with(&root, &opts, method()).expect_err("aborted");
         assert_eq!(err.code, Code::Aborted, "{err:?}");
         assert_eq!(err.path.as_deref(), Some(root.as_path()));
@@ -651,15 +635,7 @@ both_ways! {
         let abort = AtomicBool::new(true);
         let progress = |_: u64| {};
         let (from, to) = (Side::identity(), Side::shifted(S1));
-        let opts = RemapOptions {
-            from_uids: &from.uids,
-            from_gids: &from.gids,
-            to_uids: &to.uids,
-            to_gids: &to.gids,
-            cross_subvolumes: false,
-            abort: &abort,
-            progress: &progress,
-        };
+        let opts = options(&from, &to, &abort, &progress);
         let err = remap_path_with(&root, &opts, method()).expect_err("aborted");
         assert_eq!(err.code, Code::Aborted);
         assert_eq!(

@@ -96,31 +96,35 @@ pub fn remap(path: &Path, from: &Side, to: &Side, cross_subvolumes: bool) -> Res
     let abort = AtomicBool::new(false);
     let progress = |_: u64| {};
     let opts = RemapOptions {
+        cross_subvolumes,
+        ..options(from, to, &abort, &progress)
+    };
+    remap_path_with(path, &opts, method())
+}
+
+/// Options shifting `from` to `to`, not crossing into nested subvolumes.
+pub fn options<'a>(
+    from: &'a Side,
+    to: &'a Side,
+    abort: &'a AtomicBool,
+    progress: &'a (dyn Fn(u64) + Sync),
+) -> RemapOptions<'a> {
+    RemapOptions {
         from_uids: &from.uids,
         from_gids: &from.gids,
         to_uids: &to.uids,
         to_gids: &to.gids,
-        cross_subvolumes,
-        abort: &abort,
-        progress: &progress,
-    };
-    remap_path_with(path, &opts, method())
+        cross_subvolumes: false,
+        abort,
+        progress,
+    }
 }
 
 /// `remap_tree` on an open directory, as the driver calls it.
 pub fn remap_fd(dir: BorrowedFd<'_>, shown: &Path, from: &Side, to: &Side) -> Result<RemapOutcome> {
     let abort = AtomicBool::new(false);
     let progress = |_: u64| {};
-    let opts = RemapOptions {
-        from_uids: &from.uids,
-        from_gids: &from.gids,
-        to_uids: &to.uids,
-        to_gids: &to.gids,
-        cross_subvolumes: false,
-        abort: &abort,
-        progress: &progress,
-    };
-    remap_tree_with(dir, shown, &opts, method())
+    remap_tree_with(dir, shown, &options(from, to, &abort, &progress), method())
 }
 
 /// `remap` that must succeed without a single error.
