@@ -176,7 +176,7 @@ pub fn last_inode(
 }
 
 /// Move the start of `key`'s range just past item `last`; false when the range is exhausted.
-fn advance(key: &mut SearchKey, last: &SearchHeader) -> bool {
+pub fn advance(key: &mut SearchKey, last: &SearchHeader) -> bool {
     key.min_objectid = last.objectid;
     key.min_type = last.type_;
     if last.offset < u64::MAX {

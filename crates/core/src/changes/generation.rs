@@ -50,6 +50,10 @@ const INODE_NLINK_OFFSET: usize = 40;
 const INODE_MODE_OFFSET: usize = 52;
 /// The result buffer of one search, one per thread.
 const SEARCH_BUF: usize = 64 * 1024;
+/// Items asked of the kernel per search call.
+const SEARCH_BATCH: usize = 32;
+/// Items of one inode past its references after which the search jumps to the next inode.
+const SKIP_AFTER: usize = 4;
 /// Fewest inode numbers worth a search range of their own.
 const SEARCH_CHUNK_MIN: u64 = 4096;
 /// Past this many changed inodes, judging each costs more than the walk: walk instead.
@@ -295,7 +299,7 @@ fn changed_in(
     buf: &mut search::Buffer,
     shown: &Path,
 ) -> Result<Option<Vec<Changed>>> {
-    let key = SearchKey {
+    let mut key = SearchKey {
         tree_id: tree,
         min_objectid: lo,
         max_objectid: hi,
@@ -317,58 +321,99 @@ fn changed_in(
         data.get(at..at + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
-    search::search_with(fd, key, usize::MAX, buf, shown, |h, data| {
-        if over {
-            return ControlFlow::Break(());
-        }
-        // Items come in key order: an inode's references follow its inode item.
-        let current = out.last_mut().filter(|c| c.ino == h.objectid);
-        match (h.type_, current) {
-            (INODE_ITEM_KEY, _) => {
-                let Some(transid) = u64_at(data, INODE_TRANSID_OFFSET) else {
-                    return ControlFlow::Continue(());
+    // Most items of the blocks written since are directory entries (a directory that gained
+    // a name has its block of entries rewritten) and file extents, of no use here: after a run
+    // of them the search jumps to the next inode number, so a batch of SEARCH_BATCH items at a
+    // time is all the kernel copies of a long run.
+    loop {
+        let (mut seen, mut last, mut skip_to) = (0usize, None, None);
+        let mut run = (0u64, 0usize); // (inode number, items past its references so far)
+        search::search_with(fd, key, SEARCH_BATCH, buf, shown, |h, data| {
+            seen += 1;
+            last = Some(*h);
+            if over {
+                return ControlFlow::Break(());
+            }
+            if h.type_ > INODE_EXTREF_KEY {
+                run = if run.0 == h.objectid {
+                    (run.0, run.1 + 1)
+                } else {
+                    (h.objectid, 1)
                 };
-                if transid <= since {
-                    return ControlFlow::Continue(());
+                if run.1 >= SKIP_AFTER {
+                    skip_to = Some(h.objectid.saturating_add(1));
+                    return ControlFlow::Break(());
                 }
-                out.push(Changed {
-                    ino: h.objectid,
-                    // Unreadable: say directory, the cautious answer (its names are read).
-                    dir: u32_at(data, INODE_MODE_OFFSET)
-                        .map_or(true, |m| m & libc::S_IFMT == libc::S_IFDIR),
-                    nlink: u32_at(data, INODE_NLINK_OFFSET).unwrap_or(u32::MAX),
-                    refs: Vec::new(),
-                    item: data.to_vec(),
-                });
-                over = out.len() > MAX_CANDIDATE_INODES;
+                return ControlFlow::Continue(());
             }
-            (INODE_REF_KEY, Some(c)) => {
-                // btrfs_inode_ref: index u64, name_len u16, name; parent = the key's offset.
-                let mut rest = data;
-                while let (Some(len), true) = (rest.get(8..10), rest.len() >= 10) {
-                    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-                    let Some(name) = rest.get(10..10 + len) else {
-                        break;
+            // Items come in key order: an inode's references follow its inode item.
+            let current = out.last_mut().filter(|c| c.ino == h.objectid);
+            match (h.type_, current) {
+                (INODE_ITEM_KEY, _) => {
+                    let Some(transid) = u64_at(data, INODE_TRANSID_OFFSET) else {
+                        return ControlFlow::Continue(());
                     };
-                    c.refs.push((h.offset, name.to_vec()));
-                    rest = &rest[10 + len..];
+                    if transid <= since {
+                        return ControlFlow::Continue(());
+                    }
+                    out.push(Changed {
+                        ino: h.objectid,
+                        // Unreadable: say directory, the cautious answer (its names are read).
+                        dir: u32_at(data, INODE_MODE_OFFSET)
+                            .map_or(true, |m| m & libc::S_IFMT == libc::S_IFDIR),
+                        nlink: u32_at(data, INODE_NLINK_OFFSET).unwrap_or(u32::MAX),
+                        refs: Vec::new(),
+                        item: data.to_vec(),
+                    });
+                    over = out.len() > MAX_CANDIDATE_INODES;
                 }
-            }
-            (INODE_EXTREF_KEY, Some(c)) => {
-                // btrfs_inode_extref: parent u64, index u64, name_len u16, name.
-                let mut rest = data;
-                while let (Some(parent), Some(len)) = (u64_at(rest, 0), rest.get(16..18)) {
-                    let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-                    let Some(name) = rest.get(18..18 + len) else {
-                        break;
-                    };
-                    c.refs.push((parent, name.to_vec()));
-                    rest = &rest[18 + len..];
+                (INODE_REF_KEY, Some(c)) => {
+                    // btrfs_inode_ref: index u64, name_len u16, name; parent = the key's offset.
+                    let mut rest = data;
+                    while let (Some(len), true) = (rest.get(8..10), rest.len() >= 10) {
+                        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+                        let Some(name) = rest.get(10..10 + len) else {
+                            break;
+                        };
+                        c.refs.push((h.offset, name.to_vec()));
+                        rest = &rest[10 + len..];
+                    }
                 }
+                (INODE_EXTREF_KEY, Some(c)) => {
+                    // btrfs_inode_extref: parent u64, index u64, name_len u16, name.
+                    let mut rest = data;
+                    while let (Some(parent), Some(len)) = (u64_at(rest, 0), rest.get(16..18)) {
+                        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+                        let Some(name) = rest.get(18..18 + len) else {
+                            break;
+                        };
+                        c.refs.push((parent, name.to_vec()));
+                        rest = &rest[18 + len..];
+                    }
+                }
+                _ => {}
             }
-            _ => {}
+            ControlFlow::Continue(())
+        })?;
+        let Some(last) = last else { break };
+        if over {
+            break;
         }
-        ControlFlow::Continue(())
-    })?;
+        match skip_to {
+            Some(next) if next <= hi => {
+                key.min_objectid = next;
+                key.min_type = 0;
+                key.min_offset = 0;
+            }
+            Some(_) => break,
+            // Fewer items than asked for: the range is done.
+            None if seen < SEARCH_BATCH => break,
+            None => {
+                if !search::advance(&mut key, &last) {
+                    break;
+                }
+            }
+        }
+    }
     Ok((!over).then_some(out))
 }
