@@ -253,7 +253,9 @@ function mountError(image: string, r: RunResult): BtrfsError {
   const out = r.out.split('\n')[0] // mount's next line only points at dmesg
   const root = process.getuid?.() === 0
   if (r.missing) return new BtrfsError('ERR_PREREQUISITES', 'ERR_PREREQUISITES: mount not found: install util-linux', { syscall: 'mount', path: image })
-  if (!root && /permission|not permitted|only root|superuser|must be/i.test(out)) {
+  // Without root, loop devices cannot be set up at all: whatever mount says about them
+  // ("failed to setup loop device" when it cannot open one), the answer is root.
+  if (!root && /permission|not permitted|only root|superuser|must be|failed to setup loop device|loop-control/i.test(out)) {
     return new BtrfsError('EPERM', `EPERM: mounting the loopback store needs root (loop devices, mount): run with sudo, or pass --home DIR on a btrfs you can write (${out})`, {
       syscall: 'mount',
       path: image,
