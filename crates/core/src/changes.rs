@@ -99,7 +99,7 @@ pub fn changes_walk_single_threaded(
 /// size of the change. EPERM without CAP_SYS_ADMIN (fall back to [`changes_walk`]); EINVAL
 /// when either is not a read-only subvolume root; EXDEV across filesystems.
 pub fn changes_send(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) -> Result<Vec<Change>> {
-    send::changes(new, old, shown, None).map(normalize)
+    in_pool(|| send::changes(new, old, shown, None)).map(normalize)
 }
 
 /// [`changes_send`] comparing owners as container ids through `ids`.
@@ -109,7 +109,7 @@ pub fn changes_send_ids(
     shown: &Path,
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
-    send::changes(new, old, shown, Some(ids)).map(normalize)
+    in_pool(|| send::changes(new, old, shown, Some(ids))).map(normalize)
 }
 
 /// Generation fast path: `new` and `old` are subvolume roots on one filesystem that held the
@@ -126,7 +126,7 @@ pub fn changes_since(
     since: u64,
     shown: &Path,
 ) -> Result<Vec<Change>> {
-    generation::changes(new, old, since, shown, None).map(normalize)
+    in_pool(|| generation::changes(new, old, since, shown, None)).map(normalize)
 }
 
 /// [`changes_since`] comparing owners as container ids through `ids`.
@@ -137,7 +137,7 @@ pub fn changes_since_ids(
     shown: &Path,
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
-    generation::changes(new, old, since, shown, Some(ids)).map(normalize)
+    in_pool(|| generation::changes(new, old, since, shown, Some(ids))).map(normalize)
 }
 
 /// The inodes of the subvolume at `root` whose inode item changed after transaction `since`,
@@ -167,6 +167,14 @@ pub fn snapshot_origin(
         crate::subvolume::info_fd(old, shown)?,
     );
     Ok((n.parent_uuid == o.uuid && o.uuid != [0; 16]).then_some(n.otransid))
+}
+
+/// Run `f` on a thread of rayon's pool: its parallel parts then start from inside the pool,
+/// each without a cold hand-over (and wake-up) from the calling thread.
+fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("the scope ran its closure")
 }
 
 /// Sort component-wise, drop duplicates, and report the parent directory of every added or
