@@ -540,15 +540,7 @@ fn send_without_cap_sys_admin_is_eperm() {
     let layers = Layers::new(&fs, "x", etc);
     layers.freeze();
     let (old, new) = (open(&layers.old), open(&layers.new));
-    // Capabilities are per thread: drop CAP_SYS_ADMIN in a thread of its own.
-    let err = std::thread::scope(|s| {
-        s.spawn(|| {
-            drop_cap_sys_admin();
-            changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap_err()
-        })
-        .join()
-        .unwrap()
-    });
+    let err = unprivileged(|| changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap_err());
     assert_eq!(
         (err.code_str(), err.syscall),
         ("EPERM", "BTRFS_IOC_SEND"),
@@ -560,6 +552,17 @@ fn send_without_cap_sys_admin_is_eperm() {
         .is_empty());
     drop((old, new));
     layers.delete();
+}
+
+/// Run `f` without CAP_SYS_ADMIN. Capabilities are per thread, and the fast paths run on
+/// rayon's pool: `f` runs in a pool of its own whose every thread dropped it.
+fn unprivileged<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .start_handler(|_| drop_cap_sys_admin())
+        .build()
+        .unwrap();
+    pool.install(f)
 }
 
 fn drop_cap_sys_admin() {
@@ -690,14 +693,8 @@ fn generation_without_cap_sys_admin_is_eperm() {
     let since = snapshot_origin(new.as_fd(), old.as_fd(), &layers.layer)
         .unwrap()
         .unwrap();
-    let err = std::thread::scope(|s| {
-        s.spawn(|| {
-            drop_cap_sys_admin();
-            changes_since(new.as_fd(), old.as_fd(), since, &layers.layer).unwrap_err()
-        })
-        .join()
-        .unwrap()
-    });
+    let err =
+        unprivileged(|| changes_since(new.as_fd(), old.as_fd(), since, &layers.layer).unwrap_err());
     assert_eq!(err.code_str(), "EPERM", "{err}");
     drop((old, new));
     layers.delete();
