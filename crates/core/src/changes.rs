@@ -149,7 +149,7 @@ pub fn changed_inodes(
     since: u64,
     shown: &Path,
 ) -> Result<Option<Vec<(u64, bool)>>> {
-    generation::commit(root, shown)?;
+    crate::filesystem::sync_fd(root, shown)?;
     let tree = crate::open::subvolume_id(root, shown)?;
     Ok(generation::changed_inodes(root, tree, since, shown)?
         .map(|v| v.into_iter().map(|c| (c.ino, c.dir)).collect()))

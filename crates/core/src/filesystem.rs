@@ -134,8 +134,13 @@ pub fn sync(path: &Path) -> Result<()> {
     check(path, "BTRFS_IOC_START_SYNC")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
-    nix::unistd::syncfs(&fd).at("syncfs", path)?;
-    commit(fd.as_fd(), path)
+    sync_fd(fd.as_fd(), path)
+}
+
+/// [`sync`] of the btrfs that holds `fd`.
+pub fn sync_fd(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+    nix::unistd::syncfs(fd).at("syncfs", shown)?;
+    commit(fd, shown)
 }
 
 /// Commit the running transaction of the btrfs that holds `fd` and wait for it (START_SYNC +

@@ -196,14 +196,14 @@ fn read_range(
             }
             match sh.type_ {
                 ioctl::INODE_ITEM_KEY if sh.offset == 0 && body.len() >= INODE_ITEM_MIN => {
-                    let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().unwrap());
+                    let item = ioctl::InodeItem(body);
                     items.push((
                         sh.objectid,
                         Inode {
-                            nlink: u32_at(40),
-                            uid: u32_at(44),
-                            gid: u32_at(48),
-                            mode: u32_at(52),
+                            nlink: item.nlink().unwrap_or(0),
+                            uid: item.uid().unwrap_or(0),
+                            gid: item.gid().unwrap_or(0),
+                            mode: item.mode().unwrap_or(0),
                             xattrs: 0,
                         },
                     ));

@@ -31,8 +31,69 @@ pub const FIRST_FREE_OBJECTID: u64 = 256;
 pub const LAST_FREE_OBJECTID: u64 = u64::MAX - 255;
 /// `BTRFS_INODE_ITEM_KEY`: an inode's `btrfs_inode_item`, keyed (inode, 1, 0).
 pub const INODE_ITEM_KEY: u32 = 1;
+/// `BTRFS_INODE_REF_KEY`: an inode's names in one directory, keyed (inode, 12, directory).
+pub const INODE_REF_KEY: u32 = 12;
+/// `BTRFS_INODE_EXTREF_KEY`: names that did not fit the INODE_REF item, keyed (inode, 13, hash).
+pub const INODE_EXTREF_KEY: u32 = 13;
 /// `BTRFS_XATTR_ITEM_KEY`: an inode's xattrs, keyed (inode, 24, name hash).
 pub const XATTR_ITEM_KEY: u32 = 24;
+
+/// A `struct btrfs_inode_item` as TREE_SEARCH hands it over (little-endian bytes); each field
+/// is None when the item is too short to hold it.
+#[derive(Clone, Copy)]
+pub struct InodeItem<'a>(pub &'a [u8]);
+
+impl InodeItem<'_> {
+    /// `sizeof(struct btrfs_inode_item)`.
+    pub const SIZE: usize = 160;
+    /// Offsets of its fields (checked against linux/btrfs_tree.h by the layout test).
+    pub const TRANSID: usize = 8;
+    pub const NLINK: usize = 40;
+    pub const UID: usize = 44;
+    pub const GID: usize = 48;
+    pub const MODE: usize = 52;
+    /// `atime`, a btrfs_timespec: u64 seconds, u32 nanoseconds.
+    pub const ATIME: usize = 112;
+
+    fn u32_at(&self, at: usize) -> Option<u32> {
+        let b = self.0.get(at..at + 4)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// The transaction that last changed the item.
+    pub fn transid(&self) -> Option<u64> {
+        let b = self.0.get(Self::TRANSID..Self::TRANSID + 8)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    pub fn nlink(&self) -> Option<u32> {
+        self.u32_at(Self::NLINK)
+    }
+
+    pub fn uid(&self) -> Option<u32> {
+        self.u32_at(Self::UID)
+    }
+
+    pub fn gid(&self) -> Option<u32> {
+        self.u32_at(Self::GID)
+    }
+
+    /// As `st_mode`: type and permission bits.
+    pub fn mode(&self) -> Option<u32> {
+        self.u32_at(Self::MODE)
+    }
+
+    /// Whether two whole items are equal in everything but `transid` and `atime`.
+    pub fn same_but_atime(&self, other: &InodeItem<'_>) -> bool {
+        let skip = |i: usize| {
+            (Self::TRANSID..Self::TRANSID + 8).contains(&i)
+                || (Self::ATIME..Self::ATIME + 12).contains(&i)
+        };
+        self.0.len() == Self::SIZE
+            && other.0.len() == Self::SIZE
+            && (0..Self::SIZE).all(|i| skip(i) || self.0[i] == other.0[i])
+    }
+}
 /// The top-level subvolume (`BTRFS_FS_TREE_OBJECTID`).
 pub const FS_TREE_OBJECTID: u64 = 5;
 /// The tree of tree roots (`BTRFS_ROOT_TREE_OBJECTID`).

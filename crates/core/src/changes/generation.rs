@@ -20,8 +20,10 @@ use super::inode;
 use super::judge::{judge, one_tree, Candidates};
 use super::walk;
 use super::{Change, ContainerIds};
-use crate::error::{Context, Result};
-use crate::ioctl::{self, SearchKey};
+use crate::error::Result;
+use crate::ioctl::{
+    self, InodeItem, SearchKey, INODE_EXTREF_KEY, INODE_ITEM_KEY, INODE_REF_KEY, LAST_FREE_OBJECTID,
+};
 use crate::nested;
 use crate::open::{self, require_btrfs, require_subvolume};
 use crate::search;
@@ -32,22 +34,6 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
-const INODE_ITEM_KEY: u32 = 1;
-const INODE_REF_KEY: u32 = 12;
-const INODE_EXTREF_KEY: u32 = 13;
-/// `BTRFS_LAST_FREE_OBJECTID`: inode numbers end here; above are orphan and other items.
-const LAST_FREE_OBJECTID: u64 = -256i64 as u64;
-/// Offset of `transid` in `struct btrfs_inode_item` (after `generation`).
-const INODE_TRANSID_OFFSET: usize = 8;
-const INODE_TRANSID_RANGE: std::ops::Range<usize> = 8..16;
-/// `atime` (a btrfs_timespec: u64 seconds, u32 nanoseconds) in `struct btrfs_inode_item`.
-const INODE_ATIME_RANGE: std::ops::Range<usize> = 112..124;
-/// `sizeof(struct btrfs_inode_item)`.
-const INODE_ITEM_SIZE: usize = 160;
-/// Offset of `nlink` in `struct btrfs_inode_item`.
-const INODE_NLINK_OFFSET: usize = 40;
-/// Offset of `mode` in `struct btrfs_inode_item`.
-const INODE_MODE_OFFSET: usize = 52;
 /// The result buffer of one search, one per thread.
 const SEARCH_BUF: usize = 64 * 1024;
 /// Items asked of the kernel per search call.
@@ -77,7 +63,8 @@ pub(super) fn changes(
         // Not snapshots of one tree: every inode differs, there is nothing to gain.
         return walk::changes(new, Some(old), shown, ids);
     }
-    commit(new, shown)?;
+    // Sizes reach inode items at writeback, delayed items reach the tree at commit.
+    crate::filesystem::sync_fd(new, shown)?;
     let trees = [
         (new, open::subvolume_id(new, shown)?),
         (old, open::subvolume_id(old, shown)?),
@@ -153,13 +140,16 @@ fn only_real_changes(
 ) -> Result<Vec<Changed>> {
     let keep: Vec<bool> = changed
         .par_iter()
-        .map(|c| {
-            if other_changed.contains(&c.ino) {
-                return Ok(true);
-            }
-            let theirs = inode_item(other, other_tree, c.ino, shown)?;
-            Ok(!theirs.is_some_and(|t| same_but_atime(&c.item, &t)))
-        })
+        .map_init(
+            || search::Buffer::new(4096),
+            |buf, c| {
+                if other_changed.contains(&c.ino) {
+                    return Ok(true);
+                }
+                let theirs = inode_item(other, other_tree, c.ino, buf, shown)?;
+                Ok(!theirs.is_some_and(|t| InodeItem(&c.item).same_but_atime(&InodeItem(&t))))
+            },
+        )
         .collect::<Result<_>>()?;
     Ok(changed
         .into_iter()
@@ -169,7 +159,13 @@ fn only_real_changes(
 }
 
 /// The inode item of inode `ino` of tree `tree`, if it has one.
-fn inode_item(fd: BorrowedFd<'_>, tree: u64, ino: u64, shown: &Path) -> Result<Option<Vec<u8>>> {
+fn inode_item(
+    fd: BorrowedFd<'_>,
+    tree: u64,
+    ino: u64,
+    buf: &mut search::Buffer,
+    shown: &Path,
+) -> Result<Option<Vec<u8>>> {
     let key = SearchKey {
         tree_id: tree,
         min_objectid: ino,
@@ -181,16 +177,11 @@ fn inode_item(fd: BorrowedFd<'_>, tree: u64, ino: u64, shown: &Path) -> Result<O
         ..Default::default()
     };
     let mut item = None;
-    search::search(fd, key, 1, shown, |_, data| item = Some(data.to_vec()))?;
+    search::search_with(fd, key, 1, buf, shown, |_, data| {
+        item = Some(data.to_vec());
+        ControlFlow::Break(())
+    })?;
     Ok(item)
-}
-
-/// Two inode items equal in everything but `transid` and `atime`.
-fn same_but_atime(a: &[u8], b: &[u8]) -> bool {
-    let skip = |i: usize| INODE_TRANSID_RANGE.contains(&i) || INODE_ATIME_RANGE.contains(&i);
-    a.len() == INODE_ITEM_SIZE
-        && b.len() == INODE_ITEM_SIZE
-        && (0..INODE_ITEM_SIZE).all(|i| skip(i) || a[i] == b[i])
 }
 
 /// Paths of directories of one tree by inode number (INO_LOOKUP), each looked up once.
@@ -222,13 +213,6 @@ impl<'a> DirPaths<'a> {
         self.known.insert(dir, p.clone());
         Ok(p)
     }
-}
-
-/// Write back dirty data (so sizes reach the inode items) and commit the running transaction
-/// (so delayed inode items reach the tree).
-pub(super) fn commit(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
-    nix::unistd::syncfs(fd).at("syncfs", shown)?;
-    crate::filesystem::commit(fd, shown)
 }
 
 /// An inode whose item changed, with the names the search found for it.
@@ -313,10 +297,6 @@ fn changed_in(
     };
     let mut out: Vec<Changed> = Vec::new();
     let mut over = false;
-    let u32_at = |data: &[u8], at: usize| {
-        data.get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    };
     let u64_at = |data: &[u8], at: usize| {
         data.get(at..at + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -350,7 +330,8 @@ fn changed_in(
             let current = out.last_mut().filter(|c| c.ino == h.objectid);
             match (h.type_, current) {
                 (INODE_ITEM_KEY, _) => {
-                    let Some(transid) = u64_at(data, INODE_TRANSID_OFFSET) else {
+                    let item = InodeItem(data);
+                    let Some(transid) = item.transid() else {
                         return ControlFlow::Continue(());
                     };
                     if transid <= since {
@@ -359,9 +340,10 @@ fn changed_in(
                     out.push(Changed {
                         ino: h.objectid,
                         // Unreadable: say directory, the cautious answer (its names are read).
-                        dir: u32_at(data, INODE_MODE_OFFSET)
+                        dir: item
+                            .mode()
                             .map_or(true, |m| m & libc::S_IFMT == libc::S_IFDIR),
-                        nlink: u32_at(data, INODE_NLINK_OFFSET).unwrap_or(u32::MAX),
+                        nlink: item.nlink().unwrap_or(u32::MAX),
                         refs: Vec::new(),
                         item: data.to_vec(),
                     });

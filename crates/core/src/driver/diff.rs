@@ -82,25 +82,6 @@ impl Driver {
         open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)
     }
 
-    fn parent_of(
-        &self,
-        id: &str,
-        against: Against<'_>,
-        op: &'static str,
-    ) -> Result<Option<String>> {
-        let dirs = self.dirs()?;
-        match against {
-            Against::Nothing => Ok(None),
-            Against::Layer(p) => {
-                layer::check_id(p, op)?;
-                Ok(Some(p.to_string()))
-            }
-            Against::RecordedParent => {
-                Ok(layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?.parent)
-            }
-        }
-    }
-
     fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
         let dirs = self.dirs()?;
         let path = self.layer_path(id);
@@ -133,20 +114,33 @@ impl Driver {
     /// Changes of layer `id` against `against`, sorted, parents before children. Owners are
     /// compared as container ids when the two layers are stored under different id maps.
     pub fn changes(&self, id: &str, against: Against<'_>) -> Result<Vec<Change>> {
-        self.dirs()?;
+        let dirs = self.dirs()?;
         let new = self.open_layer(id, "changes")?;
-        let Some(parent) = self.parent_of(id, against, "changes")? else {
+        let named = match against {
+            Against::Nothing => {
+                return changes::changes_walk(new.as_fd(), None, &self.layer_path(id))
+            }
+            Against::Layer(p) => {
+                layer::check_id(p, "changes")?;
+                Some(p.to_string())
+            }
+            Against::RecordedParent => None,
+        };
+        // The layer's record, read once: its parent, its id maps, its origin.
+        let meta = layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?;
+        let Some(parent) = named.or_else(|| meta.parent.clone()) else {
             return changes::changes_walk(new.as_fd(), None, &self.layer_path(id));
         };
         let old = self.open_layer(&parent, "changes")?;
-        let (new_maps, old_maps) = (self.mappings_of(id)?, self.mappings_of(&parent)?);
+        let new_maps = self.mappings(&meta.uid_maps, &meta.gid_maps)?;
+        let old_maps = self.mappings_of(&parent)?;
         let ids = (new_maps != old_maps).then(|| ContainerIds {
             new: Arc::new(new_maps),
             old: Arc::new(old_maps),
         });
         if !self.send_denied.load(Ordering::Relaxed) {
             let shown = self.layer_path(id);
-            let fast = match self.common_since(id, new.as_fd(), &parent, old.as_fd())? {
+            let fast = match self.common_since(&meta, new.as_fd(), &parent, old.as_fd())? {
                 Some(since) => match &ids {
                     Some(ids) => {
                         changes::changes_since_ids(new.as_fd(), old.as_fd(), since, &shown, ids)
@@ -170,13 +164,14 @@ impl Driver {
         }
     }
 
-    /// The transaction since which layer `id` (open at `new`) and layer `parent` (at `old`)
-    /// hold what was one tree, when `id` descends from `parent` by snapshots: through the
-    /// recorded origins (kept across applyDiff), each trusted only while the record describes
-    /// the subvolume it names; the oldest transaction of the chain. None: no such chain.
+    /// The transaction since which the layer `layer` records (open at `new`) and layer
+    /// `parent` (at `old`) hold what was one tree, when the first descends from `parent` by
+    /// snapshots: through the recorded origins (kept across applyDiff), each trusted only while
+    /// the record describes the subvolume it names; the oldest transaction of the chain.
+    /// None: no such chain.
     fn common_since(
         &self,
-        id: &str,
+        layer: &LayerMeta,
         new: BorrowedFd<'_>,
         parent: &str,
         old: BorrowedFd<'_>,
@@ -184,9 +179,9 @@ impl Driver {
         let dirs = self.dirs()?;
         let md = dirs.metadata.as_fd();
         let target = uuid_string(&subvolume::info_fd(old, &self.layer_path(parent))?.uuid);
-        let live = subvolume::info_fd(new, &self.layer_path(id))?;
-        let mut meta = layer::read(md, id, &self.layer_path(id))?;
-        let mut origin = live_origin(&meta, &live);
+        let live = subvolume::info_fd(new, &self.layer_path(&layer.id))?;
+        let mut origin = live_origin(layer, &live);
+        let mut meta = layer.clone();
         let mut since = u64::MAX;
         // Each step goes one layer up; records that loop end at the bound.
         for _ in 0..MAX_CHAIN {
@@ -333,7 +328,10 @@ impl Driver {
             e
         };
         let work = open_dir_at(sub, OsStr::new(&tmp), &tmp_path).map_err(undo)?;
-        let (uids, gids) = self.mappings_of(id).map_err(undo)?;
+        let mut meta = layer::read(dirs.metadata.as_fd(), id, &path).map_err(undo)?;
+        let (uids, gids) = self
+            .mappings(&meta.uid_maps, &meta.gid_maps)
+            .map_err(undo)?;
         let opts = ApplyOptions {
             uids: &uids,
             gids: &gids,
@@ -349,7 +347,6 @@ impl Driver {
                 message: "the operation was aborted".into(),
             }));
         }
-        let meta = layer::read(dirs.metadata.as_fd(), id, &path).map_err(undo)?;
         if let Some(size) = meta.size {
             quota::limit(work.as_fd(), size, &tmp_path).map_err(undo)?;
         }
@@ -363,7 +360,6 @@ impl Driver {
         // The record follows the subvolume about to be swapped in: its tree still descends
         // from the layer's origin. Written first, so a failure changes nothing; a crash before
         // the swap leaves a record naming another UUID, which is then not trusted.
-        let mut meta = meta;
         meta.origin = live_origin(&meta, &old_info);
         meta.uuid = Some(uuid_string(&new_info.uuid));
         meta.subvolume_id = new_info.id;

@@ -17,6 +17,19 @@ macro_rules! layout {
 
 fn rust_layouts() -> Vec<(String, usize)> {
     let mut v = Vec::new();
+    // The inode item as TREE_SEARCH hands it over: read by offsets, not through a struct.
+    for (name, at) in [
+        ("btrfs_inode_item", InodeItem::SIZE),
+        ("btrfs_inode_item.transid", InodeItem::TRANSID),
+        ("btrfs_inode_item.nlink", InodeItem::NLINK),
+        ("btrfs_inode_item.uid", InodeItem::UID),
+        ("btrfs_inode_item.gid", InodeItem::GID),
+        ("btrfs_inode_item.mode", InodeItem::MODE),
+        ("btrfs_inode_item.atime", InodeItem::ATIME),
+        ("btrfs_timespec", 12),
+    ] {
+        v.push((name.to_string(), at));
+    }
     layout!(v, VolArgs, "btrfs_ioctl_vol_args", [fd, name]);
     layout!(
         v,
@@ -260,7 +273,7 @@ fn rust_requests() -> Vec<(&'static str, u64)> {
 /// Compile and run a C program that prints the header's view of the same names.
 fn header_layouts() -> HashMap<String, u64> {
     let mut c = String::from(
-        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/fs.h>\n#include <linux/btrfs.h>\nint main(void){\n",
+        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/fs.h>\n#include <linux/btrfs.h>\n#include <linux/btrfs_tree.h>\nint main(void){\n",
     );
     for (name, _) in rust_layouts() {
         match name.split_once('.') {
@@ -290,6 +303,11 @@ fn header_layouts() -> HashMap<String, u64> {
         "BTRFS_QGROUP_LIMIT_KEY",
         "BTRFS_QGROUP_STATUS_FLAG_ON",
         "BTRFS_SEND_FLAG_NO_FILE_DATA",
+        "BTRFS_INODE_ITEM_KEY",
+        "BTRFS_INODE_REF_KEY",
+        "BTRFS_INODE_EXTREF_KEY",
+        "BTRFS_XATTR_ITEM_KEY",
+        "BTRFS_LAST_FREE_OBJECTID",
     ] {
         c += &format!("printf(\"{name} %llu\\n\", (unsigned long long)({name}));\n");
     }
@@ -338,7 +356,12 @@ fn layouts_match_linux_btrfs_h() {
             mismatches.push(format!("{name}: header {:#x} rust {rust:#x}", header[name]));
         }
     }
-    let consts: [(&str, u64); 16] = [
+    let consts: [(&str, u64); 21] = [
+        ("BTRFS_INODE_ITEM_KEY", INODE_ITEM_KEY as u64),
+        ("BTRFS_INODE_REF_KEY", INODE_REF_KEY as u64),
+        ("BTRFS_INODE_EXTREF_KEY", INODE_EXTREF_KEY as u64),
+        ("BTRFS_XATTR_ITEM_KEY", XATTR_ITEM_KEY as u64),
+        ("BTRFS_LAST_FREE_OBJECTID", LAST_FREE_OBJECTID),
         ("BTRFS_SEND_FLAG_NO_FILE_DATA", SEND_FLAG_NO_FILE_DATA),
         ("BTRFS_QUOTA_CTL_ENABLE", QUOTA_CTL_ENABLE),
         ("BTRFS_QGROUP_LIMIT_MAX_RFER", QGROUP_LIMIT_MAX_RFER),
