@@ -800,3 +800,42 @@ fn capability_set_in_the_child_and_another_xattr_in_the_parent_at_once() {
         &[ch("f", Modify)],
     );
 }
+
+#[test]
+fn generation_path_refuses_a_non_subvolume_and_foreign_trees_and_changes_nothing() {
+    let Some(fs) = Btrfs::new("generation_errors") else {
+        return;
+    };
+    let layers = Layers::new(&fs, "e", etc);
+    write(&layers.layer.join("etc/new"), b"x");
+    let (base, layer) = (open(&layers.base), open(&layers.layer));
+    let since = snapshot_origin(layer.as_fd(), base.as_fd(), &layers.layer)
+        .unwrap()
+        .unwrap();
+    let before = changes_walk(layer.as_fd(), Some(base.as_fd()), &layers.layer).unwrap();
+    let etc_dir = open(&layers.layer.join("etc"));
+    let err = changes_since(etc_dir.as_fd(), base.as_fd(), since, &layers.layer).unwrap_err();
+    assert_eq!(err.code_str(), "EINVAL", "{err}");
+
+    let Some(other) = Btrfs::new("generation_errors_other") else {
+        return;
+    };
+    let foreign = Layers::new(&other, "f", etc);
+    let foreign_base = open(&foreign.base);
+    let err = changes_since(layer.as_fd(), foreign_base.as_fd(), since, &layers.layer).unwrap_err();
+    assert_eq!(
+        (err.code_str(), err.syscall),
+        ("EXDEV", "BTRFS_IOC_TREE_SEARCH_V2"),
+        "{err}"
+    );
+    // Refused calls leave both trees as they were.
+    let after = changes_walk(layer.as_fd(), Some(base.as_fd()), &layers.layer).unwrap();
+    assert_eq!(after, before);
+    assert_eq!(
+        changes_walk(foreign_base.as_fd(), None, &foreign.base).unwrap(),
+        changes_walk(open(&foreign.old).as_fd(), None, &foreign.old).unwrap()
+    );
+    drop((base, layer, etc_dir, foreign_base));
+    foreign.delete();
+    layers.delete();
+}
