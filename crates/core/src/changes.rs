@@ -60,6 +60,40 @@ pub struct ContainerIds {
     pub old: Arc<(IdMapping, IdMapping)>,
 }
 
+/// How much of the generation fast path runs on the calling thread before it goes parallel.
+/// A small change is cheaper there: waking rayon's threads after an idle spell costs more than
+/// they save (and on a small machine the woken thread can wait milliseconds for a CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Items of the tree search read on the calling thread; the rest is searched in parallel.
+    pub search_items: usize,
+    /// Fewest changed inodes whose items are looked up in parallel.
+    pub inodes: usize,
+    /// Fewest names of one directory judged in parallel.
+    pub names: usize,
+}
+
+impl Parallelism {
+    /// What `changes_since` uses.
+    pub const DEFAULT: Parallelism = Parallelism {
+        search_items: 4096,
+        inodes: 64,
+        names: 32,
+    };
+    /// Every part in parallel, however small (tests run the parallel code on small trees).
+    pub const ALWAYS: Parallelism = Parallelism {
+        search_items: 0,
+        inodes: 0,
+        names: 0,
+    };
+}
+
+impl Default for Parallelism {
+    fn default() -> Self {
+        Parallelism::DEFAULT
+    }
+}
+
 /// Tree walk: compare the tree at `new` against `old` (None: everything under `new` is
 /// added). Parallel (rayon) across directories.
 pub fn changes_walk(
@@ -99,7 +133,7 @@ pub fn changes_walk_single_threaded(
 /// size of the change. EPERM without CAP_SYS_ADMIN (fall back to [`changes_walk`]); EINVAL
 /// when either is not a read-only subvolume root; EXDEV across filesystems.
 pub fn changes_send(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) -> Result<Vec<Change>> {
-    in_pool(|| send::changes(new, old, shown, None)).map(normalize)
+    send::changes(new, old, shown, None).map(normalize)
 }
 
 /// [`changes_send`] comparing owners as container ids through `ids`.
@@ -109,7 +143,7 @@ pub fn changes_send_ids(
     shown: &Path,
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
-    in_pool(|| send::changes(new, old, shown, Some(ids))).map(normalize)
+    send::changes(new, old, shown, Some(ids)).map(normalize)
 }
 
 /// Generation fast path: `new` and `old` are subvolume roots on one filesystem that held the
@@ -126,7 +160,7 @@ pub fn changes_since(
     since: u64,
     shown: &Path,
 ) -> Result<Vec<Change>> {
-    in_pool(|| generation::changes(new, old, since, shown, None)).map(normalize)
+    generation::changes(new, old, since, shown, None, Parallelism::DEFAULT).map(normalize)
 }
 
 /// [`changes_since`] comparing owners as container ids through `ids`.
@@ -137,7 +171,20 @@ pub fn changes_since_ids(
     shown: &Path,
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
-    in_pool(|| generation::changes(new, old, since, shown, Some(ids))).map(normalize)
+    generation::changes(new, old, since, shown, Some(ids), Parallelism::DEFAULT).map(normalize)
+}
+
+/// [`changes_since`] with owners compared through `ids` when given, and parts run in
+/// parallel as `parallel` says.
+pub fn changes_since_with(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    since: u64,
+    shown: &Path,
+    ids: Option<&ContainerIds>,
+    parallel: Parallelism,
+) -> Result<Vec<Change>> {
+    generation::changes(new, old, since, shown, ids, parallel).map(normalize)
 }
 
 /// The inodes of the subvolume at `root` whose inode item changed after transaction `since`,
@@ -151,8 +198,10 @@ pub fn changed_inodes(
 ) -> Result<Option<Vec<(u64, bool)>>> {
     crate::filesystem::sync_fd(root, shown)?;
     let tree = crate::open::subvolume_id(root, shown)?;
-    Ok(generation::changed_inodes(root, tree, since, shown)?
-        .map(|v| v.into_iter().map(|c| (c.ino, c.dir)).collect()))
+    Ok(
+        generation::changed_inodes(root, tree, since, Parallelism::DEFAULT, shown)?
+            .map(|v| v.into_iter().map(|c| (c.ino, c.dir)).collect()),
+    )
 }
 
 /// The transaction in which the subvolume at `new` was snapshotted from the subvolume at
@@ -167,14 +216,6 @@ pub fn snapshot_origin(
         crate::subvolume::info_fd(old, shown)?,
     );
     Ok((n.parent_uuid == o.uuid && o.uuid != [0; 16]).then_some(n.otransid))
-}
-
-/// Run `f` on a thread of rayon's pool: its parallel parts then start from inside the pool,
-/// each without a cold hand-over (and wake-up) from the calling thread.
-fn in_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let mut out = None;
-    rayon::scope(|_| out = Some(f()));
-    out.expect("the scope ran its closure")
 }
 
 /// Sort component-wise, drop duplicates, and report the parent directory of every added or

@@ -47,6 +47,7 @@ impl InodeItem<'_> {
     /// `sizeof(struct btrfs_inode_item)`.
     pub const SIZE: usize = 160;
     /// Offsets of its fields (checked against linux/btrfs_tree.h by the layout test).
+    pub const GENERATION: usize = 0;
     pub const TRANSID: usize = 8;
     pub const NLINK: usize = 40;
     pub const UID: usize = 44;
@@ -54,16 +55,34 @@ impl InodeItem<'_> {
     pub const MODE: usize = 52;
     /// `atime`, a btrfs_timespec: u64 seconds, u32 nanoseconds.
     pub const ATIME: usize = 112;
+    pub const CTIME: usize = 124;
 
     fn u32_at(&self, at: usize) -> Option<u32> {
         let b = self.0.get(at..at + 4)?;
         Some(u32::from_le_bytes(b.try_into().ok()?))
     }
 
+    fn u64_at(&self, at: usize) -> Option<u64> {
+        let b = self.0.get(at..at + 8)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    /// The transaction that made the inode.
+    pub fn generation(&self) -> Option<u64> {
+        self.u64_at(Self::GENERATION)
+    }
+
     /// The transaction that last changed the item.
     pub fn transid(&self) -> Option<u64> {
-        let b = self.0.get(Self::TRANSID..Self::TRANSID + 8)?;
-        Some(u64::from_le_bytes(b.try_into().ok()?))
+        self.u64_at(Self::TRANSID)
+    }
+
+    /// `ctime` as (seconds, nanoseconds).
+    pub fn ctime(&self) -> Option<(i64, u32)> {
+        Some((
+            self.u64_at(Self::CTIME)? as i64,
+            self.u32_at(Self::CTIME + 8)?,
+        ))
     }
 
     pub fn nlink(&self) -> Option<u32> {

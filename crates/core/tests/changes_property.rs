@@ -1,14 +1,15 @@
 //! Property: on many random trees and random changes, the send fast path, the generation fast
-//! path, the parallel walk, the single-threaded walk and an independent oracle (a plain
-//! sequential std::fs comparison written from the rules) return the same list. A second
-//! property changes the parent too after the child was made, which only the walk and the
-//! generation path can compare (the parent is live), and checks them against the oracle.
+//! path (as it runs, and with every part in parallel), the parallel walk, the single-threaded
+//! walk and an independent oracle (a plain sequential std::fs comparison written from the
+//! rules) return the same list. A second property changes the parent too after the child was
+//! made, which only the walk and the generation path can compare (the parent is live), and
+//! checks them against the oracle.
 //!
 //! CHANGES_SEED picks the first seed, CHANGES_ITERATIONS the number of trees (default 100).
 
 mod changes_common;
 
-use btrfs_layers_core::changes::{changes_walk, Change, ChangeKind};
+use btrfs_layers_core::changes::{changes_walk, Change, ChangeKind, Parallelism};
 use btrfs_layers_core::subvolume;
 use changes_common::*;
 use std::collections::BTreeSet;
@@ -513,7 +514,7 @@ fn send_walk_single_threaded_walk_and_oracle_agree_on_random_trees() {
         let log = mutate(&mut rng, &layers.layer);
         layers.freeze();
         let expected = oracle(&layers.old, &layers.new);
-        for (how, got) in &four_ways(&layers) {
+        for (how, got) in &five_ways(&layers) {
             assert!(
                 *got == expected,
                 "seed {seed}: {how} differs from the oracle\nchanges made:\n  {}\n{how}:\n{}oracle:\n{}",
@@ -603,7 +604,12 @@ fn generation_path_and_walk_agree_with_the_oracle_when_both_sides_changed() {
         let (b, l) = (open(&layers.base), open(&layers.layer));
         let walk = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer).unwrap();
         let generation = generation_way(&layers.base, &layers.layer);
-        for (how, got) in [("walk", &walk), ("generation", &generation)] {
+        let parallel = generation_way_with(&layers.base, &layers.layer, Parallelism::ALWAYS);
+        for (how, got) in [
+            ("walk", &walk),
+            ("generation", &generation),
+            ("generation, all parallel", &parallel),
+        ] {
             assert!(
                 *got == expected,
                 "seed {seed}: {how} differs from the oracle\nchanges made:\n  {}\n{how}:\n{}oracle:\n{}differing entries:\n{}",

@@ -19,7 +19,7 @@
 use super::inode;
 use super::judge::{judge, one_tree, Candidates};
 use super::walk;
-use super::{Change, ContainerIds};
+use super::{Change, ContainerIds, Parallelism};
 use crate::error::Result;
 use crate::ioctl::{
     self, InodeItem, SearchKey, INODE_EXTREF_KEY, INODE_ITEM_KEY, INODE_REF_KEY, LAST_FREE_OBJECTID,
@@ -36,8 +36,11 @@ use std::path::Path;
 
 /// The result buffer of one search, one per thread.
 const SEARCH_BUF: usize = 64 * 1024;
-/// Items asked of the kernel per search call.
-const SEARCH_BATCH: usize = 32;
+/// Items asked of the kernel per search call: SEARCH_BATCH_MIN after a jump over a run of
+/// directory entries (the next inode is most likely another directory), doubling up to
+/// SEARCH_BATCH_MAX while the items keep being of use.
+const SEARCH_BATCH_MIN: usize = 8;
+const SEARCH_BATCH_MAX: usize = 128;
 /// Items of one inode past its references after which the search jumps to the next inode.
 const SKIP_AFTER: usize = 4;
 /// Fewest inode numbers worth a search range of their own.
@@ -54,6 +57,7 @@ pub(super) fn changes(
     since: u64,
     shown: &Path,
     ids: Option<&ContainerIds>,
+    parallel: Parallelism,
 ) -> Result<Vec<Change>> {
     for fd in [new, old] {
         require_btrfs(fd, shown)?;
@@ -71,7 +75,7 @@ pub(super) fn changes(
     ];
     let mut changed = Vec::with_capacity(2);
     for (fd, tree) in trees {
-        match changed_inodes(fd, tree, since, shown)? {
+        match changed_inodes(fd, tree, since, parallel, shown)? {
             Some(c) => changed.push(c),
             None => return walk::changes(new, Some(old), shown, ids),
         }
@@ -83,8 +87,10 @@ pub(super) fn changes(
     let inos = |v: &[Changed]| v.iter().map(|c| c.ino).collect::<HashSet<u64>>();
     let (new_inos, old_inos) = (inos(&in_new), inos(&in_old));
     let changed_both = new_inos.intersection(&old_inos).copied().collect();
-    let in_new = only_real_changes(in_new, &old_inos, trees[1], shown)?;
-    let in_old = only_real_changes(in_old, &new_inos, trees[0], shown)?;
+    // Before this, a ctime is history both trees share.
+    let made = walk::shared_before(new, old);
+    let in_new = only_real_changes(in_new, &old_inos, trees[1], (since, made), parallel, shown)?;
+    let in_old = only_real_changes(in_old, &new_inos, trees[0], (since, made), parallel, shown)?;
     let mut candidates = Candidates::default();
     for ((fd, tree), changed) in trees.into_iter().zip([in_new, in_old]) {
         let mut dirs = DirPaths::new(fd, tree, shown);
@@ -121,7 +127,16 @@ pub(super) fn changes(
             }
         }
     }
-    judge(new, old, shown, ids, &candidates, changed_both)
+    judge(
+        new,
+        old,
+        shown,
+        ids,
+        &candidates,
+        changed_both,
+        made,
+        parallel.names,
+    )
 }
 
 /// `changed` (of one tree) without the inodes whose only change since the snapshot is their
@@ -132,25 +147,42 @@ pub(super) fn changes(
 /// to or removed from a directory, every rename, setattr and xattr change, and data written
 /// moves the size or the mtime (a write that moves neither is invisible to the walk as well).
 /// An inode that both trees changed is always kept (each may have had the same bumps).
+/// So is, without looking at the other tree, an inode made after `since` or whose ctime is
+/// later than `made` (when the later of the two trees was made): keeping an inode is always
+/// safe, as the judge compares what it names; dropping one is what needs the proof.
 fn only_real_changes(
     changed: Vec<Changed>,
     other_changed: &HashSet<u64>,
     (other, other_tree): (BorrowedFd<'_>, u64),
+    (since, made): (u64, Option<(i64, u32)>),
+    parallel: Parallelism,
     shown: &Path,
 ) -> Result<Vec<Changed>> {
-    let keep: Vec<bool> = changed
-        .par_iter()
-        .map_init(
-            || search::Buffer::new(4096),
-            |buf, c| {
-                if other_changed.contains(&c.ino) {
-                    return Ok(true);
-                }
-                let theirs = inode_item(other, other_tree, c.ino, buf, shown)?;
-                Ok(!theirs.is_some_and(|t| InodeItem(&c.item).same_but_atime(&InodeItem(&t))))
-            },
-        )
-        .collect::<Result<_>>()?;
+    let check = |buf: &mut search::Buffer, c: &Changed| -> Result<bool> {
+        let item = InodeItem(&c.item);
+        if other_changed.contains(&c.ino)
+            || item.generation().is_some_and(|g| g > since)
+            || made
+                .zip(item.ctime())
+                .is_some_and(|(made, ctime)| ctime > made)
+        {
+            return Ok(true);
+        }
+        let theirs = inode_item(other, other_tree, c.ino, buf, shown)?;
+        Ok(!theirs.is_some_and(|t| InodeItem(&c.item).same_but_atime(&InodeItem(&t))))
+    };
+    let keep: Vec<bool> = if changed.len() >= parallel.inodes {
+        changed
+            .par_iter()
+            .map_init(|| search::Buffer::new(4096), check)
+            .collect::<Result<_>>()?
+    } else {
+        let mut buf = search::Buffer::new(4096);
+        changed
+            .iter()
+            .map(|c| check(&mut buf, c))
+            .collect::<Result<_>>()?
+    };
     Ok(changed
         .into_iter()
         .zip(keep)
@@ -233,21 +265,41 @@ pub(super) fn changed_inodes(
     fd: BorrowedFd<'_>,
     tree: u64,
     since: u64,
+    parallel: Parallelism,
     shown: &Path,
 ) -> Result<Option<Vec<Changed>>> {
     // The kernel copies every item of every block written since, one by one: the cost of the
-    // search. Ranges of inode numbers are searched in parallel, many per thread: the changed
-    // blocks crowd where the directories are (their entries), so few ranges would leave one
-    // thread with most of the work.
+    // search. A small change (the common case) is searched on this thread, in one pass: waking
+    // the pool's threads costs more than they would save. Past `parallel.search_items`, the
+    // rest is cut into ranges of inode numbers searched in parallel, many per thread: the
+    // changed blocks crowd where the directories are (their entries), so few ranges would
+    // leave one thread with most of the work.
     let first = ioctl::FIRST_FREE_OBJECTID;
-    let top = search::last_inode(fd, &mut search::Buffer::new(4096), true, shown)?.unwrap_or(first);
+    let mut buf = search::Buffer::new(SEARCH_BUF);
+    let mut out = Vec::new();
+    let rest = match changed_in(
+        fd,
+        tree,
+        (first, LAST_FREE_OBJECTID),
+        since,
+        &mut buf,
+        &mut out,
+        parallel.search_items,
+        shown,
+    )? {
+        Scan::Done => return Ok(Some(out)),
+        Scan::TooMany => return Ok(None),
+        Scan::Stopped(at) => at,
+    };
+    let top = search::last_inode(fd, &mut search::Buffer::new(4096), true, shown)?.unwrap_or(rest);
+    let top = top.max(rest);
     let chunks = (rayon::current_num_threads() as u64 * 16)
-        .min((top - first) / SEARCH_CHUNK_MIN + 1)
+        .min((top - rest) / SEARCH_CHUNK_MIN + 1)
         .max(1);
-    let width = (top - first) / chunks + 1;
+    let width = (top - rest) / chunks + 1;
     let ranges: Vec<(u64, u64)> = (0..chunks)
         .map(|i| {
-            let lo = first + i * width;
+            let lo = rest + i * width;
             let hi = if i + 1 == chunks {
                 LAST_FREE_OBJECTID
             } else {
@@ -260,10 +312,17 @@ pub(super) fn changed_inodes(
         .par_iter()
         .map_init(
             || search::Buffer::new(SEARCH_BUF),
-            |buf, &(lo, hi)| changed_in(fd, tree, (lo, hi), since, buf, shown),
+            |buf, &range| {
+                let mut part = Vec::new();
+                Ok(
+                    match changed_in(fd, tree, range, since, buf, &mut part, usize::MAX, shown)? {
+                        Scan::TooMany => None,
+                        _ => Some(part),
+                    },
+                )
+            },
         )
         .collect::<Result<_>>()?;
-    let mut out = Vec::new();
     for part in parts {
         let Some(part) = part else { return Ok(None) };
         out.extend(part);
@@ -274,15 +333,29 @@ pub(super) fn changed_inodes(
     Ok(Some(out))
 }
 
-/// [`changed_inodes`] of the inode numbers `lo..=hi`.
+/// How [`changed_in`] ended.
+enum Scan {
+    /// The whole range was searched.
+    Done,
+    /// Past [`MAX_CANDIDATE_INODES`].
+    TooMany,
+    /// The budget of items ran out: the inodes from this number on are still to search.
+    Stopped(u64),
+}
+
+/// [`changed_inodes`] of the inode numbers `lo..=hi`, into `out`; stops at an inode boundary
+/// once about `budget` items were read.
+#[allow(clippy::too_many_arguments)]
 fn changed_in(
     fd: BorrowedFd<'_>,
     tree: u64,
     (lo, hi): (u64, u64),
     since: u64,
     buf: &mut search::Buffer,
+    out: &mut Vec<Changed>,
+    budget: usize,
     shown: &Path,
-) -> Result<Option<Vec<Changed>>> {
+) -> Result<Scan> {
     let mut key = SearchKey {
         tree_id: tree,
         min_objectid: lo,
@@ -295,20 +368,21 @@ fn changed_in(
         max_transid: u64::MAX,
         ..Default::default()
     };
-    let mut out: Vec<Changed> = Vec::new();
     let mut over = false;
+    let mut read = 0usize;
     let u64_at = |data: &[u8], at: usize| {
         data.get(at..at + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
     // Most items of the blocks written since are directory entries (a directory that gained
     // a name has its block of entries rewritten) and file extents, of no use here: after a run
-    // of them the search jumps to the next inode number, so a batch of SEARCH_BATCH items at a
-    // time is all the kernel copies of a long run.
+    // of them the search jumps to the next inode number, so a small batch of items is all the
+    // kernel copies of a long run.
+    let mut batch = SEARCH_BATCH_MIN;
     loop {
         let (mut seen, mut last, mut skip_to) = (0usize, None, None);
         let mut run = (0u64, 0usize); // (inode number, items past its references so far)
-        search::search_with(fd, key, SEARCH_BATCH, buf, shown, |h, data| {
+        search::search_with(fd, key, batch, buf, shown, |h, data| {
             seen += 1;
             last = Some(*h);
             if over {
@@ -381,21 +455,31 @@ fn changed_in(
         if over {
             break;
         }
+        read += seen;
+        if read >= budget && last.objectid > lo {
+            // Whatever was found of inode `last.objectid` is found again by the next search.
+            while out.last().is_some_and(|c| c.ino >= last.objectid) {
+                out.pop();
+            }
+            return Ok(Scan::Stopped(last.objectid));
+        }
         match skip_to {
             Some(next) if next <= hi => {
                 key.min_objectid = next;
                 key.min_type = 0;
                 key.min_offset = 0;
+                batch = SEARCH_BATCH_MIN;
             }
             Some(_) => break,
             // Fewer items than asked for: the range is done.
-            None if seen < SEARCH_BATCH => break,
+            None if seen < batch => break,
             None => {
                 if !search::advance(&mut key, &last) {
                     break;
                 }
+                batch = (batch * 2).min(SEARCH_BATCH_MAX);
             }
         }
     }
-    Ok((!over).then_some(out))
+    Ok(if over { Scan::TooMany } else { Scan::Done })
 }

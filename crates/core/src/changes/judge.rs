@@ -51,7 +51,10 @@ pub(super) fn one_tree(
 }
 
 /// Judge `candidates` between the trees at `old` and `new` (whose roots are the same inode),
-/// with the walk's rules; unsorted. `changed_both`: inodes both trees changed, if known.
+/// with the walk's rules; unsorted. `changed_both`: inodes both trees changed, if known;
+/// `shared_before`: [`walk::shared_before`] of the two trees. The names of a directory are
+/// judged in parallel when there are at least `parallel_names`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
@@ -59,6 +62,8 @@ pub(super) fn judge(
     ids: Option<&ContainerIds>,
     candidates: &Candidates,
     changed_both: HashSet<u64>,
+    shared_before: Option<(i64, u32)>,
+    parallel_names: usize,
 ) -> Result<Vec<Change>> {
     let (new_ids, old_ids) =
         ids.map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
@@ -69,10 +74,13 @@ pub(super) fn judge(
         new_root,
         shown: shown.to_path_buf(),
         track_links: true,
-        shared_before: walk::shared_before(new, old),
+        shared_before,
         changed_both,
     };
-    let judge = Judge { walk: &walk };
+    let judge = Judge {
+        walk: &walk,
+        parallel_names,
+    };
     let (mut old_dir, mut new_dir) = (reopen(old, shown)?, reopen(new, shown)?);
     let roots = (&mut old_dir, &mut new_dir, &old_entry, &new_entry);
     let mut found = judge.same_dir(candidates, roots, Path::new(""), true)?;
@@ -127,6 +135,19 @@ impl Candidates {
         }
     }
 
+    /// Whether `path` is a candidate whose names are read on both sides.
+    #[cfg(test)]
+    pub(super) fn reads_names(&self, path: &[u8]) -> bool {
+        let mut node = self;
+        for name in path.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
+            match node.below.get(name) {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        node.read_names
+    }
+
     fn node(&mut self, path: &[u8]) -> Option<&mut Candidates> {
         let names = || {
             path.split(|&b| b == b'/')
@@ -145,12 +166,16 @@ impl Candidates {
 
 struct Judge<'w> {
     walk: &'w Walk,
+    /// Fewest names of one directory judged in parallel: a few are judged on the calling
+    /// thread, as waking the pool's threads costs more than they would save.
+    parallel_names: usize,
 }
 
 impl Judge<'_> {
     /// Judge the candidates below a directory that is the same inode in both trees; with
     /// `explore`, also the names one side lacks and every subtree that needs a full walk.
-    /// The names are judged in parallel (rayon), each with what lies below it.
+    /// The names are judged in parallel (rayon) when there are at least `parallel_names`,
+    /// each with what lies below it.
     fn same_dir(
         &self,
         candidates: &Candidates,
@@ -169,10 +194,12 @@ impl Judge<'_> {
             names.dedup();
         }
         let (od, nd) = (old.as_fd(), new.as_fd());
-        let judged: Vec<Found> = names
-            .par_iter()
-            .map(|name| self.name(candidates, (od, nd), name, prefix, explore))
-            .collect::<Result<_>>()?;
+        let one = |name: &Vec<u8>| self.name(candidates, (od, nd), name, prefix, explore);
+        let judged: Vec<Found> = if names.len() >= self.parallel_names {
+            names.par_iter().map(one).collect::<Result<_>>()?
+        } else {
+            names.iter().map(one).collect::<Result<_>>()?
+        };
         let mut found = Found::default();
         judged.into_iter().for_each(|f| found.absorb(f));
         Ok(found)

@@ -45,7 +45,18 @@ pub(super) fn changes(
         return walk::changes(new, Some(old), shown, ids);
     }
     let candidates = run_send(new, open::subvolume_id(old, shown)?, shown)?;
-    judge(new, old, shown, ids, &candidates, Default::default())
+    let shared_before = walk::shared_before(new, old);
+    let names = super::Parallelism::DEFAULT.names;
+    judge(
+        new,
+        old,
+        shown,
+        ids,
+        &candidates,
+        Default::default(),
+        shared_before,
+        names,
+    )
 }
 
 /// Run BTRFS_IOC_SEND of `new` against subvolume `parent_root` into a pipe read here, and
@@ -79,7 +90,7 @@ fn send_into(new: BorrowedFd<'_>, parent_root: u64, pipe: OwnedFd, shown: &Path)
     r.map(drop).at("BTRFS_IOC_SEND", shown)
 }
 
-fn read_candidates(pipe: File, shown: &Path) -> Result<Candidates> {
+fn read_candidates(pipe: impl std::io::Read, shown: &Path) -> Result<Candidates> {
     let bad = |e: StreamError| match e {
         StreamError::Io(e) => Error::sys(
             Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
@@ -105,7 +116,11 @@ fn read_candidates(pipe: File, shown: &Path) -> Result<Candidates> {
             }
             for a in command.attrs() {
                 match a? {
-                    (attr::PATH | attr::PATH_TO, path) => found.insert(path),
+                    // A directory the stream names (if only by its utimes) changed, maybe in
+                    // names alone: a nested subvolume's entry added or removed is not in the
+                    // stream, and its ctime may not have moved (the same clock tick): both
+                    // sides are read.
+                    (attr::PATH | attr::PATH_TO, path) => found.insert_dir(path),
                     // For SYMLINK this is the link's target text, not a path of the tree.
                     (attr::PATH_LINK, path) if command.cmd == cmd::LINK => found.insert(path),
                     _ => {}
@@ -121,5 +136,47 @@ fn read_candidates(pipe: File, shown: &Path) -> Result<Candidates> {
         }
         Ok(()) if !ended => Err(bad(StreamError::Truncated)),
         Ok(()) => Ok(found),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(cmd: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (t, v) in attrs {
+            body.extend_from_slice(&t.to_le_bytes());
+            body.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            body.extend_from_slice(v);
+        }
+        let mut b = (body.len() as u32).to_le_bytes().to_vec();
+        b.extend_from_slice(&cmd.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&body);
+        b
+    }
+
+    /// A directory the stream names only by its utimes (a nested subvolume's entry removed in
+    /// the clock tick of its last ctime: nothing else in the stream) has both sides read.
+    #[test]
+    fn every_path_the_stream_names_has_its_names_read() {
+        let mut stream = super::super::send_stream::MAGIC.to_vec();
+        stream.extend_from_slice(&1u32.to_le_bytes());
+        stream.extend(command(cmd::SUBVOL, &[(attr::PATH, b"layer")]));
+        stream.extend(command(cmd::UTIMES, &[(attr::PATH, b"")]));
+        stream.extend(command(cmd::UTIMES, &[(attr::PATH, b"d/e")]));
+        stream.extend(command(
+            cmd::RENAME,
+            &[(attr::PATH, b"a"), (attr::PATH_TO, b"b")],
+        ));
+        stream.extend(command(cmd::END, &[]));
+        let found = read_candidates(&stream[..], Path::new("layer")).unwrap();
+        for p in [&b""[..], b"d/e", b"a", b"b"] {
+            assert!(found.reads_names(p), "{:?}", String::from_utf8_lossy(p));
+        }
+        // An ancestor is a candidate, not a directory known to have changed.
+        assert!(!found.reads_names(b"d"));
+        assert!(!found.reads_names(b"layer"));
     }
 }

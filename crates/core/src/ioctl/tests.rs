@@ -20,12 +20,14 @@ fn rust_layouts() -> Vec<(String, usize)> {
     // The inode item as TREE_SEARCH hands it over: read by offsets, not through a struct.
     for (name, at) in [
         ("btrfs_inode_item", InodeItem::SIZE),
+        ("btrfs_inode_item.generation", InodeItem::GENERATION),
         ("btrfs_inode_item.transid", InodeItem::TRANSID),
         ("btrfs_inode_item.nlink", InodeItem::NLINK),
         ("btrfs_inode_item.uid", InodeItem::UID),
         ("btrfs_inode_item.gid", InodeItem::GID),
         ("btrfs_inode_item.mode", InodeItem::MODE),
         ("btrfs_inode_item.atime", InodeItem::ATIME),
+        ("btrfs_inode_item.ctime", InodeItem::CTIME),
         ("btrfs_timespec", 12),
     ] {
         v.push((name.to_string(), at));

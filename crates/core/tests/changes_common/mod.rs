@@ -7,8 +7,8 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use btrfs_layers_core::changes::{
-    changes_send, changes_since, changes_walk, changes_walk_single_threaded, snapshot_origin,
-    Change, ChangeKind,
+    changes_send, changes_since, changes_since_with, changes_walk, changes_walk_single_threaded,
+    snapshot_origin, Change, ChangeKind, Parallelism,
 };
 use btrfs_layers_core::{delete, subvolume};
 use std::ffi::{CString, OsStr};
@@ -166,15 +166,21 @@ pub fn three_ways(old: &Path, new: &Path) -> [Vec<Change>; 3] {
     ]
 }
 
-/// The four ways, by name: [`three_ways`] between the read-only snapshots, and the generation
-/// fast path between the live (writable) layer and its base, from the kernel's snapshot origin.
-pub fn four_ways(layers: &Layers) -> [(&'static str, Vec<Change>); 4] {
+/// The five ways, by name: [`three_ways`] between the read-only snapshots, and the generation
+/// fast path between the live (writable) layer and its base, from the kernel's snapshot origin:
+/// as `changes_since` runs it (a small change on the calling thread) and with every part in
+/// parallel, so the parallel code runs on small trees too.
+pub fn five_ways(layers: &Layers) -> [(&'static str, Vec<Change>); 5] {
     let [walk, single, send] = three_ways(&layers.old, &layers.new);
     [
         ("walk", walk),
         ("single-threaded walk", single),
         ("send", send),
         ("generation", generation_way(&layers.base, &layers.layer)),
+        (
+            "generation, all parallel",
+            generation_way_with(&layers.base, &layers.layer, Parallelism::ALWAYS),
+        ),
     ]
 }
 
@@ -185,6 +191,15 @@ pub fn generation_way(old: &Path, new: &Path) -> Vec<Change> {
         .unwrap()
         .expect("the layer is a snapshot of its base");
     changes_since(n.as_fd(), o.as_fd(), since, new).unwrap()
+}
+
+/// [`generation_way`] with its parts run in parallel as `parallel` says.
+pub fn generation_way_with(old: &Path, new: &Path, parallel: Parallelism) -> Vec<Change> {
+    let (o, n) = (open(old), open(new));
+    let since = snapshot_origin(n.as_fd(), o.as_fd(), new)
+        .unwrap()
+        .expect("the layer is a snapshot of its base");
+    changes_since_with(n.as_fd(), o.as_fd(), since, new, None, parallel).unwrap()
 }
 
 pub fn ch(path: impl AsRef<[u8]>, kind: ChangeKind) -> Change {
