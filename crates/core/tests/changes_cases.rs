@@ -84,6 +84,68 @@ fn delete_file() {
 }
 
 #[test]
+fn names_lost_while_others_were_added_in_one_directory() {
+    // The generation path reads a changed directory only when its size is not explained by
+    // the names its changed inodes add: here every directory also lost a name no changed
+    // inode stands for (an unlinked file, the other name of a hard link, a rename's old
+    // name, a nested subvolume's placeholder), so each must be read.
+    case(
+        "names_lost",
+        |b| {
+            for d in ["d1", "d2", "d3", "d4"] {
+                mkdirs(&b.join(d));
+            }
+            write(&b.join("d1/gone"), b"g");
+            write(&b.join("d2/a"), b"a");
+            std::fs::hard_link(b.join("d2/a"), b.join("d2/b")).unwrap();
+            write(&b.join("d3/old"), b"o");
+            subvolume::create(&b.join("d4/sv")).unwrap();
+        },
+        |l| {
+            write(&l.join("d1/new1"), b"n"); // as long as "gone": 4 bytes in, 4 out
+            std::fs::remove_file(l.join("d1/gone")).unwrap();
+            write(&l.join("d2/cc"), b"c");
+            std::fs::remove_file(l.join("d2/b")).unwrap();
+            std::fs::rename(l.join("d3/old"), l.join("d3/new")).unwrap();
+            write(&l.join("d4/zz"), b"z");
+            std::fs::remove_dir(l.join("d4/sv")).unwrap(); // the placeholder
+        },
+        &[
+            ch("d1", Modify),
+            ch("d1/gone", Delete),
+            ch("d1/new1", Add),
+            ch("d2", Modify),
+            ch("d2/b", Delete),
+            ch("d2/cc", Add),
+            ch("d3", Modify),
+            ch("d3/new", Add),
+            ch("d3/old", Delete),
+            ch("d4", Modify),
+            ch("d4/sv", Delete),
+            ch("d4/zz", Add),
+        ],
+    );
+}
+
+#[test]
+fn nested_subvolume_made_as_a_file_of_as_long_a_name_went() {
+    // The directory's size does not move, and no inode of the tree changed but the
+    // directory: a nested subvolume in the layer turns the size rule off.
+    case(
+        "subvolume_for_file",
+        |b| {
+            mkdirs(&b.join("d"));
+            write(&b.join("d/aa"), b"a");
+        },
+        |l| {
+            std::fs::remove_file(l.join("d/aa")).unwrap();
+            subvolume::create(&l.join("d/bb")).unwrap();
+        },
+        &[ch("d", Modify), ch("d/aa", Delete), ch("d/bb", Add)],
+    );
+}
+
+#[test]
 fn delete_dir_with_subtree() {
     case(
         "delete_dir",

@@ -12,6 +12,11 @@
 //!   the directory changed, and the names one side lacks or binds to another inode judged too:
 //!   neither source sees nested subvolumes (a subvolume made where a file was changes no inode
 //!   of the tree but the directory).
+//! - The generation path skips that reading when the directory's size accounts for every name
+//!   (see [`Judge::sizes_explain`]): btrfs keeps a directory's `i_size` at twice the bytes of
+//!   its names, every name the new tree gained is a candidate when the old tree did not change
+//!   and the new one holds no nested subvolume, so a size that moved by exactly the candidates'
+//!   names leaves no lost name to find.
 //! - Below anything else (an added directory, a type change, another inode at the same path)
 //!   the walk compares the whole subtree.
 //! - A changed inode with several names may be named by one of them: INO_PATHS gives the others.
@@ -53,7 +58,8 @@ pub(super) fn one_tree(
 /// Judge `candidates` between the trees at `old` and `new` (whose roots are the same inode),
 /// with the walk's rules; unsorted. `changed_both`: inodes both trees changed, if known;
 /// `shared_before`: [`walk::shared_before`] of the two trees. The names of a directory are
-/// judged in parallel when there are at least `parallel_names`.
+/// judged in parallel when there are at least `parallel_names`. `sizes_explain`: see
+/// [`Judge::sizes_explain`]; only a caller that knows what it says may set it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
     new: BorrowedFd<'_>,
@@ -64,6 +70,7 @@ pub(super) fn judge(
     changed_both: HashSet<u64>,
     shared_before: Option<(i64, u32)>,
     parallel_names: usize,
+    sizes_explain: bool,
 ) -> Result<Vec<Change>> {
     let (new_ids, old_ids) =
         ids.map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
@@ -80,6 +87,7 @@ pub(super) fn judge(
     let judge = Judge {
         walk: &walk,
         parallel_names,
+        sizes_explain,
     };
     let (mut old_dir, mut new_dir) = (reopen(old, shown)?, reopen(new, shown)?);
     let roots = (&mut old_dir, &mut new_dir, &old_entry, &new_entry);
@@ -169,6 +177,12 @@ struct Judge<'w> {
     /// Fewest names of one directory judged in parallel: a few are judged on the calling
     /// thread, as waking the pool's threads costs more than they would save.
     parallel_names: usize,
+    /// The old tree did not change since the two were one, and the new tree holds no nested
+    /// subvolume. Then every name the new tree gained belongs to an inode that changed (a
+    /// candidate), and btrfs keeps a directory's size at twice the length of its names: a
+    /// directory whose size moved by exactly the names its candidates add and remove lost no
+    /// other name, and need not be read.
+    sizes_explain: bool,
 }
 
 impl Judge<'_> {
@@ -183,29 +197,49 @@ impl Judge<'_> {
         prefix: &Path,
         explore: bool,
     ) -> Result<Found> {
-        let mut names: Vec<Vec<u8>> = candidates.below.keys().cloned().collect();
-        if explore && (candidates.read_names || old_entry.ctime != new_entry.ctime) {
-            let readdir = |d: &mut Dir| {
-                read_names(d).map_err(|e| Error::sys(e, "readdir", &self.walk.shown(prefix)))
+        let names: Vec<Vec<u8>> = candidates.below.keys().cloned().collect();
+        let judge_all =
+            |names: &[Vec<u8>], od: &Dir, nd: &Dir| -> Result<Vec<(Found, bool, bool)>> {
+                let dirs = (od.as_fd(), nd.as_fd());
+                let one = |name: &Vec<u8>| self.name(candidates, dirs, name, prefix, explore);
+                if names.len() >= self.parallel_names {
+                    names.par_iter().map(one).collect()
+                } else {
+                    names.iter().map(one).collect()
+                }
             };
-            let (a, b) = (readdir(old)?, readdir(new)?);
-            names.extend(unlike(&a, &b));
-            names.sort_unstable();
-            names.dedup();
+        let mut judged = judge_all(&names, old, new)?;
+        if explore && (candidates.read_names || old_entry.ctime != new_entry.ctime) {
+            // Bytes of the names the candidates add and remove.
+            let (mut added, mut removed) = (0u64, 0u64);
+            for (name, (_, in_old, in_new)) in names.iter().zip(&judged) {
+                match (in_old, in_new) {
+                    (false, true) => added += name.len() as u64,
+                    (true, false) => removed += name.len() as u64,
+                    _ => {}
+                }
+            }
+            let explained = self.sizes_explain
+                && new_entry.size.checked_add(2 * removed) == old_entry.size.checked_add(2 * added);
+            if !explained {
+                let readdir = |d: &mut Dir| {
+                    read_names(d).map_err(|e| Error::sys(e, "readdir", &self.walk.shown(prefix)))
+                };
+                let (a, b) = (readdir(old)?, readdir(new)?);
+                let more: Vec<Vec<u8>> = unlike(&a, &b)
+                    .into_iter()
+                    .filter(|n| !candidates.below.contains_key(n))
+                    .collect();
+                judged.extend(judge_all(&more, old, new)?);
+            }
         }
-        let (od, nd) = (old.as_fd(), new.as_fd());
-        let one = |name: &Vec<u8>| self.name(candidates, (od, nd), name, prefix, explore);
-        let judged: Vec<Found> = if names.len() >= self.parallel_names {
-            names.par_iter().map(one).collect::<Result<_>>()?
-        } else {
-            names.iter().map(one).collect::<Result<_>>()?
-        };
         let mut found = Found::default();
-        judged.into_iter().for_each(|f| found.absorb(f));
+        judged.into_iter().for_each(|(f, _, _)| found.absorb(f));
         Ok(found)
     }
 
-    /// Judge entry `name` of the directory pair and what lies below it.
+    /// Judge entry `name` of the directory pair and what lies below it; with whether the name
+    /// is in the old and in the new directory.
     fn name(
         &self,
         candidates: &Candidates,
@@ -213,14 +247,15 @@ impl Judge<'_> {
         name: &[u8],
         prefix: &Path,
         explore: bool,
-    ) -> Result<Found> {
+    ) -> Result<(Found, bool, bool)> {
         let mut found = Found::default();
         let Some(name_c) = c_name(name) else {
-            return Ok(found);
+            return Ok((found, false, false));
         };
         let below = candidates.below.get(name).unwrap_or(&NO_CANDIDATES);
         let o = self.walk.lookup(od, &name_c, &self.walk.old_root, prefix)?;
         let n = self.walk.lookup(nd, &name_c, &self.walk.new_root, prefix)?;
+        let present = (o.is_some(), n.is_some());
         let (kind, descend) = self.walk.judge(
             (Some(od), Some(nd)),
             &name_c,
@@ -264,7 +299,7 @@ impl Judge<'_> {
             }
             _ => {}
         }
-        Ok(found)
+        Ok((found, present.0, present.1))
     }
 }
 

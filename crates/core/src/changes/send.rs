@@ -56,6 +56,7 @@ pub(super) fn changes(
         Default::default(),
         shared_before,
         names,
+        false,
     )
 }
 
