@@ -276,6 +276,21 @@ btrfsTest('ids at the edges of several ranges map both ways; one past is ERR_ID_
   for (const [n, u, g] of bad) t.deepEqual(await ownerOf(path.join(dir, n)), [u, g], `${n} left as it was`)
 })
 
+btrfsTest('an id outside the maps on a name that is not UTF-8: the error carries its bytes', async (t, dir) => {
+  const name = Buffer.from([0x62, 0x61, 0x64, 0xff]) // "bad" and a byte that is not UTF-8
+  const file = Buffer.concat([Buffer.from(`${dir}/`), name])
+  await fsp.writeFile(file, 'x')
+  await fsp.lchown(file, 70000, 0)
+  const err = await rejectsCode(t, remap(dir, IDENTITY, shifted(S1, 1000)), 'ERR_ID_MAPPING')
+  t.is(err?.path, `${dir}/bad\ufffd`)
+  t.deepEqual(err?.rawPath, file)
+  t.deepEqual(
+    (err?.errors ?? []).map((e) => e.rawPath),
+    [file],
+  )
+  t.is((await fsp.lstat(err!.rawPath!)).uid, 70000, 'the bytes reach the file, left as it was')
+})
+
 btrfsTest('an id outside the maps: that path is in err.errors, the other entries are still remapped', async (t, dir) => {
   await fsp.mkdir(path.join(dir, 'd'))
   for (const f of ['ok1', 'd/ok2', 'd/bad-uid', 'bad-gid']) await fsp.writeFile(path.join(dir, f), f)

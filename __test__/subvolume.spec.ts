@@ -21,6 +21,7 @@ import {
   oracleListBelow,
   oracleReadOnly,
   oracleShow,
+  sh,
   treeState,
   useBtrfs,
 } from './helpers/btrfs'
@@ -354,6 +355,25 @@ btrfsTest('listSubvolumes lists every nested subvolume, pre-order, relative, lik
     { path: 'b/in-b/w', id: got.find((g) => g.path === 'a/b/in-b/w')!.id },
   ])
   t.deepEqual(await listSubvolumes(path.join(root, 'a', 'b', 'c', 'd')), [])
+})
+
+btrfsTest('listSubvolumes: a name that is not UTF-8 comes with its bytes, which reach the subvolume', async (t, dir) => {
+  const root = path.join(dir, 'root')
+  await mkSubvol(root)
+  await mkSubvol(path.join(root, 'plain'))
+  // btrfs-progs makes it: the JS API takes paths as strings, which are UTF-8.
+  await sh('sh', ['-c', 'btrfs subvolume create "$1/caf$(printf "\\351")"', 'sh', root])
+  const got = [...(await listSubvolumes(root))].sort((a, b) => (a.path < b.path ? -1 : 1))
+  t.deepEqual(
+    got.map((g) => g.path),
+    ['caf\ufffd', 'plain'],
+  )
+  const name = Buffer.from([0x63, 0x61, 0x66, 0xe9]) // "café" in Latin-1
+  t.deepEqual(got[0].rawPath, name)
+  t.false('rawPath' in got[1], 'a UTF-8 path has no rawPath')
+  const st = await fsp.stat(Buffer.concat([Buffer.from(`${root}/`), got[0].rawPath!]))
+  t.is(st.ino, 256, 'the bytes name the subvolume root')
+  t.is(got[0].id, (await oracleListBelow(root)).find((s) => s.id !== got[1].id)?.id)
 })
 
 btrfsTest('listSubvolumes follows renames and sees into read-only subvolumes', async (t, dir) => {

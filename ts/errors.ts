@@ -12,15 +12,17 @@ export class BtrfsError extends Error {
   readonly errno?: number
   /** The syscall or ioctl that failed, e.g. `'BTRFS_IOC_SNAP_CREATE_V2'`. */
   readonly syscall?: string
-  /** The path the failed operation concerned. */
+  /** The path the failed operation concerned; bytes that are not UTF-8 show as U+FFFD. */
   readonly path?: string
+  /** Only when `path` is not valid UTF-8: its exact bytes (for `fs` calls, which take Buffers). */
+  readonly rawPath?: Buffer
   /** Every error of an operation that goes on past failures (`remapLayer`), first one included. */
   readonly errors?: BtrfsError[]
 
   constructor(
     code: BtrfsErrorCode,
     message: string,
-    fields: { errno?: number; syscall?: string; path?: string; errors?: BtrfsError[] } = {},
+    fields: { errno?: number; syscall?: string; path?: string; rawPath?: Buffer; errors?: BtrfsError[] } = {},
   ) {
     super(message)
     this.name = 'BtrfsError'
@@ -28,6 +30,7 @@ export class BtrfsError extends Error {
     if (fields.errno !== undefined) this.errno = fields.errno
     if (fields.syscall) this.syscall = fields.syscall
     if (fields.path !== undefined) this.path = fields.path
+    if (fields.rawPath !== undefined) this.rawPath = fields.rawPath
     if (fields.errors) this.errors = fields.errors
   }
 }
@@ -62,6 +65,8 @@ interface NativeRecord {
   errno: number | null
   syscall: string
   path: string | null
+  /** The path's bytes in hex, only when they are not UTF-8. */
+  rawPath?: string
   message: string
   errors?: NativeRecord[]
 }
@@ -91,6 +96,7 @@ function fromRecord(rec: NativeRecord): BtrfsError {
     errno: rec.errno ?? undefined,
     syscall: rec.syscall || undefined,
     path: rec.path ?? undefined,
+    rawPath: rec.rawPath !== undefined ? Buffer.from(rec.rawPath, 'hex') : undefined,
     errors: rec.errors?.map(fromRecord),
   })
 }

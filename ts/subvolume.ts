@@ -32,8 +32,14 @@ export interface SubvolumeInfo {
 
 /** A nested subvolume, with its path relative to the subvolume it was listed from. */
 export interface NestedSubvolume {
+  /** The path, relative; bytes that are not UTF-8 show as U+FFFD (then see `rawPath`). */
   path: string
   id: number
+  /**
+   * Only when the path is not valid UTF-8: its exact bytes. Join them to the listed path as
+   * Buffers to reach the subvolume with `fs`.
+   */
+  rawPath?: Buffer
 }
 
 /** Allocated (`total`) and used bytes of one kind of block group. */

@@ -4,6 +4,8 @@
 
 use btrfs_layers_core::Error as CoreError;
 use napi::bindgen_prelude::*;
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 type Work<R> = Box<dyn FnOnce() -> btrfs_layers_core::Result<R> + Send>;
@@ -80,6 +82,19 @@ fn record(e: &CoreError, all: &[CoreError]) -> String {
     match &e.path {
         Some(p) => json_str(&mut s, &p.to_string_lossy()),
         None => s.push_str("null"),
+    }
+    // A path that is not UTF-8 also goes as its bytes, in hex (JSON holds no raw bytes).
+    if let Some(bytes) = e
+        .path
+        .as_ref()
+        .map(|p| p.as_os_str().as_bytes())
+        .filter(|b| std::str::from_utf8(b).is_err())
+    {
+        s.push_str(",\"rawPath\":\"");
+        for b in bytes {
+            let _ = write!(s, "{b:02x}");
+        }
+        s.push('"');
     }
     s.push_str(",\"message\":");
     json_str(&mut s, &e.message);

@@ -4,6 +4,7 @@ use crate::job::Job;
 use btrfs_layers_core::{delete, filesystem, subvolume};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 #[napi(object)]
@@ -31,6 +32,8 @@ pub struct SubvolumeInfo {
 pub struct NestedSubvolume {
     pub path: String,
     pub id: i64,
+    /// The path's bytes, only when they are not UTF-8 (`path` then holds U+FFFD for them).
+    pub raw_path: Option<Buffer>,
 }
 
 #[napi(object)]
@@ -123,9 +126,15 @@ pub fn list_subvolumes(path: String) -> AsyncTask<Job<Vec<NestedSubvolume>>> {
     Job::new(move || {
         Ok(subvolume::list(&PathBuf::from(path))?
             .into_iter()
-            .map(|n| NestedSubvolume {
-                path: n.path.to_string_lossy().into_owned(),
-                id: n.id as i64,
+            .map(|n| {
+                let bytes = n.path.as_os_str().as_bytes();
+                NestedSubvolume {
+                    path: String::from_utf8_lossy(bytes).into_owned(),
+                    id: n.id as i64,
+                    raw_path: std::str::from_utf8(bytes)
+                        .is_err()
+                        .then(|| Buffer::from(bytes.to_vec())),
+                }
             })
             .collect())
     })
