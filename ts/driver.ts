@@ -326,7 +326,8 @@ export class BtrfsDriver {
     }
     let reading = false
     const out = new Readable({
-      highWaterMark: 1 << 20,
+      // Up to 4 chunks ahead of the consumer: the hand-over from the producer overlaps its writes.
+      highWaterMark: 16 << 20,
       read() {
         if (reading) return
         reading = true

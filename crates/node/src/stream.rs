@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Chunks handed to JS (and taken from it) are about this size.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = 4 << 20;
 /// Chunks in flight per channel.
 const DEPTH: usize = 4;
 
