@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-/// Chunks handed to JS (and taken from it) are about this size.
+/// Chunks handed to JS are this size (JS hands over about 1 MiB at a time).
 pub const CHUNK: usize = 4 << 20;
 /// Chunks in flight per channel.
 const DEPTH: usize = 4;
