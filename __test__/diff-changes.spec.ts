@@ -285,6 +285,37 @@ btrfsTest('changes: no parent (null or empty) lists every entry as added; the re
   )
 })
 
+btrfsTest('changes and diffSize stop with ABORT_ERR when their signal aborts, before or during the call', async (t) => {
+  const d = await driver()
+  await d.create('abort-big')
+  await inLayer(d, 'abort-big', async (p) => {
+    for (let i = 0; i < 200; i++) {
+      const dir = path.join(p, `d${i}`)
+      await fsp.mkdir(dir)
+      await Promise.all(Array.from({ length: 25 }, (_, k) => fsp.writeFile(path.join(dir, `f${k}`), 'x')))
+    }
+  })
+  // The whole layer is compared by the walk, directory by directory: 5,200 entries.
+  t.is((await d.changes('abort-big', null)).length, 5200)
+  t.is(await d.diffSize('abort-big', null), 5000)
+  const gone = new AbortController()
+  gone.abort()
+  await rejectsCode(t, d.changes('abort-big', null, { signal: gone.signal }), 'ABORT_ERR', 'an aborted signal')
+  await rejectsCode(t, d.diffSize('abort-big', null, { signal: gone.signal }), 'ABORT_ERR', 'an aborted signal')
+  for (const call of [
+    (signal: AbortSignal) => d.changes('abort-big', null, { signal }),
+    (signal: AbortSignal) => d.diffSize('abort-big', null, { signal }),
+  ]) {
+    const ac = new AbortController()
+    const pending = call(ac.signal)
+    setImmediate(() => ac.abort())
+    await rejectsCode(t, pending, 'ABORT_ERR', 'aborted while walking')
+  }
+  await rejectsCode(t, d.changes('abort-big', null, { signal: 'no' as never }), 'EINVAL', 'a signal that is not an AbortSignal')
+  await rejectsCode(t, d.changes('abort-big', null, { sginal: gone.signal } as never), 'EINVAL', 'an unknown option')
+  t.is((await d.changes('abort-big', null, { signal: new AbortController().signal })).length, 5200, 'a signal never aborted')
+})
+
 btrfsTest('changes, diffSize and diff of a missing layer or parent: ENOENT; bad ids: EINVAL', async (t) => {
   const d = await driver()
   await d.create('exists')

@@ -1,6 +1,6 @@
 import { BtrfsError, call, fromNative } from './errors'
 import { native } from './native'
-import type { ApplySink, NativeDriver } from '../native/index'
+import type { AbortFlag, ApplySink, NativeDriver } from '../native/index'
 import { Readable } from 'node:stream'
 import { runRemap, type RemapResult } from './remap'
 import { abortError, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkSignal, checkString, type IdMap } from './validate'
@@ -280,26 +280,29 @@ export class BtrfsDriver {
    * mtime; the directory holding an added or deleted entry is modified. As root the cost
    * follows the size of the change: a layer descending from `parent` by snapshots is compared
    * by a search of the inode items written since (no snapshot taken), other pairs by btrfs
-   * send between read-only snapshots; without privilege, a parallel tree walk.
+   * send between read-only snapshots; without privilege, a parallel tree walk. `signal`
+   * stops the comparison (the walk of a large layer can take seconds): `ABORT_ERR`.
    * @example await driver.changes('app') // [{ path: '/etc', kind: 'modify' }, { path: '/etc/app.conf', kind: 'add' }]
-   * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id.
+   * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id, `ABORT_ERR`.
    */
-  async changes(id: string, parent?: string | null): Promise<Change[]> {
+  async changes(id: string, parent?: string | null, options?: { signal?: AbortSignal }): Promise<Change[]> {
     checkId('id', id)
     const [p, whole] = parentArg(parent)
-    return (await this.#serial(id, () => call(() => this.#native.changes(id, p, whole)))) as Change[]
+    const signal = checkSignal(checkKeys('options', options, ['signal']).signal)
+    return (await this.#serial(id, () => abortable(signal, (flag) => this.#native.changes(id, p, whole, flag)))) as Change[]
   }
 
   /**
    * Bytes of the added and modified regular files of layer `id` against `parent` (as in
-   * `changes`), each inode counted once.
-   * @throws {BtrfsError} `ENOENT` when a layer is missing.
+   * `changes`), each inode counted once. `signal` stops it: `ABORT_ERR`.
+   * @throws {BtrfsError} `ENOENT` when a layer is missing, `ABORT_ERR`.
    * @example const bytes = await driver.diffSize('container-1') // what a diff of it would carry in file content
    */
-  async diffSize(id: string, parent?: string | null): Promise<number> {
+  async diffSize(id: string, parent?: string | null, options?: { signal?: AbortSignal }): Promise<number> {
     checkId('id', id)
     const [p, whole] = parentArg(parent)
-    return (await this.#serial(id, () => call(() => this.#native.diffSize(id, p, whole)))) as number
+    const signal = checkSignal(checkKeys('options', options, ['signal']).signal)
+    return (await this.#serial(id, () => abortable(signal, (flag) => this.#native.diffSize(id, p, whole, flag)))) as number
   }
 
   /**
@@ -505,5 +508,22 @@ export class BtrfsDriver {
   /** Release the store: undo the private mount, drop the lock. The driver is unusable after. */
   async cleanup(): Promise<void> {
     await call(() => this.#native.cleanup())
+  }
+}
+
+/**
+ * Run a native call that takes an abort flag: without a signal, none (nothing to pay); with
+ * one, a flag the signal sets. Aborted before or during the call: `ABORT_ERR`.
+ */
+async function abortable<T>(signal: AbortSignal | undefined, run: (flag: AbortFlag | undefined) => Promise<T>): Promise<T> {
+  if (!signal) return call(() => run(undefined))
+  if (signal.aborted) throw abortError()
+  const flag = new native.AbortFlag()
+  const onAbort = (): void => flag.abort()
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await call(() => run(flag))
+  } finally {
+    signal.removeEventListener('abort', onAbort)
   }
 }

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::idmap::IdMapping;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,6 +95,27 @@ impl Default for Parallelism {
     }
 }
 
+/// How a `changes_*_with` call compares, beyond the two trees.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// Compare owners as container ids through these maps (else as host ids).
+    pub ids: Option<&'a ContainerIds>,
+    /// How much of the generation fast path runs in parallel.
+    pub parallel: Parallelism,
+    /// Set (from any thread) to stop: the call then fails with ABORT_ERR, soon (the walk
+    /// looks at it before every directory).
+    pub abort: Option<&'a AtomicBool>,
+}
+
+impl<'a> Options<'a> {
+    fn with_ids(ids: &'a ContainerIds) -> Options<'a> {
+        Options {
+            ids: Some(ids),
+            ..Options::default()
+        }
+    }
+}
+
 /// Tree walk: compare the tree at `new` against `old` (None: everything under `new` is
 /// added). Parallel (rayon) across directories.
 pub fn changes_walk(
@@ -101,7 +123,7 @@ pub fn changes_walk(
     old: Option<BorrowedFd<'_>>,
     shown: &Path,
 ) -> Result<Vec<Change>> {
-    walk::changes(new, old, shown, None).map(normalize)
+    walk::changes(new, old, shown, &Options::default()).map(normalize)
 }
 
 /// [`changes_walk`] comparing owners as container ids through `ids`.
@@ -111,7 +133,17 @@ pub fn changes_walk_ids(
     shown: &Path,
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
-    walk::changes(new, old, shown, Some(ids)).map(normalize)
+    walk::changes(new, old, shown, &Options::with_ids(ids)).map(normalize)
+}
+
+/// [`changes_walk`] as `options` say.
+pub fn changes_walk_with(
+    new: BorrowedFd<'_>,
+    old: Option<BorrowedFd<'_>>,
+    shown: &Path,
+    options: &Options<'_>,
+) -> Result<Vec<Change>> {
+    walk::changes(new, old, shown, options).map(normalize)
 }
 
 /// [`changes_walk`] on one thread (the benchmark compares the two).
@@ -133,7 +165,7 @@ pub fn changes_walk_single_threaded(
 /// size of the change. EPERM without CAP_SYS_ADMIN (fall back to [`changes_walk`]); EINVAL
 /// when either is not a read-only subvolume root; EXDEV across filesystems.
 pub fn changes_send(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) -> Result<Vec<Change>> {
-    send::changes(new, old, shown, None).map(normalize)
+    send::changes(new, old, shown, &Options::default()).map(normalize)
 }
 
 /// [`changes_send`] comparing owners as container ids through `ids`.
@@ -143,7 +175,17 @@ pub fn changes_send_ids(
     shown: &Path,
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
-    send::changes(new, old, shown, Some(ids)).map(normalize)
+    send::changes(new, old, shown, &Options::with_ids(ids)).map(normalize)
+}
+
+/// [`changes_send`] as `options` say.
+pub fn changes_send_with(
+    new: BorrowedFd<'_>,
+    old: BorrowedFd<'_>,
+    shown: &Path,
+    options: &Options<'_>,
+) -> Result<Vec<Change>> {
+    send::changes(new, old, shown, options).map(normalize)
 }
 
 /// Generation fast path: `new` and `old` are subvolume roots on one filesystem that held the
@@ -160,7 +202,7 @@ pub fn changes_since(
     since: u64,
     shown: &Path,
 ) -> Result<Vec<Change>> {
-    generation::changes(new, old, since, shown, None, Parallelism::DEFAULT).map(normalize)
+    generation::changes(new, old, since, shown, &Options::default()).map(normalize)
 }
 
 /// [`changes_since`] comparing owners as container ids through `ids`.
@@ -171,20 +213,18 @@ pub fn changes_since_ids(
     shown: &Path,
     ids: &ContainerIds,
 ) -> Result<Vec<Change>> {
-    generation::changes(new, old, since, shown, Some(ids), Parallelism::DEFAULT).map(normalize)
+    generation::changes(new, old, since, shown, &Options::with_ids(ids)).map(normalize)
 }
 
-/// [`changes_since`] with owners compared through `ids` when given, and parts run in
-/// parallel as `parallel` says.
+/// [`changes_since`] as `options` say.
 pub fn changes_since_with(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     since: u64,
     shown: &Path,
-    ids: Option<&ContainerIds>,
-    parallel: Parallelism,
+    options: &Options<'_>,
 ) -> Result<Vec<Change>> {
-    generation::changes(new, old, since, shown, ids, parallel).map(normalize)
+    generation::changes(new, old, since, shown, options).map(normalize)
 }
 
 /// The inodes of the subvolume at `root` whose inode item changed after transaction `since`,

@@ -5,8 +5,8 @@
 mod changes_common;
 
 use btrfs_layers_core::changes::{
-    changed_inodes, changes_send, changes_since, changes_walk, snapshot_origin, Change,
-    ChangeKind::*,
+    changed_inodes, changes_send, changes_send_with, changes_since, changes_since_with,
+    changes_walk, changes_walk_with, snapshot_origin, Change, ChangeKind::*, Options,
 };
 use btrfs_layers_core::subvolume;
 use changes_common::*;
@@ -899,5 +899,58 @@ fn generation_path_refuses_a_non_subvolume_and_foreign_trees_and_changes_nothing
     );
     drop((base, layer, etc_dir, foreign_base));
     foreign.delete();
+    layers.delete();
+}
+
+#[test]
+fn every_way_stops_with_abort_err_once_asked_and_the_same_call_runs_without() {
+    let Some(fs) = Btrfs::new("abort") else {
+        return;
+    };
+    let layers = Layers::new(&fs, "a", etc);
+    write(&layers.layer.join("etc/new"), b"x");
+    layers.freeze();
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let go = std::sync::atomic::AtomicBool::new(false);
+    let (base, layer) = (open(&layers.base), open(&layers.layer));
+    let (old, new) = (open(&layers.old), open(&layers.new));
+    let since = snapshot_origin(layer.as_fd(), base.as_fd(), &layers.layer)
+        .unwrap()
+        .unwrap();
+    let expected = [ch("etc", Modify), ch("etc/new", Add)];
+    for (flag, aborted) in [(&stop, true), (&go, false)] {
+        let o = Options {
+            abort: Some(flag),
+            ..Options::default()
+        };
+        let got = [
+            (
+                "walk",
+                changes_walk_with(new.as_fd(), Some(old.as_fd()), &layers.new, &o),
+            ),
+            (
+                "whole walk",
+                changes_walk_with(new.as_fd(), None, &layers.new, &o),
+            ),
+            (
+                "send",
+                changes_send_with(new.as_fd(), old.as_fd(), &layers.new, &o),
+            ),
+            (
+                "generation",
+                changes_since_with(layer.as_fd(), base.as_fd(), since, &layers.layer, &o),
+            ),
+        ];
+        for (how, r) in got {
+            match (aborted, r) {
+                (true, Err(e)) => assert_eq!(e.code_str(), "ABORT_ERR", "{how}: {e}"),
+                (true, Ok(l)) => panic!("{how}: not stopped, gave\n{}", show(&l)),
+                (false, Ok(l)) if how == "whole walk" => assert!(l.len() > 2, "{how}"),
+                (false, Ok(l)) => assert_eq!(l, expected, "{how}"),
+                (false, Err(e)) => panic!("{how}: {e}"),
+            }
+        }
+    }
+    drop((base, layer, old, new));
     layers.delete();
 }

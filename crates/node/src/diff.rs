@@ -191,6 +191,33 @@ impl ApplySink {
     }
 }
 
+/// A flag JS sets to stop a call that takes one (`changes`, `diffSize`): the call then
+/// rejects with ABORT_ERR.
+#[napi]
+pub struct AbortFlag {
+    flag: Arc<AtomicBool>,
+}
+
+#[napi]
+impl AbortFlag {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        AbortFlag {
+            flag: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[napi]
+    pub fn abort(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+}
+
+fn flag_of(abort: Option<ClassInstance<'_, AbortFlag>>) -> Option<Arc<AtomicBool>> {
+    abort.map(|a| a.flag.clone())
+}
+
 #[napi]
 impl NativeDriver {
     /// `parent`: a layer id; `null` with `whole` false means the recorded parent.
@@ -200,13 +227,17 @@ impl NativeDriver {
         id: String,
         parent: Option<String>,
         whole: bool,
+        abort: Option<ClassInstance<'_, AbortFlag>>,
     ) -> AsyncTask<Job<Vec<ChangeEntry>>> {
         let d = self.inner.clone();
+        let abort = flag_of(abort);
         Job::new(move || {
-            Ok(d.changes(&id, against(&parent, whole))?
-                .into_iter()
-                .map(change_entry)
-                .collect())
+            Ok(
+                d.changes_with(&id, against(&parent, whole), abort.as_deref())?
+                    .into_iter()
+                    .map(change_entry)
+                    .collect(),
+            )
         })
     }
 
@@ -216,9 +247,13 @@ impl NativeDriver {
         id: String,
         parent: Option<String>,
         whole: bool,
+        abort: Option<ClassInstance<'_, AbortFlag>>,
     ) -> AsyncTask<Job<f64>> {
         let d = self.inner.clone();
-        Job::new(move || Ok(d.diff_size(&id, against(&parent, whole))? as f64))
+        let abort = flag_of(abort);
+        Job::new(move || {
+            Ok(d.diff_size_with(&id, against(&parent, whole), abort.as_deref())? as f64)
+        })
     }
 
     #[napi(js_name = "diffStart")]

@@ -19,7 +19,7 @@
 use super::inode;
 use super::judge::{judge, one_tree, Candidates};
 use super::walk;
-use super::{Change, ContainerIds, Parallelism};
+use super::{Change, Options, Parallelism};
 use crate::error::Result;
 use crate::ioctl::{
     self, InodeItem, SearchKey, INODE_EXTREF_KEY, INODE_ITEM_KEY, INODE_REF_KEY, LAST_FREE_OBJECTID,
@@ -56,17 +56,18 @@ pub(super) fn changes(
     old: BorrowedFd<'_>,
     since: u64,
     shown: &Path,
-    ids: Option<&ContainerIds>,
-    parallel: Parallelism,
+    options: &Options<'_>,
 ) -> Result<Vec<Change>> {
+    let parallel = options.parallel;
     for fd in [new, old] {
         require_btrfs(fd, shown)?;
         require_subvolume(fd, shown)?;
     }
     if !one_tree(new, old, shown, "BTRFS_IOC_TREE_SEARCH_V2")? {
         // Not snapshots of one tree: every inode differs, there is nothing to gain.
-        return walk::changes(new, Some(old), shown, ids);
+        return walk::changes(new, Some(old), shown, options);
     }
+    walk::go_on(options.abort, shown)?;
     // Sizes reach inode items at writeback, delayed items reach the tree at commit.
     crate::filesystem::sync_fd(new, shown)?;
     let trees = [
@@ -77,11 +78,12 @@ pub(super) fn changes(
     for (fd, tree) in trees {
         match changed_inodes(fd, tree, since, parallel, shown)? {
             Some(c) => changed.push(c),
-            None => return walk::changes(new, Some(old), shown, ids),
+            None => return walk::changes(new, Some(old), shown, options),
         }
+        walk::go_on(options.abort, shown)?;
     }
     if changed[0].len() + changed[1].len() > MAX_CANDIDATE_INODES {
-        return walk::changes(new, Some(old), shown, ids);
+        return walk::changes(new, Some(old), shown, options);
     }
     let (in_new, in_old) = (changed.remove(0), changed.remove(0));
     let inos = |v: &[Changed]| v.iter().map(|c| c.ino).collect::<HashSet<u64>>();
@@ -118,7 +120,7 @@ pub(super) fn changes(
                 match inode::paths(fd, c.ino, shown)? {
                     Some(paths) => paths,
                     // More names than one INO_PATHS reply holds: the walk is simpler.
-                    None => return walk::changes(new, Some(old), shown, ids),
+                    None => return walk::changes(new, Some(old), shown, options),
                 }
             };
             for p in &paths {
@@ -134,11 +136,10 @@ pub(super) fn changes(
         new,
         old,
         shown,
-        ids,
+        options,
         &candidates,
         changed_both,
         made,
-        parallel.names,
         sizes_explain,
     )
 }

@@ -27,8 +27,7 @@
 use super::entry::{c_name, join, Entry, TreeRoot};
 use super::inode;
 use super::walk::{self, open_child, read_names, reopen, Descend, Found, Walk};
-use super::Change;
-use super::ContainerIds;
+use super::{Change, Options};
 use crate::dirent::Dir;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -58,22 +57,22 @@ pub(super) fn one_tree(
 /// Judge `candidates` between the trees at `old` and `new` (whose roots are the same inode),
 /// with the walk's rules; unsorted. `changed_both`: inodes both trees changed, if known;
 /// `shared_before`: [`walk::shared_before`] of the two trees. The names of a directory are
-/// judged in parallel when there are at least `parallel_names`. `sizes_explain`: see
+/// judged in parallel when there are at least `options.parallel.names`. `sizes_explain`: see
 /// [`Judge::sizes_explain`]; only a caller that knows what it says may set it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     shown: &Path,
-    ids: Option<&ContainerIds>,
+    options: &Options<'_>,
     candidates: &Candidates,
     changed_both: HashSet<u64>,
     shared_before: Option<(i64, u32)>,
-    parallel_names: usize,
     sizes_explain: bool,
 ) -> Result<Vec<Change>> {
-    let (new_ids, old_ids) =
-        ids.map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
+    let (new_ids, old_ids) = options
+        .ids
+        .map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
     let (new_root, new_entry) = TreeRoot::of(new, shown, new_ids)?;
     let (old_root, old_entry) = TreeRoot::of(old, shown, old_ids)?;
     let walk = Walk {
@@ -83,10 +82,11 @@ pub(super) fn judge(
         track_links: true,
         shared_before,
         changed_both,
+        abort: options.abort,
     };
     let judge = Judge {
         walk: &walk,
-        parallel_names,
+        parallel_names: options.parallel.names,
         sizes_explain,
     };
     let (mut old_dir, mut new_dir) = (reopen(old, shown)?, reopen(new, shown)?);
@@ -107,7 +107,7 @@ pub(super) fn judge(
         for ino in inos {
             match inode::paths(new, ino, shown)? {
                 Some(paths) => paths.iter().for_each(|p| more.insert(p)),
-                None => return walk::changes(new, Some(old), shown, ids),
+                None => return walk::changes(new, Some(old), shown, options),
             }
         }
         let roots = (&mut old_dir, &mut new_dir, &old_entry, &new_entry);
@@ -173,7 +173,7 @@ impl Candidates {
 }
 
 struct Judge<'w> {
-    walk: &'w Walk,
+    walk: &'w Walk<'w>,
     /// Fewest names of one directory judged in parallel: a few are judged on the calling
     /// thread, as waking the pool's threads costs more than they would save.
     parallel_names: usize,
@@ -197,6 +197,7 @@ impl Judge<'_> {
         prefix: &Path,
         explore: bool,
     ) -> Result<Found> {
+        self.walk.go_on(prefix)?;
         let names: Vec<Vec<u8>> = candidates.below.keys().cloned().collect();
         let judge_all =
             |names: &[Vec<u8>], od: &Dir, nd: &Dir| -> Result<Vec<(Found, bool, bool)>> {

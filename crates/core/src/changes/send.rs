@@ -9,7 +9,7 @@ use super::judge::{judge, one_tree, Candidates};
 use super::send_stream::{attr, cmd, StreamError, StreamReader};
 use super::walk;
 use super::Change;
-use super::ContainerIds;
+use super::Options;
 use crate::error::{Code, Context, Error, Result};
 use crate::ioctl::{self, SendArgs, SEND_FLAG_NO_FILE_DATA};
 use crate::open::{self, require_btrfs, require_subvolume};
@@ -26,7 +26,7 @@ pub(super) fn changes(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     shown: &Path,
-    ids: Option<&ContainerIds>,
+    options: &Options<'_>,
 ) -> Result<Vec<Change>> {
     for fd in [new, old] {
         require_btrfs(fd, shown)?;
@@ -42,20 +42,20 @@ pub(super) fn changes(
     }
     if !one_tree(new, old, shown, "BTRFS_IOC_SEND")? {
         // Not snapshots of one tree: every inode differs, there is nothing to gain.
-        return walk::changes(new, Some(old), shown, ids);
+        return walk::changes(new, Some(old), shown, options);
     }
+    walk::go_on(options.abort, shown)?;
     let candidates = run_send(new, open::subvolume_id(old, shown)?, shown)?;
+    walk::go_on(options.abort, shown)?;
     let shared_before = walk::shared_before(new, old);
-    let names = super::Parallelism::DEFAULT.names;
     judge(
         new,
         old,
         shown,
-        ids,
+        options,
         &candidates,
         Default::default(),
         shared_before,
-        names,
         false,
     )
 }

@@ -5,10 +5,9 @@
 use super::entry::{
     attributes_differ, capability, capability_may_differ, join, lookup, Entry, TreeRoot,
 };
-use super::ContainerIds;
-use super::{Change, ChangeKind};
+use super::{Change, ChangeKind, Options};
 use crate::dirent::{Dir, Kind};
-use crate::error::{Context, Error, Result};
+use crate::error::{Code, Context, Error, Result};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use rayon::prelude::*;
@@ -16,6 +15,7 @@ use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
@@ -50,7 +50,7 @@ impl Found {
 }
 
 /// The two trees and how to report on them.
-pub(super) struct Walk {
+pub(super) struct Walk<'a> {
     pub old_root: TreeRoot,
     pub new_root: TreeRoot,
     pub shown: PathBuf,
@@ -61,6 +61,8 @@ pub(super) struct Walk {
     pub shared_before: Option<(i64, u32)>,
     /// Inodes both trees changed (when a fast path knows): their capabilities are always read.
     pub changed_both: HashSet<u64>,
+    /// Set: stop with ABORT_ERR (looked at before every directory).
+    pub abort: Option<&'a AtomicBool>,
 }
 
 /// When the later of the trees at `new` and `old` was made (GET_SUBVOL_INFO's otime): before
@@ -79,10 +81,11 @@ pub(super) fn changes(
     new: BorrowedFd<'_>,
     old: Option<BorrowedFd<'_>>,
     shown: &Path,
-    ids: Option<&ContainerIds>,
+    options: &Options<'_>,
 ) -> Result<Vec<Change>> {
-    let (new_ids, old_ids) =
-        ids.map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
+    let (new_ids, old_ids) = options
+        .ids
+        .map_or((None, None), |i| (Some(i.new.clone()), Some(i.old.clone())));
     let (new_root, _) = TreeRoot::of(new, shown, new_ids)?;
     let old_root = match old {
         Some(fd) => TreeRoot::of(fd, shown, old_ids)?.0,
@@ -95,6 +98,7 @@ pub(super) fn changes(
         track_links: false,
         shared_before: old.and_then(|o| shared_before(new, o)),
         changed_both: HashSet::new(),
+        abort: options.abort,
     };
     let old = old.map(|fd| reopen(fd, shown)).transpose()?;
     let new = reopen(new, shown)?;
@@ -126,9 +130,27 @@ pub(super) fn read_names(
     Ok(names)
 }
 
-impl Walk {
+/// ABORT_ERR for a comparison stopped at `shown`, when `abort` is set.
+pub(super) fn go_on(abort: Option<&AtomicBool>, shown: &Path) -> Result<()> {
+    match abort {
+        Some(a) if a.load(Ordering::Relaxed) => Err(Error {
+            code: Code::Aborted,
+            syscall: "changes",
+            path: Some(shown.to_path_buf()),
+            message: "the operation was aborted".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Walk<'_> {
     pub fn shown(&self, rel: &Path) -> PathBuf {
         self.shown.join(rel)
+    }
+
+    /// ABORT_ERR when the caller asked to stop.
+    pub fn go_on(&self, prefix: &Path) -> Result<()> {
+        go_on(self.abort, &self.shown(prefix))
     }
 
     /// Entry `name` of `dir` in the tree whose root is `root`.
@@ -197,6 +219,7 @@ impl Walk {
     /// Compare the directory pair at `prefix` (None: that side has no entries here) and
     /// everything below it; the result is in walk order (sorted, parents first).
     pub fn dir(&self, mut old: Option<Dir>, mut new: Option<Dir>, prefix: &Path) -> Result<Found> {
+        self.go_on(prefix)?;
         let readdir = |d: &mut Option<Dir>| match d {
             Some(d) => read_names(d).map_err(|e| Error::sys(e, "readdir", &self.shown(prefix))),
             None => Ok(Vec::new()),

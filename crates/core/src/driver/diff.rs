@@ -7,7 +7,7 @@
 //! aborted stream leaves the layer exactly as it was.
 
 use super::Driver;
-use crate::changes::{self, Change, ChangeKind, ContainerIds};
+use crate::changes::{self, Change, ChangeKind, ContainerIds, Options};
 use crate::delete::delete_at;
 use crate::error::{Code, Context, Error, Result};
 use crate::layer::{self, LayerMeta, Origin};
@@ -114,11 +114,27 @@ impl Driver {
     /// Changes of layer `id` against `against`, sorted, parents before children. Owners are
     /// compared as container ids when the two layers are stored under different id maps.
     pub fn changes(&self, id: &str, against: Against<'_>) -> Result<Vec<Change>> {
+        self.changes_with(id, against, None)
+    }
+
+    /// [`Driver::changes`], stopped with ABORT_ERR once `abort` is set.
+    pub fn changes_with(
+        &self,
+        id: &str,
+        against: Against<'_>,
+        abort: Option<&AtomicBool>,
+    ) -> Result<Vec<Change>> {
         let dirs = self.dirs()?;
         let new = self.open_layer(id, "changes")?;
+        let whole = |options: &Options<'_>| {
+            changes::changes_walk_with(new.as_fd(), None, &self.layer_path(id), options)
+        };
         let named = match against {
             Against::Nothing => {
-                return changes::changes_walk(new.as_fd(), None, &self.layer_path(id))
+                return whole(&Options {
+                    abort,
+                    ..Options::default()
+                })
             }
             Against::Layer(p) => {
                 layer::check_id(p, "changes")?;
@@ -129,7 +145,10 @@ impl Driver {
         // The layer's record, read once: its parent, its id maps, its origin.
         let meta = layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?;
         let Some(parent) = named.or_else(|| meta.parent.clone()) else {
-            return changes::changes_walk(new.as_fd(), None, &self.layer_path(id));
+            return whole(&Options {
+                abort,
+                ..Options::default()
+            });
         };
         let old = self.open_layer(&parent, "changes")?;
         let new_maps = self.mappings(&meta.uid_maps, &meta.gid_maps)?;
@@ -138,16 +157,18 @@ impl Driver {
             new: Arc::new(new_maps),
             old: Arc::new(old_maps),
         });
+        let options = Options {
+            ids: ids.as_ref(),
+            abort,
+            ..Options::default()
+        };
+        let shown = self.layer_path(id);
         if !self.send_denied.load(Ordering::Relaxed) {
-            let shown = self.layer_path(id);
             let fast = match self.common_since(&meta, new.as_fd(), &parent, old.as_fd())? {
-                Some(since) => match &ids {
-                    Some(ids) => {
-                        changes::changes_since_ids(new.as_fd(), old.as_fd(), since, &shown, ids)
-                    }
-                    None => changes::changes_since(new.as_fd(), old.as_fd(), since, &shown),
-                },
-                None => self.changes_by_send(id, new.as_fd(), &parent, old.as_fd(), ids.as_ref()),
+                Some(since) => {
+                    changes::changes_since_with(new.as_fd(), old.as_fd(), since, &shown, &options)
+                }
+                None => self.changes_by_send(id, new.as_fd(), &parent, old.as_fd(), &options),
             };
             match fast {
                 Ok(list) => return Ok(list),
@@ -157,11 +178,7 @@ impl Driver {
                 Err(e) => return Err(e),
             }
         }
-        let shown = self.layer_path(id);
-        match &ids {
-            Some(ids) => changes::changes_walk_ids(new.as_fd(), Some(old.as_fd()), &shown, ids),
-            None => changes::changes_walk(new.as_fd(), Some(old.as_fd()), &shown),
-        }
+        changes::changes_walk_with(new.as_fd(), Some(old.as_fd()), &shown, &options)
     }
 
     /// The transaction since which the layer `layer` records (open at `new`) and layer
@@ -211,7 +228,7 @@ impl Driver {
         new: BorrowedFd<'_>,
         parent: &str,
         old: BorrowedFd<'_>,
-        ids: Option<&ContainerIds>,
+        options: &Options<'_>,
     ) -> Result<Vec<Change>> {
         let dup = |fd: BorrowedFd<'_>| {
             fd.try_clone_to_owned()
@@ -220,12 +237,7 @@ impl Driver {
         let new_view = self.read_only_view(id, dup(new)?)?;
         let old_view = self.read_only_view(parent, dup(old)?)?;
         let shown = self.layer_path(id);
-        match ids {
-            Some(ids) => {
-                changes::changes_send_ids(new_view.fd.as_fd(), old_view.fd.as_fd(), &shown, ids)
-            }
-            None => changes::changes_send(new_view.fd.as_fd(), old_view.fd.as_fd(), &shown),
-        }
+        changes::changes_send_with(new_view.fd.as_fd(), old_view.fd.as_fd(), &shown, options)
     }
 
     /// Write the OCI layer tar of `id` against `against` to `out`; returns the bytes written
@@ -238,7 +250,7 @@ impl Driver {
         out: impl Write,
         ctl: &Control<'_>,
     ) -> Result<u64> {
-        let list = self.changes(id, against)?;
+        let list = self.changes_with(id, against, Some(ctl.abort))?;
         let new = self.open_layer(id, "diff")?;
         let mut counted = CountingWriter {
             inner: out,
@@ -267,7 +279,17 @@ impl Driver {
 
     /// Bytes of added and modified regular files of `id` against `against`, each inode once.
     pub fn diff_size(&self, id: &str, against: Against<'_>) -> Result<u64> {
-        let list = self.changes(id, against)?;
+        self.diff_size_with(id, against, None)
+    }
+
+    /// [`Driver::diff_size`], stopped with ABORT_ERR once `abort` is set.
+    pub fn diff_size_with(
+        &self,
+        id: &str,
+        against: Against<'_>,
+        abort: Option<&AtomicBool>,
+    ) -> Result<u64> {
+        let list = self.changes_with(id, against, abort)?;
         let root = self.open_layer(id, "diffSize")?;
         let mut seen = HashSet::new();
         let mut total = 0u64;

@@ -8,7 +8,7 @@
 
 use btrfs_layers_core::changes::{
     changes_send, changes_since, changes_since_with, changes_walk, changes_walk_single_threaded,
-    snapshot_origin, Change, ChangeKind, Parallelism,
+    snapshot_origin, Change, ChangeKind, Options, Parallelism,
 };
 use btrfs_layers_core::{delete, subvolume};
 use std::ffi::{CString, OsStr};
@@ -199,7 +199,11 @@ pub fn generation_way_with(old: &Path, new: &Path, parallel: Parallelism) -> Vec
     let since = snapshot_origin(n.as_fd(), o.as_fd(), new)
         .unwrap()
         .expect("the layer is a snapshot of its base");
-    changes_since_with(n.as_fd(), o.as_fd(), since, new, None, parallel).unwrap()
+    let options = Options {
+        parallel,
+        ..Options::default()
+    };
+    changes_since_with(n.as_fd(), o.as_fd(), since, new, &options).unwrap()
 }
 
 pub fn ch(path: impl AsRef<[u8]>, kind: ChangeKind) -> Change {
