@@ -107,15 +107,6 @@ pub struct Options<'a> {
     pub abort: Option<&'a AtomicBool>,
 }
 
-impl<'a> Options<'a> {
-    fn with_ids(ids: &'a ContainerIds) -> Options<'a> {
-        Options {
-            ids: Some(ids),
-            ..Options::default()
-        }
-    }
-}
-
 /// Tree walk: compare the tree at `new` against `old` (None: everything under `new` is
 /// added). Parallel (rayon) across directories.
 pub fn changes_walk(
@@ -124,16 +115,6 @@ pub fn changes_walk(
     shown: &Path,
 ) -> Result<Vec<Change>> {
     walk::changes(new, old, shown, &Options::default()).map(normalize)
-}
-
-/// [`changes_walk`] comparing owners as container ids through `ids`.
-pub fn changes_walk_ids(
-    new: BorrowedFd<'_>,
-    old: Option<BorrowedFd<'_>>,
-    shown: &Path,
-    ids: &ContainerIds,
-) -> Result<Vec<Change>> {
-    walk::changes(new, old, shown, &Options::with_ids(ids)).map(normalize)
 }
 
 /// [`changes_walk`] as `options` say.
@@ -168,16 +149,6 @@ pub fn changes_send(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) -> R
     send::changes(new, old, shown, &Options::default()).map(normalize)
 }
 
-/// [`changes_send`] comparing owners as container ids through `ids`.
-pub fn changes_send_ids(
-    new: BorrowedFd<'_>,
-    old: BorrowedFd<'_>,
-    shown: &Path,
-    ids: &ContainerIds,
-) -> Result<Vec<Change>> {
-    send::changes(new, old, shown, &Options::with_ids(ids)).map(normalize)
-}
-
 /// [`changes_send`] as `options` say.
 pub fn changes_send_with(
     new: BorrowedFd<'_>,
@@ -205,17 +176,6 @@ pub fn changes_since(
     generation::changes(new, old, since, shown, &Options::default()).map(normalize)
 }
 
-/// [`changes_since`] comparing owners as container ids through `ids`.
-pub fn changes_since_ids(
-    new: BorrowedFd<'_>,
-    old: BorrowedFd<'_>,
-    since: u64,
-    shown: &Path,
-    ids: &ContainerIds,
-) -> Result<Vec<Change>> {
-    generation::changes(new, old, since, shown, &Options::with_ids(ids)).map(normalize)
-}
-
 /// [`changes_since`] as `options` say.
 pub fn changes_since_with(
     new: BorrowedFd<'_>,
@@ -237,9 +197,8 @@ pub fn changed_inodes(
     shown: &Path,
 ) -> Result<Option<Vec<(u64, bool)>>> {
     crate::filesystem::sync_fd(root, shown)?;
-    let tree = crate::open::subvolume_id(root, shown)?;
     Ok(
-        generation::changed_inodes(root, tree, since, Parallelism::DEFAULT, shown)?
+        generation::changed_inodes(root, since, Parallelism::DEFAULT, shown)?
             .map(|v| v.into_iter().map(|c| (c.ino, c.dir)).collect()),
     )
 }

@@ -105,11 +105,13 @@ pub fn search_with(
     Ok(())
 }
 
+/// `tree_id` 0: the tree of the subvolume that holds the fd searched (TREE_SEARCH, INO_LOOKUP).
+pub const OWN_TREE: u64 = 0;
+
 /// Every item of inodes `lo..=hi` of the subvolume that holds the fd searched.
 pub fn inodes(lo: u64, hi: u64) -> SearchKey {
     SearchKey {
-        // 0: the tree of the subvolume that holds the fd.
-        tree_id: 0,
+        tree_id: OWN_TREE,
         min_objectid: lo,
         max_objectid: hi,
         min_type: 0,

@@ -4,7 +4,8 @@
 mod changes_common;
 
 use btrfs_layers_core::changes::{
-    changes_send, changes_send_ids, changes_walk, changes_walk_ids, ChangeKind::*, ContainerIds,
+    changes_send, changes_send_with, changes_walk, changes_walk_with, ChangeKind::*, ContainerIds,
+    Options,
 };
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
 use btrfs_layers_core::remap::{remap_path, RemapOptions};
@@ -67,13 +68,17 @@ fn remapped_layer_differs_only_where_container_ids_differ() {
         new: Arc::new((shifted.clone(), shifted.clone())),
         old: Arc::new((none.clone(), none.clone())),
     };
+    let with_ids = Options {
+        ids: Some(&ids),
+        ..Options::default()
+    };
     let expected = vec![ch("home", Modify)];
     assert_eq!(
-        changes_walk_ids(new.as_fd(), Some(old.as_fd()), &layers.new, &ids).unwrap(),
+        changes_walk_with(new.as_fd(), Some(old.as_fd()), &layers.new, &with_ids).unwrap(),
         expected
     );
     assert_eq!(
-        changes_send_ids(new.as_fd(), old.as_fd(), &layers.new, &ids).unwrap(),
+        changes_send_with(new.as_fd(), old.as_fd(), &layers.new, &with_ids).unwrap(),
         expected
     );
     drop((old, new));

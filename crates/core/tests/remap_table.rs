@@ -11,7 +11,7 @@ mod remap_support;
 use btrfs_layers_core::inodes::InodeTable;
 use btrfs_layers_core::remap::Method;
 use btrfs_layers_core::Code;
-use common::{is_mount_point, mk_subvol, run, try_run, Sentinel};
+use common::{mk_subvol, run, unmount, Sentinel};
 use remap_support::*;
 use std::ffi::OsStr;
 use std::fs;
@@ -54,13 +54,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        for _ in 0..5 {
-            if !is_mount_point(&self.0) {
-                return;
-            }
-            let _ = try_run("umount", &[self.0.as_os_str()]);
-        }
-        let _ = try_run("umount", &[OsStr::new("-l"), self.0.as_os_str()]);
+        unmount(&self.0);
     }
 }
 

@@ -2,7 +2,7 @@
 //! applyDiff as a push sink (or straight from a file), each with abort and progress.
 
 use crate::driver::NativeDriver;
-use crate::job::{to_js_error, Job};
+use crate::job::{js_path, to_js_error, Job};
 use crate::stream::{channel, ChannelReader, ChannelWriter};
 use btrfs_layers_core::changes::Change;
 use btrfs_layers_core::driver::diff::{Against, Control};
@@ -36,14 +36,10 @@ fn against(parent: &Option<String>, whole: bool) -> Against<'_> {
 
 fn change_entry(c: Change) -> ChangeEntry {
     let bytes = c.path.as_os_str().as_bytes();
-    let mut path = String::from("/");
-    path.push_str(&String::from_utf8_lossy(bytes));
-    let raw_path = std::str::from_utf8(bytes).is_err().then(|| {
-        let mut raw = Vec::with_capacity(bytes.len() + 1);
-        raw.push(b'/');
-        raw.extend_from_slice(bytes);
-        Buffer::from(raw)
-    });
+    let mut full = Vec::with_capacity(bytes.len() + 1);
+    full.push(b'/');
+    full.extend_from_slice(bytes);
+    let (path, raw_path) = js_path(full);
     ChangeEntry {
         path,
         kind: c.kind.as_str().to_string(),

@@ -68,6 +68,21 @@ pub fn to_js_error_many(first: &CoreError, all: &[CoreError]) -> Error {
     Error::new(Status::GenericFailure, record(first, all))
 }
 
+/// A path's bytes as JS gets them: a string (U+FFFD for bytes that are not UTF-8), and the
+/// bytes themselves as a Buffer only when they are not UTF-8.
+pub fn js_path(bytes: Vec<u8>) -> (String, Option<Buffer>) {
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, None),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                Some(Buffer::from(bytes)),
+            )
+        }
+    }
+}
+
 fn record(e: &CoreError, all: &[CoreError]) -> String {
     let mut s = String::from("{\"btrfsLayers\":1,\"code\":");
     json_str(&mut s, e.code_str());

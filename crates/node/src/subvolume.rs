@@ -1,10 +1,10 @@
 //! The low-level subvolume API: one async export per core call.
 
-use crate::job::Job;
+use crate::job::{js_path, Job};
 use btrfs_layers_core::{delete, filesystem, subvolume};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 #[napi(object)]
@@ -127,13 +127,11 @@ pub fn list_subvolumes(path: String) -> AsyncTask<Job<Vec<NestedSubvolume>>> {
         Ok(subvolume::list(&PathBuf::from(path))?
             .into_iter()
             .map(|n| {
-                let bytes = n.path.as_os_str().as_bytes();
+                let (path, raw_path) = js_path(OsStringExt::into_vec(n.path.into_os_string()));
                 NestedSubvolume {
-                    path: String::from_utf8_lossy(bytes).into_owned(),
+                    path,
                     id: n.id as i64,
-                    raw_path: std::str::from_utf8(bytes)
-                        .is_err()
-                        .then(|| Buffer::from(bytes.to_vec())),
+                    raw_path,
                 }
             })
             .collect())

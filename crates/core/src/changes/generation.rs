@@ -25,8 +25,9 @@ use crate::ioctl::{
     self, InodeItem, SearchKey, INODE_EXTREF_KEY, INODE_ITEM_KEY, INODE_REF_KEY, LAST_FREE_OBJECTID,
 };
 use crate::nested;
-use crate::open::{self, require_btrfs, require_subvolume};
+use crate::open::{require_btrfs, require_subvolume};
 use crate::search;
+use crate::subvolume;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -68,15 +69,18 @@ pub(super) fn changes(
         return walk::changes(new, Some(old), shown, options);
     }
     walk::go_on(options.abort, shown)?;
+    let new_info = subvolume::info_fd(new, shown)?;
+    // Before this, a ctime is history both trees share.
+    let made = Some(walk::made_later(
+        &new_info,
+        &subvolume::info_fd(old, shown)?,
+    ));
     // Sizes reach inode items at writeback, delayed items reach the tree at commit.
     crate::filesystem::sync_fd(new, shown)?;
-    let trees = [
-        (new, open::subvolume_id(new, shown)?),
-        (old, open::subvolume_id(old, shown)?),
-    ];
+    // Every search and lookup below goes through an fd of the tree it reads.
     let mut changed = Vec::with_capacity(2);
-    for (fd, tree) in trees {
-        match changed_inodes(fd, tree, since, parallel, shown)? {
+    for fd in [new, old] {
+        match changed_inodes(fd, since, parallel, shown)? {
             Some(c) => changed.push(c),
             None => return walk::changes(new, Some(old), shown, options),
         }
@@ -91,14 +95,12 @@ pub(super) fn changes(
     let changed_both = new_inos.intersection(&old_inos).copied().collect();
     // See the judge's `sizes_explain`: names lost without an inode changing are then found by
     // directory sizes instead of reading both sides of every changed directory.
-    let sizes_explain = in_old.is_empty() && !has_nested_subvolumes(new, trees[0].1, shown)?;
-    // Before this, a ctime is history both trees share.
-    let made = walk::shared_before(new, old);
-    let in_new = only_real_changes(in_new, &old_inos, trees[1], (since, made), parallel, shown)?;
-    let in_old = only_real_changes(in_old, &new_inos, trees[0], (since, made), parallel, shown)?;
+    let sizes_explain = in_old.is_empty() && !has_nested_subvolumes(new, new_info.id, shown)?;
+    let in_new = only_real_changes(in_new, &old_inos, old, (since, made), parallel, shown)?;
+    let in_old = only_real_changes(in_old, &new_inos, new, (since, made), parallel, shown)?;
     let mut candidates = Candidates::default();
-    for ((fd, tree), changed) in trees.into_iter().zip([in_new, in_old]) {
-        let mut dirs = DirPaths::new(fd, tree, shown);
+    for (fd, changed) in [(new, in_new), (old, in_old)] {
+        let mut dirs = DirPaths::new(fd, shown);
         for c in changed {
             if c.ino == ioctl::FIRST_FREE_OBJECTID {
                 candidates.insert_dir(b""); // the root directory
@@ -179,7 +181,7 @@ fn has_nested_subvolumes(fd: BorrowedFd<'_>, tree: u64, shown: &Path) -> Result<
 fn only_real_changes(
     changed: Vec<Changed>,
     other_changed: &HashSet<u64>,
-    (other, other_tree): (BorrowedFd<'_>, u64),
+    other: BorrowedFd<'_>,
     (since, made): (u64, Option<(i64, u32)>),
     parallel: Parallelism,
     shown: &Path,
@@ -194,8 +196,8 @@ fn only_real_changes(
         {
             return Ok(true);
         }
-        let theirs = inode_item(other, other_tree, c.ino, buf, shown)?;
-        Ok(!theirs.is_some_and(|t| InodeItem(&c.item).same_but_atime(&InodeItem(&t))))
+        let theirs = inode_item(other, c.ino, buf, shown)?;
+        Ok(!theirs.is_some_and(|t| item.same_but_atime(&InodeItem(&t))))
     };
     let keep: Vec<bool> = if changed.len() >= parallel.inodes {
         changed
@@ -216,16 +218,15 @@ fn only_real_changes(
         .collect())
 }
 
-/// The inode item of inode `ino` of tree `tree`, if it has one.
+/// The inode item of inode `ino` of the tree at `fd`, if it has one.
 fn inode_item(
     fd: BorrowedFd<'_>,
-    tree: u64,
     ino: u64,
     buf: &mut search::Buffer,
     shown: &Path,
 ) -> Result<Option<Vec<u8>>> {
     let key = SearchKey {
-        tree_id: tree,
+        tree_id: search::OWN_TREE,
         min_objectid: ino,
         max_objectid: ino,
         min_type: INODE_ITEM_KEY,
@@ -245,16 +246,14 @@ fn inode_item(
 /// Paths of directories of one tree by inode number (INO_LOOKUP), each looked up once.
 struct DirPaths<'a> {
     fd: BorrowedFd<'a>,
-    tree: u64,
     shown: &'a Path,
     known: HashMap<u64, Vec<u8>>,
 }
 
 impl<'a> DirPaths<'a> {
-    fn new(fd: BorrowedFd<'a>, tree: u64, shown: &'a Path) -> DirPaths<'a> {
+    fn new(fd: BorrowedFd<'a>, shown: &'a Path) -> DirPaths<'a> {
         DirPaths {
             fd,
-            tree,
             shown,
             known: HashMap::new(),
         }
@@ -265,7 +264,7 @@ impl<'a> DirPaths<'a> {
         if let Some(p) = self.known.get(&dir) {
             return Ok(p.clone());
         }
-        let p = nested::dir_path(self.fd, self.tree, dir, self.shown)?
+        let p = nested::dir_path(self.fd, search::OWN_TREE, dir, self.shown)?
             .into_os_string()
             .into_vec();
         self.known.insert(dir, p.clone());
@@ -285,11 +284,10 @@ pub(super) struct Changed {
     pub item: Vec<u8>,
 }
 
-/// The inodes of tree `tree` whose inode item changed after transaction `since` (the root
-/// directory, 256, included); None past [`MAX_CANDIDATE_INODES`].
+/// The inodes of the tree at `fd` whose inode item changed after transaction `since` (the
+/// root directory, 256, included); None past [`MAX_CANDIDATE_INODES`].
 pub(super) fn changed_inodes(
     fd: BorrowedFd<'_>,
-    tree: u64,
     since: u64,
     parallel: Parallelism,
     shown: &Path,
@@ -305,7 +303,6 @@ pub(super) fn changed_inodes(
     let mut out = Vec::new();
     let rest = match changed_in(
         fd,
-        tree,
         (first, LAST_FREE_OBJECTID),
         since,
         &mut buf,
@@ -341,7 +338,7 @@ pub(super) fn changed_inodes(
             |buf, &range| {
                 let mut part = Vec::new();
                 Ok(
-                    match changed_in(fd, tree, range, since, buf, &mut part, usize::MAX, shown)? {
+                    match changed_in(fd, range, since, buf, &mut part, usize::MAX, shown)? {
                         Scan::TooMany => None,
                         _ => Some(part),
                     },
@@ -371,10 +368,8 @@ enum Scan {
 
 /// [`changed_inodes`] of the inode numbers `lo..=hi`, into `out`; stops at an inode boundary
 /// once about `budget` items were read.
-#[allow(clippy::too_many_arguments)]
 fn changed_in(
     fd: BorrowedFd<'_>,
-    tree: u64,
     (lo, hi): (u64, u64),
     since: u64,
     buf: &mut search::Buffer,
@@ -383,16 +378,9 @@ fn changed_in(
     shown: &Path,
 ) -> Result<Scan> {
     let mut key = SearchKey {
-        tree_id: tree,
-        min_objectid: lo,
-        max_objectid: hi,
-        min_type: 0,
         max_type: u32::from(u8::MAX),
-        min_offset: 0,
-        max_offset: u64::MAX,
         min_transid: since.saturating_add(1),
-        max_transid: u64::MAX,
-        ..Default::default()
+        ..search::inodes(lo, hi)
     };
     let mut over = false;
     let mut read = 0usize;

@@ -142,28 +142,14 @@ fn read_candidates(pipe: impl std::io::Read, shown: &Path) -> Result<Candidates>
 
 #[cfg(test)]
 mod tests {
+    use super::super::send_stream::tests::{command, header};
     use super::*;
-
-    fn command(cmd: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut body = Vec::new();
-        for (t, v) in attrs {
-            body.extend_from_slice(&t.to_le_bytes());
-            body.extend_from_slice(&(v.len() as u16).to_le_bytes());
-            body.extend_from_slice(v);
-        }
-        let mut b = (body.len() as u32).to_le_bytes().to_vec();
-        b.extend_from_slice(&cmd.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(&body);
-        b
-    }
 
     /// A directory the stream names only by its utimes (a nested subvolume's entry removed in
     /// the clock tick of its last ctime: nothing else in the stream) has both sides read.
     #[test]
     fn every_path_the_stream_names_has_its_names_read() {
-        let mut stream = super::super::send_stream::MAGIC.to_vec();
-        stream.extend_from_slice(&1u32.to_le_bytes());
+        let mut stream = header(1);
         stream.extend(command(cmd::SUBVOL, &[(attr::PATH, b"layer")]));
         stream.extend(command(cmd::UTIMES, &[(attr::PATH, b"")]));
         stream.extend(command(cmd::UTIMES, &[(attr::PATH, b"d/e")]));

@@ -195,16 +195,18 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> Result<bool, StreamError>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn header(version: u32) -> Vec<u8> {
+    /// A stream header of `version` (the send tests build streams too).
+    pub(in crate::changes) fn header(version: u32) -> Vec<u8> {
         let mut b = MAGIC.to_vec();
         b.extend_from_slice(&version.to_le_bytes());
         b
     }
 
-    fn command(cmd: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    /// One command with its attributes, as the kernel writes it (the crc left 0).
+    pub(in crate::changes) fn command(cmd: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
         for (t, v) in attrs {
             body.extend_from_slice(&t.to_le_bytes());

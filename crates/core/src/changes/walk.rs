@@ -8,6 +8,7 @@ use super::entry::{
 use super::{Change, ChangeKind, Options};
 use crate::dirent::{Dir, Kind};
 use crate::error::{Code, Context, Error, Result};
+use crate::subvolume::SubvolumeInfo;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use rayon::prelude::*;
@@ -68,12 +69,14 @@ pub(super) struct Walk<'a> {
 /// When the later of the trees at `new` and `old` was made (GET_SUBVOL_INFO's otime): before
 /// it, a ctime on both sides is history they share; None when either cannot tell.
 pub(super) fn shared_before(new: BorrowedFd<'_>, old: BorrowedFd<'_>) -> Option<(i64, u32)> {
-    let made = |fd| {
-        crate::subvolume::info_fd(fd, Path::new(""))
-            .ok()
-            .map(|i| (i.otime.sec as i64, i.otime.nsec))
-    };
-    Some(made(new)?.max(made(old)?))
+    let info = |fd| crate::subvolume::info_fd(fd, Path::new("")).ok();
+    Some(made_later(&info(new)?, &info(old)?))
+}
+
+/// [`shared_before`] of two trees' GET_SUBVOL_INFO.
+pub(super) fn made_later(a: &SubvolumeInfo, b: &SubvolumeInfo) -> (i64, u32) {
+    let made = |i: &SubvolumeInfo| (i.otime.sec as i64, i.otime.nsec);
+    made(a).max(made(b))
 }
 
 /// Every change between the tree at `old` (None: empty) and the tree at `new`, unsorted.

@@ -353,15 +353,20 @@ impl BindMount {
 
 impl Drop for BindMount {
     fn drop(&mut self) {
-        for _ in 0..5 {
-            if !is_mount_point(&self.0) {
-                return;
-            }
-            let _ = try_run("umount", &[self.0.as_os_str()]);
+        unmount(&self.0);
+    }
+}
+
+/// Unmount whatever is mounted at `at` (mounts stacked there too), lazily as a last resort.
+pub fn unmount(at: &Path) {
+    for _ in 0..5 {
+        if !is_mount_point(at) {
+            return;
         }
-        if is_mount_point(&self.0) {
-            let _ = try_run("umount", &[OsStr::new("-l"), self.0.as_os_str()]);
-        }
+        let _ = try_run("umount", &[at.as_os_str()]);
+    }
+    if is_mount_point(at) {
+        let _ = try_run("umount", &[OsStr::new("-l"), at.as_os_str()]);
     }
 }
 
