@@ -16,7 +16,7 @@ import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { BtrfsDriver, type Change } from '../ts/index'
 import { sh, useBtrfs } from './helpers/btrfs'
-import { collectDriversBeforeTeardown } from './helpers/driver-util'
+import { collectDriversBeforeTeardown, oracleRecord } from './helpers/driver-util'
 import { inLayer, run } from './helpers/diff-fixtures'
 
 collectDriversBeforeTeardown(test)
@@ -62,7 +62,7 @@ interface LayerRecord {
   origin?: { uuid: string; transid: number }
 }
 const recordOf = async (home: string, id: string): Promise<LayerRecord> =>
-  JSON.parse(await fsp.readFile(path.join(home, 'metadata', `${id}.json`), 'utf8')) as LayerRecord
+  ((await oracleRecord(path.join(home, 'subvolumes', id))) ?? {}) as LayerRecord
 
 /** A tar of the tree `files` describes (path -> content; a trailing `/` makes a directory). */
 async function tarOf(dir: string, name: string, files: Record<string, string>): Promise<string> {
@@ -157,11 +157,10 @@ btrfsTest.serial('the origin survives applyDiff: records match btrfs subvolume s
   t.false(committedChain)
 
   // A record that no longer describes the layer is not trusted: same list, by another way.
-  const file = path.join(home, 'metadata', 'child.json')
-  const bad = JSON.parse(await fsp.readFile(file, 'utf8')) as LayerRecord
+  const bad = await recordOf(home, 'child')
   bad.uuid = '00000000-0000-0000-0000-000000000001'
   bad.origin = { uuid: (await show(sub('base'))).uuid, transid: 1 }
-  await fsp.writeFile(file, JSON.stringify(bad))
+  await run('setfattr', '-n', 'trusted.btrfs-layers.record', '-v', JSON.stringify(bad), sub('child'))
   const [distrusted] = await changesCommitting(t, d, 'child')
   t.deepEqual(distrusted, expected)
 })

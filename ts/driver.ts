@@ -227,7 +227,12 @@ export class BtrfsDriver {
   /** How many `get`s of layer `id` have not been `put` yet. * @example driver.refCount('container-1') // 0 after as many puts as gets
   /** How many `get`s of layer `id` have not been `put` yet. */
   refCount(id: string): number {
-    return this.#native.refCount(checkId('id', id))
+    checkId('id', id)
+    try {
+      return this.#native.refCount(id)
+    } catch (err) {
+      throw fromNative(err)
+    }
   }
 
   /** Whether layer `id` exists (complete). @throws {BtrfsError} `EINVAL` for a bad id. * @example if (!(await driver.exists('base'))) await driver.create('base')
@@ -493,6 +498,16 @@ export class BtrfsDriver {
     checkString('target', target)
     const m = checkMapping('maps', maps)
     await call(() => this.#native.mountIdmapped(id, target, m))
+  }
+
+  /**
+   * Make every call that returned before this one durable: writes back the filesystem's data
+   * and commits. Without it, a power cut may lose the newest calls (those since btrfs's last
+   * commit, 30 s at most by default), never part of one: every layer is complete or absent.
+   * @example await driver.applyDiff('app', null, 'app.tar'); await driver.sync()
+   */
+  async sync(): Promise<void> {
+    await call(() => this.#native.sync())
   }
 
   /**

@@ -71,6 +71,9 @@ function unquote(s: string): string {
   return Buffer.from(bytes).toString('utf8')
 }
 
+/** The xattrs the driver keeps its layer record in (trusted.*, or user.* without privilege). */
+export const LAYER_RECORD_XATTRS = ['trusted.btrfs-layers.record', 'user.btrfs-layers.record']
+
 /**
  * Every xattr below `root` (symlinks not followed): absolute path -> { name: hex }.
  * One `getfattr -R -P -h -d -m - -e hex` run; entries without xattrs are absent.
@@ -110,6 +113,10 @@ export async function oracleXattrs(root: string): Promise<Map<string, Record<str
 export async function snapshotTree(root: string, opts: { xattrs?: boolean } = {}): Promise<Tree> {
   const abs = path.resolve(root)
   const xattrs = opts.xattrs === false ? new Map() : await oracleXattrs(abs)
+  // The driver's record on a layer's root describes the layer; it is not part of the tree.
+  // Only there: anywhere else it would be a leak the comparison must show.
+  const top = xattrs.get(abs)
+  if (top) for (const name of LAYER_RECORD_XATTRS) delete top[name]
   const entries = new Map<string, TreeEntry>()
   const walk = async (p: string, rel: string): Promise<void> => {
     const st = await fsp.lstat(p, { bigint: true })

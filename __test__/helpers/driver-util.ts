@@ -247,3 +247,21 @@ export async function fdsOpenOn(dir: string): Promise<number[]> {
   }
   return out
 }
+
+/**
+ * The record the driver keeps on a layer's root (the xattr `trusted.btrfs-layers.record`), read
+ * with getfattr (attr) as the independent oracle; null when the layer has none.
+ */
+export async function oracleRecord(layer: string): Promise<Record<string, unknown> | null> {
+  const { execFile } = await import('node:child_process')
+  return new Promise((resolve, reject) => {
+    execFile('getfattr', ['--absolute-names', '--only-values', '-n', 'trusted.btrfs-layers.record', layer], (err, stdout, stderr) => {
+      if (err) {
+        if (/No such attribute/.test(stderr)) resolve(null)
+        else reject(new Error(`getfattr ${layer}: ${stderr}`, { cause: err }))
+        return
+      }
+      resolve(JSON.parse(stdout) as Record<string, unknown>)
+    })
+  })
+}

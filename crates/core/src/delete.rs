@@ -174,7 +174,7 @@ fn destroy_by_id(parent: BorrowedFd<'_>, kid: &Child, shown: &Path) -> Result<()
 }
 
 /// SNAP_DESTROY of entry `name` in directory `dir`.
-fn destroy_by_name(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
+pub fn destroy_by_name(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
     let mut args = ioctl::VolArgs::default();
     put_name(&mut args.name, name.as_bytes());
     // SAFETY: args is a zeroed btrfs_ioctl_vol_args with a NUL-terminated name.

@@ -1,42 +1,58 @@
 //! The btrfs graph driver: layers as subvolumes under `home/subvolumes`, a child layer a
-//! snapshot of its parent, metadata in `home/metadata`.
+//! snapshot of its parent, what the kernel does not keep in a record on the layer's root
+//! (record.rs).
 //!
-//! Crash safety: a layer exists exactly when `subvolumes/<id>` exists. `create` builds under
-//! `subvolumes/.tmp-*`, writes the metadata, then renames into place; `remove` renames to
-//! `subvolumes/.del-*` first, then drops metadata and subvolume. `init` and `cleanup` sweep
-//! what a crash left behind. Every failure path undoes what it did.
+//! Crash safety: a layer exists exactly when `subvolumes/<id>` is a subvolume, and is then
+//! complete. An empty layer without options is made under its name by one SUBVOL_CREATE, which
+//! is atomic. Every other layer is built under `.tmp-*` and published, record included, by one
+//! rename (staging.rs); applyDiff writes the new tree's data back first. `remove` is one
+//! SNAP_DESTROY, or for a layer holding nested subvolumes a rename to `.del-*` first. `init`
+//! sweeps the temporaries a crash left.
+//!
+//! Durability: btrfs commits in order, so after a crash or a power cut the store is as it was
+//! after some call, with every layer complete or absent. The newest calls may be lost, as a
+//! `mkdir` without `fsync` may: those that returned before the filesystem's next commit (the
+//! periodic one, 30 s by default; any snapshot; `sync`). Everything that returned before a
+//! `sync` that returned is durable.
 
 pub mod diff;
+mod qgroups;
+mod record;
+mod recovery;
 pub mod remap;
+mod staging;
 
-use crate::delete::delete_at;
+pub use record::is_reserved as is_record_xattr;
+
+use crate::delete::{delete_at, destroy_by_name};
 use crate::error::{Code, Context, Error, Result};
 use crate::filesystem;
 use crate::idmap::{IdMap, IdMapping};
-use crate::layer::{self, check_id, LayerMeta};
-use crate::open::{self, entry_exists, open_dir_at, require_btrfs};
+use crate::layer::{check_id, LayerMeta, Origin};
+use crate::mounts;
+use crate::open::{self, open_dir_at, require_btrfs, statx_at};
 use crate::path::check;
 use crate::quota;
-use crate::subvolume::{self, create_at, set_read_only_fd, snapshot_at};
+use crate::subvolume::{self, create_at};
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat2, Flock, FlockArg, OFlag, RenameFlags};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{fchmod, fstat, mkdirat, Mode};
+use nix::sys::stat::{fchmod, mkdirat, Mode};
 use nix::unistd::{fchown, Gid, Uid};
+use record::{Namespace, Record};
+use staging::Staged;
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SUBVOLUMES: &str = "subvolumes";
 const METADATA: &str = "metadata";
 const LOCK: &str = ".lock";
-const PENDING_QGROUPS: &str = ".pending-qgroups";
 
 #[derive(Debug, Clone, Default)]
 pub struct DriverOptions {
@@ -46,7 +62,7 @@ pub struct DriverOptions {
     pub min_space: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateOptions {
     pub mount_label: Option<String>,
     /// Limit on the layer's referenced bytes (a qgroup limit).
@@ -57,18 +73,24 @@ pub struct CreateOptions {
 pub struct Driver {
     home: PathBuf,
     /// The store's directories, open while the driver is; `cleanup` closes them.
-    dirs: std::sync::RwLock<Option<Arc<Dirs>>>,
+    dirs: RwLock<Option<Arc<Dirs>>>,
     uids: IdMapping,
     gids: IdMapping,
     min_space: Option<u64>,
     root_uid: u32,
     root_gid: u32,
+    /// Where the layer records go: `trusted.` with CAP_SYS_ADMIN, else `user.`.
+    record_ns: Namespace,
+    /// The mount `subvolumes/` is on: a layer's name on another mount is covered by a mount.
+    mount_id: u64,
+    /// Whether quotas are on (read at init, set when a size limit turns them on).
+    quotas: AtomicBool,
     state: Mutex<State>,
     seq: AtomicU64,
     /// Whether idmapped mounts work here, found out on first use.
-    idmapped: std::sync::OnceLock<bool>,
+    idmapped: OnceLock<bool>,
     /// Set once BTRFS_IOC_SEND was refused (EPERM): `changes` walks from then on.
-    send_denied: std::sync::atomic::AtomicBool,
+    send_denied: AtomicBool,
 }
 
 struct Dirs {
@@ -87,6 +109,17 @@ struct State {
     mounted: bool,
 }
 
+/// What a layer's name in `subvolumes/` holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Absent,
+    Layer,
+    /// A filesystem is mounted on it: the layer is there, beneath the mount.
+    Covered,
+    /// Anything but a subvolume.
+    Other,
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -102,122 +135,35 @@ impl Driver {
     /// Open (creating if needed) the layer store at `home`, which must be on btrfs.
     pub fn init(home: &Path, opts: DriverOptions) -> Result<Driver> {
         check(home, "init")?;
-        let uids = IdMapping::new(&opts.uid_maps, "uidMaps")?;
-        let gids = IdMapping::new(&opts.gid_maps, "gidMaps")?;
-        let root_uid = uids.to_host(0).map_err(|_| {
-            Error::invalid(
-                Errno::EINVAL,
-                "init",
-                home,
-                "uidMaps do not map container root (0)",
-            )
-        })?;
-        let root_gid = gids.to_host(0).map_err(|_| {
-            Error::invalid(
-                Errno::EINVAL,
-                "init",
-                home,
-                "gidMaps do not map container root (0)",
-            )
-        })?;
+        let (uids, gids) = (
+            IdMapping::new(&opts.uid_maps, "uidMaps")?,
+            IdMapping::new(&opts.gid_maps, "gidMaps")?,
+        );
+        let (root_uid, root_gid) = container_root(&uids, &gids, home)?;
         let home = std::path::absolute(home).map_err(|_| {
             Error::invalid(Errno::EINVAL, "init", home, "cannot make path absolute")
         })?;
-        let prerequisites = |path: &Path| Error {
-            code: Code::Prerequisites,
-            syscall: "statfs",
-            path: Some(path.to_path_buf()),
-            message: "the layer store must be on a btrfs filesystem".into(),
-        };
-        let not_btrfs = |e: Error, path: &Path| {
-            if e.code == Code::NotBtrfs {
-                prerequisites(path)
-            } else {
-                e
-            }
-        };
-
-        let home_fd = match open::open_dir(&home) {
-            Ok(fd) => {
-                require_btrfs(fd.as_fd(), &home).map_err(|e| not_btrfs(e, &home))?;
-                fd
-            }
-            Err(e) if e.is(Errno::ENOENT) => {
-                // A fresh store is its own subvolume, so snapshots of the enclosing subvolume
-                // do not swallow it.
-                let (parent, name) = crate::path::split_parent(&home, "init")?;
-                let pfd = open::open_dir(parent)?;
-                require_btrfs(pfd.as_fd(), parent).map_err(|e| not_btrfs(e, parent))?;
-                match create_at(pfd.as_fd(), name, &home) {
-                    Ok(()) => {}
-                    Err(e) if e.is(Errno::EEXIST) => {}
-                    Err(e) => return Err(e),
-                }
-                let fd = open_dir_at(pfd.as_fd(), name, &home)?;
-                fchmod(&fd, Mode::from_bits_truncate(0o700)).at("fchmod", &home)?;
-                fchown(
-                    &fd,
-                    Some(Uid::from_raw(root_uid)),
-                    Some(Gid::from_raw(root_gid)),
-                )
-                .at("fchown", &home)?;
-                fd
-            }
-            Err(e) => return Err(e),
-        };
-
-        let lock_path = home.join(LOCK);
-        let lock_fd = openat(
-            &home_fd,
-            LOCK,
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::from_bits_truncate(0o600),
-        )
-        .at("openat", &lock_path)?;
-        let lock = Flock::lock(File::from(lock_fd), FlockArg::LockExclusiveNonblock).map_err(
-            |(_, e)| {
-                if e == Errno::EWOULDBLOCK {
-                    Error::invalid(
-                        Errno::EBUSY,
-                        "flock",
-                        &lock_path,
-                        "the layer store is in use by another driver (process)",
-                    )
-                } else {
-                    Error::sys(e, "flock", &lock_path)
-                }
-            },
-        )?;
-        drop(home_fd);
-
-        let mounted = make_private(&home)?;
-        let finish = || -> Result<Driver> {
-            let home_fd = open::open_dir(&home)?;
-            for dir in [SUBVOLUMES, METADATA] {
-                match mkdirat(&home_fd, dir, Mode::from_bits_truncate(0o700)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(Error::sys(e, "mkdirat", &home.join(dir))),
-                }
-            }
-            let subvolumes = open_dir_at(
-                home_fd.as_fd(),
-                OsStr::new(SUBVOLUMES),
-                &home.join(SUBVOLUMES),
-            )?;
-            let metadata =
-                open_dir_at(home_fd.as_fd(), OsStr::new(METADATA), &home.join(METADATA))?;
-            let pending = read_pending(metadata.as_fd(), &home);
+        open_or_make_home(&home, root_uid, root_gid)?;
+        let lock = lock_store(&home)?;
+        let mounted = mounts::make_private(&home)?;
+        let open = || -> Result<Driver> {
+            let dirs = open_dirs(&home)?;
+            let sub = dirs.subvolumes.as_fd();
+            let record_ns = Namespace::probe(sub, &home.join(SUBVOLUMES))?;
+            let mount_id = open::mount_id(sub, &home)?;
+            let quotas = quota::enabled(sub, &home)?;
+            let pending = qgroups::read_pending(dirs.metadata.as_fd());
             let driver = Driver {
                 home: home.clone(),
-                dirs: std::sync::RwLock::new(Some(Arc::new(Dirs {
-                    subvolumes,
-                    metadata,
-                }))),
+                dirs: RwLock::new(Some(Arc::new(dirs))),
                 uids,
                 gids,
                 min_space: opts.min_space,
                 root_uid,
                 root_gid,
+                record_ns,
+                mount_id,
+                quotas: AtomicBool::new(quotas),
                 state: Mutex::new(State {
                     refs: HashMap::new(),
                     pending_qgroups: pending,
@@ -225,15 +171,15 @@ impl Driver {
                     mounted,
                 }),
                 seq: AtomicU64::new(0),
-                send_denied: std::sync::atomic::AtomicBool::new(false),
-                idmapped: std::sync::OnceLock::new(),
+                idmapped: OnceLock::new(),
+                send_denied: AtomicBool::new(false),
             };
             driver.recover()?;
             Ok(driver)
         };
-        finish().inspect_err(|_| {
+        open().inspect_err(|_| {
             if mounted {
-                let _ = umount2(&home, MntFlags::MNT_DETACH);
+                let _ = mounts::unmount(&home);
             }
         })
     }
@@ -262,6 +208,22 @@ impl Driver {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The store's open directories; EINVAL once `cleanup` ran.
+    fn dirs(&self) -> Result<Arc<Dirs>> {
+        self.dirs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Error::invalid(
+                    Errno::EINVAL,
+                    "driver",
+                    &self.home,
+                    "the driver was cleaned up; init it again",
+                )
+            })
+    }
+
     /// The id maps for recorded layer maps: the driver's when none are recorded.
     fn mappings(
         &self,
@@ -280,91 +242,109 @@ impl Driver {
         ))
     }
 
-    /// The id maps layer `id` is stored under.
-    fn mappings_of(&self, id: &str) -> Result<(IdMapping, IdMapping)> {
-        let dirs = self.dirs()?;
-        let meta = layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?;
-        self.mappings(&meta.uid_maps, &meta.gid_maps)
+    /// The id maps the layer whose root is `fd` is stored under.
+    fn mappings_of(&self, fd: BorrowedFd<'_>, id: &str) -> Result<(IdMapping, IdMapping)> {
+        let rec = self.record(fd, id)?;
+        self.mappings(&rec.uid_maps, &rec.gid_maps)
     }
 
-    /// The store's open directories; EINVAL once `cleanup` ran.
-    fn dirs(&self) -> Result<Arc<Dirs>> {
-        self.dirs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                Error::invalid(
-                    Errno::EINVAL,
-                    "driver",
-                    &self.home,
-                    "the driver was cleaned up; init it again",
-                )
-            })
+    /// The record of the layer whose root is `fd`.
+    fn record(&self, fd: BorrowedFd<'_>, id: &str) -> Result<Record> {
+        record::read(fd, self.record_ns, &self.layer_path(id))
     }
 
-    /// Remove what a crash left: temporary and half-removed subvolumes, temporary metadata
-    /// files, metadata of layers that do not exist; re-apply persisted size limits.
-    fn recover(&self) -> Result<()> {
+    /// What the name `id` (a checked id) holds in `subvolumes/`: one statx.
+    fn entry(&self, id: &str) -> Result<Entry> {
         let dirs = self.dirs()?;
-        let sub = dirs.subvolumes.as_fd();
-        for name in dir_names(sub, &self.subvolumes_path())? {
-            if name.starts_with(".tmp-") || name.starts_with(".del-") {
-                let shown = self.subvolumes_path().join(&name);
-                match delete_at(sub, OsStr::new(&name), true, &shown) {
-                    Ok(()) => {}
-                    // Not a subvolume: a crash between mkdir-like steps; nothing of ours is inside.
-                    Err(e) if e.is(Errno::EINVAL) => remove_plain(sub, &name, &shown)?,
-                    Err(e) => return Err(e),
-                }
-            }
+        let name = CString::new(id).expect("a checked id has no NUL");
+        let mask = libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID;
+        let stx = match statx_at(
+            dirs.subvolumes.as_fd(),
+            &name,
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            mask,
+        ) {
+            Ok(stx) => stx,
+            Err(Errno::ENOENT) => return Ok(Entry::Absent),
+            Err(e) => return Err(Error::sys(e, "statx", &self.layer_path(id))),
+        };
+        let mount_root = stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+            && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+        let other_mount = stx.stx_mask & libc::STATX_MNT_ID != 0
+            && self.mount_id != 0
+            && stx.stx_mnt_id != self.mount_id;
+        if mount_root || other_mount {
+            return Ok(Entry::Covered);
         }
-        let mut limits = Vec::new();
-        for name in dir_names(dirs.metadata.as_fd(), &self.home.join(METADATA))? {
-            let shown = self.home.join(METADATA).join(&name);
-            if name.starts_with(".tmp-") {
-                nix::unistd::unlinkat(
-                    &dirs.metadata,
-                    name.as_str(),
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                )
-                .at("unlinkat", &shown)?;
-            } else if let Some(id) = layer::id_of_file(&name) {
-                if !self.is_layer(id)? {
-                    layer::remove(dirs.metadata.as_fd(), id, &shown)?;
-                } else if let Ok(meta) = layer::read(dirs.metadata.as_fd(), id, &shown) {
-                    if let Some(size) = meta.size {
-                        limits.push((meta.id, size));
-                    }
-                }
-            }
-        }
-        if !limits.is_empty() {
-            quota::enable(sub, &self.home)?;
-            for (id, size) in limits {
-                let path = self.layer_path(&id);
-                let fd = open_dir_at(sub, OsStr::new(&id), &path)?;
-                if quota::limit_of(sub, open::subvolume_id(fd.as_fd(), &path)?, &path)?
-                    != Some(size)
-                {
-                    quota::limit(fd.as_fd(), size, &path)?;
-                }
-            }
-        }
-        self.retry_pending_qgroups();
-        Ok(())
+        let dir = u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
+        Ok(if dir && stx.stx_ino == crate::ioctl::FIRST_FREE_OBJECTID {
+            Entry::Layer
+        } else {
+            Entry::Other
+        })
     }
 
     fn is_layer(&self, id: &str) -> Result<bool> {
-        let dirs = self.dirs()?;
-        match nix::sys::stat::fstatat(
-            &dirs.subvolumes,
-            id,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => Ok(open::is_subvolume_root(&st)),
-            Err(Errno::ENOENT) => Ok(false),
-            Err(e) => Err(Error::sys(e, "fstatat", &self.layer_path(id))),
+        Ok(matches!(self.entry(id)?, Entry::Layer | Entry::Covered))
+    }
+
+    /// Check `id` and open its layer: ENOENT when there is none, EBUSY when a filesystem is
+    /// mounted on it.
+    fn require_layer(&self, id: &str, op: &'static str) -> Result<OwnedFd> {
+        check_id(id, op)?;
+        let path = self.layer_path(id);
+        match self.entry(id)? {
+            Entry::Layer => open_dir_at(self.dirs()?.subvolumes.as_fd(), OsStr::new(id), &path),
+            Entry::Covered => Err(Error::invalid(
+                Errno::EBUSY,
+                op,
+                &path,
+                "a filesystem is mounted on the layer",
+            )),
+            Entry::Absent | Entry::Other => Err(Error::invalid(
+                Errno::ENOENT,
+                op,
+                &path,
+                "layer does not exist",
+            )),
+        }
+    }
+
+    /// Check `id` for a new layer: EEXIST when the name is taken.
+    fn require_new(&self, id: &str, op: &'static str) -> Result<()> {
+        check_id(id, op)?;
+        if self.entry(id)? != Entry::Absent {
+            return Err(Error::invalid(
+                Errno::EEXIST,
+                op,
+                &self.layer_path(id),
+                "layer already exists",
+            ));
+        }
+        Ok(())
+    }
+
+    /// EBUSY while layer `id` is held by a `get` without its `put`.
+    fn require_unheld(&self, id: &str, op: &'static str) -> Result<()> {
+        if self.state().refs.contains_key(id) {
+            return Err(Error::invalid(
+                Errno::EBUSY,
+                op,
+                &self.layer_path(id),
+                "layer is in use (get without put)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, id: &str, size: Option<u64>) -> Result<()> {
+        let bad = |why: String| Error::invalid(Errno::EINVAL, "create", &self.layer_path(id), why);
+        match (size, self.min_space) {
+            (Some(0), _) => Err(bad("size must be positive".into())),
+            (Some(size), Some(min)) if size < min => {
+                Err(bad(format!("size {size} is below minSpace {min}")))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -372,231 +352,138 @@ impl Driver {
     pub fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOptions) -> Result<()> {
         let dirs = self.dirs()?;
         check_id(id, "create")?;
-        if let Some(p) = parent {
-            check_id(p, "create")?;
-        }
-        if let (Some(size), Some(min)) = (opts.size, self.min_space) {
-            if size < min {
-                return Err(Error::invalid(
-                    Errno::EINVAL,
-                    "create",
-                    &self.layer_path(id),
-                    format!("size {size} is below minSpace {min}"),
-                ));
-            }
-        }
-        if opts.size == Some(0) {
-            return Err(Error::invalid(
-                Errno::EINVAL,
-                "create",
-                &self.layer_path(id),
-                "size must be positive",
-            ));
-        }
-        let sub = dirs.subvolumes.as_fd();
-        if entry_exists(sub, OsStr::new(id), &self.layer_path(id))? {
-            return Err(Error::invalid(
-                Errno::EEXIST,
-                "create",
-                &self.layer_path(id),
-                "layer already exists",
-            ));
-        }
-        let parent_fd = match parent {
-            Some(p) => {
-                if !self.is_layer(p)? {
-                    return Err(Error::invalid(
-                        Errno::ENOENT,
-                        "create",
-                        &self.layer_path(p),
-                        "parent layer does not exist",
-                    ));
-                }
-                Some(open_dir_at(sub, OsStr::new(p), &self.layer_path(p))?)
-            }
+        self.check_size(id, opts.size)?;
+        let source = match parent {
+            Some(p) => Some(self.require_layer(p, "create")?),
             None => None,
         };
-
-        let tmp = self.temp_name("tmp", id);
-        let tmp_path = self.subvolumes_path().join(&tmp);
-        match &parent_fd {
-            Some(pfd) => snapshot_at(pfd.as_fd(), sub, OsStr::new(&tmp), false, &tmp_path)?,
-            None => create_at(sub, OsStr::new(&tmp), &tmp_path)?,
-        }
-        let built = self.finish_create(id, parent, opts, &tmp, &tmp_path);
-        if built.is_err() {
-            let _ = delete_at(sub, OsStr::new(&tmp), true, &tmp_path);
-            let _ = layer::remove(dirs.metadata.as_fd(), id, &tmp_path);
-        }
-        built
-    }
-
-    fn finish_create(
-        &self,
-        id: &str,
-        parent: Option<&str>,
-        opts: &CreateOptions,
-        tmp: &str,
-        tmp_path: &Path,
-    ) -> Result<()> {
-        let dirs = self.dirs()?;
-        let sub = dirs.subvolumes.as_fd();
-        let fd = open_dir_at(sub, OsStr::new(tmp), tmp_path)?;
         // A child of a remapped layer keeps that layer's maps.
-        let inherited = match parent {
-            Some(p) => layer::read(dirs.metadata.as_fd(), p, &self.layer_path(p))
-                .map(|m| (m.uid_maps, m.gid_maps))
-                .unwrap_or((None, None)),
-            None => (None, None),
+        let inherited = match (&source, parent) {
+            (Some(fd), Some(p)) => {
+                let rec = self.record(fd.as_fd(), p)?;
+                (rec.uid_maps, rec.gid_maps)
+            }
+            _ => (None, None),
         };
         let (uids, gids) = self.mappings(&inherited.0, &inherited.1)?;
-        let (root_uid, root_gid) = (
+        let root = (
             uids.to_host(0).unwrap_or(self.root_uid),
             gids.to_host(0).unwrap_or(self.root_gid),
         );
-        if root_uid != 0 || root_gid != 0 {
-            fchown(
-                &fd,
-                Some(Uid::from_raw(root_uid)),
-                Some(Gid::from_raw(root_gid)),
+        if source.is_none() && root == (0, 0) && *opts == CreateOptions::default() {
+            // The common case at the cost of its one ioctl: an empty layer needs no record,
+            // and SUBVOL_CREATE is atomic.
+            return create_at(
+                dirs.subvolumes.as_fd(),
+                OsStr::new(id),
+                &self.layer_path(id),
             )
-            .at("fchown", tmp_path)?;
+            .map_err(|e| self.exists_error(e, id, "create"));
+        }
+        self.require_new(id, "create")?;
+        let staged = match &source {
+            Some(fd) => Staged::snapshot(self, fd.as_fd(), id)?,
+            None => Staged::empty(self, id)?,
+        };
+        drop(source);
+        if root != (0, 0) {
+            fchown(
+                staged.fd(),
+                Some(Uid::from_raw(root.0)),
+                Some(Gid::from_raw(root.1)),
+            )
+            .at("fchown", staged.path())?;
         }
         if let Some(label) = &opts.mount_label {
-            set_label(fd.as_fd(), label, tmp_path)?;
+            set_label(staged.fd(), label, staged.path())?;
         }
         if let Some(size) = opts.size {
-            quota::enable(sub, &self.home)?;
-            quota::limit(fd.as_fd(), size, tmp_path)?;
+            self.enable_quotas(dirs.subvolumes.as_fd())?;
+            quota::limit(staged.fd(), size, staged.path())?;
         }
-        if opts.read_only {
-            set_read_only_fd(fd.as_fd(), true, tmp_path)?;
-        }
-        let info = subvolume::info_fd(fd.as_fd(), tmp_path)?;
-        let meta = LayerMeta {
-            id: id.to_string(),
+        let info = staged.info()?;
+        let rec = Record {
             parent: parent.map(str::to_string),
-            created: now_ms(),
-            read_only: opts.read_only,
+            created: Some(now_ms()),
             size: opts.size,
-            subvolume_id: info.id,
             mount_label: opts.mount_label.clone(),
             uid_maps: inherited.0,
             gid_maps: inherited.1,
             uuid: Some(subvolume::uuid_string(&info.uuid)),
-            origin: parent.and_then(|_| layer::Origin::of(&info)),
+            origin: parent.and_then(|_| Origin::of(&info)),
         };
-        drop(fd);
-        layer::write(
-            dirs.metadata.as_fd(),
-            &meta,
-            &self.temp_name("tmp", id),
-            tmp_path,
-        )?;
-        // The commit point: the layer appears complete, or not at all.
-        renameat2(sub, tmp, sub, id, RenameFlags::RENAME_NOREPLACE).map_err(|e| {
-            if e == Errno::EEXIST {
-                Error::invalid(
-                    Errno::EEXIST,
-                    "create",
-                    &self.layer_path(id),
-                    "layer already exists",
-                )
-            } else {
-                Error::sys(e, "renameat2", &self.layer_path(id))
-            }
-        })?;
-        Ok(())
+        staged.publish(id, &rec, opts.read_only)
     }
 
-    /// Remove layer `id` with every subvolume nested in it, its metadata and its qgroup.
+    /// An EEXIST from the kernel as "layer already exists".
+    fn exists_error(&self, e: Error, id: &str, op: &'static str) -> Error {
+        if e.is(Errno::EEXIST) {
+            Error::invalid(
+                Errno::EEXIST,
+                op,
+                &self.layer_path(id),
+                "layer already exists",
+            )
+        } else {
+            e
+        }
+    }
+
+    /// Remove layer `id` with every subvolume nested in it, and its qgroup.
     pub fn remove(&self, id: &str) -> Result<()> {
         let dirs = self.dirs()?;
         check_id(id, "remove")?;
+        self.require_unheld(id, "remove")?;
         let path = self.layer_path(id);
-        if self.state().refs.contains_key(id) {
-            return Err(Error::invalid(
-                Errno::EBUSY,
-                "remove",
-                &path,
-                "layer is in use (get without put)",
-            ));
-        }
-        if !self.is_layer(id)? {
-            return Err(Error::invalid(
-                Errno::ENOENT,
-                "remove",
-                &path,
-                "layer does not exist",
-            ));
-        }
         let sub = dirs.subvolumes.as_fd();
-        let subvolume_id =
-            open::subvolume_id(open_dir_at(sub, OsStr::new(id), &path)?.as_fd(), &path)?;
+        let qgroup = if self.quotas_on() {
+            let fd = self.require_layer(id, "remove")?;
+            Some(open::subvolume_id(fd.as_fd(), &path)?)
+        } else {
+            match self.entry(id)? {
+                Entry::Layer => None,
+                _ => return self.require_layer(id, "remove").map(drop),
+            }
+        };
+        // One SNAP_DESTROY is atomic. The kernel refuses a layer holding nested subvolumes
+        // (ENOTEMPTY), and one it may not delete as it is (a read-only one without
+        // CAP_SYS_ADMIN): those take the long way.
+        match destroy_by_name(sub, OsStr::new(id), &path) {
+            Ok(()) => {}
+            Err(e)
+                if [Errno::ENOTEMPTY, Errno::EPERM, Errno::EACCES, Errno::EROFS]
+                    .iter()
+                    .any(|&n| e.is(n)) =>
+            {
+                self.remove_nested(id)?
+            }
+            Err(e) if e.is(Errno::ENOENT) => return self.require_layer(id, "remove").map(drop),
+            Err(e) => return Err(e),
+        }
+        // With quotas on, every subvolume has a qgroup (0/id) that outlives it unless destroyed.
+        if let Some(q) = qgroup {
+            self.release_qgroup_later(q);
+        }
+        Ok(())
+    }
+
+    /// Remove a layer whose subvolume cannot go in one SNAP_DESTROY.
+    fn remove_nested(&self, id: &str) -> Result<()> {
+        let dirs = self.dirs()?;
+        let sub = dirs.subvolumes.as_fd();
         let del = self.temp_name("del", id);
         // The commit point: from here on the layer is gone, whatever happens next.
         renameat2(sub, id, sub, del.as_str(), RenameFlags::RENAME_NOREPLACE)
-            .at("renameat2", &path)?;
-        layer::remove(dirs.metadata.as_fd(), id, &path)?;
+            .at("renameat2", &self.layer_path(id))?;
         let del_path = self.subvolumes_path().join(&del);
-        delete_at(sub, OsStr::new(&del), true, &del_path)?;
-        // With quotas on, every subvolume has a qgroup (0/id) that outlives it unless destroyed.
-        if quota::enabled(sub, &self.home)? {
-            self.state().pending_qgroups.insert(subvolume_id);
-            self.retry_pending_qgroups();
-        }
-        Ok(())
-    }
-
-    /// Destroy qgroups of removed layers that the kernel has finished dropping.
-    fn retry_pending_qgroups(&self) {
-        let Ok(dirs) = self.dirs() else { return };
-        let mut st = self.state();
-        if st.pending_qgroups.is_empty() {
-            return;
-        }
-        let sub = dirs.subvolumes.as_fd();
-        st.pending_qgroups
-            .retain(|&q| !matches!(quota::destroy(sub, q, &self.home), Ok(true)));
-        write_pending(dirs.metadata.as_fd(), &st.pending_qgroups);
-    }
-
-    /// Commit, wait for the kernel to drop removed layers, and destroy their qgroups (the
-    /// wait needs Linux 6.13+; elsewhere only what is already dropped goes).
-    pub fn release_qgroups(&self) -> Result<()> {
-        let dirs = self.dirs()?;
-        let pending: Vec<u64> = self.state().pending_qgroups.iter().copied().collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        // BTRFS_IOC_SYNC commits and wakes the cleaner, which drops deleted subvolumes; else
-        // it would wait for the next periodic commit, up to 30 s away.
-        // SAFETY: BTRFS_IOC_SYNC takes no argument.
-        unsafe { crate::ioctl::sync_fs(std::os::fd::AsRawFd::as_raw_fd(&dirs.subvolumes)) }
-            .at("BTRFS_IOC_SYNC", &self.home)?;
-        for q in pending {
-            quota::wait_dropped(dirs.subvolumes.as_fd(), q, &self.home)?;
-        }
-        drop(dirs);
-        self.retry_pending_qgroups();
-        Ok(())
+        delete_at(sub, OsStr::new(&del), true, &del_path)
     }
 
     /// The absolute path of layer `id`, held until `put`.
     pub fn get(&self, id: &str, mount_label: Option<&str>) -> Result<PathBuf> {
-        let dirs = self.dirs()?;
-        check_id(id, "get")?;
+        let fd = self.require_layer(id, "get")?;
         let path = self.layer_path(id);
-        if !self.is_layer(id)? {
-            return Err(Error::invalid(
-                Errno::ENOENT,
-                "get",
-                &path,
-                "layer does not exist",
-            ));
-        }
         if let Some(label) = mount_label {
-            let fd = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
             set_label(fd.as_fd(), label, &path)?;
         }
         *self.state().refs.entry(id.to_string()).or_insert(0) += 1;
@@ -625,8 +512,9 @@ impl Driver {
     }
 
     /// How many `get`s of layer `id` are not yet `put`.
-    pub fn ref_count(&self, id: &str) -> u32 {
-        self.state().refs.get(id).copied().unwrap_or(0)
+    pub fn ref_count(&self, id: &str) -> Result<u32> {
+        check_id(id, "refCount")?;
+        Ok(self.state().refs.get(id).copied().unwrap_or(0))
     }
 
     pub fn exists(&self, id: &str) -> Result<bool> {
@@ -647,24 +535,16 @@ impl Driver {
     }
 
     pub fn metadata(&self, id: &str) -> Result<LayerMeta> {
+        let fd = self.require_layer(id, "getMetadata")?;
+        let info = subvolume::info_fd(fd.as_fd(), &self.layer_path(id))?;
+        Ok(self.record(fd.as_fd(), id)?.view(id, &info))
+    }
+
+    /// Make every call that returned before this one durable: write back the filesystem's
+    /// data and commit (syncfs, then START_SYNC + WAIT_SYNC).
+    pub fn sync(&self) -> Result<()> {
         let dirs = self.dirs()?;
-        check_id(id, "getMetadata")?;
-        let path = self.layer_path(id);
-        if !self.is_layer(id)? {
-            return Err(Error::invalid(
-                Errno::ENOENT,
-                "getMetadata",
-                &path,
-                "layer does not exist",
-            ));
-        }
-        let mut meta = layer::read(dirs.metadata.as_fd(), id, &path)?;
-        // applyDiff swaps in a new subvolume; the live id is the truth.
-        meta.subvolume_id = open::subvolume_id(
-            open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?.as_fd(),
-            &path,
-        )?;
-        Ok(meta)
+        filesystem::sync_fd(dirs.subvolumes.as_fd(), &self.home)
     }
 
     /// `[key, value]` pairs describing the store, as a graph driver's Status reports them.
@@ -735,7 +615,7 @@ impl Driver {
         }
         let mut st = self.state();
         if st.mounted {
-            umount2(&self.home, MntFlags::MNT_DETACH).at("umount2", &self.home)?;
+            mounts::unmount(&self.home)?;
             st.mounted = false;
         }
         st.lock = None;
@@ -751,23 +631,13 @@ impl Driver {
         uid_maps: &[IdMap],
         gid_maps: &[IdMap],
     ) -> Result<()> {
-        let dirs = self.dirs()?;
         check_id(id, "mountIdmapped")?;
         check(target, "mountIdmapped")?;
         let shown_uids = IdMapping::new(uid_maps, "uidMaps")?;
         let shown_gids = IdMapping::new(gid_maps, "gidMaps")?;
-        let path = self.layer_path(id);
-        if !self.is_layer(id)? {
-            return Err(Error::invalid(
-                Errno::ENOENT,
-                "mountIdmapped",
-                &path,
-                "layer does not exist",
-            ));
-        }
-        let layer = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
+        let layer = self.require_layer(id, "mountIdmapped")?;
         open::open_dir(target)?;
-        let (stored_uids, stored_gids) = self.mappings_of(id)?;
+        let (stored_uids, stored_gids) = self.mappings_of(layer.as_fd(), id)?;
         let ns = crate::idmount::user_namespace(
             &crate::idmount::compose(&stored_uids, &shown_uids),
             &crate::idmount::compose(&stored_gids, &shown_gids),
@@ -790,76 +660,98 @@ impl Drop for Driver {
     }
 }
 
-/// Make home a private mount (bound onto itself unless it already is a mount point), as
-/// container engines do, so layer mounts do not propagate. Ok(true) when we bind-mounted.
-/// Without the privilege (EPERM) the store works without it.
-fn make_private(home: &Path) -> Result<bool> {
-    let fd = open::open_dir(home)?;
-    let parent = open::open_dir(&home.join(".."))?;
-    let is_mount = open::mount_id(fd.as_fd(), home)? != open::mount_id(parent.as_fd(), home)?;
-    let mut bound = false;
-    if is_mount && is_self_bind(home) {
-        // Our own bind mount, left by a driver that crashed: adopt it so cleanup undoes it.
-        bound = true;
-    } else if !is_mount {
-        match mount(
-            Some(home),
+/// The host ids container root (0) maps to; EINVAL when the maps leave it out.
+fn container_root(uids: &IdMapping, gids: &IdMapping, home: &Path) -> Result<(u32, u32)> {
+    let unmapped = |what: &str| {
+        Error::invalid(
+            Errno::EINVAL,
+            "init",
             home,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        ) {
-            Ok(()) => bound = true,
-            Err(Errno::EPERM) | Err(Errno::EACCES) => return Ok(false),
-            Err(e) => return Err(Error::sys(e, "mount", home)),
-        }
-    }
-    match mount(
-        None::<&str>,
-        home,
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    ) {
-        Ok(()) => Ok(bound),
-        Err(Errno::EPERM) | Err(Errno::EACCES) if !bound => Ok(false),
-        Err(e) => {
-            if bound {
-                let _ = umount2(home, MntFlags::MNT_DETACH);
+            format!("{what} do not map container root (0)"),
+        )
+    };
+    Ok((
+        uids.to_host(0).map_err(|_| unmapped("uidMaps"))?,
+        gids.to_host(0).map_err(|_| unmapped("gidMaps"))?,
+    ))
+}
+
+/// Check that `home` is on btrfs, or make it: a fresh store is a subvolume of its own (so
+/// snapshots of the enclosing subvolume do not swallow it), mode 0700, owned by container root.
+fn open_or_make_home(home: &Path, root_uid: u32, root_gid: u32) -> Result<()> {
+    let prerequisites = |e: Error, path: &Path| {
+        if e.code == Code::NotBtrfs {
+            Error {
+                code: Code::Prerequisites,
+                syscall: "statfs",
+                path: Some(path.to_path_buf()),
+                message: "the layer store must be on a btrfs filesystem".into(),
             }
-            Err(Error::sys(e, "mount", home))
+        } else {
+            e
         }
+    };
+    match open::open_dir(home) {
+        Ok(fd) => require_btrfs(fd.as_fd(), home).map_err(|e| prerequisites(e, home)),
+        Err(e) if e.is(Errno::ENOENT) => {
+            let (parent, name) = crate::path::split_parent(home, "init")?;
+            let pfd = open::open_dir(parent)?;
+            require_btrfs(pfd.as_fd(), parent).map_err(|e| prerequisites(e, parent))?;
+            match create_at(pfd.as_fd(), name, home) {
+                Err(e) if !e.is(Errno::EEXIST) => return Err(e),
+                _ => {}
+            }
+            let fd = open_dir_at(pfd.as_fd(), name, home)?;
+            fchmod(&fd, Mode::from_bits_truncate(0o700)).at("fchmod", home)?;
+            fchown(
+                &fd,
+                Some(Uid::from_raw(root_uid)),
+                Some(Gid::from_raw(root_gid)),
+            )
+            .at("fchown", home)
+        }
+        Err(e) => Err(e),
     }
 }
 
-/// Whether the mount on `home` is a bind of a directory of the same filesystem as the mount
-/// below it (what `make_private` creates), not a filesystem of its own.
-fn is_self_bind(home: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    // Fields: id parent major:minor root mount-point ...
-    let rows: Vec<Vec<&str>> = info
-        .lines()
-        .map(|l| l.split(' ').collect())
-        .filter(|f: &Vec<&str>| f.len() > 4)
-        .collect();
-    let target = home.to_string_lossy();
-    let Some(top) = rows.iter().rev().find(|f| unescape(f[4]) == target) else {
-        return false;
-    };
-    let Some(below) = rows.iter().find(|f| f[0] == top[1]) else {
-        return false;
-    };
-    top[2] == below[2] && top[3] != "/"
+/// Take the store's exclusive lock: EBUSY while another driver (process) holds it.
+fn lock_store(home: &Path) -> Result<Flock<File>> {
+    let lock_path = home.join(LOCK);
+    let fd = openat(
+        nix::fcntl::AT_FDCWD,
+        &lock_path,
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    )
+    .at("openat", &lock_path)?;
+    Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == Errno::EWOULDBLOCK {
+            Error::invalid(
+                Errno::EBUSY,
+                "flock",
+                &lock_path,
+                "the layer store is in use by another driver (process)",
+            )
+        } else {
+            Error::sys(e, "flock", &lock_path)
+        }
+    })
 }
 
-/// Undo mountinfo's octal escapes of space, tab, newline and backslash.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+/// Open `subvolumes/` and `metadata/` under home, making them when missing.
+fn open_dirs(home: &Path) -> Result<Dirs> {
+    let home_fd = open::open_dir(home)?;
+    let open = |dir: &str| -> Result<OwnedFd> {
+        match mkdirat(&home_fd, dir, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Error::sys(e, "mkdirat", &home.join(dir))),
+        }
+        open_dir_at(home_fd.as_fd(), OsStr::new(dir), &home.join(dir))
+    };
+    Ok(Dirs {
+        subvolumes: open(SUBVOLUMES)?,
+        metadata: open(METADATA)?,
+    })
 }
 
 /// Set the SELinux label of a layer root; without SELinux the label is accepted and ignored.
@@ -867,18 +759,17 @@ fn set_label(fd: BorrowedFd<'_>, label: &str, shown: &Path) -> Result<()> {
     if label.is_empty() || !selinux_enabled() {
         return Ok(());
     }
-    let proc_path = format!("/proc/self/fd/{}\0", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    // SAFETY: both strings are NUL-terminated and live for the call.
+    // SAFETY: the name is NUL-terminated; the value is readable for label.len() bytes.
     let r = unsafe {
-        libc::setxattr(
-            proc_path.as_ptr() as *const libc::c_char,
+        libc::fsetxattr(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
             c"security.selinux".as_ptr(),
-            label.as_ptr() as *const libc::c_void,
+            label.as_ptr().cast(),
             label.len(),
             0,
         )
     };
-    Errno::result(r).map(|_| ()).at("setxattr", shown)
+    Errno::result(r).map(drop).at("fsetxattr", shown)
 }
 
 /// Names in directory `dir` (not `.`/`..`).
@@ -899,63 +790,4 @@ fn dir_names(dir: BorrowedFd<'_>, shown: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// Remove a plain (non-subvolume) temporary directory left by a crash.
-fn remove_plain(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> Result<()> {
-    let fd = open_dir_at(dir, OsStr::new(name), shown)?;
-    let st = fstat(&fd).at("fstat", shown)?;
-    if st.st_nlink <= 2 {
-        return nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::RemoveDir)
-            .at("unlinkat", shown);
-    }
-    Err(Error::invalid(
-        Errno::ENOTEMPTY,
-        "unlinkat",
-        shown,
-        "leftover temporary directory is not empty",
-    ))
-}
-
-fn read_pending(dir: BorrowedFd<'_>, home: &Path) -> BTreeSet<u64> {
-    let shown = home.join(METADATA).join(PENDING_QGROUPS);
-    let Ok(fd) = openat(
-        dir,
-        PENDING_QGROUPS,
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    ) else {
-        return BTreeSet::new();
-    };
-    let _ = shown;
-    std::io::read_to_string(File::from(fd))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-fn write_pending(dir: BorrowedFd<'_>, ids: &BTreeSet<u64>) {
-    use std::io::Write;
-    if ids.is_empty() {
-        let _ = nix::unistd::unlinkat(
-            dir,
-            PENDING_QGROUPS,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
-        return;
-    }
-    let tmp = ".tmp-pending-qgroups";
-    let Ok(fd) = openat(
-        dir,
-        tmp,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(0o600),
-    ) else {
-        return;
-    };
-    let body: String = ids.iter().map(|q| format!("{q}\n")).collect();
-    if File::from(fd).write_all(body.as_bytes()).is_ok() {
-        let _ = nix::fcntl::renameat(dir, tmp, dir, PENDING_QGROUPS);
-    }
 }

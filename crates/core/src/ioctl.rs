@@ -119,6 +119,8 @@ pub const FS_TREE_OBJECTID: u64 = 5;
 pub const ROOT_TREE_OBJECTID: u64 = 1;
 /// `BTRFS_ROOT_REF_KEY`: an item in the root tree linking a parent subvolume to a child.
 pub const ROOT_REF_KEY: u32 = 156;
+/// A subvolume's root item in the root tree (`BTRFS_ROOT_ITEM_KEY`).
+pub const ROOT_ITEM_KEY: u32 = 132;
 /// `BTRFS_SUPER_MAGIC` as reported in `statfs.f_type`.
 pub const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 
@@ -315,15 +317,6 @@ pub struct QgroupCreateArgs {
     pub qgroupid: u64,
 }
 
-/// `struct btrfs_ioctl_subvol_wait` (Linux 6.13; newer than the C header the layout test uses).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct SubvolWait {
-    pub subvolid: u64,
-    pub mode: u32,
-    pub count: u32,
-}
-
 pub const QUOTA_CTL_ENABLE: u64 = 1;
 pub const QGROUP_LIMIT_MAX_RFER: u64 = 1 << 0;
 /// The quota tree (`BTRFS_QUOTA_TREE_OBJECTID`).
@@ -332,8 +325,6 @@ pub const QGROUP_STATUS_KEY: u32 = 240;
 pub const QGROUP_INFO_KEY: u32 = 242;
 pub const QGROUP_LIMIT_KEY: u32 = 244;
 pub const QGROUP_STATUS_FLAG_ON: u64 = 1 << 0;
-/// `BTRFS_SUBVOL_SYNC_WAIT_FOR_ONE`: wait until subvolume `subvolid` is fully cleaned.
-pub const SUBVOL_SYNC_WAIT_FOR_ONE: u32 = 0;
 
 #[repr(C)]
 pub struct SendArgs {
@@ -401,7 +392,6 @@ ioctl_readwrite!(quota_ctl, BTRFS_IOCTL_MAGIC, 40, QuotaCtlArgs);
 ioctl_write_ptr!(qgroup_create, BTRFS_IOCTL_MAGIC, 42, QgroupCreateArgs);
 // The kernel header declares QGROUP_LIMIT as _IOR although userspace passes the limit in.
 ioctl_read!(qgroup_limit, BTRFS_IOCTL_MAGIC, 43, QgroupLimitArgs);
-ioctl_write_ptr!(subvol_sync_wait, BTRFS_IOCTL_MAGIC, 65, SubvolWait);
 ioctl_none!(sync_fs, BTRFS_IOCTL_MAGIC, 8);
 
 /// The bytes of a NUL-terminated C string held in a fixed array.

@@ -1,7 +1,12 @@
-//! Whether anything is mounted inside a directory, from the mount table
-//! (`/proc/thread-self/mountinfo`).
+//! The store's mounts: whether anything is mounted inside a directory, from the mount table
+//! (`/proc/thread-self/mountinfo`), and the private bind mount of the store's home.
 
+use crate::error::{Context, Error, Result};
+use crate::open;
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -19,12 +24,45 @@ pub fn mounted_inside(fd: BorrowedFd<'_>, mnt_id: u64) -> bool {
     let Ok(dir) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
         return true;
     };
-    let table = std::fs::read("/proc/thread-self/mountinfo")
-        .or_else(|_| std::fs::read("/proc/self/mountinfo"));
-    let Ok(table) = table else {
+    let Some(table) = read_table() else {
         return true;
     };
     mounted_inside_of(&table, &dir, mnt_id)
+}
+
+/// One line of the mount table.
+struct Mount<'t> {
+    id: Option<u64>,
+    parent: Option<u64>,
+    /// The device (`major:minor`).
+    dev: &'t [u8],
+    /// The directory of its filesystem that is mounted (`/` unless a bind of a subdirectory).
+    root: &'t [u8],
+    point: PathBuf,
+}
+
+/// The mount table's lines, in order (a later mount on the same point covers an earlier one).
+fn mounts(table: &[u8]) -> impl Iterator<Item = Mount<'_>> {
+    table.split(|&c| c == b'\n').filter_map(|line| {
+        // Fields: id parent major:minor root mount-point options ...
+        let mut f = line.split(|&c| c == b' ');
+        let num = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<u64>().ok();
+        let (id, parent, dev, root, point) =
+            (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        Some(Mount {
+            id: num(id),
+            parent: num(parent),
+            dev,
+            root,
+            point: unescape(point),
+        })
+    })
+}
+
+fn read_table() -> Option<Vec<u8>> {
+    std::fs::read("/proc/thread-self/mountinfo")
+        .or_else(|_| std::fs::read("/proc/self/mountinfo"))
+        .ok()
 }
 
 /// [`mounted_inside`] of the directory at `dir` on mount `mnt_id`, given the mount table.
@@ -34,27 +72,73 @@ fn mounted_inside_of(table: &[u8], dir: &Path, mnt_id: u64) -> bool {
     if !d.starts_with(b"/") || d.ends_with(b" (deleted)") {
         return true;
     }
-    for line in table.split(|&c| c == b'\n') {
-        // Fields: id parent major:minor root mount-point options ...
-        let mut f = line.split(|&c| c == b' ');
-        let (Some(id), Some(parent), Some(_), Some(_), Some(point)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let num = |s: &[u8]| std::str::from_utf8(s).ok()?.parse::<u64>().ok();
-        if num(parent) != Some(mnt_id) || num(id) == Some(mnt_id) {
-            continue;
+    mounts(table).any(|m| {
+        if m.parent != Some(mnt_id) || m.id == Some(mnt_id) {
+            return false;
         }
-        let point = unescape(point);
-        let p = point.as_os_str().as_bytes();
-        let below =
-            d == b"/" || p == d || (p.len() > d.len() && p.starts_with(d) && p[d.len()] == b'/');
-        if below {
-            return true;
+        let p = m.point.as_os_str().as_bytes();
+        d == b"/" || p == d || (p.len() > d.len() && p.starts_with(d) && p[d.len()] == b'/')
+    })
+}
+
+/// Whether the top mount on `point` is a bind of a directory of the same filesystem as the
+/// mount below it (what [`make_private`] creates), not a filesystem of its own.
+fn is_self_bind_of(table: &[u8], point: &Path) -> bool {
+    let all: Vec<Mount<'_>> = mounts(table).collect();
+    let Some(top) = all.iter().rev().find(|m| m.point == point) else {
+        return false;
+    };
+    let Some(below) = all.iter().find(|m| m.id.is_some() && m.id == top.parent) else {
+        return false;
+    };
+    top.dev == below.dev && top.root != b"/"
+}
+
+/// Make `home` a private mount (bound onto itself unless it already is a mount point), as
+/// container engines do, so layer mounts do not propagate. Ok(true) when we bind-mounted.
+/// Without the privilege (EPERM) the store works without it.
+pub fn make_private(home: &Path) -> Result<bool> {
+    let fd = open::open_dir(home)?;
+    let parent = open::open_dir(&home.join(".."))?;
+    let is_mount = open::mount_id(fd.as_fd(), home)? != open::mount_id(parent.as_fd(), home)?;
+    let mut bound = false;
+    if is_mount && read_table().is_some_and(|t| is_self_bind_of(&t, home)) {
+        // Our own bind mount, left by a driver that crashed: adopt it so cleanup undoes it.
+        bound = true;
+    } else if !is_mount {
+        match mount(
+            Some(home),
+            home,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            Ok(()) => bound = true,
+            Err(Errno::EPERM) | Err(Errno::EACCES) => return Ok(false),
+            Err(e) => return Err(Error::sys(e, "mount", home)),
         }
     }
-    false
+    match mount(
+        None::<&str>,
+        home,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(bound),
+        Err(Errno::EPERM) | Err(Errno::EACCES) if !bound => Ok(false),
+        Err(e) => {
+            if bound {
+                let _ = umount2(home, MntFlags::MNT_DETACH);
+            }
+            Err(Error::sys(e, "mount", home))
+        }
+    }
+}
+
+/// Undo [`make_private`]'s bind mount.
+pub fn unmount(home: &Path) -> Result<()> {
+    umount2(home, MntFlags::MNT_DETACH).at("umount2", home)
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space, and so on).
@@ -108,6 +192,27 @@ mod tests {
         assert!(at("relative", 30), "not a path: cannot tell");
         assert!(at("/srv/gone (deleted)", 30), "deleted: cannot tell");
         assert!(!at("/elsewhere", 30));
+    }
+
+    #[test]
+    fn a_self_bind_is_a_bind_of_a_subdirectory_of_the_same_device() {
+        let table = b"\
+22 1 0:21 / / rw - ext4 /dev/vda rw
+30 22 0:40 / /srv rw - btrfs /dev/loop0 rw
+40 30 0:40 /store /srv/store rw - btrfs /dev/loop0 rw
+41 30 0:45 / /srv/other rw - btrfs /dev/loop1 rw
+42 30 0:40 / /srv/whole rw - btrfs /dev/loop0 rw
+";
+        assert!(is_self_bind_of(table, Path::new("/srv/store")));
+        assert!(
+            !is_self_bind_of(table, Path::new("/srv/other")),
+            "another filesystem"
+        );
+        assert!(
+            !is_self_bind_of(table, Path::new("/srv/whole")),
+            "its root, not a bind"
+        );
+        assert!(!is_self_bind_of(table, Path::new("/srv/none")));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 use nix::sys::statfs::fstatfs;
-use std::ffi::OsStr;
+use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -126,6 +126,30 @@ pub fn fsid(fd: BorrowedFd<'_>, shown: &Path) -> Result<[u8; 16]> {
     // SAFETY: args is a zeroed, correctly sized btrfs_ioctl_fs_info_args.
     unsafe { ioctl::fs_info(fd.as_raw_fd(), &mut args) }.at("BTRFS_IOC_FS_INFO", shown)?;
     Ok(args.fsid)
+}
+
+/// statx of `name` in `dir`, made as a raw system call (glibc before 2.28 and older musl have
+/// no wrapper). `flags` are AT_* flags; `mask` the STATX_* fields asked for.
+pub fn statx_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: i32,
+    mask: u32,
+) -> nix::Result<libc::statx> {
+    // SAFETY: statx is plain data; all-zero is a valid initial value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: name is NUL-terminated and stx is a valid out-pointer for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
+            mask,
+            &mut stx as *mut libc::statx,
+        )
+    };
+    Errno::result(r).map(|_| stx)
 }
 
 /// The mount id of `fd` (statx STATX_MNT_ID, Linux 5.8); 0 where the kernel cannot tell.

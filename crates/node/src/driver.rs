@@ -118,8 +118,16 @@ impl NativeDriver {
     }
 
     #[napi(js_name = "refCount")]
-    pub fn ref_count(&self, id: String) -> u32 {
-        self.inner.ref_count(&id)
+    pub fn ref_count(&self, id: String) -> Result<u32> {
+        self.inner
+            .ref_count(&id)
+            .map_err(|e| crate::job::to_js_error(&e))
+    }
+
+    #[napi]
+    pub fn sync(&self) -> AsyncTask<Job<()>> {
+        let d = self.inner.clone();
+        Job::new(move || d.sync())
     }
 
     #[napi]

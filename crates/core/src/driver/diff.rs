@@ -6,21 +6,20 @@
 //! snapshot of the layer and swaps it in with RENAME_EXCHANGE only on success, so a bad or
 //! aborted stream leaves the layer exactly as it was.
 
+use super::record::{self, Record};
+use super::staging::Staged;
 use super::Driver;
 use crate::changes::{self, Change, ChangeKind, ContainerIds, Options};
 use crate::delete::delete_at;
 use crate::error::{Code, Context, Error, Result};
-use crate::layer::{self, LayerMeta, Origin};
+use crate::layer::Origin;
 use crate::open::open_dir_at;
 use crate::quota;
-use crate::subvolume::{
-    self, is_read_only_fd, set_read_only_fd, snapshot_at, uuid_string, SubvolumeInfo,
-};
+use crate::subvolume::{self, is_read_only_fd, snapshot_at, uuid_string, SubvolumeInfo};
 use crate::tar::apply::{apply, ApplyOptions};
 use crate::tar::compress::{compressing_writer, Compression};
 use crate::tar::write::{write_layer, WriteOptions};
 use nix::errno::Errno;
-use nix::fcntl::{renameat2, RenameFlags};
 use nix::sys::stat::fstatat;
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -67,21 +66,6 @@ impl Drop for ReadOnlyView<'_> {
 }
 
 impl Driver {
-    fn open_layer(&self, id: &str, op: &'static str) -> Result<OwnedFd> {
-        let dirs = self.dirs()?;
-        layer::check_id(id, op)?;
-        let path = self.layer_path(id);
-        if !self.is_layer(id)? {
-            return Err(Error::invalid(
-                Errno::ENOENT,
-                op,
-                &path,
-                "layer does not exist",
-            ));
-        }
-        open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)
-    }
-
     fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
         let dirs = self.dirs()?;
         let path = self.layer_path(id);
@@ -124,8 +108,7 @@ impl Driver {
         against: Against<'_>,
         abort: Option<&AtomicBool>,
     ) -> Result<Vec<Change>> {
-        let dirs = self.dirs()?;
-        let new = self.open_layer(id, "changes")?;
+        let new = self.require_layer(id, "changes")?;
         let whole = |options: &Options<'_>| {
             changes::changes_walk_with(new.as_fd(), None, &self.layer_path(id), options)
         };
@@ -137,22 +120,22 @@ impl Driver {
                 })
             }
             Against::Layer(p) => {
-                layer::check_id(p, "changes")?;
+                crate::layer::check_id(p, "changes")?;
                 Some(p.to_string())
             }
             Against::RecordedParent => None,
         };
         // The layer's record, read once: its parent, its id maps, its origin.
-        let meta = layer::read(dirs.metadata.as_fd(), id, &self.layer_path(id))?;
+        let meta = self.record(new.as_fd(), id)?;
         let Some(parent) = named.or_else(|| meta.parent.clone()) else {
             return whole(&Options {
                 abort,
                 ..Options::default()
             });
         };
-        let old = self.open_layer(&parent, "changes")?;
+        let old = self.require_layer(&parent, "changes")?;
         let new_maps = self.mappings(&meta.uid_maps, &meta.gid_maps)?;
-        let old_maps = self.mappings_of(&parent)?;
+        let old_maps = self.mappings_of(old.as_fd(), &parent)?;
         let ids = (new_maps != old_maps).then(|| ContainerIds {
             new: Arc::new(new_maps),
             old: Arc::new(old_maps),
@@ -164,7 +147,7 @@ impl Driver {
         };
         let shown = self.layer_path(id);
         if !self.send_denied.load(Ordering::Relaxed) {
-            let fast = match self.common_since(&meta, new.as_fd(), &parent, old.as_fd())? {
+            let fast = match self.common_since(id, &meta, new.as_fd(), &parent, old.as_fd())? {
                 Some(since) => {
                     changes::changes_since_with(new.as_fd(), old.as_fd(), since, &shown, &options)
                 }
@@ -188,17 +171,16 @@ impl Driver {
     /// None: no such chain.
     fn common_since(
         &self,
-        layer: &LayerMeta,
+        id: &str,
+        layer: &Record,
         new: BorrowedFd<'_>,
         parent: &str,
         old: BorrowedFd<'_>,
     ) -> Result<Option<u64>> {
-        let dirs = self.dirs()?;
-        let md = dirs.metadata.as_fd();
         let target = uuid_string(&subvolume::info_fd(old, &self.layer_path(parent))?.uuid);
-        let live = subvolume::info_fd(new, &self.layer_path(&layer.id))?;
+        let live = subvolume::info_fd(new, &self.layer_path(id))?;
         let mut origin = live_origin(layer, &live);
-        let mut meta = layer.clone();
+        let mut rec = layer.clone();
         let mut since = u64::MAX;
         // Each step goes one layer up; records that loop end at the bound.
         for _ in 0..MAX_CHAIN {
@@ -207,17 +189,20 @@ impl Driver {
             if o.uuid == target {
                 return Ok(Some(since));
             }
-            let Some(up) = meta.parent.take() else {
+            let Some(up) = rec.parent.take() else {
                 return Ok(None);
             };
-            meta = match layer::read(md, &up, &self.layer_path(&up)) {
-                Ok(m) => m,
+            let Ok(fd) = self.require_layer(&up, "changes") else {
+                return Ok(None);
+            };
+            rec = match self.record(fd.as_fd(), &up) {
+                Ok(r) => r,
                 Err(_) => return Ok(None),
             };
-            if meta.uuid.as_deref() != Some(o.uuid.as_str()) {
+            if rec.uuid.as_deref() != Some(o.uuid.as_str()) {
                 return Ok(None);
             }
-            origin = meta.origin.clone();
+            origin = rec.origin.clone();
         }
         Ok(None)
     }
@@ -251,14 +236,14 @@ impl Driver {
         ctl: &Control<'_>,
     ) -> Result<u64> {
         let list = self.changes_with(id, against, Some(ctl.abort))?;
-        let new = self.open_layer(id, "diff")?;
+        let new = self.require_layer(id, "diff")?;
         let mut counted = CountingWriter {
             inner: out,
             count: 0,
         };
         {
             let mut w = compressing_writer(&mut counted, compression)?;
-            let (uids, gids) = self.mappings_of(id)?;
+            let (uids, gids) = self.mappings_of(new.as_fd(), id)?;
             let opts = WriteOptions {
                 uids: &uids,
                 gids: &gids,
@@ -290,7 +275,7 @@ impl Driver {
         abort: Option<&AtomicBool>,
     ) -> Result<u64> {
         let list = self.changes_with(id, against, abort)?;
-        let root = self.open_layer(id, "diffSize")?;
+        let root = self.require_layer(id, "diffSize")?;
         let mut seen = HashSet::new();
         let mut total = 0u64;
         for c in list.iter().filter(|c| c.kind != ChangeKind::Delete) {
@@ -319,97 +304,54 @@ impl Driver {
         input: impl Read,
         ctl: &Control<'_>,
     ) -> Result<u64> {
-        let dirs = self.dirs()?;
-        let path = self.layer_path(id);
-        let layer_fd = self.open_layer(id, "applyDiff")?;
+        let layer_fd = self.require_layer(id, "applyDiff")?;
         if let Some(p) = parent {
-            layer::check_id(p, "applyDiff")?;
-            if !self.is_layer(p)? {
-                return Err(Error::invalid(
-                    Errno::ENOENT,
-                    "applyDiff",
-                    &self.layer_path(p),
-                    "parent layer does not exist",
-                ));
-            }
+            self.require_layer(p, "applyDiff")?;
         }
-        if self.state().refs.contains_key(id) {
-            return Err(Error::invalid(
-                Errno::EBUSY,
-                "applyDiff",
-                &path,
-                "layer is in use (get without put)",
-            ));
-        }
-        let sub = dirs.subvolumes.as_fd();
-        let tmp = self.temp_name("tmp", id);
-        let tmp_path = self.subvolumes_path().join(&tmp);
-        snapshot_at(layer_fd.as_fd(), sub, OsStr::new(&tmp), false, &tmp_path)?;
-        let undo = |e: Error| {
-            let _ = delete_at(sub, OsStr::new(&tmp), true, &tmp_path);
-            e
-        };
-        let work = open_dir_at(sub, OsStr::new(&tmp), &tmp_path).map_err(undo)?;
-        let mut meta = layer::read(dirs.metadata.as_fd(), id, &path).map_err(undo)?;
-        let (uids, gids) = self
-            .mappings(&meta.uid_maps, &meta.gid_maps)
-            .map_err(undo)?;
+        self.require_unheld(id, "applyDiff")?;
+        let mut rec = self.record(layer_fd.as_fd(), id)?;
+        let (uids, gids) = self.mappings(&rec.uid_maps, &rec.gid_maps)?;
+        let old_info = subvolume::info_fd(layer_fd.as_fd(), &self.layer_path(id))?;
+        let mut staged = Staged::snapshot(self, layer_fd.as_fd(), id)?;
+        drop(layer_fd);
         let opts = ApplyOptions {
             uids: &uids,
             gids: &gids,
             abort: ctl.abort,
             progress: ctl.progress,
         };
-        let applied = apply(work.as_fd(), input, &opts).map_err(undo)?;
+        let applied = apply(staged.fd(), input, &opts)?;
         if ctl.abort.load(Ordering::Relaxed) {
-            return Err(undo(Error {
+            return Err(Error {
                 code: Code::Aborted,
                 syscall: "applyDiff",
-                path: Some(path),
+                path: Some(self.layer_path(id)),
                 message: "the operation was aborted".into(),
-            }));
+            });
         }
-        if let Some(size) = meta.size {
-            quota::limit(work.as_fd(), size, &tmp_path).map_err(undo)?;
+        if let Some(size) = rec.size {
+            quota::limit(staged.fd(), size, staged.path())?;
         }
-        if is_read_only_fd(layer_fd.as_fd(), &path).map_err(undo)? {
-            set_read_only_fd(work.as_fd(), true, &tmp_path).map_err(undo)?;
-        }
-        let old_info = subvolume::info_fd(layer_fd.as_fd(), &path).map_err(undo)?;
-        let new_info = subvolume::info_fd(work.as_fd(), &tmp_path).map_err(undo)?;
-        let old_id = old_info.id;
-        drop((work, layer_fd));
-        // The record follows the subvolume about to be swapped in: its tree still descends
-        // from the layer's origin. Written first, so a failure changes nothing; a crash before
-        // the swap leaves a record naming another UUID, which is then not trusted.
-        meta.origin = live_origin(&meta, &old_info);
-        meta.uuid = Some(uuid_string(&new_info.uuid));
-        meta.subvolume_id = new_info.id;
-        layer::write(
-            dirs.metadata.as_fd(),
-            &meta,
-            &self.temp_name("tmp", id),
-            &path,
-        )
-        .map_err(undo)?;
-        // The commit point: one atomic exchange; the old tree now sits under the temporary name.
-        renameat2(sub, tmp.as_str(), sub, id, RenameFlags::RENAME_EXCHANGE)
-            .at("renameat2", &path)
-            .map_err(undo)?;
-        delete_at(sub, OsStr::new(&tmp), true, &tmp_path)?;
-        if quota::enabled(sub, &self.home)? {
-            self.state().pending_qgroups.insert(old_id);
-            self.retry_pending_qgroups();
-        }
+        // btrfs commits no file data by itself: written back now, the data is on disk in or
+        // before the transaction that holds the exchange below.
+        nix::unistd::syncfs(staged.fd()).at("syncfs", staged.path())?;
+        // The record follows the subvolume swapped in: its tree still descends from the
+        // layer's origin, and the layer keeps its creation time.
+        rec.origin = live_origin(&rec, &old_info);
+        rec.uuid = Some(uuid_string(&staged.info()?.uuid));
+        rec.created
+            .get_or_insert_with(|| record::otime_ms(&old_info));
+        // The commit point: one atomic exchange; the old tree goes when `staged` is dropped.
+        staged.replace(id, &rec, old_info.read_only())?;
         Ok(applied)
     }
 }
 
 /// The origin of a layer whose live subvolume `info` describes: the record's while it
 /// describes that subvolume, else what the kernel records (a snapshot's source and when).
-fn live_origin(meta: &LayerMeta, info: &SubvolumeInfo) -> Option<Origin> {
-    if meta.uuid.as_deref() == Some(uuid_string(&info.uuid).as_str()) {
-        meta.origin.clone()
+fn live_origin(rec: &Record, info: &SubvolumeInfo) -> Option<Origin> {
+    if rec.written_for(info) {
+        rec.origin.clone()
     } else {
         Origin::of(info)
     }

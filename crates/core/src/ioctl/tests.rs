@@ -399,17 +399,6 @@ fn layouts_match_linux_btrfs_h() {
     );
 }
 
-/// SUBVOL_SYNC_WAIT is newer than the distribution header; checked against the kernel's
-/// definition: `_IOW(0x94, 65, struct { __u64 subvolid; __u32 mode; __u32 count; })`.
-#[test]
-fn subvol_sync_wait_matches_kernel_definition() {
-    assert_eq!(size_of::<SubvolWait>(), 16);
-    assert_eq!(
-        nix::request_code_write!(BTRFS_IOCTL_MAGIC, 65, size_of::<SubvolWait>()) as u64,
-        0x4010_9441
-    );
-}
-
 #[test]
 fn c_bytes_stops_at_nul() {
     assert_eq!(c_bytes(b"abc\0def"), b"abc");

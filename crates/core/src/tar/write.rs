@@ -391,6 +391,10 @@ fn xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<Vec<(String
     let proc = xattr::proc_path(dir, Some(&name));
     let mut out = Vec::new();
     for key in xattr::list(xattr::At::Entry(&proc), shown)? {
+        // The driver's record describes the layer, it is not part of its tree.
+        if crate::driver::is_record_xattr(&key) {
+            continue;
+        }
         let ck = CString::new(key.as_slice()).expect("split on NUL");
         // None: removed between list and get.
         if let Some(val) = xattr::get(xattr::At::Entry(&proc), &ck, shown)? {

@@ -170,9 +170,10 @@ impl Times {
 }
 
 impl Xattr {
-    /// `trusted.*` is refused, as is every namespace but user.*, security.* and POSIX ACLs.
+    /// `trusted.*` is refused, as is every namespace but user.*, security.* and POSIX ACLs,
+    /// and the driver's own layer record.
     fn new(name: &[u8], value: &[u8], shown: &Path) -> Result<Xattr> {
-        let allowed = name.starts_with(b"user.")
+        let allowed = (name.starts_with(b"user.") && !crate::driver::is_record_xattr(name))
             || name.starts_with(b"security.")
             || name == b"system.posix_acl_access"
             || name == b"system.posix_acl_default";
