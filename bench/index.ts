@@ -6,6 +6,8 @@
  *   subvolume  create/snapshot/delete: TS API vs raw ioctl vs btrfs CLI (bench/subvolume.ts)
  *   rdelete    recursive delete vs a moby-style walk-delete (bench/rdelete.ts)
  *   driver     driver create (snapshot of a parent layer)/remove vs btrfs CLI vs raw ioctl (bench/driver.ts)
+ *   hotpath    driver create (empty), create (child), remove vs raw ioctl + Node's async floor,
+ *              against DESIGN's target 1.15x raw + 1.25x floor (bench/hotpath.ts)
  *   changes    changes of 100,000 files / 10 changed: send fast path vs tree walks (bench/changes.ts)
  *   tar        applyDiff and diff of ~500 MB vs GNU tar, peak RSS (bench/tar.ts)
  *   remap      remap of 100,000 files vs GNU chown -R vs a single-threaded remap (bench/remap.ts)
@@ -24,11 +26,12 @@
  *   BTRFS_LAYERS_BENCH_IMAGE_SIZE  loop image size in bytes (default 12 GiB, sparse)
  *   BTRFS_LAYERS_BENCH_N           subvolume: create/delete samples per implementation (200)
  *   BTRFS_LAYERS_BENCH_SNAP_N      subvolume: snapshot samples per implementation and kind (100)
- *   BTRFS_LAYERS_BENCH_WARMUP      subvolume, driver: unrecorded warm-up rounds (5)
+ *   BTRFS_LAYERS_BENCH_WARMUP      subvolume, driver, hotpath: unrecorded warm-up rounds (5)
  *   BTRFS_LAYERS_BENCH_REPS        rdelete: repetitions per implementation (5)
  *   BTRFS_LAYERS_BENCH_DIRS        rdelete: directories in the tree (2000)
  *   BTRFS_LAYERS_BENCH_FILES       rdelete: files in the tree (20000; 10x too)
  *   BTRFS_LAYERS_BENCH_DRIVER_N    driver: samples per implementation (100)
+ *   BTRFS_LAYERS_BENCH_HOTPATH_N   hotpath: rounds, one sample of each operation and implementation (300)
  *   BTRFS_LAYERS_BENCH_CHANGES_FILES, _CHANGES_REPS   changes: files (100000), repetitions (7)
  *   BTRFS_LAYERS_BENCH_TAR_FILES, _TAR_LARGE_BYTES, _TAR_REPS   tar: files (2000), size of each
  *                                  of the 4 large files (50 MiB), repetitions (7)
@@ -41,6 +44,7 @@ import * as path from 'node:path'
 import { BtrfsDriver, createSubvolume, deleteSubvolume } from '../ts/index'
 import { sectionChanges } from './changes'
 import { sectionDriver } from './driver'
+import { sectionHotpath } from './hotpath'
 import {
   BIN,
   SCALE,
@@ -64,7 +68,7 @@ import { sectionSubvolume } from './subvolume'
 import { renderChart } from './svg'
 import { sectionTar } from './tar'
 
-const SECTIONS = ['subvolume', 'rdelete', 'driver', 'changes', 'tar', 'remap'] as const
+const SECTIONS = ['subvolume', 'rdelete', 'driver', 'hotpath', 'changes', 'tar', 'remap'] as const
 type Section = (typeof SECTIONS)[number]
 const IMAGE_SIZE = envInt('BTRFS_LAYERS_BENCH_IMAGE_SIZE', 12 * 1024 ** 3)
 const OUT = path.resolve(process.env.BTRFS_LAYERS_BENCH_OUT || path.join(__dirname, 'results'))
@@ -249,6 +253,9 @@ async function main(): Promise<void> {
             break
           case 'driver':
             r = await sectionDriver(f, await getDriver())
+            break
+          case 'hotpath':
+            r = await sectionHotpath(f, await getDriver())
             break
           case 'changes':
             r = await sectionChanges(f, await getDriver())

@@ -10,6 +10,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { changesCharts } from './changes'
 import { driverCharts } from './driver'
+import { hotpathCharts } from './hotpath'
 import type { Chart } from './lib'
 import { rdeleteCharts } from './rdelete'
 import { remapCharts } from './remap'
@@ -22,6 +23,7 @@ const BUILDERS: Record<string, (summary: any) => Chart[]> = {
   subvolume: subvolumeCharts,
   rdelete: rdeleteCharts,
   driver: driverCharts,
+  hotpath: hotpathCharts,
   changes: changesCharts,
   tar: tarCharts,
   remap: remapCharts,

@@ -5,7 +5,9 @@
  * 50 MiB, incompressible content, is made once and archived once with GNU tar (`tar -cf`).
  * - apply: `driver.applyDiff(id, null, tarPath)` (the native side reads the file) and
  *   `applyDiff` from `fs.createReadStream(tarPath)` (the streaming path through Node), each
- *   into a fresh empty layer, against `tar -xf` of the same file into a fresh empty subvolume.
+ *   into a fresh empty layer, against `tar -xf` of the same file into a fresh empty subvolume,
+ *   and against `tar -xf` followed by `sync -f <dir>` (syncfs: the written data on disk, as the
+ *   driver does before it publishes an applied layer), timed as a whole and the syncfs alone.
  *   The writeback of the written data (sync of the filesystem right after) is timed too.
  * - memory: the rss of this process sampled every 20 ms during every applyDiff; and a child
  *   Node process that does only one applyDiff (bench/apply-rss.cjs) reports its VmHWM.
@@ -48,12 +50,13 @@ const MAX_BYTES = 1024 * 1024
 const REPS = envInt('BTRFS_LAYERS_BENCH_TAR_REPS', 7)
 const RSS_LIMIT = 150 * 1024 * 1024
 
-type ApplyImpl = 'path' | 'stream' | 'tar'
-const APPLY_IMPLS: ApplyImpl[] = ['path', 'stream', 'tar']
+type ApplyImpl = 'path' | 'stream' | 'tar' | 'tarSyncfs'
+const APPLY_IMPLS: ApplyImpl[] = ['path', 'stream', 'tar', 'tarSyncfs']
 const APPLY_LABEL: Record<ApplyImpl, string> = {
   path: 'applyDiff(file path)',
   stream: 'applyDiff(fs.createReadStream)',
   tar: 'tar -x (GNU tar)',
+  tarSyncfs: 'tar -x + sync -f (syncfs)',
 }
 type DiffImpl = 'diff' | 'tar'
 const DIFF_IMPLS: DiffImpl[] = ['diff', 'tar']
@@ -123,10 +126,10 @@ export function tarCharts(s: TarSummary): Chart[] {
       unit: 'ns',
       axis: 'median time',
       groups: [
-        { label: 'apply', bars: APPLY_IMPLS.map((impl) => ({ impl: APPLY_LABEL[impl], value: s.applyMedianNs[impl] })) },
+        { label: 'apply', bars: APPLY_IMPLS.map((impl) => ({ impl: APPLY_LABEL[impl], value: s.applyMedianNs[impl] ?? NaN })) },
         {
           label: 'apply + writeback (sync)',
-          bars: APPLY_IMPLS.map((impl) => ({ impl: APPLY_LABEL[impl], value: s.applyMedianNs[impl] + s.writebackMedianNs[impl] })),
+          bars: APPLY_IMPLS.map((impl) => ({ impl: APPLY_LABEL[impl], value: (s.applyMedianNs[impl] ?? NaN) + (s.writebackMedianNs[impl] ?? NaN) })),
         },
         { label: 'diff (tar -c) of the applied layer', bars: DIFF_IMPLS.map((impl) => ({ impl: DIFF_LABEL[impl], value: s.diffMedianNs[impl] })) },
       ],
@@ -174,22 +177,29 @@ export async function sectionTar(f: Fs, driver: BtrfsDriver): Promise<SectionRes
   await settle(f)
 
   // ---- apply
-  const apply: Record<ApplyImpl, number[]> = { path: [], stream: [], tar: [] }
-  const writeback: Record<ApplyImpl, number[]> = { path: [], stream: [], tar: [] }
+  const apply: Record<ApplyImpl, number[]> = { path: [], stream: [], tar: [], tarSyncfs: [] }
+  const writeback: Record<ApplyImpl, number[]> = { path: [], stream: [], tar: [], tarSyncfs: [] }
+  /** tarSyncfs: the `sync -f` after `tar -x` alone (included in its apply time). */
+  const syncfs: number[] = []
   const mem: Record<'path' | 'stream', { base: number; peak: number }[]> = { path: [], stream: [] }
   let appliedBytes = 0
   for (let rep = -1; rep < REPS; rep++) {
     for (const impl of rotate(APPLY_IMPLS, rep + 1)) {
       const id = `apply-${impl}-${rep < 0 ? 'w' : rep}`
       let ns: number
-      if (impl === 'tar') {
+      if (impl === 'tar' || impl === 'tarSyncfs') {
         const dst = path.join(base, id)
         await createSubvolume(dst)
         await settle(f)
         ns = timed('tar', ['-C', dst, '-xf', tarPath])
+        if (impl === 'tarSyncfs') {
+          const s = timed('sync', ['-f', dst])
+          ns += s
+          if (rep >= 0) syncfs.push(s)
+        }
         t = now()
         await sync(f.root)
-        if (rep >= 0) writeback.tar.push(since(t))
+        if (rep >= 0) writeback[impl].push(since(t))
         await deleteSubvolume(dst)
       } else {
         await driver.create(id)
@@ -305,10 +315,18 @@ export async function sectionTar(f: Fs, driver: BtrfsDriver): Promise<SectionRes
     fmtTime(ma(impl)),
     fmtRate(tarBytes, ma(impl)),
     fmtRatio(ma('tar') / ma(impl)),
+    fmtRatio(ma('tarSyncfs') / ma(impl)),
     fmtTime(mw(impl)),
     fmtTime(ma(impl) + mw(impl)),
-    impl === 'tar' ? 'n/a' : `${fmtBytes(maxPeak(mem[impl]))} (+${fmtBytes(maxGrowth(mem[impl]))})`,
+    impl === 'tar' || impl === 'tarSyncfs' ? 'n/a' : `${fmtBytes(maxPeak(mem[impl]))} (+${fmtBytes(maxGrowth(mem[impl]))})`,
   ])
+  // The write-back's share of `tar -x` + `sync -f`, per repetition.
+  const syncfsShare = median(syncfs.map((x, i) => x / apply.tarSyncfs[i]))
+  const tarPartOfSyncfs = median(syncfs.map((x, i) => apply.tarSyncfs[i] - x))
+  const syncfsLine =
+    `tar -x + sync -f: tar -x ${fmtTime(tarPartOfSyncfs)}, then sync -f (syncfs: the write-back) ` +
+    `${fmtTime(median(syncfs))}, ${(syncfsShare * 100).toFixed(0)}% of the whole (medians; the plain tar -x row above: ` +
+    `${fmtTime(ma('tar'))}). The cost of writing a layer's data back before it is published.`
   const memRows = (['path', 'stream'] as const).map((impl) => {
     const c = child[impl]!
     return [
@@ -333,9 +351,13 @@ export async function sectionTar(f: Fs, driver: BtrfsDriver): Promise<SectionRes
     contentBytes: pop.bytes,
     tarBytes,
     appliedBytes,
-    applyMedianNs: { path: ma('path'), stream: ma('stream'), tar: ma('tar') },
-    writebackMedianNs: { path: mw('path'), stream: mw('stream'), tar: mw('tar') },
+    applyMedianNs: { path: ma('path'), stream: ma('stream'), tar: ma('tar'), tarSyncfs: ma('tarSyncfs') },
+    writebackMedianNs: { path: mw('path'), stream: mw('stream'), tar: mw('tar'), tarSyncfs: mw('tarSyncfs') },
     tarOverApply: { path: ma('tar') / ma('path'), stream: ma('tar') / ma('stream') },
+    tarSyncfsOverApply: { path: ma('tarSyncfs') / ma('path'), stream: ma('tarSyncfs') / ma('stream') },
+    /** tar -x + sync -f: the sync -f alone, and its share of the whole (median of per-repetition shares). */
+    syncfsAfterTarMedianNs: median(syncfs),
+    syncfsShareOfTarSyncfs: syncfsShare,
     diffMedianNs: { diff: md('diff'), tar: md('tar') },
     tarOverDiff: md('tar') / md('diff'),
     diffOutputBytes: outBytes,
@@ -354,8 +376,11 @@ export async function sectionTar(f: Fs, driver: BtrfsDriver): Promise<SectionRes
           `${LARGE} files of ${fmtBytes(LARGE_BYTES)}, incompressible content: ${fmtBytes(pop.bytes)} in ${fmtCount(pop.files)} ` +
           `files, one GNU tar archive of ${fmtBytes(tarBytes)} (\`tar -cf\`, made once, on the same btrfs). Each apply goes ` +
           'into a fresh empty layer (applyDiff, which applies into a temporary snapshot and swaps it in) or a fresh ' +
-          'empty subvolume (`tar -C dir -xf`, as root: owners, modes and times restored). "writeback" is a sync of ' +
-          'the filesystem right after (syncfs + transaction commit): neither implementation syncs by itself. diff is ' +
+          'empty subvolume (`tar -C dir -xf`, as root: owners, modes and times restored). "tar -x + sync -f" is the ' +
+          'same `tar -xf` followed by `sync -f <dir>` (syncfs of the filesystem: the data written back, the ' +
+          'durability applyDiff is to have before it publishes a layer), timed as one: the two spawns from Node. ' +
+          '"writeback after" is a sync of the filesystem right after each (syncfs + transaction commit); ' +
+          '"apply + writeback" the two together. diff is ' +
           "the whole layer (no parent) with compression 'none', piped to a file on tmpfs; tar -c writes the same tree " +
           `to a file on the same tmpfs. Medians of ${REPS} repetitions, rotating order, after one unrecorded warm-up ` +
           'run of each implementation: all runs warm (the tar file and the layer are in the page cache; caches are ' +
@@ -364,9 +389,19 @@ export async function sectionTar(f: Fs, driver: BtrfsDriver): Promise<SectionRes
       },
       {
         kind: 'table',
-        head: ['apply', 'median', 'throughput', 'tar -x / this', 'writeback after', 'apply + writeback', 'bench process peak RSS (growth)'],
+        head: [
+          'apply',
+          'median',
+          'throughput',
+          'tar -x / this',
+          'tar -x + syncfs / this',
+          'writeback after',
+          'apply + writeback',
+          'bench process peak RSS (growth)',
+        ],
         rows: applyRows,
       },
+      { kind: 'list', items: [syncfsLine] },
       {
         kind: 'p',
         text:
@@ -386,7 +421,7 @@ export async function sectionTar(f: Fs, driver: BtrfsDriver): Promise<SectionRes
     targets,
     charts: [timeChart, memChart],
     summary,
-    samples: { apply, writeback, diff },
+    samples: { apply, writeback, syncfs, diff },
     config: { FILES, LARGE, LARGE_BYTES, MIN_BYTES, MAX_BYTES, REPS, RSS_LIMIT },
   }
 }
