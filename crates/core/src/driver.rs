@@ -6,6 +6,7 @@
 //! `subvolumes/.del-*` first, then drops metadata and subvolume. `init` and `cleanup` sweep
 //! what a crash left behind. Every failure path undoes what it did.
 
+mod covered;
 pub mod diff;
 pub mod remap;
 
@@ -330,7 +331,7 @@ impl Driver {
                 )
                 .at("unlinkat", &shown)?;
             } else if let Some(id) = layer::id_of_file(&name) {
-                if !self.is_layer(id)? {
+                if !self.layer_exists(id)? {
                     layer::remove(dirs.metadata.as_fd(), id, &shown)?;
                 } else if let Ok(meta) = layer::read(dirs.metadata.as_fd(), id, &shown) {
                     if let Some(size) = meta.size {
@@ -342,6 +343,10 @@ impl Driver {
         if !limits.is_empty() {
             quota::enable(sub, &self.home)?;
             for (id, size) in limits {
+                // A mount on the layer hides it; the kernel keeps its limit meanwhile.
+                if !self.is_layer(&id).unwrap_or(false) {
+                    continue;
+                }
                 let path = self.layer_path(&id);
                 let fd = open_dir_at(sub, OsStr::new(&id), &path)?;
                 if quota::limit_of(sub, open::subvolume_id(fd.as_fd(), &path)?, &path)?
@@ -355,16 +360,12 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether layer `id` exists; EBUSY when a filesystem is mounted on it (covered.rs).
     fn is_layer(&self, id: &str) -> Result<bool> {
-        let dirs = self.dirs()?;
-        match nix::sys::stat::fstatat(
-            &dirs.subvolumes,
-            id,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => Ok(open::is_subvolume_root(&st)),
-            Err(Errno::ENOENT) => Ok(false),
-            Err(e) => Err(Error::sys(e, "fstatat", &self.layer_path(id))),
+        match self.layer_entry(id)? {
+            covered::LayerEntry::Layer => Ok(true),
+            covered::LayerEntry::Absent => Ok(false),
+            covered::LayerEntry::Covered => Err(self.covered(id)),
         }
     }
 
@@ -631,7 +632,7 @@ impl Driver {
 
     pub fn exists(&self, id: &str) -> Result<bool> {
         check_id(id, "exists")?;
-        self.is_layer(id)
+        self.layer_exists(id)
     }
 
     /// Ids of all complete layers, sorted.
@@ -641,7 +642,7 @@ impl Driver {
             .into_iter()
             .filter(|n| check_id(n, "").is_ok())
             .collect();
-        ids.retain(|id| self.is_layer(id).unwrap_or(false));
+        ids.retain(|id| self.layer_exists(id).unwrap_or(false));
         ids.sort();
         Ok(ids)
     }
