@@ -1,6 +1,7 @@
 /**
  * Bad input is refused with a typed error before anything changes (issue 11, item 4), on a
  * real btrfs with btrfs-progs as the oracle:
+ * - refCount checks its id like every other method (a synchronous throw);
  * - a layer a filesystem is mounted on (a tmpfs, a bind mount) is busy: remove and get are
  *   EBUSY and leave it whole, while exists and layers still report it.
  */
@@ -8,7 +9,7 @@ import test, { type ExecutionContext } from 'ava'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
-import { BtrfsDriver } from '../ts/index'
+import { BtrfsDriver, BtrfsError } from '../ts/index'
 import { bindMount, oracleListAll, sh, unmountIfMounted, useBtrfs } from './helpers/btrfs'
 import { collectDriversBeforeTeardown, oracleStoreSubvolumes, rejectsCode, storeEntries } from './helpers/driver-util'
 import { inLayer, layerSnapshot } from './helpers/diff-fixtures'
@@ -71,6 +72,19 @@ async function nothingChanged(
 async function snapshotOf(d: BtrfsDriver, mnt: string) {
   return { tree: await layerSnapshot(d, 'layer'), probe: await probeSubvolumeId(d, mnt) }
 }
+
+btrfsTest.serial('refCount checks the id like every other method: a bad id throws EINVAL', async (t, dir) => {
+  const d = await store(dir)
+  for (const bad of ['../x', '', '.hidden', 'a/b', 'a\0b', 'x'.repeat(129)]) {
+    const e = t.throws(() => d.refCount(bad), { instanceOf: BtrfsError }, JSON.stringify(bad))
+    t.is(e?.code, 'EINVAL', `${JSON.stringify(bad)}: code`)
+  }
+  t.is(d.refCount('layer'), 0)
+  t.is(d.refCount('never-made'), 0, 'a good id of no layer: nothing held')
+  await d.get('layer')
+  t.is(d.refCount('layer'), 1)
+  await d.put('layer')
+})
 
 type Mount = (at: string, dir: string) => Promise<unknown>
 

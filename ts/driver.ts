@@ -226,10 +226,18 @@ export class BtrfsDriver {
     await this.#serial(id, () => call(() => this.#native.put(id)))
   }
 
-  /** How many `get`s of layer `id` have not been `put` yet. * @example driver.refCount('container-1') // 0 after as many puts as gets
-  /** How many `get`s of layer `id` have not been `put` yet. */
+  /**
+   * How many `get`s of layer `id` have not been `put` yet (synchronous: a counter, no I/O).
+   * @throws {BtrfsError} `EINVAL` for a bad id (thrown, not a rejection).
+   * @example driver.refCount('container-1') // 0 after as many puts as gets
+   */
   refCount(id: string): number {
-    return this.#native.refCount(checkId('id', id))
+    checkId('id', id)
+    try {
+      return this.#native.refCount(id)
+    } catch (err) {
+      throw fromNative(err)
+    }
   }
 
   /**

@@ -626,8 +626,9 @@ impl Driver {
     }
 
     /// How many `get`s of layer `id` are not yet `put`.
-    pub fn ref_count(&self, id: &str) -> u32 {
-        self.state().refs.get(id).copied().unwrap_or(0)
+    pub fn ref_count(&self, id: &str) -> Result<u32> {
+        check_id(id, "refCount")?;
+        Ok(self.state().refs.get(id).copied().unwrap_or(0))
     }
 
     pub fn exists(&self, id: &str) -> Result<bool> {

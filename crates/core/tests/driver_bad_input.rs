@@ -1,5 +1,5 @@
-//! Bad input to the driver is refused with a typed error before anything changes: a layer a
-//! filesystem is mounted on (busy, never mistaken for absent).
+//! Bad input to the driver is refused with a typed error before anything changes: a bad id
+//! given to `ref_count`, and a layer a filesystem is mounted on (busy, never mistaken for absent).
 //! Against a real loop-mounted btrfs with btrfs-progs as the oracle; needs root, skipped
 //! loudly otherwise.
 
@@ -106,6 +106,20 @@ fn assert_layer_a_intact(fs: &common::Btrfs, home: &Path, d: &Driver) {
 }
 
 #[test]
+fn ref_count_checks_the_id() {
+    let fs = require_btrfs!();
+    let (_home, d) = store_with_layers(&fs);
+    for bad in ["../x", "", ".hidden", "a/b", "a\0b", &"x".repeat(129)] {
+        assert_eq!(code(d.ref_count(bad)), "EINVAL", "{bad:?}");
+    }
+    assert_eq!(code(d.ref_count("a")), "ok: 0");
+    assert_eq!(code(d.ref_count("never-made")), "ok: 0");
+    d.get("a", None).unwrap();
+    assert_eq!(code(d.ref_count("a")), "ok: 1");
+    d.put("a").unwrap();
+}
+
+#[test]
 fn a_tmpfs_on_a_layer_makes_it_busy_not_absent() {
     let fs = require_btrfs!();
     let (home, d) = store_with_layers(&fs);
@@ -148,7 +162,11 @@ fn a_tmpfs_on_a_layer_makes_it_busy_not_absent() {
             "EEXIST",
             "create over a covered layer"
         );
-        assert_eq!(d.ref_count("a"), 0, "a refused get is not counted");
+        assert_eq!(
+            code(d.ref_count("a")),
+            "ok: 0",
+            "a refused get is not counted"
+        );
         assert_eq!(
             fs::read(layer.join("on-the-tmpfs")).unwrap(),
             b"x",
