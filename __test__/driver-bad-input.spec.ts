@@ -1,6 +1,10 @@
 /**
  * Bad input is refused with a typed error before anything changes (issue 11, item 4), on a
  * real btrfs with btrfs-progs as the oracle:
+ * - applyDiff with a path holding a NUL byte: EINVAL;
+ * - applyDiff with a path to a directory, a character device or a socket: EINVAL, before any
+ *   temporary snapshot exists (the next subvolume id shows none was made); a regular file and
+ *   a FIFO still apply;
  * - refCount checks its id like every other method (a synchronous throw);
  * - a layer a filesystem is mounted on (a tmpfs, a bind mount) is busy: remove and get are
  *   EBUSY and leave it whole, while exists and layers still report it.
@@ -8,11 +12,14 @@
 import test, { type ExecutionContext } from 'ava'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
+import * as net from 'node:net'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import { BtrfsDriver, BtrfsError } from '../ts/index'
 import { bindMount, oracleListAll, sh, unmountIfMounted, useBtrfs } from './helpers/btrfs'
 import { collectDriversBeforeTeardown, oracleStoreSubvolumes, rejectsCode, storeEntries } from './helpers/driver-util'
-import { inLayer, layerSnapshot } from './helpers/diff-fixtures'
+import { inLayer, layerSnapshot, run } from './helpers/diff-fixtures'
+import { buildTar, file } from './helpers/diff-tar'
 import { compareTrees } from './helpers/diff-tree'
 
 collectDriversBeforeTeardown(test)
@@ -72,6 +79,56 @@ async function nothingChanged(
 async function snapshotOf(d: BtrfsDriver, mnt: string) {
   return { tree: await layerSnapshot(d, 'layer'), probe: await probeSubvolumeId(d, mnt) }
 }
+
+btrfsTest.serial('applyDiff of a path with a NUL byte is EINVAL and changes nothing', async (t, dir) => {
+  const d = await store(dir)
+  const mnt = path.dirname(dir)
+  const tar = path.join(dir, 'layer.tar')
+  await fsp.writeFile(tar, buildTar([file('new', 'data')]))
+  const before = await snapshotOf(d, mnt)
+  await rejectsCode(t, d.applyDiff('layer', 'base', `${tar}\0.gz`), 'EINVAL', 'NUL byte in the path')
+  await nothingChanged(t, d, mnt, before, 'NUL byte')
+})
+
+btrfsTest.serial('applyDiff of a directory, a character device or a socket is EINVAL before any snapshot; nothing changes', async (t, dir) => {
+  const d = await store(dir)
+  const mnt = path.dirname(dir)
+  // Outside the test filesystem: a socket's path must fit in 108 bytes.
+  const sockDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bad-input-'))
+  const sock = path.join(sockDir, 's')
+  const server = net.createServer()
+  await new Promise<void>((r) => server.listen(sock, r))
+  t.teardown(async () => {
+    await new Promise((r) => server.close(r))
+    await fsp.rm(sockDir, { recursive: true, force: true })
+  })
+  for (const [what, input] of [
+    ['a directory', dir],
+    ['a character device (/dev/null)', '/dev/null'],
+    ['a socket', sock],
+  ]) {
+    const before = await snapshotOf(d, mnt)
+    const e = await rejectsCode(t, d.applyDiff('layer', 'base', input), 'EINVAL', what)
+    t.is(e?.path, input, `${what}: the error names the input`)
+    await nothingChanged(t, d, mnt, before, what)
+  }
+})
+
+btrfsTest.serial('applyDiff still reads a regular file and a FIFO given by path', async (t, dir) => {
+  const d = await store(dir)
+  const tar = path.join(dir, 'layer.tar')
+  await fsp.writeFile(tar, buildTar([file('from-file', 'file data')]))
+  t.is(await d.applyDiff('layer', 'base', tar), 9, 'a regular file')
+  const fifo = path.join(dir, 'layer.fifo')
+  await run('mkfifo', fifo)
+  const writing = fsp.writeFile(fifo, buildTar([file('from-fifo', 'fifo data!')]))
+  t.is(await d.applyDiff('layer', 'base', fifo), 10, 'a FIFO')
+  await writing
+  await inLayer(d, 'layer', async (p) => {
+    t.is(await fsp.readFile(path.join(p, 'from-file'), 'utf8'), 'file data')
+    t.is(await fsp.readFile(path.join(p, 'from-fifo'), 'utf8'), 'fifo data!')
+  })
+})
 
 btrfsTest.serial('refCount checks the id like every other method: a bad id throws EINVAL', async (t, dir) => {
   const d = await store(dir)

@@ -388,7 +388,8 @@ export class BtrfsDriver {
    * other failure leaves it as it was.
    * @returns the bytes of file content applied.
    * @throws {BtrfsError} `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ABORT_ERR`, `ENOENT`, `EBUSY` while the
-   *   layer is held or a filesystem is mounted on it.
+   *   layer is held or a filesystem is mounted on it, `EINVAL` for a file path with a NUL byte or
+   *   that is not a regular file or a FIFO (before the layer is touched).
    * @example await driver.applyDiff('app', 'base', fs.createReadStream('app.tar.gz'), { onProgress: (n) => bar.update(n) })
    */
   async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: ApplyDiffOptions): Promise<number> {

@@ -1,5 +1,6 @@
-//! Bad input to the driver is refused with a typed error before anything changes: a bad id
-//! given to `ref_count`, and a layer a filesystem is mounted on (busy, never mistaken for absent).
+//! Bad input to the driver is refused with a typed error before anything changes: a layer
+//! file that is not a regular file or a FIFO (or whose path holds a NUL byte), a bad id given
+//! to `ref_count`, and a layer a filesystem is mounted on (busy, never mistaken for absent).
 //! Against a real loop-mounted btrfs with btrfs-progs as the oracle; needs root, skipped
 //! loudly otherwise.
 
@@ -7,9 +8,12 @@ mod common;
 
 use btrfs_layers_core::driver::diff::{Against, Control};
 use btrfs_layers_core::driver::{CreateOptions, Driver, DriverOptions};
+use btrfs_layers_core::tar::source;
 use common::{oracle_list, run, unmount, BindMount};
 use std::ffi::OsStr;
 use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -218,4 +222,68 @@ fn init_keeps_the_record_of_a_covered_layer() {
     assert_eq!(code(d.remove("a")), "EBUSY");
     drop(cover);
     assert_layer_a_intact(&fs, &home, &d);
+}
+
+#[test]
+fn a_layer_file_is_a_regular_file_or_a_fifo() {
+    let fs = require_btrfs!();
+    let dir = fs.path("inputs");
+    fs::create_dir(&dir).unwrap();
+    let file = dir.join("layer.tar");
+    fs::write(&file, b"tar bytes").unwrap();
+
+    let mut got = String::new();
+    source::open(&file)
+        .unwrap()
+        .read_to_string(&mut got)
+        .unwrap();
+    assert_eq!(got, "tar bytes", "a regular file");
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    assert!(
+        source::open(&link).is_ok(),
+        "a symlink to one: the caller's path"
+    );
+
+    let fifo = dir.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .unwrap()
+                .write_all(b"through a fifo")
+                .unwrap()
+        })
+    };
+    let mut got = String::new();
+    source::open(&fifo)
+        .unwrap()
+        .read_to_string(&mut got)
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(got, "through a fifo", "a FIFO");
+
+    let socket = dir.join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let nul = PathBuf::from(OsStr::from_bytes(b"/tmp/a\0b"));
+    let cases = [
+        ("a directory", dir.clone(), "EINVAL"),
+        ("a character device", PathBuf::from("/dev/null"), "EINVAL"),
+        ("a socket", socket, "EINVAL"),
+        ("a NUL byte", nul, "EINVAL"),
+        ("empty", PathBuf::new(), "EINVAL"),
+        ("missing", dir.join("missing"), "ENOENT"),
+    ];
+    let got: Vec<(&str, String)> = cases
+        .iter()
+        .map(|(what, path, _)| (*what, code(source::open(path))))
+        .collect();
+    let want: Vec<(&str, String)> = cases
+        .iter()
+        .map(|(what, _, want)| (*what, want.to_string()))
+        .collect();
+    assert_eq!(got, want);
 }
