@@ -193,7 +193,8 @@ export class BtrfsDriver {
   /**
    * Remove layer `id`, with any subvolumes nested inside it, its metadata and size limit.
    * Layers snapshotted from it are independent and stay.
-   * @throws {BtrfsError} `ENOENT` when missing, `EBUSY` while held by `get`, `EINVAL` for a bad id.
+   * @throws {BtrfsError} `ENOENT` when missing, `EBUSY` while held by `get` or while a
+   *   filesystem is mounted on the layer, `EINVAL` for a bad id.
    * @example await driver.remove('container-1')
    */
   async remove(id: string): Promise<void> {
@@ -203,7 +204,8 @@ export class BtrfsDriver {
 
   /**
    * The absolute path of layer `id`, held (counted) until `put(id)`.
-   * @throws {BtrfsError} `ENOENT` when missing, `EINVAL` for a bad id.
+   * @throws {BtrfsError} `ENOENT` when missing, `EBUSY` while a filesystem is mounted on the
+   *   layer, `EINVAL` for a bad id.
    * @example const rootfs = await driver.get('container-1') // '/mnt/pool/store/subvolumes/container-1'
    */
   async get(id: string, options?: { mountLabel?: string }): Promise<string> {
@@ -224,8 +226,11 @@ export class BtrfsDriver {
     await this.#serial(id, () => call(() => this.#native.put(id)))
   }
 
-  /** How many `get`s of layer `id` have not been `put` yet. * @example driver.refCount('container-1') // 0 after as many puts as gets
-  /** How many `get`s of layer `id` have not been `put` yet. */
+  /**
+   * How many `get`s of layer `id` have not been `put` yet (synchronous: a counter, no I/O).
+   * @throws {BtrfsError} `EINVAL` for a bad id (thrown, not a rejection).
+   * @example driver.refCount('container-1') // 0 after as many puts as gets
+   */
   refCount(id: string): number {
     checkId('id', id)
     try {
@@ -235,8 +240,11 @@ export class BtrfsDriver {
     }
   }
 
-  /** Whether layer `id` exists (complete). @throws {BtrfsError} `EINVAL` for a bad id. * @example if (!(await driver.exists('base'))) await driver.create('base')
-  /** Whether layer `id` exists (complete). @throws {BtrfsError} `EINVAL` for a bad id. */
+  /**
+   * Whether layer `id` exists (complete), a filesystem mounted on it or not.
+   * @throws {BtrfsError} `EINVAL` for a bad id.
+   * @example if (!(await driver.exists('base'))) await driver.create('base')
+   */
   async exists(id: string): Promise<boolean> {
     checkId('id', id)
     return (await call(() => this.#native.exists(id))) as boolean
@@ -379,7 +387,9 @@ export class BtrfsDriver {
    * the whole stream applied: a bad stream (`ERR_BAD_LAYER`), an abort (`ABORT_ERR`) or any
    * other failure leaves it as it was.
    * @returns the bytes of file content applied.
-   * @throws {BtrfsError} `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ABORT_ERR`, `ENOENT`, `EBUSY` while the layer is held.
+   * @throws {BtrfsError} `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ABORT_ERR`, `ENOENT`, `EBUSY` while the
+   *   layer is held or a filesystem is mounted on it, `EINVAL` for a file path with a NUL byte or
+   *   that is not a regular file or a FIFO (before the layer is touched).
    * @example await driver.applyDiff('app', 'base', fs.createReadStream('app.tar.gz'), { onProgress: (n) => bar.update(n) })
    */
   async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: ApplyDiffOptions): Promise<number> {

@@ -15,6 +15,7 @@
 //! periodic one, 30 s by default; any snapshot; `sync`). Everything that returned before a
 //! `sync` that returned is durable.
 
+mod covered;
 pub mod diff;
 mod qgroups;
 mod record;
@@ -30,10 +31,11 @@ use crate::filesystem;
 use crate::idmap::{IdMap, IdMapping};
 use crate::layer::{check_id, LayerMeta, Origin};
 use crate::mounts;
-use crate::open::{self, open_dir_at, require_btrfs, statx_at};
+use crate::open::{self, open_dir_at, require_btrfs};
 use crate::path::check;
 use crate::quota;
 use crate::subvolume::{self, create_at};
+use covered::LayerEntry;
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat2, Flock, FlockArg, OFlag, RenameFlags};
@@ -42,7 +44,7 @@ use nix::unistd::{fchown, Gid, Uid};
 use record::{Namespace, Record};
 use staging::Staged;
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -81,8 +83,6 @@ pub struct Driver {
     root_gid: u32,
     /// Where the layer records go: `trusted.` with CAP_SYS_ADMIN, else `user.`.
     record_ns: Namespace,
-    /// The mount `subvolumes/` is on: a layer's name on another mount is covered by a mount.
-    mount_id: u64,
     /// Whether quotas are on (read at init, set when a size limit turns them on).
     quotas: AtomicBool,
     state: Mutex<State>,
@@ -107,17 +107,6 @@ struct State {
     lock: Option<Flock<File>>,
     /// Whether `init` bind-mounted home onto itself (undone by `cleanup`).
     mounted: bool,
-}
-
-/// What a layer's name in `subvolumes/` holds.
-#[derive(Debug, PartialEq, Eq)]
-enum Entry {
-    Absent,
-    Layer,
-    /// A filesystem is mounted on it: the layer is there, beneath the mount.
-    Covered,
-    /// Anything but a subvolume.
-    Other,
 }
 
 fn now_ms() -> u64 {
@@ -150,7 +139,6 @@ impl Driver {
             let dirs = open_dirs(&home)?;
             let sub = dirs.subvolumes.as_fd();
             let record_ns = Namespace::probe(sub, &home.join(SUBVOLUMES))?;
-            let mount_id = open::mount_id(sub, &home)?;
             let quotas = quota::enabled(sub, &home)?;
             let pending = qgroups::read_pending(dirs.metadata.as_fd());
             let driver = Driver {
@@ -162,7 +150,6 @@ impl Driver {
                 root_uid,
                 root_gid,
                 record_ns,
-                mount_id,
                 quotas: AtomicBool::new(quotas),
                 state: Mutex::new(State {
                     refs: HashMap::new(),
@@ -253,55 +240,17 @@ impl Driver {
         record::read(fd, self.record_ns, &self.layer_path(id))
     }
 
-    /// What the name `id` (a checked id) holds in `subvolumes/`: one statx.
-    fn entry(&self, id: &str) -> Result<Entry> {
-        let dirs = self.dirs()?;
-        let name = CString::new(id).expect("a checked id has no NUL");
-        let mask = libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID;
-        let stx = match statx_at(
-            dirs.subvolumes.as_fd(),
-            &name,
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
-            mask,
-        ) {
-            Ok(stx) => stx,
-            Err(Errno::ENOENT) => return Ok(Entry::Absent),
-            Err(e) => return Err(Error::sys(e, "statx", &self.layer_path(id))),
-        };
-        let mount_root = stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
-            && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
-        let other_mount = stx.stx_mask & libc::STATX_MNT_ID != 0
-            && self.mount_id != 0
-            && stx.stx_mnt_id != self.mount_id;
-        if mount_root || other_mount {
-            return Ok(Entry::Covered);
-        }
-        let dir = u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
-        Ok(if dir && stx.stx_ino == crate::ioctl::FIRST_FREE_OBJECTID {
-            Entry::Layer
-        } else {
-            Entry::Other
-        })
-    }
-
-    fn is_layer(&self, id: &str) -> Result<bool> {
-        Ok(matches!(self.entry(id)?, Entry::Layer | Entry::Covered))
-    }
-
     /// Check `id` and open its layer: ENOENT when there is none, EBUSY when a filesystem is
     /// mounted on it.
     fn require_layer(&self, id: &str, op: &'static str) -> Result<OwnedFd> {
         check_id(id, op)?;
         let path = self.layer_path(id);
-        match self.entry(id)? {
-            Entry::Layer => open_dir_at(self.dirs()?.subvolumes.as_fd(), OsStr::new(id), &path),
-            Entry::Covered => Err(Error::invalid(
-                Errno::EBUSY,
-                op,
-                &path,
-                "a filesystem is mounted on the layer",
-            )),
-            Entry::Absent | Entry::Other => Err(Error::invalid(
+        match self.layer_entry(id)? {
+            LayerEntry::Layer => {
+                open_dir_at(self.dirs()?.subvolumes.as_fd(), OsStr::new(id), &path)
+            }
+            LayerEntry::Covered => Err(self.covered(id)),
+            LayerEntry::Absent => Err(Error::invalid(
                 Errno::ENOENT,
                 op,
                 &path,
@@ -313,7 +262,12 @@ impl Driver {
     /// Check `id` for a new layer: EEXIST when the name is taken.
     fn require_new(&self, id: &str, op: &'static str) -> Result<()> {
         check_id(id, op)?;
-        if self.entry(id)? != Entry::Absent {
+        let taken = crate::open::entry_kind(
+            self.dirs()?.subvolumes.as_fd(),
+            OsStr::new(id),
+            &self.layer_path(id),
+        )? != crate::open::EntryKind::Absent;
+        if taken {
             return Err(Error::invalid(
                 Errno::EEXIST,
                 op,
@@ -440,8 +394,8 @@ impl Driver {
             let fd = self.require_layer(id, "remove")?;
             Some(open::subvolume_id(fd.as_fd(), &path)?)
         } else {
-            match self.entry(id)? {
-                Entry::Layer => None,
+            match self.layer_entry(id)? {
+                LayerEntry::Layer => None,
                 _ => return self.require_layer(id, "remove").map(drop),
             }
         };
@@ -519,7 +473,7 @@ impl Driver {
 
     pub fn exists(&self, id: &str) -> Result<bool> {
         check_id(id, "exists")?;
-        self.is_layer(id)
+        self.layer_exists(id)
     }
 
     /// Ids of all complete layers, sorted.
@@ -529,7 +483,7 @@ impl Driver {
             .into_iter()
             .filter(|n| check_id(n, "").is_ok())
             .collect();
-        ids.retain(|id| self.is_layer(id).unwrap_or(false));
+        ids.retain(|id| self.layer_exists(id).unwrap_or(false));
         ids.sort();
         Ok(ids)
     }

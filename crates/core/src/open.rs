@@ -128,17 +128,29 @@ pub fn fsid(fd: BorrowedFd<'_>, shown: &Path) -> Result<[u8; 16]> {
     Ok(args.fsid)
 }
 
-/// statx of `name` in `dir`, made as a raw system call (glibc before 2.28 and older musl have
-/// no wrapper). `flags` are AT_* flags; `mask` the STATX_* fields asked for.
-pub fn statx_at(
+/// The mount id of `fd` (statx STATX_MNT_ID, Linux 5.8); 0 where the kernel cannot tell.
+pub fn mount_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
+    match statx(fd, c"", libc::AT_EMPTY_PATH, libc::STATX_MNT_ID) {
+        Ok(stx) if stx.stx_mask & libc::STATX_MNT_ID != 0 => Ok(stx.stx_mnt_id),
+        Ok(_) | Err(Errno::ENOSYS) => Ok(0),
+        Err(e) => Err(Error::sys(e, "statx", shown)),
+    }
+}
+
+/// statx of `name` in `dir` (of `dir` itself: `c""` with AT_EMPTY_PATH), made as a raw system
+/// call: glibc 2.17 has no statx symbol, and a binary that needs one does not load there.
+pub fn statx(
     dir: BorrowedFd<'_>,
     name: &CStr,
-    flags: i32,
-    mask: u32,
+    flags: libc::c_int,
+    mask: libc::c_uint,
 ) -> nix::Result<libc::statx> {
+    // The kernel writes its whole struct statx, 256 bytes since Linux 4.11.
+    const _: () = assert!(std::mem::size_of::<libc::statx>() >= 256);
     // SAFETY: statx is plain data; all-zero is a valid initial value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: name is NUL-terminated and stx is a valid out-pointer for the call.
+    // SAFETY: dir is a live fd, name is NUL-terminated, stx is a valid out-pointer of the size
+    // the kernel writes.
     let r = unsafe {
         libc::syscall(
             libc::SYS_statx,
@@ -152,23 +164,54 @@ pub fn statx_at(
     Errno::result(r).map(|_| stx)
 }
 
-/// The mount id of `fd` (statx STATX_MNT_ID, Linux 5.8); 0 where the kernel cannot tell.
-pub fn mount_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
-    // SAFETY: statx is plain data; all-zero is a valid initial value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: an empty path with AT_EMPTY_PATH stats the fd itself; stx is a valid out-pointer.
-    let r = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        )
+/// What a directory entry is, to the store: see [`entry_kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Absent,
+    /// The root directory of a subvolume, with nothing mounted on it.
+    SubvolumeRoot,
+    /// A mount point: what the name held is hidden under another filesystem or a bind mount.
+    MountPoint,
+    /// Anything else: a plain directory, a file, a symlink.
+    Other,
+}
+
+/// What entry `name` of `dir` is, without following a symlink: one statx, which tells a mount
+/// on the name (STATX_ATTR_MOUNT_ROOT, Linux 5.8) along with the type and inode. Where statx
+/// is refused (a seccomp filter) or too old to tell, an fstatat, which sees no mount.
+pub fn entry_kind(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<EntryKind> {
+    let kind = |mode: u32, ino: u64| {
+        if mode & libc::S_IFMT == libc::S_IFDIR && ino == ioctl::FIRST_FREE_OBJECTID {
+            EntryKind::SubvolumeRoot
+        } else {
+            EntryKind::Other
+        }
     };
-    match Errno::result(r) {
-        Ok(_) if stx.stx_mask & libc::STATX_MNT_ID != 0 => Ok(stx.stx_mnt_id),
-        Ok(_) | Err(Errno::ENOSYS) => Ok(0),
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NO_STATX: AtomicBool = AtomicBool::new(false);
+    let flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT;
+    let got = if NO_STATX.load(Ordering::Relaxed) {
+        Err(Errno::ENOSYS)
+    } else {
+        nix::NixPath::with_nix_path(name, |c| {
+            statx(dir, c, flags, libc::STATX_TYPE | libc::STATX_INO)
+        })
+        .at("statx", shown)?
+    };
+    match got {
+        Ok(stx) if stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0 => {
+            Ok(EntryKind::MountPoint)
+        }
+        Ok(stx) => Ok(kind(u32::from(stx.stx_mode), stx.stx_ino)),
+        Err(Errno::ENOENT) => Ok(EntryKind::Absent),
+        Err(Errno::ENOSYS) | Err(Errno::EPERM) => {
+            NO_STATX.store(true, Ordering::Relaxed);
+            match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => Ok(kind(st.st_mode, st.st_ino)),
+                Err(Errno::ENOENT) => Ok(EntryKind::Absent),
+                Err(e) => Err(Error::sys(e, "fstatat", shown)),
+            }
+        }
         Err(e) => Err(Error::sys(e, "statx", shown)),
     }
 }

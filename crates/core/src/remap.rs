@@ -330,23 +330,16 @@ impl<'p> Shown<'p> {
 
 /// statx of `name` in `dir` (or of `dir` itself), never following a symlink or automount.
 fn statx_at(dir: BorrowedFd<'_>, name: Option<&CStr>) -> std::result::Result<libc::statx, Errno> {
-    // SAFETY: statx is plain data; all-zero is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     let (path, flags) = match name {
         Some(n) => (n, libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT),
         None => (c"", libc::AT_EMPTY_PATH),
     };
-    // SAFETY: path is NUL-terminated and stx a valid out-pointer.
-    let r = unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            flags,
-            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    Errno::result(r).map(|_| stx)
+    crate::open::statx(
+        dir,
+        path,
+        flags,
+        libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+    )
 }
 
 impl<'a> Walk<'a> {

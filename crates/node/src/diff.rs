@@ -298,8 +298,7 @@ impl NativeDriver {
     ) -> Result<ApplySink> {
         let d = self.inner.clone();
         let (worker, progress) = spawn_worker("btrfs-layers-apply", move |ctl| {
-            let path = std::path::PathBuf::from(&file);
-            let f = std::fs::File::open(&path).map_err(|e| CoreError::io(e, "open", &path))?;
+            let f = btrfs_layers_core::tar::source::open(std::path::Path::new(&file))?;
             d.apply_diff(&id, parent.as_deref(), f, ctl)
         })?;
         Ok(ApplySink {

@@ -1,6 +1,6 @@
 //! The graph driver class: a handle on a core `Driver`, every method an AsyncTask.
 
-use crate::job::Job;
+use crate::job::{to_js_error, Job};
 use btrfs_layers_core::driver::{CreateOptions, Driver, DriverOptions};
 use btrfs_layers_core::idmap::IdMap;
 use napi::bindgen_prelude::*;
@@ -117,11 +117,10 @@ impl NativeDriver {
         Job::new(move || d.put(&id))
     }
 
+    /// Synchronous: a count read under a lock, no system call.
     #[napi(js_name = "refCount")]
     pub fn ref_count(&self, id: String) -> Result<u32> {
-        self.inner
-            .ref_count(&id)
-            .map_err(|e| crate::job::to_js_error(&e))
+        self.inner.ref_count(&id).map_err(|e| to_js_error(&e))
     }
 
     #[napi]

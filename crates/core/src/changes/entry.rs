@@ -188,11 +188,7 @@ fn mnt_id(stx: &libc::statx) -> u64 {
 }
 
 fn statx(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> std::result::Result<libc::statx, Errno> {
-    // SAFETY: statx is plain data; all-zero is a valid initial value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: dir is a live fd, name is NUL-terminated, stx is a valid out-pointer.
-    let r = unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, STATX_MASK, &mut stx) };
-    Errno::result(r).map(|_| stx)
+    crate::open::statx(dir, name, flags, STATX_MASK)
 }
 
 const CAPABILITY: &CStr = c"security.capability";

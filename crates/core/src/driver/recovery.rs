@@ -2,6 +2,7 @@
 //! half removed), records of earlier versions (JSON files in `metadata/`) moved onto their
 //! layers, and size limits the kernel no longer holds.
 
+use super::covered::LayerEntry;
 use super::record::{self, Record};
 use super::{dir_names, Driver};
 use crate::delete::delete_at;
@@ -65,16 +66,18 @@ impl Driver {
             else {
                 continue;
             };
-            if self.is_layer(id)? {
-                let layer = open_dir_at(
-                    dirs.subvolumes.as_fd(),
-                    OsStr::new(id),
-                    &self.layer_path(id),
-                )?;
-                if !record::has(layer.as_fd(), self.record_ns, &self.layer_path(id))? {
+            match self.layer_entry(id)? {
+                // A mount hides the layer: its file waits for a later init.
+                LayerEntry::Covered => continue,
+                LayerEntry::Absent => {}
+                LayerEntry::Layer => {
+                    let path = self.layer_path(id);
+                    let layer = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
                     // An unreadable file (empty, truncated) leaves what the kernel knows.
-                    if let Some((rec, read_only)) = read_legacy(md, &name, &shown)? {
-                        self.adopt(layer.as_fd(), &rec, read_only, &self.layer_path(id))?;
+                    if !record::has(layer.as_fd(), self.record_ns, &path)? {
+                        if let Some((rec, read_only)) = read_legacy(md, &name, &shown)? {
+                            self.adopt(layer.as_fd(), &rec, read_only, &path)?;
+                        }
                     }
                 }
             }
@@ -102,6 +105,10 @@ impl Driver {
         let sub = dirs.subvolumes.as_fd();
         let mut limits = Vec::new();
         for id in self.layers()? {
+            // A mount hides the layer; the kernel keeps its limit meanwhile.
+            if self.layer_entry(&id)? != LayerEntry::Layer {
+                continue;
+            }
             let path = self.layer_path(&id);
             let fd = open_dir_at(sub, OsStr::new(&id), &path)?;
             if let Some(size) = record::read(fd.as_fd(), self.record_ns, &path)?.size {
