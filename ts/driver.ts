@@ -151,13 +151,14 @@ export class BtrfsDriver {
 
   /** Run `fn` after every earlier call on the same layer id has settled. */
   #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#queues.get(id) ?? Promise.resolve()
-    const next = prev.then(fn, fn)
-    const tail = next.catch(() => undefined)
-    this.#queues.set(id, tail)
-    void tail.then(() => {
-      if (this.#queues.get(id) === tail) this.#queues.delete(id)
-    })
+    const prev = this.#queues.get(id)
+    // The common case, no call on this id under way: run now, one promise less.
+    const next = prev ? prev.then(fn, fn) : fn()
+    this.#queues.set(id, next)
+    const settled = (): void => {
+      if (this.#queues.get(id) === next) this.#queues.delete(id)
+    }
+    next.then(settled, settled)
     return next
   }
 
