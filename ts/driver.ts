@@ -522,8 +522,8 @@ export class BtrfsDriver {
   }
 
   /**
-   * Wait until the kernel has dropped removed layers and destroy their qgroups (btrfs frees
-   * a deleted subvolume in the background; Linux 6.13+ lets us wait for it).
+   * Wait until the kernel has dropped removed layers (a minute at most each) and destroy their
+   * qgroups: btrfs frees a deleted subvolume in the background, and this wakes its cleaner.
    * @example await driver.remove('limited'); await driver.releaseQgroups()
    */
   async releaseQgroups(): Promise<void> {
