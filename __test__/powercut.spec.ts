@@ -315,7 +315,8 @@ async function checkStates(t: ExecutionContext, kind: CrashState['kind']): Promi
   const failures: string[] = []
   for (const s of states) {
     const h = history
-    const problems = await checkCrashImage(bin, disk, plan, s, (mnt) => inspect(mnt, s, h))
+    // A check that throws is a finding about this state; the others still run.
+    const problems = await checkCrashImage(bin, disk, plan, s, (mnt) => inspect(mnt, s, h)).catch((e: Error) => [`checking it throws: ${e.stack ?? e.message}`])
     if (problems.length > 0) failures.push(`${describeState(s, h)}\n${problems.map((p) => `  - ${p.replace(/\n/g, '\n    ')}`).join('\n')}`)
   }
   t.log(`${states.length} ${kind} crash states checked in ${((Date.now() - started) / 1000).toFixed(1)} s`)

@@ -56,14 +56,14 @@ export interface StepRecord {
 
 /** States of each layer after each step, and the steps' places in the log. */
 export class LayerHistory {
-  /** after[t]: layer -> state after the first t steps. */
-  readonly #after: Map<string, LayerState | null>[] = [new Map()]
+  /** after[t]: layer -> its state after the first t steps, and the step that made it. */
+  readonly #after: Map<string, { state: LayerState | null; by: string }>[] = [new Map()]
   readonly steps: StepRecord[] = []
 
   /** Record that step `name` ran and left `changed` layers in these states. */
   push(name: string, sync: boolean, changed: Map<string, LayerState | null>): void {
     const next = new Map(this.#after[this.#after.length - 1])
-    for (const [id, s] of changed) next.set(id, s)
+    for (const [id, state] of changed) next.set(id, { state, by: name })
     this.#after.push(next)
     this.steps.push({ name, sync, begin: -1, end: -1 })
   }
@@ -92,7 +92,7 @@ export class LayerHistory {
 
   /**
    * For each layer, the states a crash before record `cut` may show, each with the step that
-   * made it ('' for the start).
+   * made it ('' for none: not made yet).
    */
   allowed(cut: number): Map<string, { state: LayerState | null; after: string }[]> {
     const started = this.steps.filter((s) => s.begin < cut).length
@@ -105,10 +105,10 @@ export class LayerHistory {
       const seen = new Set<string>()
       const list: { state: LayerState | null; after: string }[] = []
       for (let t = from; t <= started; t++) {
-        const state = this.#after[t].get(id) ?? null
+        const { state, by } = this.#after[t].get(id) ?? { state: null, by: '' }
         if (seen.has(key(state))) continue
         seen.add(key(state))
-        list.push({ state, after: t === 0 ? '' : this.steps[t - 1].name })
+        list.push({ state, after: by })
       }
       out.set(id, list)
     }
