@@ -15,6 +15,7 @@
 use crate::log::Record;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// The primary btrfs superblock: 4 KiB at 64 KiB.
 pub const SUPERBLOCK: (u64, u64) = (64 << 10, 68 << 10);
@@ -33,7 +34,7 @@ pub enum Kind {
 }
 
 /// Bytes `start..end` of the data of the write at `record`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Piece {
     pub record: usize,
     pub start: u32,
@@ -192,20 +193,26 @@ pub fn plan(records: &[Record], o: &Options) -> Vec<CrashState> {
     // Random subsets of the unflushed writes of a segment.
     let eligible: Vec<&Segment> = segs.iter().filter(|s| !s.writes.is_empty()).collect();
     let with_super: Vec<&Segment> = eligible.iter().copied().filter(|s| s.superblock).collect();
-    let mut n = 0;
-    while chosen.len() < o.states && !eligible.is_empty() {
+    // The same disk twice is checked once: a small log has few distinct subsets.
+    let same = |s: &CrashState| (s.durable, s.cut, s.pieces.clone());
+    let mut seen: HashSet<_> = chosen.iter().map(same).collect();
+    let mut draws = 0;
+    while chosen.len() < o.states && !eligible.is_empty() && draws < 20 * o.states {
         let seg = if !with_super.is_empty() && rng.below(4) != 0 {
             with_super[rng.below(with_super.len())]
         } else {
             eligible[rng.below(eligible.len())]
         };
-        let kind = if n % 2 == 0 {
+        let kind = if draws % 2 == 0 {
             Kind::Reordered
         } else {
             Kind::Torn
         };
-        n += 1;
-        chosen.push(subset(records, seg, kind, &mut rng));
+        draws += 1;
+        let s = subset(records, seg, kind, &mut rng);
+        if seen.insert(same(&s)) {
+            chosen.push(s);
+        }
     }
 
     chosen.sort_by_key(|s| (s.durable, s.cut, s.kind != Kind::Prefix));
@@ -520,6 +527,30 @@ mod tests {
             }
         }
         assert!(seen_torn > 50);
+    }
+
+    #[test]
+    fn no_disk_is_chosen_twice() {
+        let log = sample_log();
+        for seed in 0..50 {
+            let states = plan_of(&log, 60, seed);
+            let mut disks: Vec<_> = states
+                .iter()
+                .map(|s| (s.durable, s.cut, s.pieces.clone()))
+                .collect();
+            let n = disks.len();
+            disks.sort_by_key(|d| {
+                (
+                    d.0,
+                    d.1,
+                    d.2.iter()
+                        .map(|p| (p.record, p.start, p.end))
+                        .collect::<Vec<_>>(),
+                )
+            });
+            disks.dedup();
+            assert_eq!(disks.len(), n);
+        }
     }
 
     #[test]
