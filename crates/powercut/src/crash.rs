@@ -11,6 +11,11 @@
 //! superblock write since the one before mounts as that one did. Random subsets are drawn from
 //! the segments that hold a superblock write, where a lost write can matter, and sometimes from
 //! any other.
+//!
+//! A write logged before a flush counts as covered by it. The logger answers in log order, so
+//! such a write had completed before the flush was handled, though it may have been issued
+//! after the flush was: its loss at that flush is only drawn among the subsets of the segment
+//! before it, not combined with the writes after it.
 
 use crate::log::Record;
 use crate::rng::Rng;
