@@ -7,7 +7,7 @@
  * `BtrfsDriver.init`, show every layer complete (one of the states the workload gave it) or
  * absent, keep no temporaries, and lose nothing that a returned sync made durable.
  *
- * Environment: BTRFS_LAYERS_POWERCUT_STATES (crash states, default 40),
+ * Environment: BTRFS_LAYERS_POWERCUT_STATES (crash states, default 200),
  * BTRFS_LAYERS_POWERCUT_SEED (which states; printed, random by default),
  * BTRFS_LAYERS_POWERCUT_KEEP=1 (keep the base image, log and plan, and print where).
  */
@@ -23,7 +23,7 @@ import { isTemporary, prng } from './helpers/driver-util'
 import { LayerHistory, describeTree, explain, isAllowed, type LayerState } from './helpers/powercut-model'
 import { LoggedDisk, checkCrashImage, fuseUnavailable, planCrashStates, powercutBinary, teardownCrashImage, type CrashState, type Plan } from './helpers/powercut-rig'
 
-const STATES = Number(process.env.BTRFS_LAYERS_POWERCUT_STATES ?? 120)
+const STATES = Number(process.env.BTRFS_LAYERS_POWERCUT_STATES ?? 200)
 const SEED = process.env.BTRFS_LAYERS_POWERCUT_SEED !== undefined ? Number(process.env.BTRFS_LAYERS_POWERCUT_SEED) : randomInt(2 ** 31)
 const KEEP = process.env.BTRFS_LAYERS_POWERCUT_KEEP === '1'
 const STORE = 'store'
@@ -202,6 +202,8 @@ async function inspect(mnt: string, state: CrashState, history: LayerHistory): P
     for (const d of ['', 'subvolumes', 'metadata']) {
       const names = await fsp.readdir(path.join(home, d)).catch(() => [] as string[])
       for (const n of names.filter(isTemporary)) problems.push(`a temporary is left after init: ${path.posix.join(STORE, d, n)}`)
+      if (d !== 'subvolumes') continue
+      for (const n of names.filter((n) => !isTemporary(n) && !present.has(n))) problems.push(`${STORE}/subvolumes/${n} is left, but is no layer`)
     }
     for (const s of await oracleListAll(mnt)) {
       if (s.path.split('/').some(isTemporary)) problems.push(`a temporary subvolume is left after init: ${s.path}`)

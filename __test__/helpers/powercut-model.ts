@@ -127,7 +127,7 @@ export function explain(id: string, seen: LayerState | null, allowed: { state: L
   const head = `layer '${id}' is ${seen === null ? 'absent' : 'in none of its states'}; it may be ${shown}`
   if (seen === null) return head
   const candidates = allowed.filter((a) => a.state !== null) as { state: LayerState; after: string }[]
-  if (candidates.length === 0) return `${head}; it has ${Object.keys(seen.tree).length} entries`
+  if (candidates.length === 0) return `layer '${id}' is present (${Object.keys(seen.tree).length} entries), but may only be absent`
   const shared = (a: LayerState) => Object.keys(a.tree).filter((n) => n in seen.tree).length
   const nearest = candidates.reduce((best, a) => (shared(a.state) > shared(best.state) ? a : best))
   const want = nearest.state
