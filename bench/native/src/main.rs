@@ -19,7 +19,7 @@
 //!   (`changes_send`, with a temporary read-only snapshot in `--scratch` of each side that is
 //!   writable), or the generation fast path (`snapshot_origin` + `changes_since`; `new` must
 //!   be a snapshot of `old`).
-//! - `remap <path> [--host-id N] [--method auto|statx]`: `remap_path_with` from no mapping to
+//! - `remap <path> [--host-id N] [--method auto|statx]`: `remap_path` from no mapping to
 //!   container ids 0..65535 at host ids N.. (default 100000), uids and gids, timed; `auto` uses
 //!   the inode table where it may, `statx` never. Parallel on rayon's global pool: run it with
 //!   RAYON_NUM_THREADS=1 for the single-threaded walk.
@@ -720,7 +720,7 @@ fn cmd_changes(args: &[OsString]) -> Res<String> {
 
 fn cmd_remap(args: &[OsString]) -> Res<String> {
     use btrfs_layers_core::idmap::{IdMap, IdMapping};
-    use btrfs_layers_core::remap::{remap_path_with, Method, RemapOptions};
+    use btrfs_layers_core::remap::{remap_path, Method, RemapOptions};
     use btrfs_layers_core::Control;
     let (pos, opts) = parse(args)?;
     if pos.len() != 1 {
@@ -752,11 +752,12 @@ fn cmd_remap(args: &[OsString]) -> Res<String> {
         to_uids: &to,
         to_gids: &to,
         cross_subvolumes: false,
+        method,
         control: Control::NONE,
     };
     let c0 = cpu_ns();
     let t0 = Instant::now();
-    let out = remap_path_with(&path, &o, method).map_err(|e| e.to_string())?;
+    let out = remap_path(&path, &o).map_err(|e| e.to_string())?;
     let t = ns(t0.elapsed());
     let cpu = cpu_ns() - c0;
     if let Some(e) = out.errors.first() {

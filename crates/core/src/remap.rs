@@ -97,6 +97,8 @@ pub struct RemapOptions<'a> {
     pub to_gids: &'a IdMapping,
     /// Descend into nested subvolumes of the same filesystem (never into other filesystems).
     pub cross_subvolumes: bool,
+    /// How the walk learns each inode's owner (tests and benchmarks compare the two).
+    pub method: Method,
     /// Abort: checked before every directory. Progress: the inodes visited so far, every
     /// 4096 and at the end.
     pub control: Control<'a>,
@@ -114,9 +116,10 @@ pub struct RemapOutcome {
 }
 
 /// How the walk learns each inode's owner (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Method {
     /// The inode table where it may be used, statx elsewhere.
+    #[default]
     Auto,
     /// statx and llistxattr of every entry, never the table.
     Statx,
@@ -137,19 +140,9 @@ pub fn remap_tree(
     shown: &Path,
     opts: &RemapOptions<'_>,
 ) -> Result<RemapOutcome> {
-    remap_tree_with(root, shown, opts, Method::Auto)
-}
-
-/// [`remap_tree`] the way `method` says (tests and benchmarks compare the two).
-pub fn remap_tree_with(
-    root: BorrowedFd<'_>,
-    shown: &Path,
-    opts: &RemapOptions<'_>,
-    method: Method,
-) -> Result<RemapOutcome> {
     opts.control.check("remap", shown)?;
     let stx = statx_at(root, None).map_err(|e| Error::sys(e, "statx", shown))?;
-    let table = match method {
+    let table = match opts.method {
         Method::Auto => root_table(root, &Stat::from(&stx), opts.control, shown)?,
         Method::Statx => None,
     };
@@ -736,16 +729,7 @@ impl<'a> Walk<'a> {
 
 /// [`remap_tree`] of the directory at `path` (the caller's path; symlinks in it are followed).
 pub fn remap_path(path: &Path, opts: &RemapOptions<'_>) -> Result<RemapOutcome> {
-    remap_path_with(path, opts, Method::Auto)
-}
-
-/// [`remap_path`] the way `method` says.
-pub fn remap_path_with(
-    path: &Path,
-    opts: &RemapOptions<'_>,
-    method: Method,
-) -> Result<RemapOutcome> {
     crate::path::check(path, "remap")?;
     let fd = crate::open::open_dir(path)?;
-    remap_tree_with(fd.as_fd(), path, opts, method)
+    remap_tree(fd.as_fd(), path, opts)
 }

@@ -7,7 +7,7 @@ use btrfs_layers_core::changes::{
     changes_send, changes_walk, ChangeKind::*, ContainerIds, Options,
 };
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{remap_path, RemapOptions};
+use btrfs_layers_core::remap::{remap_path, Method, RemapOptions};
 use btrfs_layers_core::Control;
 use changes_common::*;
 use std::os::fd::AsFd;
@@ -40,6 +40,7 @@ fn remapped_layer_differs_only_where_container_ids_differ() {
         to_uids: &shifted,
         to_gids: &shifted,
         cross_subvolumes: false,
+        method: Method::Auto,
         control: Control::NONE,
     };
     let outcome = remap_path(&layers.layer, &opts).unwrap();

@@ -4,7 +4,7 @@ use crate::driver::NativeDriver;
 use crate::driver::{maps, IdMapEntry};
 use crate::job::to_js_error_many;
 use btrfs_layers_core::idmap::IdMapping;
-use btrfs_layers_core::remap::{remap_path, RemapOptions, RemapOutcome};
+use btrfs_layers_core::remap::{remap_path, Method, RemapOptions, RemapOutcome};
 use btrfs_layers_core::{Control, Error as CoreError};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -145,6 +145,7 @@ pub fn remap_start(
             to_uids: &tu,
             to_gids: &tg,
             cross_subvolumes,
+            method: Method::Auto,
             control,
         };
         remap_path(&PathBuf::from(&path), &opts)

@@ -8,7 +8,7 @@ use crate::control::Control;
 use crate::error::Result;
 use crate::idmap::{IdMap, IdMapping};
 use crate::layer::{check_id, Origin};
-use crate::remap::{remap_tree, RemapOptions, RemapOutcome};
+use crate::remap::{remap_tree, Method, RemapOptions, RemapOutcome};
 use crate::subvolume;
 use std::os::fd::AsFd;
 
@@ -38,6 +38,7 @@ impl Driver {
             to_uids: &to_uids,
             to_gids: &to_gids,
             cross_subvolumes: false,
+            method: Method::Auto,
             control,
         };
         let mut outcome = remap_tree(staged.fd(), staged.path(), &opts)?;

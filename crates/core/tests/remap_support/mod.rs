@@ -4,9 +4,7 @@
 #![allow(dead_code)]
 
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{
-    remap_path_with, remap_tree_with, Method, RemapOptions, RemapOutcome,
-};
+use btrfs_layers_core::remap::{remap_path, remap_tree, Method, RemapOptions, RemapOutcome};
 use btrfs_layers_core::{Control, Result};
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -96,10 +94,10 @@ pub fn remap(path: &Path, from: &Side, to: &Side, cross_subvolumes: bool) -> Res
         cross_subvolumes,
         ..options(from, to, Control::NONE)
     };
-    remap_path_with(path, &opts, method())
+    remap_path(path, &opts)
 }
 
-/// Options shifting `from` to `to`, not crossing into nested subvolumes.
+/// Options shifting `from` to `to` by [`method`], not crossing into nested subvolumes.
 pub fn options<'a>(from: &'a Side, to: &'a Side, control: Control<'a>) -> RemapOptions<'a> {
     RemapOptions {
         from_uids: &from.uids,
@@ -107,13 +105,14 @@ pub fn options<'a>(from: &'a Side, to: &'a Side, control: Control<'a>) -> RemapO
         to_uids: &to.uids,
         to_gids: &to.gids,
         cross_subvolumes: false,
+        method: method(),
         control,
     }
 }
 
 /// `remap_tree` on an open directory, as the driver calls it.
 pub fn remap_fd(dir: BorrowedFd<'_>, shown: &Path, from: &Side, to: &Side) -> Result<RemapOutcome> {
-    remap_tree_with(dir, shown, &options(from, to, Control::NONE), method())
+    remap_tree(dir, shown, &options(from, to, Control::NONE))
 }
 
 /// `remap` that must succeed without a single error.
