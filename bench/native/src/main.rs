@@ -19,7 +19,7 @@
 //!   (`changes_send`, with a temporary read-only snapshot in `--scratch` of each side that is
 //!   writable), or the generation fast path (`snapshot_origin` + `changes_since`; `new` must
 //!   be a snapshot of `old`).
-//! - `remap <path> [--host-id N] [--method auto|statx]`: `remap_path_with` from no mapping to
+//! - `remap <path> [--host-id N] [--method auto|statx]`: `remap_path` from no mapping to
 //!   container ids 0..65535 at host ids N.. (default 100000), uids and gids, timed; `auto` uses
 //!   the inode table where it may, `statx` never. Parallel on rayon's global pool: run it with
 //!   RAYON_NUM_THREADS=1 for the single-threaded walk.
@@ -615,6 +615,7 @@ fn cpu_ns() -> u64 {
 fn cmd_changes(args: &[OsString]) -> Res<String> {
     use btrfs_layers_core::changes::{
         changes_send, changes_since, changes_walk, changes_walk_single_threaded, snapshot_origin,
+        Options,
     };
     use btrfs_layers_core::{delete, subvolume};
     use std::os::fd::AsFd;
@@ -639,7 +640,8 @@ fn cmd_changes(args: &[OsString]) -> Res<String> {
             } else {
                 changes_walk_single_threaded
             };
-            f(n.as_fd(), Some(o.as_fd()), &new).map_err(|e| format!("{mode}: {e}"))?
+            f(n.as_fd(), Some(o.as_fd()), &new, &Options::default())
+                .map_err(|e| format!("{mode}: {e}"))?
         }
         "send" => {
             let scratch = scratch.ok_or("send needs --scratch DIR")?;
@@ -661,7 +663,8 @@ fn cmd_changes(args: &[OsString]) -> Res<String> {
                 let o = open_dir(&ov)?;
                 let t1 = Instant::now();
                 snapshot_ns = ns(t1 - t0);
-                let r = changes_send(n.as_fd(), o.as_fd(), &new).map_err(|e| format!("send: {e}"));
+                let r = changes_send(n.as_fd(), o.as_fd(), &new, &Options::default())
+                    .map_err(|e| format!("send: {e}"));
                 send_ns = ns(t1.elapsed());
                 r
             });
@@ -678,7 +681,8 @@ fn cmd_changes(args: &[OsString]) -> Res<String> {
             let since = snapshot_origin(n.as_fd(), o.as_fd(), &new)
                 .map_err(|e| format!("since: {e}"))?
                 .ok_or("since: <new> is not a snapshot of <old>")?;
-            changes_since(n.as_fd(), o.as_fd(), since, &new).map_err(|e| format!("since: {e}"))?
+            changes_since(n.as_fd(), o.as_fd(), since, &new, &Options::default())
+                .map_err(|e| format!("since: {e}"))?
         }
         other => return Err(format!("unknown changes mode {other:?}")),
     };
@@ -716,8 +720,8 @@ fn cmd_changes(args: &[OsString]) -> Res<String> {
 
 fn cmd_remap(args: &[OsString]) -> Res<String> {
     use btrfs_layers_core::idmap::{IdMap, IdMapping};
-    use btrfs_layers_core::remap::{remap_path_with, Method, RemapOptions};
-    use std::sync::atomic::AtomicBool;
+    use btrfs_layers_core::remap::{remap_path, Method, RemapOptions};
+    use btrfs_layers_core::Control;
     let (pos, opts) = parse(args)?;
     if pos.len() != 1 {
         return Err(USAGE.to_string());
@@ -742,20 +746,18 @@ fn cmd_remap(args: &[OsString]) -> Res<String> {
         "to",
     )
     .map_err(|e| e.to_string())?;
-    let abort = AtomicBool::new(false);
-    let progress = |_: u64| {};
     let o = RemapOptions {
         from_uids: &none,
         from_gids: &none,
         to_uids: &to,
         to_gids: &to,
         cross_subvolumes: false,
-        abort: &abort,
-        progress: &progress,
+        method,
+        control: Control::NONE,
     };
     let c0 = cpu_ns();
     let t0 = Instant::now();
-    let out = remap_path_with(&path, &o, method).map_err(|e| e.to_string())?;
+    let out = remap_path(&path, &o).map_err(|e| e.to_string())?;
     let t = ns(t0.elapsed());
     let cpu = cpu_ns() - c0;
     if let Some(e) = out.errors.first() {

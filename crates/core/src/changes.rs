@@ -21,11 +21,11 @@ mod send;
 mod send_stream;
 mod walk;
 
+use crate::control::Control;
 use crate::error::{Error, Result};
 use crate::idmap::IdMapping;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,30 +95,21 @@ impl Default for Parallelism {
     }
 }
 
-/// How a `changes_*_with` call compares, beyond the two trees.
+/// How a `changes_*` call compares, beyond the two trees.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options<'a> {
     /// Compare owners as container ids through these maps (else as host ids).
     pub ids: Option<&'a ContainerIds>,
     /// How much of the generation fast path runs in parallel.
     pub parallel: Parallelism,
-    /// Set (from any thread) to stop: the call then fails with ABORT_ERR, soon (the walk
-    /// looks at it before every directory).
-    pub abort: Option<&'a AtomicBool>,
+    /// Abort: the call then fails with ABORT_ERR, soon (the walk looks before every
+    /// directory). No progress is reported.
+    pub control: Control<'a>,
 }
 
 /// Tree walk: compare the tree at `new` against `old` (None: everything under `new` is
 /// added). Parallel (rayon) across directories.
 pub fn changes_walk(
-    new: BorrowedFd<'_>,
-    old: Option<BorrowedFd<'_>>,
-    shown: &Path,
-) -> Result<Vec<Change>> {
-    walk::changes(new, old, shown, &Options::default()).map(normalize)
-}
-
-/// [`changes_walk`] as `options` say.
-pub fn changes_walk_with(
     new: BorrowedFd<'_>,
     old: Option<BorrowedFd<'_>>,
     shown: &Path,
@@ -132,12 +123,13 @@ pub fn changes_walk_single_threaded(
     new: BorrowedFd<'_>,
     old: Option<BorrowedFd<'_>>,
     shown: &Path,
+    options: &Options<'_>,
 ) -> Result<Vec<Change>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .map_err(|e| Error::internal(format!("cannot start a walk thread: {e}")))?;
-    pool.install(|| changes_walk(new, old, shown))
+    pool.install(|| changes_walk(new, old, shown, options))
 }
 
 /// Send fast path: `new` and `old` are fds of read-only subvolume roots on the same
@@ -145,12 +137,7 @@ pub fn changes_walk_single_threaded(
 /// stream names by the walk's own rules, so the list is the walk's and the cost follows the
 /// size of the change. EPERM without CAP_SYS_ADMIN (fall back to [`changes_walk`]); EINVAL
 /// when either is not a read-only subvolume root; EXDEV across filesystems.
-pub fn changes_send(new: BorrowedFd<'_>, old: BorrowedFd<'_>, shown: &Path) -> Result<Vec<Change>> {
-    send::changes(new, old, shown, &Options::default()).map(normalize)
-}
-
-/// [`changes_send`] as `options` say.
-pub fn changes_send_with(
+pub fn changes_send(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     shown: &Path,
@@ -168,16 +155,6 @@ pub fn changes_send_with(
 /// [`changes_walk`]); EXDEV across filesystems. A wrong `since` gives a wrong list: it must
 /// come from the kernel (GET_SUBVOL_INFO's `otransid` of the snapshot).
 pub fn changes_since(
-    new: BorrowedFd<'_>,
-    old: BorrowedFd<'_>,
-    since: u64,
-    shown: &Path,
-) -> Result<Vec<Change>> {
-    generation::changes(new, old, since, shown, &Options::default()).map(normalize)
-}
-
-/// [`changes_since`] as `options` say.
-pub fn changes_since_with(
     new: BorrowedFd<'_>,
     old: BorrowedFd<'_>,
     since: u64,

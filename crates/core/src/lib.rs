@@ -1,6 +1,7 @@
 //! The btrfs layer store core: kernel interface, subvolume operations and recursive deletion.
 //! Pure Rust over `nix`; the napi bindings live in `crates/node`.
 
+pub mod control;
 pub mod delete;
 pub mod dirent;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod open;
 pub mod path;
 pub mod subvolume;
 
+pub use control::Control;
 pub use error::{Code, Error, Result};
 pub mod changes;
 pub mod driver;

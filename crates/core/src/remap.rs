@@ -59,7 +59,8 @@
 //! subvolume's root (the table would cover the whole subvolume for a part of it) or with
 //! [`Method::Statx`], the statx way is taken throughout.
 
-use crate::error::{Code, Error, Result};
+use crate::control::Control;
+use crate::error::{Error, Result};
 use crate::idmap::IdMapping;
 use crate::inodes::{self, InodeTable};
 use crate::xattr;
@@ -74,7 +75,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How a subdirectory is opened: a directory, beneath, no symlink followed, no mount crossed.
@@ -96,9 +97,11 @@ pub struct RemapOptions<'a> {
     pub to_gids: &'a IdMapping,
     /// Descend into nested subvolumes of the same filesystem (never into other filesystems).
     pub cross_subvolumes: bool,
-    pub abort: &'a AtomicBool,
-    /// Called with the number of inodes visited so far.
-    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// How the walk learns each inode's owner (tests and benchmarks compare the two).
+    pub method: Method,
+    /// Abort: checked before every directory. Progress: the inodes visited so far, every
+    /// 4096 and at the end.
+    pub control: Control<'a>,
 }
 
 /// What a remap did: inodes visited, inodes changed, and every error with its path.
@@ -113,9 +116,10 @@ pub struct RemapOutcome {
 }
 
 /// How the walk learns each inode's owner (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Method {
     /// The inode table where it may be used, statx elsewhere.
+    #[default]
     Auto,
     /// statx and llistxattr of every entry, never the table.
     Statx,
@@ -136,33 +140,13 @@ pub fn remap_tree(
     shown: &Path,
     opts: &RemapOptions<'_>,
 ) -> Result<RemapOutcome> {
-    remap_tree_with(root, shown, opts, Method::Auto)
-}
-
-/// [`remap_tree`] the way `method` says (tests and benchmarks compare the two).
-pub fn remap_tree_with(
-    root: BorrowedFd<'_>,
-    shown: &Path,
-    opts: &RemapOptions<'_>,
-    method: Method,
-) -> Result<RemapOutcome> {
-    let aborted = || Error {
-        code: Code::Aborted,
-        syscall: "remap",
-        path: Some(shown.to_path_buf()),
-        message: "the operation was aborted".into(),
-    };
-    if opts.abort.load(Ordering::Relaxed) {
-        return Err(aborted());
-    }
+    opts.control.check("remap", shown)?;
     let stx = statx_at(root, None).map_err(|e| Error::sys(e, "statx", shown))?;
-    let table = match method {
-        Method::Auto => root_table(root, &Stat::from(&stx), opts.abort, shown)?,
+    let table = match opts.method {
+        Method::Auto => root_table(root, &Stat::from(&stx), opts.control, shown)?,
         Method::Statx => None,
     };
-    if opts.abort.load(Ordering::Relaxed) {
-        return Err(aborted());
-    }
+    opts.control.check("remap", shown)?;
     let walk = Walk {
         opts,
         links: Mutex::new(HashSet::new()),
@@ -191,10 +175,8 @@ pub fn remap_tree_with(
         table,
     };
     rayon::scope(|s| walk.dir(s, top));
-    if opts.abort.load(Ordering::Relaxed) {
-        return Err(aborted());
-    }
-    (opts.progress)(walk.visited.load(Ordering::Relaxed));
+    opts.control.check("remap", shown)?;
+    opts.control.progress(walk.visited.load(Ordering::Relaxed));
     Ok(RemapOutcome {
         visited: walk.visited.into_inner(),
         changed: walk.changed.into_inner(),
@@ -209,7 +191,7 @@ pub fn remap_tree_with(
 fn root_table(
     root: BorrowedFd<'_>,
     st: &Stat,
-    abort: &AtomicBool,
+    control: Control<'_>,
     shown: &Path,
 ) -> Result<Option<Arc<InodeTable>>> {
     if st.kind() != libc::S_IFDIR || st.ino != crate::ioctl::FIRST_FREE_OBJECTID {
@@ -221,7 +203,7 @@ fn root_table(
     if crate::mounts::mounted_inside(root, st.mnt_id) {
         return Ok(None);
     }
-    match InodeTable::read(root, abort, shown) {
+    match InodeTable::read(root, control, shown) {
         Ok(t) => Ok(t.map(Arc::new)),
         Err(e) if table_refused(&e) => Ok(None),
         Err(e) => Err(e),
@@ -353,7 +335,7 @@ impl<'a> Walk<'a> {
     fn tick(&self) {
         let n = self.visited.fetch_add(1, Ordering::Relaxed) + 1;
         if n % 4096 == 0 {
-            (self.opts.progress)(n);
+            self.opts.control.progress(n);
         }
     }
 
@@ -367,7 +349,7 @@ impl<'a> Walk<'a> {
 
     /// Remap the entries of directory `node` (already remapped itself), subdirectories in parallel.
     fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, node: Node) {
-        if self.opts.abort.load(Ordering::Relaxed) {
+        if self.opts.control.aborted() {
             return;
         }
         // O_NOATIME: reading the directory after its chown (a newer ctime) would otherwise
@@ -511,7 +493,7 @@ impl<'a> Walk<'a> {
                 return Ok(None);
             }
             // Committed at the start of the walk; without a table, the statx way.
-            InodeTable::read_committed(fd.as_fd(), self.opts.abort, path.get())
+            InodeTable::read_committed(fd.as_fd(), self.opts.control, path.get())
                 .ok()
                 .flatten()
                 .map(Arc::new)
@@ -747,16 +729,7 @@ impl<'a> Walk<'a> {
 
 /// [`remap_tree`] of the directory at `path` (the caller's path; symlinks in it are followed).
 pub fn remap_path(path: &Path, opts: &RemapOptions<'_>) -> Result<RemapOutcome> {
-    remap_path_with(path, opts, Method::Auto)
-}
-
-/// [`remap_path`] the way `method` says.
-pub fn remap_path_with(
-    path: &Path,
-    opts: &RemapOptions<'_>,
-    method: Method,
-) -> Result<RemapOutcome> {
     crate::path::check(path, "remap")?;
     let fd = crate::open::open_dir(path)?;
-    remap_tree_with(fd.as_fd(), path, opts, method)
+    remap_tree(fd.as_fd(), path, opts)
 }

@@ -6,7 +6,7 @@
 mod changes_common;
 
 use btrfs_layers_core::changes::{
-    changes_send, changes_walk, changes_walk_single_threaded, Change,
+    changes_send, changes_walk, changes_walk_single_threaded, Change, Options,
 };
 use btrfs_layers_core::{delete, subvolume};
 use changes_common::*;
@@ -75,14 +75,15 @@ fn changes_on_100k_files_with_10_changed() {
 
     let (old, new) = (open(&layers.old), open(&layers.new));
     let runs = 5;
+    let opts = Options::default();
     let (walk, a) = time(runs, || {
-        changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap()
+        changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new, &opts).unwrap()
     });
     let (single, b) = time(runs, || {
-        changes_walk_single_threaded(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap()
+        changes_walk_single_threaded(new.as_fd(), Some(old.as_fd()), &layers.new, &opts).unwrap()
     });
     let (send, c) = time(runs, || {
-        changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap()
+        changes_send(new.as_fd(), old.as_fd(), &layers.new, &opts).unwrap()
     });
     assert_eq!(a, b);
     assert_eq!(a, c);
@@ -91,7 +92,7 @@ fn changes_on_100k_files_with_10_changed() {
         let (s_old, s_new) = (fs.path("tmp-old"), fs.path("tmp-new"));
         subvolume::snapshot(&layers.base, &s_old, true).unwrap();
         subvolume::snapshot(&layers.layer, &s_new, true).unwrap();
-        let got = changes_send(open(&s_new).as_fd(), open(&s_old).as_fd(), &s_new).unwrap();
+        let got = changes_send(open(&s_new).as_fd(), open(&s_old).as_fd(), &s_new, &opts).unwrap();
         delete::delete(&s_new, false).unwrap();
         delete::delete(&s_old, false).unwrap();
         got

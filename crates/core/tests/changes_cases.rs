@@ -5,10 +5,10 @@
 mod changes_common;
 
 use btrfs_layers_core::changes::{
-    changed_inodes, changes_send, changes_send_with, changes_since, changes_since_with,
-    changes_walk, changes_walk_with, snapshot_origin, Change, ChangeKind::*, Options,
+    changed_inodes, changes_send, changes_since, changes_walk, snapshot_origin, Change,
+    ChangeKind::*, Options,
 };
-use btrfs_layers_core::subvolume;
+use btrfs_layers_core::{subvolume, Control};
 use changes_common::*;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -528,7 +528,8 @@ fn nested_subvolumes_are_entries_never_descended() {
     // The walk on the live layers stops at the real subvolumes too (base holds kept/inside
     // for real, the layer a placeholder): kept is a boundary on both sides.
     let (b, l) = (open(&layers.base), open(&layers.layer));
-    let live = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer).unwrap();
+    let opts = Options::default();
+    let live = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer, &opts).unwrap();
     assert_eq!(live, expected, "live walk gave\n{}", show(&live));
     delete_nested(&layers);
 }
@@ -546,7 +547,8 @@ fn no_parent_means_everything_added() {
     };
     let layers = Layers::new(&fs, "p", etc);
     let n = open(&layers.old);
-    let got = changes_walk(n.as_fd(), None, &layers.old).unwrap();
+    let opts = Options::default();
+    let got = changes_walk(n.as_fd(), None, &layers.old, &opts).unwrap();
     let expected = [
         ch("etc", Add),
         ch("etc/group", Add),
@@ -570,16 +572,17 @@ fn send_refuses_writable_and_non_subvolume_and_foreign_trees() {
     let layers = Layers::new(&fs, "e", etc);
     layers.freeze();
     let (old, new, layer) = (open(&layers.old), open(&layers.new), open(&layers.layer));
-    let err = changes_send(layer.as_fd(), old.as_fd(), &layers.layer).unwrap_err();
+    let opts = Options::default();
+    let err = changes_send(layer.as_fd(), old.as_fd(), &layers.layer, &opts).unwrap_err();
     assert_eq!(
         (err.code_str(), err.syscall),
         ("EINVAL", "BTRFS_IOC_SEND"),
         "{err}"
     );
-    let err = changes_send(new.as_fd(), layer.as_fd(), &layers.new).unwrap_err();
+    let err = changes_send(new.as_fd(), layer.as_fd(), &layers.new, &opts).unwrap_err();
     assert_eq!(err.code_str(), "EINVAL", "{err}");
     let etc_dir = open(&layers.new.join("etc"));
-    let err = changes_send(etc_dir.as_fd(), old.as_fd(), &layers.new).unwrap_err();
+    let err = changes_send(etc_dir.as_fd(), old.as_fd(), &layers.new, &opts).unwrap_err();
     assert_eq!(err.code_str(), "EINVAL", "{err}");
 
     let Some(other) = Btrfs::new("send_errors_other") else {
@@ -587,7 +590,7 @@ fn send_refuses_writable_and_non_subvolume_and_foreign_trees() {
     };
     let foreign = Layers::new(&other, "f", etc);
     let foreign_old = open(&foreign.old);
-    let err = changes_send(new.as_fd(), foreign_old.as_fd(), &layers.new).unwrap_err();
+    let err = changes_send(new.as_fd(), foreign_old.as_fd(), &layers.new, &opts).unwrap_err();
     assert_eq!(err.code_str(), "EXDEV", "{err}");
     drop((old, new, layer, etc_dir, foreign_old));
     foreign.delete();
@@ -602,16 +605,20 @@ fn send_without_cap_sys_admin_is_eperm() {
     let layers = Layers::new(&fs, "x", etc);
     layers.freeze();
     let (old, new) = (open(&layers.old), open(&layers.new));
-    let err = unprivileged(|| changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap_err());
+    let opts = Options::default();
+    let err =
+        unprivileged(|| changes_send(new.as_fd(), old.as_fd(), &layers.new, &opts).unwrap_err());
     assert_eq!(
         (err.code_str(), err.syscall),
         ("EPERM", "BTRFS_IOC_SEND"),
         "{err}"
     );
     // The walk needs no privilege beyond reading, and is the fallback.
-    assert!(changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new)
-        .unwrap()
-        .is_empty());
+    assert!(
+        changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new, &opts)
+            .unwrap()
+            .is_empty()
+    );
     drop((old, new));
     layers.delete();
 }
@@ -755,8 +762,10 @@ fn generation_without_cap_sys_admin_is_eperm() {
     let since = snapshot_origin(new.as_fd(), old.as_fd(), &layers.layer)
         .unwrap()
         .unwrap();
-    let err =
-        unprivileged(|| changes_since(new.as_fd(), old.as_fd(), since, &layers.layer).unwrap_err());
+    let opts = Options::default();
+    let err = unprivileged(|| {
+        changes_since(new.as_fd(), old.as_fd(), since, &layers.layer, &opts).unwrap_err()
+    });
     assert_eq!(err.code_str(), "EPERM", "{err}");
     drop((old, new));
     layers.delete();
@@ -808,11 +817,12 @@ fn both_sides_changed(
     expected: &[Change],
 ) {
     let Some(fs) = Btrfs::new(test) else { return };
+    let opts = Options::default();
     for round in 0..rounds {
         let layers = Layers::new(&fs, &format!("r{round}"), &setup);
         change(&layers.base, &layers.layer);
         let (b, l) = (open(&layers.base), open(&layers.layer));
-        let walk = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer).unwrap();
+        let walk = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer, &opts).unwrap();
         let generation = generation_way(&layers.base, &layers.layer);
         for (how, got) in [("walk", &walk), ("generation", &generation)] {
             assert_eq!(
@@ -874,9 +884,11 @@ fn generation_path_refuses_a_non_subvolume_and_foreign_trees_and_changes_nothing
     let since = snapshot_origin(layer.as_fd(), base.as_fd(), &layers.layer)
         .unwrap()
         .unwrap();
-    let before = changes_walk(layer.as_fd(), Some(base.as_fd()), &layers.layer).unwrap();
+    let opts = Options::default();
+    let before = changes_walk(layer.as_fd(), Some(base.as_fd()), &layers.layer, &opts).unwrap();
     let etc_dir = open(&layers.layer.join("etc"));
-    let err = changes_since(etc_dir.as_fd(), base.as_fd(), since, &layers.layer).unwrap_err();
+    let err =
+        changes_since(etc_dir.as_fd(), base.as_fd(), since, &layers.layer, &opts).unwrap_err();
     assert_eq!(err.code_str(), "EINVAL", "{err}");
 
     let Some(other) = Btrfs::new("generation_errors_other") else {
@@ -884,18 +896,25 @@ fn generation_path_refuses_a_non_subvolume_and_foreign_trees_and_changes_nothing
     };
     let foreign = Layers::new(&other, "f", etc);
     let foreign_base = open(&foreign.base);
-    let err = changes_since(layer.as_fd(), foreign_base.as_fd(), since, &layers.layer).unwrap_err();
+    let err = changes_since(
+        layer.as_fd(),
+        foreign_base.as_fd(),
+        since,
+        &layers.layer,
+        &opts,
+    )
+    .unwrap_err();
     assert_eq!(
         (err.code_str(), err.syscall),
         ("EXDEV", "BTRFS_IOC_TREE_SEARCH_V2"),
         "{err}"
     );
     // Refused calls leave both trees as they were.
-    let after = changes_walk(layer.as_fd(), Some(base.as_fd()), &layers.layer).unwrap();
+    let after = changes_walk(layer.as_fd(), Some(base.as_fd()), &layers.layer, &opts).unwrap();
     assert_eq!(after, before);
     assert_eq!(
-        changes_walk(foreign_base.as_fd(), None, &foreign.base).unwrap(),
-        changes_walk(open(&foreign.old).as_fd(), None, &foreign.old).unwrap()
+        changes_walk(foreign_base.as_fd(), None, &foreign.base, &opts).unwrap(),
+        changes_walk(open(&foreign.old).as_fd(), None, &foreign.old, &opts).unwrap()
     );
     drop((base, layer, etc_dir, foreign_base));
     foreign.delete();
@@ -920,25 +939,25 @@ fn every_way_stops_with_abort_err_once_asked_and_the_same_call_runs_without() {
     let expected = [ch("etc", Modify), ch("etc/new", Add)];
     for (flag, aborted) in [(&stop, true), (&go, false)] {
         let o = Options {
-            abort: Some(flag),
+            control: Control::abort_on(flag),
             ..Options::default()
         };
         let got = [
             (
                 "walk",
-                changes_walk_with(new.as_fd(), Some(old.as_fd()), &layers.new, &o),
+                changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new, &o),
             ),
             (
                 "whole walk",
-                changes_walk_with(new.as_fd(), None, &layers.new, &o),
+                changes_walk(new.as_fd(), None, &layers.new, &o),
             ),
             (
                 "send",
-                changes_send_with(new.as_fd(), old.as_fd(), &layers.new, &o),
+                changes_send(new.as_fd(), old.as_fd(), &layers.new, &o),
             ),
             (
                 "generation",
-                changes_since_with(layer.as_fd(), base.as_fd(), since, &layers.layer, &o),
+                changes_since(layer.as_fd(), base.as_fd(), since, &layers.layer, &o),
             ),
         ];
         for (how, r) in got {

@@ -4,14 +4,13 @@
 mod changes_common;
 
 use btrfs_layers_core::changes::{
-    changes_send, changes_send_with, changes_walk, changes_walk_with, ChangeKind::*, ContainerIds,
-    Options,
+    changes_send, changes_walk, ChangeKind::*, ContainerIds, Options,
 };
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{remap_path, RemapOptions};
+use btrfs_layers_core::remap::{remap_path, Method, RemapOptions};
+use btrfs_layers_core::Control;
 use changes_common::*;
 use std::os::fd::AsFd;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[test]
@@ -35,15 +34,14 @@ fn remapped_layer_differs_only_where_container_ids_differ() {
     )
     .unwrap();
     let none = IdMapping::default();
-    let abort = AtomicBool::new(false);
     let opts = RemapOptions {
         from_uids: &none,
         from_gids: &none,
         to_uids: &shifted,
         to_gids: &shifted,
         cross_subvolumes: false,
-        abort: &abort,
-        progress: &|_| {},
+        method: Method::Auto,
+        control: Control::NONE,
     };
     let outcome = remap_path(&layers.layer, &opts).unwrap();
     assert!(
@@ -56,10 +54,11 @@ fn remapped_layer_differs_only_where_container_ids_differ() {
     let (old, new) = (open(&layers.old), open(&layers.new));
 
     // In host ids, every entry changed owner.
-    let host = changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new).unwrap();
+    let opts = Options::default();
+    let host = changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new, &opts).unwrap();
     assert_eq!(host.len(), 3, "{}", show(&host));
     assert_eq!(
-        changes_send(new.as_fd(), old.as_fd(), &layers.new).unwrap(),
+        changes_send(new.as_fd(), old.as_fd(), &layers.new, &opts).unwrap(),
         host
     );
 
@@ -74,11 +73,11 @@ fn remapped_layer_differs_only_where_container_ids_differ() {
     };
     let expected = vec![ch("home", Modify)];
     assert_eq!(
-        changes_walk_with(new.as_fd(), Some(old.as_fd()), &layers.new, &with_ids).unwrap(),
+        changes_walk(new.as_fd(), Some(old.as_fd()), &layers.new, &with_ids).unwrap(),
         expected
     );
     assert_eq!(
-        changes_send_with(new.as_fd(), old.as_fd(), &layers.new, &with_ids).unwrap(),
+        changes_send(new.as_fd(), old.as_fd(), &layers.new, &with_ids).unwrap(),
         expected
     );
     drop((old, new));

@@ -9,7 +9,7 @@
 
 mod changes_common;
 
-use btrfs_layers_core::changes::{changes_walk, Change, ChangeKind, Parallelism};
+use btrfs_layers_core::changes::{changes_walk, Change, ChangeKind, Options, Parallelism};
 use btrfs_layers_core::subvolume;
 use changes_common::*;
 use std::collections::BTreeSet;
@@ -584,6 +584,7 @@ fn generation_path_and_walk_agree_with_the_oracle_when_both_sides_changed() {
     };
     let (seeds, iterations) = seeds();
     let mut nonempty = 0;
+    let opts = Options::default();
     for seed in seeds {
         let mut rng = Rng::new(seed ^ 0x5eed);
         let layers = Layers::new(&fs, &format!("b{seed}"), |b| populate(&mut rng, b));
@@ -602,7 +603,7 @@ fn generation_path_and_walk_agree_with_the_oracle_when_both_sides_changed() {
         }
         let expected = oracle(&layers.base, &layers.layer);
         let (b, l) = (open(&layers.base), open(&layers.layer));
-        let walk = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer).unwrap();
+        let walk = changes_walk(l.as_fd(), Some(b.as_fd()), &layers.layer, &opts).unwrap();
         let generation = generation_way(&layers.base, &layers.layer);
         let parallel = generation_way_with(&layers.base, &layers.layer, Parallelism::ALWAYS);
         for (how, got) in [

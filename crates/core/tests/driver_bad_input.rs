@@ -6,16 +6,16 @@
 
 mod common;
 
-use btrfs_layers_core::driver::diff::{Against, Control};
+use btrfs_layers_core::driver::diff::Against;
 use btrfs_layers_core::driver::{CreateOptions, Driver, DriverOptions};
 use btrfs_layers_core::tar::source;
+use btrfs_layers_core::Control;
 use common::{oracle_list, run, unmount, BindMount};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 /// A tmpfs mounted on `at`, unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -144,14 +144,13 @@ fn a_tmpfs_on_a_layer_makes_it_busy_not_absent() {
         // Every call that would open the layer would reach the tmpfs instead: busy.
         assert_eq!(code(d.get("a", None)), "EBUSY", "get");
         assert_eq!(code(d.metadata("a")), "EBUSY", "metadata");
-        assert_eq!(code(d.changes("a", Against::Nothing)), "EBUSY", "changes");
-        let no = AtomicBool::new(false);
-        let ctl = Control {
-            abort: &no,
-            progress: &|_| {},
-        };
         assert_eq!(
-            code(d.apply_diff("a", None, std::io::empty(), &ctl)),
+            code(d.changes("a", Against::Nothing, Control::NONE)),
+            "EBUSY",
+            "changes"
+        );
+        assert_eq!(
+            code(d.apply_diff("a", None, std::io::empty(), Control::NONE)),
             "EBUSY",
             "applyDiff"
         );

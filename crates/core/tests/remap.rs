@@ -8,8 +8,9 @@ mod common;
 mod remap_support;
 
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{remap_path_with, Method};
+use btrfs_layers_core::remap::{remap_path, Method};
 use btrfs_layers_core::Code;
+use btrfs_layers_core::Control;
 use common::{mk_subvol, BindMount, Sentinel};
 use remap_support::*;
 use std::ffi::OsStr;
@@ -559,9 +560,9 @@ both_ways! {
         };
         let abort = AtomicBool::new(false);
         let (from, to) = (Side::identity(), Side::shifted(S1));
-        let opts = options(&from, &to, &abort, &progress);
+        let opts = options(&from, &to, Control::new(&abort, &progress));
         let t1 = std::time::Instant::now();
-        let out = remap_path_with(&root, &opts, method()).unwrap();
+        let out = remap_path(&root, &opts).unwrap();
         let took = t1.elapsed();
         eprintln!("20,000 files: made in {made:?}, remapped in {took:?}");
         assert!(
@@ -607,8 +608,8 @@ both_ways! {
             abort.store(true, Ordering::Relaxed);
         };
         let (from, to) = (Side::identity(), Side::shifted(S1));
-        let opts = options(&from, &to, &abort, &progress);
-        let err = remap_path_with(&root, &opts, method()).expect_err("aborted");
+        let opts = options(&from, &to, Control::new(&abort, &progress));
+        let err = remap_path(&root, &opts).expect_err("aborted");
         assert_eq!(err.code, Code::Aborted, "{err:?}");
         assert_eq!(err.path.as_deref(), Some(root.as_path()));
         // The walk stopped early: not every file was shifted.
@@ -635,8 +636,8 @@ both_ways! {
         let abort = AtomicBool::new(true);
         let progress = |_: u64| {};
         let (from, to) = (Side::identity(), Side::shifted(S1));
-        let opts = options(&from, &to, &abort, &progress);
-        let err = remap_path_with(&root, &opts, method()).expect_err("aborted");
+        let opts = options(&from, &to, Control::new(&abort, &progress));
+        let err = remap_path(&root, &opts).expect_err("aborted");
         assert_eq!(err.code, Code::Aborted);
         assert_eq!(
             owner(&root.join("f")),

@@ -7,11 +7,11 @@ mod remap_support;
 
 use btrfs_layers_core::inodes::InodeTable;
 use btrfs_layers_core::remap::Method;
+use btrfs_layers_core::Control;
 use common::{mk_subvol, Sentinel};
 use nix::errno::Errno;
 use remap_support::*;
 use std::os::fd::AsFd;
-use std::sync::atomic::AtomicBool;
 
 const CAP_SYS_ADMIN: u32 = 21;
 
@@ -59,7 +59,7 @@ fn without_cap_sys_admin_the_statx_way_is_taken_with_the_same_result() {
         drop_capability(CAP_SYS_ADMIN);
         // The premise: no TREE_SEARCH_V2 for this thread.
         let dir = std::fs::File::open(&r).unwrap();
-        let e = InodeTable::read(dir.as_fd(), &AtomicBool::new(false), &r).unwrap_err();
+        let e = InodeTable::read(dir.as_fd(), Control::NONE, &r).unwrap_err();
         assert!(e.is(Errno::EPERM), "{e:?}");
         set_method(Method::Auto);
         let out = remap_ok(&r, &Side::identity(), &Side::shifted(100_000), false);

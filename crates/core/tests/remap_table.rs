@@ -10,7 +10,7 @@ mod remap_support;
 
 use btrfs_layers_core::inodes::InodeTable;
 use btrfs_layers_core::remap::Method;
-use btrfs_layers_core::Code;
+use btrfs_layers_core::{Code, Control};
 use common::{mk_subvol, run, unmount, Sentinel};
 use remap_support::*;
 use std::ffi::OsStr;
@@ -18,7 +18,6 @@ use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 const S1: u32 = 100_000;
 const S2: u32 = 200_000;
@@ -168,7 +167,7 @@ fn a_chown_made_just_before_the_remap_is_seen() {
     let ino = fs::symlink_metadata(root.join("d/b")).unwrap().ino();
     // The premise: the btree alone still says S1+1 (the chown waits as a delayed item).
     let dir = fs::File::open(&root).unwrap();
-    let stale = InodeTable::read_committed(dir.as_fd(), &AtomicBool::new(false), &root)
+    let stale = InodeTable::read_committed(dir.as_fd(), Control::NONE, &root)
         .unwrap()
         .unwrap();
     let uid = stale.get(ino).expect("d/b is in the btree").uid;

@@ -4,7 +4,7 @@
 mod tar_apply_support;
 
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::Code;
+use btrfs_layers_core::{Code, Control};
 use nix::errno::Errno;
 use std::fs;
 use std::io::{self, Read};
@@ -228,8 +228,7 @@ fn maps_ids_to_the_host() {
         .add(Entry::symlink("home/user/link", "file").owned(1000, 1000))
         .add(Entry::device(EntryType::Fifo, "fifo", 0, 0).owned(5, 6))
         .finish();
-    s.apply_with(&layer[..], &map, &map, &AtomicBool::new(false), &|_| {})
-        .unwrap();
+    s.apply_with(&layer[..], &map, &map, Control::NONE).unwrap();
     let file = node(&s.path("home/user/file"));
     assert_eq!((file.uid, file.gid, file.mode), (101_000, 101_001, 0o4750));
     let link = node(&s.path("home/user/link"));
@@ -251,7 +250,7 @@ fn maps_ids_to_the_host() {
         .add(Entry::file("far", "x").owned(70_000, 0))
         .finish();
     let err = s
-        .apply_with(&outside[..], &map, &map, &AtomicBool::new(false), &|_| {})
+        .apply_with(&outside[..], &map, &map, Control::NONE)
         .unwrap_err();
     assert_eq!(err.code, Code::IdMapping);
     assert!(!s.path("far").exists(), "checked before anything is made");
@@ -486,7 +485,8 @@ fn reports_progress_about_every_mebibyte_and_at_the_end() {
     let calls = Mutex::new(Vec::new());
     let ids = IdMapping::default();
     let progress = |n: u64| calls.lock().unwrap().push(n);
-    s.apply_with(&layer[..], &ids, &ids, &AtomicBool::new(false), &progress)
+    let no = AtomicBool::new(false);
+    s.apply_with(&layer[..], &ids, &ids, Control::new(&no, &progress))
         .unwrap();
     let calls = calls.into_inner().unwrap();
     assert!(
@@ -535,7 +535,12 @@ fn abort_from_another_thread_stops_mid_stream() {
             abort.store(true, Ordering::Relaxed);
         });
         let progress = |n: u64| seen.store(n, Ordering::Relaxed);
-        s.apply_with(Trickle { header, sent: 0 }, &ids, &ids, &abort, &progress)
+        s.apply_with(
+            Trickle { header, sent: 0 },
+            &ids,
+            &ids,
+            Control::new(&abort, &progress),
+        )
     });
     let err = result.unwrap_err();
     assert_eq!(err.code, Code::Aborted, "{err}");
@@ -552,8 +557,7 @@ fn abort_set_before_the_start_changes_nothing() {
             &every_entry_type()[..],
             &ids,
             &ids,
-            &AtomicBool::new(true),
-            &|_| {},
+            Control::abort_on(&AtomicBool::new(true)),
         )
         .unwrap_err();
     assert_eq!(err.code, Code::Aborted);

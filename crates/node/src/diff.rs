@@ -5,9 +5,9 @@ use crate::driver::NativeDriver;
 use crate::job::{js_path, to_js_error, Job};
 use crate::stream::{channel, ChannelReader, ChannelWriter};
 use btrfs_layers_core::changes::Change;
-use btrfs_layers_core::driver::diff::{Against, Control};
+use btrfs_layers_core::driver::diff::Against;
 use btrfs_layers_core::tar::compress::Compression;
-use btrfs_layers_core::Error as CoreError;
+use btrfs_layers_core::{Control, Error as CoreError};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::os::unix::ffi::OsStrExt;
@@ -214,6 +214,11 @@ fn flag_of(abort: Option<ClassInstance<'_, AbortFlag>>) -> Option<Arc<AtomicBool
     abort.map(|a| a.flag.clone())
 }
 
+/// Stopped by the flag, if the call was given one.
+fn control_of(flag: &Option<Arc<AtomicBool>>) -> Control<'_> {
+    flag.as_deref().map_or(Control::NONE, Control::abort_on)
+}
+
 #[napi]
 impl NativeDriver {
     /// `parent`: a layer id; `null` with `whole` false means the recorded parent.
@@ -228,12 +233,10 @@ impl NativeDriver {
         let d = self.inner.clone();
         let abort = flag_of(abort);
         Job::new(move || {
-            Ok(
-                d.changes_with(&id, against(&parent, whole), abort.as_deref())?
-                    .into_iter()
-                    .map(change_entry)
-                    .collect(),
-            )
+            Ok(d.changes(&id, against(&parent, whole), control_of(&abort))?
+                .into_iter()
+                .map(change_entry)
+                .collect())
         })
     }
 
@@ -247,9 +250,7 @@ impl NativeDriver {
     ) -> AsyncTask<Job<f64>> {
         let d = self.inner.clone();
         let abort = flag_of(abort);
-        Job::new(move || {
-            Ok(d.diff_size_with(&id, against(&parent, whole), abort.as_deref())? as f64)
-        })
+        Job::new(move || Ok(d.diff_size(&id, against(&parent, whole), control_of(&abort))? as f64))
     }
 
     #[napi(js_name = "diffStart")]
@@ -314,7 +315,7 @@ type Worker = JoinHandle<btrfs_layers_core::Result<u64>>;
 /// Run `work` on a named thread of its own with abort and progress shared with the JS handle.
 fn spawn_worker(
     name: &str,
-    work: impl FnOnce(&Control<'_>) -> btrfs_layers_core::Result<u64> + Send + 'static,
+    work: impl FnOnce(Control<'_>) -> btrfs_layers_core::Result<u64> + Send + 'static,
 ) -> Result<(Worker, Arc<Progress>)> {
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
@@ -323,10 +324,7 @@ fn spawn_worker(
         .spawn(move || {
             guarded(|| {
                 let report = |n: u64| p.bytes.store(n, Ordering::Relaxed);
-                work(&Control {
-                    abort: &p.abort,
-                    progress: &report,
-                })
+                work(Control::new(&p.abort, &report))
             })
         })
         .map_err(|e| to_js_error(&CoreError::internal(format!("cannot start a thread: {e}"))))?;

@@ -3,10 +3,9 @@
 use crate::driver::NativeDriver;
 use crate::driver::{maps, IdMapEntry};
 use crate::job::to_js_error_many;
-use btrfs_layers_core::driver::diff::Control;
 use btrfs_layers_core::idmap::IdMapping;
-use btrfs_layers_core::remap::{remap_path, RemapOptions, RemapOutcome};
-use btrfs_layers_core::Error as CoreError;
+use btrfs_layers_core::remap::{remap_path, Method, RemapOptions, RemapOutcome};
+use btrfs_layers_core::{Control, Error as CoreError};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::path::PathBuf;
@@ -96,9 +95,7 @@ impl Task for RemapFinish {
 
 /// Run `work` on a thread of its own; the handle aborts it, reads progress, and finishes.
 fn spawn_remap(
-    work: impl FnOnce(&AtomicBool, &(dyn Fn(u64) + Sync)) -> btrfs_layers_core::Result<RemapOutcome>
-        + Send
-        + 'static,
+    work: impl FnOnce(Control<'_>) -> btrfs_layers_core::Result<RemapOutcome> + Send + 'static,
 ) -> Result<RemapTask> {
     let abort = Arc::new(AtomicBool::new(false));
     let visited = Arc::new(AtomicU64::new(0));
@@ -108,7 +105,7 @@ fn spawn_remap(
         .spawn(move || -> Outcome {
             let run = || -> Outcome {
                 let report = |n: u64| v.store(n, Ordering::Relaxed);
-                let out = work(&a, &report).map_err(|e| (e, Vec::new()))?;
+                let out = work(Control::new(&a, &report)).map_err(|e| (e, Vec::new()))?;
                 match out.errors.first() {
                     Some(first) => Err((first.clone(), out.errors.clone())),
                     None => Ok((out.visited, out.changed)),
@@ -137,7 +134,7 @@ pub fn remap_start(
     to: Mapping,
     cross_subvolumes: bool,
 ) -> Result<RemapTask> {
-    spawn_remap(move |abort, progress| {
+    spawn_remap(move |control| {
         let fu = mapping(from.uid_maps, "from.uidMaps")?;
         let fg = mapping(from.gid_maps, "from.gidMaps")?;
         let tu = mapping(to.uid_maps, "to.uidMaps")?;
@@ -148,8 +145,8 @@ pub fn remap_start(
             to_uids: &tu,
             to_gids: &tg,
             cross_subvolumes,
-            abort,
-            progress,
+            method: Method::Auto,
+            control,
         };
         remap_path(&PathBuf::from(&path), &opts)
     })
@@ -161,13 +158,13 @@ impl NativeDriver {
     #[napi(js_name = "remapStart")]
     pub fn remap_layer_start(&self, id: String, target: String, to: Mapping) -> Result<RemapTask> {
         let d = self.inner.clone();
-        spawn_remap(move |abort, progress| {
+        spawn_remap(move |control| {
             d.remap(
                 &id,
                 &target,
                 &maps(to.uid_maps),
                 &maps(to.gid_maps),
-                &Control { abort, progress },
+                control,
             )
         })
     }

@@ -68,7 +68,7 @@ pub(super) fn changes(
         // Not snapshots of one tree: every inode differs, there is nothing to gain.
         return walk::changes(new, Some(old), shown, options);
     }
-    walk::go_on(options.abort, shown)?;
+    walk::go_on(options.control, shown)?;
     let new_info = subvolume::info_fd(new, shown)?;
     // Before this, a ctime is history both trees share.
     let made = Some(walk::made_later(
@@ -84,7 +84,7 @@ pub(super) fn changes(
             Some(c) => changed.push(c),
             None => return walk::changes(new, Some(old), shown, options),
         }
-        walk::go_on(options.abort, shown)?;
+        walk::go_on(options.control, shown)?;
     }
     if changed[0].len() + changed[1].len() > MAX_CANDIDATE_INODES {
         return walk::changes(new, Some(old), shown, options);

@@ -82,7 +82,7 @@ pub(super) fn judge(
         track_links: true,
         shared_before,
         changed_both,
-        abort: options.abort,
+        control: options.control,
     };
     let judge = Judge {
         walk: &walk,

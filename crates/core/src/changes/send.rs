@@ -44,9 +44,9 @@ pub(super) fn changes(
         // Not snapshots of one tree: every inode differs, there is nothing to gain.
         return walk::changes(new, Some(old), shown, options);
     }
-    walk::go_on(options.abort, shown)?;
+    walk::go_on(options.control, shown)?;
     let candidates = run_send(new, open::subvolume_id(old, shown)?, shown)?;
-    walk::go_on(options.abort, shown)?;
+    walk::go_on(options.control, shown)?;
     let shared_before = walk::shared_before(new, old);
     judge(
         new,

@@ -6,8 +6,9 @@ use super::entry::{
     attributes_differ, capability, capability_may_differ, join, lookup, Entry, TreeRoot,
 };
 use super::{Change, ChangeKind, Options};
+use crate::control::Control;
 use crate::dirent::{Dir, Kind};
-use crate::error::{Code, Context, Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::subvolume::SubvolumeInfo;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -16,7 +17,6 @@ use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
@@ -62,8 +62,8 @@ pub(super) struct Walk<'a> {
     pub shared_before: Option<(i64, u32)>,
     /// Inodes both trees changed (when a fast path knows): their capabilities are always read.
     pub changed_both: HashSet<u64>,
-    /// Set: stop with ABORT_ERR (looked at before every directory).
-    pub abort: Option<&'a AtomicBool>,
+    /// Abort: stop with ABORT_ERR (looked at before every directory).
+    pub control: Control<'a>,
 }
 
 /// When the later of the trees at `new` and `old` was made (GET_SUBVOL_INFO's otime): before
@@ -101,7 +101,7 @@ pub(super) fn changes(
         track_links: false,
         shared_before: old.and_then(|o| shared_before(new, o)),
         changed_both: HashSet::new(),
-        abort: options.abort,
+        control: options.control,
     };
     let old = old.map(|fd| reopen(fd, shown)).transpose()?;
     let new = reopen(new, shown)?;
@@ -133,17 +133,9 @@ pub(super) fn read_names(
     Ok(names)
 }
 
-/// ABORT_ERR for a comparison stopped at `shown`, when `abort` is set.
-pub(super) fn go_on(abort: Option<&AtomicBool>, shown: &Path) -> Result<()> {
-    match abort {
-        Some(a) if a.load(Ordering::Relaxed) => Err(Error {
-            code: Code::Aborted,
-            syscall: "changes",
-            path: Some(shown.to_path_buf()),
-            message: "the operation was aborted".into(),
-        }),
-        _ => Ok(()),
-    }
+/// ABORT_ERR for a comparison stopped at `shown`, once the caller aborts.
+pub(super) fn go_on(control: Control<'_>, shown: &Path) -> Result<()> {
+    control.check("changes", shown)
 }
 
 impl Walk<'_> {
@@ -153,7 +145,7 @@ impl Walk<'_> {
 
     /// ABORT_ERR when the caller asked to stop.
     pub fn go_on(&self, prefix: &Path) -> Result<()> {
-        go_on(self.abort, &self.shown(prefix))
+        go_on(self.control, &self.shown(prefix))
     }
 
     /// Entry `name` of `dir` in the tree whose root is `root`.

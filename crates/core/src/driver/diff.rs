@@ -10,8 +10,9 @@ use super::record::{self, Record};
 use super::staging::Staged;
 use super::Driver;
 use crate::changes::{self, Change, ChangeKind, ContainerIds, Options};
+use crate::control::Control;
 use crate::delete::delete_at;
-use crate::error::{Code, Context, Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::layer::Origin;
 use crate::open::open_dir_at;
 use crate::quota;
@@ -25,7 +26,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Longest chain of layers `changes` follows up to the parent it compares against.
@@ -39,12 +40,6 @@ pub enum Against<'a> {
     /// No parent: the whole layer.
     Nothing,
     Layer(&'a str),
-}
-
-/// Progress and cancellation of a long call.
-pub struct Control<'a> {
-    pub abort: &'a AtomicBool,
-    pub progress: &'a (dyn Fn(u64) + Sync),
 }
 
 /// A read-only view of a layer: the layer itself when read-only, else a temporary snapshot.
@@ -97,28 +92,23 @@ impl Driver {
 
     /// Changes of layer `id` against `against`, sorted, parents before children. Owners are
     /// compared as container ids when the two layers are stored under different id maps.
-    pub fn changes(&self, id: &str, against: Against<'_>) -> Result<Vec<Change>> {
-        self.changes_with(id, against, None)
-    }
-
-    /// [`Driver::changes`], stopped with ABORT_ERR once `abort` is set.
-    pub fn changes_with(
+    /// Stopped with ABORT_ERR once `control` aborts; no progress is reported.
+    pub fn changes(
         &self,
         id: &str,
         against: Against<'_>,
-        abort: Option<&AtomicBool>,
+        control: Control<'_>,
     ) -> Result<Vec<Change>> {
         let new = self.require_layer(id, "changes")?;
-        let whole = |options: &Options<'_>| {
-            changes::changes_walk_with(new.as_fd(), None, &self.layer_path(id), options)
+        let whole = || {
+            let options = Options {
+                control,
+                ..Options::default()
+            };
+            changes::changes_walk(new.as_fd(), None, &self.layer_path(id), &options)
         };
         let named = match against {
-            Against::Nothing => {
-                return whole(&Options {
-                    abort,
-                    ..Options::default()
-                })
-            }
+            Against::Nothing => return whole(),
             Against::Layer(p) => {
                 crate::layer::check_id(p, "changes")?;
                 Some(p.to_string())
@@ -128,10 +118,7 @@ impl Driver {
         // The layer's record, read once: its parent, its id maps, its origin.
         let meta = self.record(new.as_fd(), id)?;
         let Some(parent) = named.or_else(|| meta.parent.clone()) else {
-            return whole(&Options {
-                abort,
-                ..Options::default()
-            });
+            return whole();
         };
         let old = self.require_layer(&parent, "changes")?;
         let new_maps = self.mappings(&meta.uid_maps, &meta.gid_maps)?;
@@ -142,14 +129,14 @@ impl Driver {
         });
         let options = Options {
             ids: ids.as_ref(),
-            abort,
+            control,
             ..Options::default()
         };
         let shown = self.layer_path(id);
         if !self.send_denied.load(Ordering::Relaxed) {
             let fast = match self.common_since(id, &meta, new.as_fd(), &parent, old.as_fd())? {
                 Some(since) => {
-                    changes::changes_since_with(new.as_fd(), old.as_fd(), since, &shown, &options)
+                    changes::changes_since(new.as_fd(), old.as_fd(), since, &shown, &options)
                 }
                 None => self.changes_by_send(id, new.as_fd(), &parent, old.as_fd(), &options),
             };
@@ -161,7 +148,7 @@ impl Driver {
                 Err(e) => return Err(e),
             }
         }
-        changes::changes_walk_with(new.as_fd(), Some(old.as_fd()), &shown, &options)
+        changes::changes_walk(new.as_fd(), Some(old.as_fd()), &shown, &options)
     }
 
     /// The transaction since which the layer `layer` records (open at `new`) and layer
@@ -222,7 +209,7 @@ impl Driver {
         let new_view = self.read_only_view(id, dup(new)?)?;
         let old_view = self.read_only_view(parent, dup(old)?)?;
         let shown = self.layer_path(id);
-        changes::changes_send_with(new_view.fd.as_fd(), old_view.fd.as_fd(), &shown, options)
+        changes::changes_send(new_view.fd.as_fd(), old_view.fd.as_fd(), &shown, options)
     }
 
     /// Write the OCI layer tar of `id` against `against` to `out`; returns the bytes written
@@ -233,9 +220,9 @@ impl Driver {
         against: Against<'_>,
         compression: Compression,
         out: impl Write,
-        ctl: &Control<'_>,
+        control: Control<'_>,
     ) -> Result<u64> {
-        let list = self.changes_with(id, against, Some(ctl.abort))?;
+        let list = self.changes(id, against, control)?;
         let new = self.require_layer(id, "diff")?;
         let mut counted = CountingWriter {
             inner: out,
@@ -247,8 +234,7 @@ impl Driver {
             let opts = WriteOptions {
                 uids: &uids,
                 gids: &gids,
-                abort: ctl.abort,
-                progress: ctl.progress,
+                control,
             };
             write_layer(new.as_fd(), &list, &mut w, &opts)?;
             w.finish().map_err(|e| {
@@ -263,18 +249,9 @@ impl Driver {
     }
 
     /// Bytes of added and modified regular files of `id` against `against`, each inode once.
-    pub fn diff_size(&self, id: &str, against: Against<'_>) -> Result<u64> {
-        self.diff_size_with(id, against, None)
-    }
-
-    /// [`Driver::diff_size`], stopped with ABORT_ERR once `abort` is set.
-    pub fn diff_size_with(
-        &self,
-        id: &str,
-        against: Against<'_>,
-        abort: Option<&AtomicBool>,
-    ) -> Result<u64> {
-        let list = self.changes_with(id, against, abort)?;
+    /// Stopped with ABORT_ERR once `control` aborts; no progress is reported.
+    pub fn diff_size(&self, id: &str, against: Against<'_>, control: Control<'_>) -> Result<u64> {
+        let list = self.changes(id, against, control)?;
         let root = self.require_layer(id, "diffSize")?;
         let mut seen = HashSet::new();
         let mut total = 0u64;
@@ -302,7 +279,7 @@ impl Driver {
         id: &str,
         parent: Option<&str>,
         input: impl Read,
-        ctl: &Control<'_>,
+        control: Control<'_>,
     ) -> Result<u64> {
         let layer_fd = self.require_layer(id, "applyDiff")?;
         if let Some(p) = parent {
@@ -317,18 +294,10 @@ impl Driver {
         let opts = ApplyOptions {
             uids: &uids,
             gids: &gids,
-            abort: ctl.abort,
-            progress: ctl.progress,
+            control,
         };
         let applied = apply(staged.fd(), input, &opts)?;
-        if ctl.abort.load(Ordering::Relaxed) {
-            return Err(Error {
-                code: Code::Aborted,
-                syscall: "applyDiff",
-                path: Some(self.layer_path(id)),
-                message: "the operation was aborted".into(),
-            });
-        }
+        control.check("applyDiff", &self.layer_path(id))?;
         if let Some(size) = rec.size {
             quota::limit(staged.fd(), size, staged.path())?;
         }

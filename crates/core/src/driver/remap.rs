@@ -1,14 +1,14 @@
 //! `remap`: a new layer holding another layer's tree under other id maps, made by a snapshot
 //! and an owner shift of the snapshot, so the source layer is never touched.
 
-use super::diff::Control;
 use super::record::Record;
 use super::staging::Staged;
 use super::Driver;
+use crate::control::Control;
 use crate::error::Result;
 use crate::idmap::{IdMap, IdMapping};
 use crate::layer::{check_id, Origin};
-use crate::remap::{remap_tree, RemapOptions, RemapOutcome};
+use crate::remap::{remap_tree, Method, RemapOptions, RemapOutcome};
 use crate::subvolume;
 use std::os::fd::AsFd;
 
@@ -21,7 +21,7 @@ impl Driver {
         target: &str,
         uid_maps: &[IdMap],
         gid_maps: &[IdMap],
-        ctl: &Control<'_>,
+        control: Control<'_>,
     ) -> Result<RemapOutcome> {
         check_id(id, "remap")?;
         check_id(target, "remap")?;
@@ -38,8 +38,8 @@ impl Driver {
             to_uids: &to_uids,
             to_gids: &to_gids,
             cross_subvolumes: false,
-            abort: ctl.abort,
-            progress: ctl.progress,
+            method: Method::Auto,
+            control,
         };
         let mut outcome = remap_tree(staged.fd(), staged.path(), &opts)?;
         if !outcome.errors.is_empty() {

@@ -17,6 +17,7 @@ mod parents;
 mod remove;
 mod whiteout;
 
+use crate::control::Control;
 use crate::error::{Code, Context, Error, Result};
 use crate::idmap::IdMapping;
 use nix::fcntl::{openat, OFlag};
@@ -24,7 +25,6 @@ use nix::sys::stat::Mode;
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use self::attrs::Meta;
 use self::dir_times::DirTimes;
@@ -47,20 +47,19 @@ pub struct ApplyOptions<'a> {
     /// Tar ids are container ids: mapped with `to_host`.
     pub uids: &'a IdMapping,
     pub gids: &'a IdMapping,
-    /// Checked between entries and during file bodies: `Code::Aborted`.
-    pub abort: &'a AtomicBool,
-    /// Called with cumulative uncompressed tar bytes read, at most every ~1 MiB and at the end.
-    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Abort: checked between entries and during file bodies (`Code::Aborted`). Progress:
+    /// the cumulative uncompressed tar bytes read, at most every ~1 MiB and at the end.
+    pub control: Control<'a>,
 }
 
 /// Apply the (possibly compressed) tar stream `input` to the directory `root` (an O_DIRECTORY fd of the layer root).
 /// Returns the bytes applied: the sum of the sizes of regular-file bodies written (as Docker's ApplyLayer counts).
 ///
 /// Errors: ERR_BAD_LAYER for a malformed or hostile stream, ERR_ID_MAPPING for an id outside
-/// the maps, ABORT_ERR once `abort` is set, the errno for what the kernel refused. On error
+/// the maps, ABORT_ERR once the caller aborts, the errno for what the kernel refused. On error
 /// the layer is left part-applied: the caller applies into a snapshot it can throw away.
 pub fn apply(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions<'_>) -> Result<u64> {
-    let meter = Meter::new(opts.abort, opts.progress);
+    let meter = Meter::new(opts.control);
     let source = meter.compressed(BufReader::with_capacity(INPUT_BUFFER, input));
     let (compression, plain) = decompressing_reader(source)?;
     let mut archive = ::tar::Archive::new(meter.expanded(plain));
@@ -190,7 +189,7 @@ impl<'o, 'm> Applier<'o, 'm> {
         self.made.keep(&dir, shown(dir_path))?;
         let hider = Hider {
             made: &self.made,
-            abort: self.opts.abort,
+            control: self.opts.control,
         };
         hider.hide(dir.fd.as_fd(), dir.id, dir_path, hidden)?;
         self.parents.forget();
@@ -205,7 +204,7 @@ impl<'o, 'm> Applier<'o, 'm> {
         let listing = reopen_listing(dir.fd.as_fd(), shown(dir_path))?;
         let hider = Hider {
             made: &self.made,
-            abort: self.opts.abort,
+            control: self.opts.control,
         };
         hider.hide_children(listing, dir.id, dir_path)?;
         self.parents.forget();

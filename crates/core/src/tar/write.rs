@@ -7,7 +7,8 @@
 //! Every file is opened beneath the layer root without following symlinks.
 
 use crate::changes::{Change, ChangeKind};
-use crate::error::{Code, Context, Error, Result};
+use crate::control::Control;
+use crate::error::{Context, Error, Result};
 use crate::idmap::IdMapping;
 use crate::open::open_beneath;
 use crate::xattr;
@@ -21,15 +22,14 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct WriteOptions<'a> {
     /// Host ids in the layer are written as container ids (`to_container`).
     pub uids: &'a IdMapping,
     pub gids: &'a IdMapping,
-    pub abort: &'a AtomicBool,
-    /// Called with the cumulative bytes written, about every MiB and at the end.
-    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Abort: checked before every entry. Progress: the cumulative bytes written, about every
+    /// MiB and at the end.
+    pub control: Control<'a>,
 }
 
 /// Write the layer tar of `changes` (paths relative to `root`) to `out`; returns bytes written.
@@ -44,20 +44,13 @@ pub fn write_layer(
             inner: out,
             count: 0,
             reported: 0,
-            progress: opts.progress,
+            control: opts.control,
         },
         links: HashMap::new(),
     };
     let mut parents = ParentCache::default();
     for change in changes {
-        if opts.abort.load(Ordering::Relaxed) {
-            return Err(Error {
-                code: Code::Aborted,
-                syscall: "diff",
-                path: Some(change.path.clone()),
-                message: "the operation was aborted".into(),
-            });
-        }
+        opts.control.check("diff", &change.path)?;
         match change.kind {
             ChangeKind::Delete => w.whiteout(&change.path)?,
             ChangeKind::Add | ChangeKind::Modify => {
@@ -77,7 +70,7 @@ pub fn write_layer(
     w.out
         .flush()
         .map_err(|e| io_error(e, "write", Path::new("")))?;
-    (opts.progress)(w.out.count);
+    opts.control.progress(w.out.count);
     Ok(w.out.count)
 }
 
@@ -110,7 +103,7 @@ struct Counting<'a, W: Write> {
     inner: W,
     count: u64,
     reported: u64,
-    progress: &'a (dyn Fn(u64) + Sync),
+    control: Control<'a>,
 }
 
 impl<W: Write> Write for Counting<'_, W> {
@@ -119,7 +112,7 @@ impl<W: Write> Write for Counting<'_, W> {
         self.count += n as u64;
         if self.count - self.reported >= 1 << 20 {
             self.reported = self.count;
-            (self.progress)(self.count);
+            self.control.progress(self.count);
         }
         Ok(n)
     }

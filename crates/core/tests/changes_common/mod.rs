@@ -7,8 +7,8 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use btrfs_layers_core::changes::{
-    changes_send, changes_since, changes_since_with, changes_walk, changes_walk_single_threaded,
-    snapshot_origin, Change, ChangeKind, Options, Parallelism,
+    changes_send, changes_since, changes_walk, changes_walk_single_threaded, snapshot_origin,
+    Change, ChangeKind, Options, Parallelism,
 };
 use btrfs_layers_core::{delete, subvolume};
 use std::ffi::{CString, OsStr};
@@ -159,10 +159,11 @@ pub fn open(p: &Path) -> File {
 /// changes_walk, changes_walk_single_threaded and changes_send of `new` against `old`.
 pub fn three_ways(old: &Path, new: &Path) -> [Vec<Change>; 3] {
     let (o, n) = (open(old), open(new));
+    let opts = Options::default();
     [
-        changes_walk(n.as_fd(), Some(o.as_fd()), new).unwrap(),
-        changes_walk_single_threaded(n.as_fd(), Some(o.as_fd()), new).unwrap(),
-        changes_send(n.as_fd(), o.as_fd(), new).unwrap(),
+        changes_walk(n.as_fd(), Some(o.as_fd()), new, &opts).unwrap(),
+        changes_walk_single_threaded(n.as_fd(), Some(o.as_fd()), new, &opts).unwrap(),
+        changes_send(n.as_fd(), o.as_fd(), new, &opts).unwrap(),
     ]
 }
 
@@ -190,7 +191,8 @@ pub fn generation_way(old: &Path, new: &Path) -> Vec<Change> {
     let since = snapshot_origin(n.as_fd(), o.as_fd(), new)
         .unwrap()
         .expect("the layer is a snapshot of its base");
-    changes_since(n.as_fd(), o.as_fd(), since, new).unwrap()
+    let opts = Options::default();
+    changes_since(n.as_fd(), o.as_fd(), since, new, &opts).unwrap()
 }
 
 /// [`generation_way`] with its parts run in parallel as `parallel` says.
@@ -203,7 +205,7 @@ pub fn generation_way_with(old: &Path, new: &Path, parallel: Parallelism) -> Vec
         parallel,
         ..Options::default()
     };
-    changes_since_with(n.as_fd(), o.as_fd(), since, new, &options).unwrap()
+    changes_since(n.as_fd(), o.as_fd(), since, new, &options).unwrap()
 }
 
 pub fn ch(path: impl AsRef<[u8]>, kind: ChangeKind) -> Change {

@@ -4,10 +4,8 @@
 #![allow(dead_code)]
 
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
-use btrfs_layers_core::remap::{
-    remap_path_with, remap_tree_with, Method, RemapOptions, RemapOutcome,
-};
-use btrfs_layers_core::Result;
+use btrfs_layers_core::remap::{remap_path, remap_tree, Method, RemapOptions, RemapOutcome};
+use btrfs_layers_core::{Control, Result};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
@@ -17,7 +15,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
 thread_local! {
     /// How [`remap`] and [`remap_fd`] of this test (this thread) remap.
@@ -93,38 +90,29 @@ pub fn expect_table(out: &RemapOutcome, n: u64) {
 
 /// `remap_path(path)` from `from` to `to` by [`method`], never aborted, progress ignored.
 pub fn remap(path: &Path, from: &Side, to: &Side, cross_subvolumes: bool) -> Result<RemapOutcome> {
-    let abort = AtomicBool::new(false);
-    let progress = |_: u64| {};
     let opts = RemapOptions {
         cross_subvolumes,
-        ..options(from, to, &abort, &progress)
+        ..options(from, to, Control::NONE)
     };
-    remap_path_with(path, &opts, method())
+    remap_path(path, &opts)
 }
 
-/// Options shifting `from` to `to`, not crossing into nested subvolumes.
-pub fn options<'a>(
-    from: &'a Side,
-    to: &'a Side,
-    abort: &'a AtomicBool,
-    progress: &'a (dyn Fn(u64) + Sync),
-) -> RemapOptions<'a> {
+/// Options shifting `from` to `to` by [`method`], not crossing into nested subvolumes.
+pub fn options<'a>(from: &'a Side, to: &'a Side, control: Control<'a>) -> RemapOptions<'a> {
     RemapOptions {
         from_uids: &from.uids,
         from_gids: &from.gids,
         to_uids: &to.uids,
         to_gids: &to.gids,
         cross_subvolumes: false,
-        abort,
-        progress,
+        method: method(),
+        control,
     }
 }
 
 /// `remap_tree` on an open directory, as the driver calls it.
 pub fn remap_fd(dir: BorrowedFd<'_>, shown: &Path, from: &Side, to: &Side) -> Result<RemapOutcome> {
-    let abort = AtomicBool::new(false);
-    let progress = |_: u64| {};
-    remap_tree_with(dir, shown, &options(from, to, &abort, &progress), method())
+    remap_tree(dir, shown, &options(from, to, Control::NONE))
 }
 
 /// `remap` that must succeed without a single error.

@@ -5,7 +5,7 @@
 
 use btrfs_layers_core::idmap::IdMapping;
 use btrfs_layers_core::tar::apply::{apply, ApplyOptions};
-use btrfs_layers_core::Result;
+use btrfs_layers_core::{Control, Result};
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use ::tar::EntryType;
 
@@ -68,7 +68,7 @@ impl Scratch {
 
     pub fn apply_from(&self, input: impl Read) -> Result<u64> {
         let ids = IdMapping::default();
-        self.apply_with(input, &ids, &ids, &AtomicBool::new(false), &|_| {})
+        self.apply_with(input, &ids, &ids, Control::NONE)
     }
 
     pub fn apply_with(
@@ -76,8 +76,7 @@ impl Scratch {
         input: impl Read,
         uids: &IdMapping,
         gids: &IdMapping,
-        abort: &AtomicBool,
-        progress: &(dyn Fn(u64) + Sync),
+        control: Control<'_>,
     ) -> Result<u64> {
         let root = fs::File::open(&self.root).unwrap();
         apply(
@@ -86,8 +85,7 @@ impl Scratch {
             &ApplyOptions {
                 uids,
                 gids,
-                abort,
-                progress,
+                control,
             },
         )
     }

@@ -164,7 +164,7 @@ impl Applier<'_, '_> {
         if kind == SFlag::S_IFDIR && keep_dir {
             return Ok(true);
         }
-        remove(dir, name, kind, shown, self.opts.abort)?;
+        remove(dir, name, kind, shown, self.opts.control)?;
         if kind == SFlag::S_IFDIR || kind == SFlag::S_IFLNK {
             self.parents.forget();
         }

@@ -1,13 +1,13 @@
 //! Counting a layer stream as it flows: compressed bytes in, tar bytes out, holes of sparse
 //! files; reporting progress; and tripping on abort, decompression bombs and oversized headers.
 
+use crate::control::Control;
 use crate::error::{Code, Error};
 use nix::errno::Errno;
 use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Progress is reported at most once per this many tar bytes (and once at the end).
 const PROGRESS_STEP: u64 = 1 << 20;
@@ -54,20 +54,18 @@ pub(super) struct Meter<'o> {
     holes: Cell<u64>,
     next_progress: Cell<u64>,
     header_left: Cell<Option<u64>>,
-    abort: &'o AtomicBool,
-    progress: &'o (dyn Fn(u64) + Sync),
+    control: Control<'o>,
 }
 
 impl<'o> Meter<'o> {
-    pub fn new(abort: &'o AtomicBool, progress: &'o (dyn Fn(u64) + Sync)) -> Self {
+    pub fn new(control: Control<'o>) -> Self {
         Meter {
             compressed: Cell::new(0),
             expanded: Cell::new(0),
             holes: Cell::new(0),
             next_progress: Cell::new(PROGRESS_STEP),
             header_left: Cell::new(None),
-            abort,
-            progress,
+            control,
         }
     }
 
@@ -99,7 +97,7 @@ impl<'o> Meter<'o> {
     }
 
     pub fn check_abort(&self) -> io::Result<()> {
-        if self.abort.load(Ordering::Relaxed) {
+        if self.control.aborted() {
             return Err(io::Error::other(Tripped::Aborted));
         }
         Ok(())
@@ -107,7 +105,7 @@ impl<'o> Meter<'o> {
 
     /// Report the final count.
     pub fn report_end(&self) {
-        (self.progress)(self.expanded.get());
+        self.control.progress(self.expanded.get());
     }
 
     fn on_expanded(&self, n: u64) -> io::Result<()> {
@@ -121,7 +119,7 @@ impl<'o> Meter<'o> {
         }
         if total >= self.next_progress.get() {
             self.next_progress.set(total + PROGRESS_STEP);
-            (self.progress)(total);
+            self.control.progress(total);
         }
         self.check_abort()?;
         self.check_bomb()
@@ -220,9 +218,4 @@ pub(super) fn stream_error(e: io::Error, shown: &Path) -> Error {
             message: format!("malformed layer: {e}"),
         },
     }
-}
-
-/// The error of an abort noticed outside a read.
-pub(super) fn aborted() -> Error {
-    stream_error(io::Error::other(Tripped::Aborted), Path::new(""))
 }

@@ -1,6 +1,7 @@
 //! Removing what an entry replaces or a whiteout hides: fd-relative, never following a
 //! symlink, never descending into another mount.
 
+use crate::control::Control;
 use crate::error::{Context, Error, Result};
 use crate::open::open_beneath;
 use nix::dir::{Dir, OwningIter, Type};
@@ -12,9 +13,6 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use super::meter::aborted;
 
 /// The kind of what sits at `name` in `dir` (not following a symlink), if anything does.
 pub(super) fn existing(dir: BorrowedFd<'_>, name: &[u8], shown: &Path) -> Result<Option<SFlag>> {
@@ -33,10 +31,10 @@ pub(super) fn remove(
     name: &[u8],
     kind: SFlag,
     shown: &Path,
-    abort: &AtomicBool,
+    control: Control<'_>,
 ) -> Result<()> {
     if kind == SFlag::S_IFDIR {
-        remove_tree(dir, OsStr::from_bytes(name), shown, abort)
+        remove_tree(dir, OsStr::from_bytes(name), shown, control)
     } else {
         unlink(
             dir,
@@ -53,14 +51,12 @@ fn remove_tree(
     parent: BorrowedFd<'_>,
     name: &OsStr,
     shown: &Path,
-    abort: &AtomicBool,
+    control: Control<'_>,
 ) -> Result<()> {
     let mut stack: Vec<(OwningIter, OsString)> =
         vec![(open_listing(parent, name, shown)?, name.to_owned())];
     while let Some((listing, _)) = stack.last_mut() {
-        if abort.load(Ordering::Relaxed) {
-            return Err(aborted());
-        }
+        control.check("", Path::new(""))?;
         let next = listing.next();
         // SAFETY: the fd belongs to the listing on top of the stack, which outlives this use.
         let dir = unsafe { BorrowedFd::borrow_raw(listing.as_raw_fd()) };

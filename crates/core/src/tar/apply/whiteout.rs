@@ -6,6 +6,7 @@
 //! Entries are known by their directory's inode and their name, not by their tar path, so a
 //! symlinked parent (two paths, one directory) cannot make an entry look foreign.
 
+use crate::control::Control;
 use crate::error::{Context, Result};
 use nix::dir::OwningIter;
 use nix::fcntl::{openat, OFlag};
@@ -15,9 +16,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::meter::aborted;
 use super::name::{join, shown};
 use super::parents::{inode_id, InodeId, LayerDir};
 use super::remove::{existing, listing, remove};
@@ -77,7 +76,7 @@ impl Made {
 /// What a whiteout pass needs besides the directory it works on.
 pub(super) struct Hider<'a> {
     pub made: &'a Made,
-    pub abort: &'a AtomicBool,
+    pub control: Control<'a>,
 }
 
 impl Hider<'_> {
@@ -91,9 +90,7 @@ impl Hider<'_> {
         dir_path: &[u8],
         name: &[u8],
     ) -> Result<()> {
-        if self.abort.load(Ordering::Relaxed) {
-            return Err(aborted());
-        }
+        self.control.check("", Path::new(""))?;
         let path = join(dir_path, name);
         let Some(kind) = existing(dir, name, shown(&path))? else {
             return Ok(());
@@ -103,7 +100,7 @@ impl Hider<'_> {
             return if made {
                 Ok(())
             } else {
-                remove(dir, name, kind, shown(&path), self.abort)
+                remove(dir, name, kind, shown(&path), self.control)
             };
         }
         let child = open_beneath(dir, Path::new(OsStr::from_bytes(name)), shown(&path))?;
@@ -113,7 +110,7 @@ impl Hider<'_> {
             return self.hide_children(child_listing, child_id, &path);
         }
         drop(child);
-        remove(dir, name, kind, shown(&path), self.abort)
+        remove(dir, name, kind, shown(&path), self.control)
     }
 
     /// Hide every lower entry of the directory listed by `listing`.
