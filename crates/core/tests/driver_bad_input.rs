@@ -17,29 +17,6 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// A tmpfs mounted on `at`, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(at: &Path) -> Tmpfs {
-        run(
-            "mount",
-            &[
-                OsStr::new("-t"),
-                OsStr::new("tmpfs"),
-                OsStr::new("tmpfs"),
-                at.as_os_str(),
-            ],
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        unmount(&self.0);
-    }
-}
 
 fn code<T: std::fmt::Debug>(r: btrfs_layers_core::Result<T>) -> String {
     match r {

@@ -33,29 +33,6 @@ fn stat_of(root: &Path, rels: &[&str]) -> Vec<String> {
     run("stat", &args).lines().map(str::to_string).collect()
 }
 
-/// A tmpfs mounted on `at` for the guard's life.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(at: &Path) -> Tmpfs {
-        run(
-            "mount",
-            &[
-                OsStr::new("-t"),
-                OsStr::new("tmpfs"),
-                OsStr::new("tmpfs"),
-                at.as_os_str(),
-            ],
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        unmount(&self.0);
-    }
-}
 
 #[test]
 fn both_ways_leave_every_kind_of_inode_alike_by_stat_getcap_and_getfacl() {

@@ -6,7 +6,7 @@
 use super::record::{self, Record};
 use super::{Dirs, Driver};
 use crate::delete::delete_at;
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::filesystem;
 use crate::open::{self, open_dir_at};
 use crate::quota;
@@ -97,53 +97,31 @@ impl<'d> Staged<'d> {
     /// Set the record (and the read-only flag, after it), then rename to `id`: the commit
     /// point of create and remap. EEXIST when `id` appeared meanwhile.
     pub fn publish(mut self, id: &str, rec: &Record, read_only: bool) -> Result<()> {
-        self.finish(rec, read_only)?;
-        let sub = self.dirs.subvolumes.as_fd();
-        renameat2(
-            sub,
-            self.name.as_str(),
-            sub,
-            id,
-            RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
-            Errno::EEXIST => Error::invalid(
-                Errno::EEXIST,
-                "renameat2",
-                &self.driver.layer_path(id),
-                "layer already exists",
-            ),
-            e => Error::sys(e, "renameat2", &self.driver.layer_path(id)),
-        })?;
+        self.commit(id, rec, read_only, RenameFlags::RENAME_NOREPLACE)?;
         self.state = State::Published;
         Ok(())
     }
 
     /// Set the record (and the read-only flag), then exchange with layer `id`: the commit point
-    /// of applyDiff. The replaced tree is deleted when this is dropped; its subvolume id
-    /// is returned.
+    /// of applyDiff. The replaced tree is deleted when this is dropped.
     pub fn replace(&mut self, id: &str, rec: &Record, read_only: bool) -> Result<()> {
-        self.finish(rec, read_only)?;
-        let sub = self.dirs.subvolumes.as_fd();
-        renameat2(
-            sub,
-            self.name.as_str(),
-            sub,
-            id,
-            RenameFlags::RENAME_EXCHANGE,
-        )
-        .at("renameat2", &self.driver.layer_path(id))?;
+        self.commit(id, rec, read_only, RenameFlags::RENAME_EXCHANGE)?;
         self.state = State::Replaced;
         self.fd = None;
         Ok(())
     }
 
-    fn finish(&self, rec: &Record, read_only: bool) -> Result<()> {
+    fn commit(&self, id: &str, rec: &Record, read_only: bool, how: RenameFlags) -> Result<()> {
         record::write(self.fd(), self.driver.record_ns, rec, &self.path)?;
         if read_only {
             set_read_only_fd(self.fd(), true, &self.path)?;
         }
-        Ok(())
+        let sub = self.dirs.subvolumes.as_fd();
+        let path = self.driver.layer_path(id);
+        renameat2(sub, self.name.as_str(), sub, id, how).map_err(|e| match e {
+            Errno::EEXIST => Error::invalid(Errno::EEXIST, "renameat2", &path, "layer already exists"),
+            e => Error::sys(e, "renameat2", &path),
+        })
     }
 }
 

@@ -358,6 +358,30 @@ impl Drop for BindMount {
 }
 
 /// Unmount whatever is mounted at `at` (mounts stacked there too), lazily as a last resort.
+/// A tmpfs mounted on `at` for the guard's life.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn new(at: &Path) -> Tmpfs {
+        run(
+            "mount",
+            &[
+                OsStr::new("-t"),
+                OsStr::new("tmpfs"),
+                OsStr::new("tmpfs"),
+                at.as_os_str(),
+            ],
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        unmount(&self.0);
+    }
+}
+
 pub fn unmount(at: &Path) {
     for _ in 0..5 {
         if !is_mount_point(at) {
