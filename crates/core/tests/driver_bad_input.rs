@@ -17,7 +17,6 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-
 fn code<T: std::fmt::Debug>(r: btrfs_layers_core::Result<T>) -> String {
     match r {
         Ok(v) => format!("ok: {v:?}"),

@@ -33,7 +33,6 @@ fn stat_of(root: &Path, rels: &[&str]) -> Vec<String> {
     run("stat", &args).lines().map(str::to_string).collect()
 }
 
-
 #[test]
 fn both_ways_leave_every_kind_of_inode_alike_by_stat_getcap_and_getfacl() {
     let fs = require_btrfs!();

@@ -119,7 +119,9 @@ impl<'d> Staged<'d> {
         let sub = self.dirs.subvolumes.as_fd();
         let path = self.driver.layer_path(id);
         renameat2(sub, self.name.as_str(), sub, id, how).map_err(|e| match e {
-            Errno::EEXIST => Error::invalid(Errno::EEXIST, "renameat2", &path, "layer already exists"),
+            Errno::EEXIST => {
+                Error::invalid(Errno::EEXIST, "renameat2", &path, "layer already exists")
+            }
             e => Error::sys(e, "renameat2", &path),
         })
     }
