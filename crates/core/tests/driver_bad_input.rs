@@ -10,7 +10,7 @@ use btrfs_layers_core::driver::diff::Against;
 use btrfs_layers_core::driver::{CreateOptions, Driver, DriverOptions};
 use btrfs_layers_core::tar::source;
 use btrfs_layers_core::Control;
-use common::{oracle_list, run, unmount, BindMount};
+use common::{oracle_list, BindMount, Tmpfs};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};

@@ -11,13 +11,13 @@ mod remap_support;
 use btrfs_layers_core::inodes::InodeTable;
 use btrfs_layers_core::remap::Method;
 use btrfs_layers_core::{Code, Control};
-use common::{mk_subvol, run, unmount, Sentinel};
+use common::{mk_subvol, run, Sentinel, Tmpfs};
 use remap_support::*;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const S1: u32 = 100_000;
 const S2: u32 = 200_000;
