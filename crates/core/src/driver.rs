@@ -319,12 +319,18 @@ impl Driver {
             }
             _ => (None, None),
         };
-        let (uids, gids) = self.mappings(&inherited.0, &inherited.1)?;
-        let root = (
-            uids.to_host(0).unwrap_or(self.root_uid),
-            gids.to_host(0).unwrap_or(self.root_gid),
-        );
-        if source.is_none() && root == (0, 0) && *opts == CreateOptions::default() {
+        let root = match &inherited {
+            (None, None) => (self.root_uid, self.root_gid),
+            (u, g) => {
+                let (uids, gids) = self.mappings(u, g)?;
+                (
+                    uids.to_host(0).unwrap_or(self.root_uid),
+                    gids.to_host(0).unwrap_or(self.root_gid),
+                )
+            }
+        };
+        let plain = opts.mount_label.is_none() && opts.size.is_none() && !opts.read_only;
+        if source.is_none() && root == (0, 0) && plain {
             // The common case at the cost of its one ioctl: an empty layer needs no record,
             // and SUBVOL_CREATE is atomic.
             return create_at(

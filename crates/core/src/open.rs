@@ -100,15 +100,6 @@ pub fn require_subvolume(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `dir` has an entry `name` (of any type, without following symlinks).
-pub fn entry_exists(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<bool> {
-    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(_) => Ok(true),
-        Err(Errno::ENOENT) => Ok(false),
-        Err(e) => Err(Error::sys(e, "fstatat", shown)),
-    }
-}
-
 /// The id of the subvolume that holds `fd` (INO_LOOKUP of the root inode, unprivileged).
 pub fn subvolume_id(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
     let mut args = ioctl::InoLookupArgs {

@@ -4,7 +4,7 @@
 use crate::error::{Context, Error, Result};
 use crate::ioctl::{self, c_bytes, put_name};
 use crate::nested::{self, Method};
-use crate::open::{self, entry_exists, open_dir, require_btrfs, require_subvolume};
+use crate::open::{self, open_dir, require_btrfs, require_subvolume};
 use crate::path::{check, split_parent};
 use nix::errno::Errno;
 use nix::sys::stat::stat;
@@ -65,22 +65,24 @@ pub fn create(path: &Path) -> Result<()> {
     create_at(dir.as_fd(), name, path)
 }
 
-/// Create an empty subvolume `name` in directory `dir`.
+/// Create an empty subvolume `name` in directory `dir`. EEXIST (from the kernel, before it
+/// changes anything) when the name is taken.
 pub fn create_at(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
-    if entry_exists(dir, name, shown)? {
-        return Err(Error::invalid(
-            Errno::EEXIST,
-            "BTRFS_IOC_SUBVOL_CREATE_V2",
-            shown,
-            "file already exists",
-        ));
-    }
     let mut args = ioctl::VolArgsV2::default();
     put_name(&mut args.name, name.as_bytes());
     // SAFETY: args is a zeroed btrfs_ioctl_vol_args_v2 with a NUL-terminated name.
     unsafe { ioctl::subvol_create_v2(dir.as_raw_fd(), &args) }
-        .at("BTRFS_IOC_SUBVOL_CREATE_V2", shown)?;
+        .map_err(|e| exists_or(e, "BTRFS_IOC_SUBVOL_CREATE_V2", shown))?;
     Ok(())
+}
+
+/// The kernel's EEXIST for a taken name, said as such; any other errno as it is.
+fn exists_or(e: Errno, syscall: &'static str, shown: &Path) -> Error {
+    if e == Errno::EEXIST {
+        Error::invalid(Errno::EEXIST, syscall, shown, "file already exists")
+    } else {
+        Error::sys(e, syscall, shown)
+    }
 }
 
 /// Snapshot the subvolume at `source` to `dest` (SNAP_CREATE_V2), read-only if asked.
@@ -103,7 +105,8 @@ pub fn snapshot(source: &Path, dest: &Path, read_only: bool) -> Result<()> {
     snapshot_at(src.as_fd(), dir.as_fd(), name, read_only, dest)
 }
 
-/// Snapshot the subvolume whose root is `source` to `name` in directory `dir`.
+/// Snapshot the subvolume whose root is `source` to `name` in directory `dir`. EEXIST (from
+/// the kernel, before it changes anything) when the name is taken.
 pub fn snapshot_at(
     source: BorrowedFd<'_>,
     dir: BorrowedFd<'_>,
@@ -111,14 +114,6 @@ pub fn snapshot_at(
     read_only: bool,
     shown: &Path,
 ) -> Result<()> {
-    if entry_exists(dir, name, shown)? {
-        return Err(Error::invalid(
-            Errno::EEXIST,
-            "BTRFS_IOC_SNAP_CREATE_V2",
-            shown,
-            "file already exists",
-        ));
-    }
     let mut args = ioctl::VolArgsV2 {
         fd: source.as_raw_fd() as i64,
         flags: if read_only { ioctl::SUBVOL_RDONLY } else { 0 },
@@ -127,7 +122,7 @@ pub fn snapshot_at(
     put_name(&mut args.name, name.as_bytes());
     // SAFETY: args is a zeroed btrfs_ioctl_vol_args_v2 with a NUL-terminated name and a live fd.
     unsafe { ioctl::snap_create_v2(dir.as_raw_fd(), &args) }
-        .at("BTRFS_IOC_SNAP_CREATE_V2", shown)?;
+        .map_err(|e| exists_or(e, "BTRFS_IOC_SNAP_CREATE_V2", shown))?;
     Ok(())
 }
 
