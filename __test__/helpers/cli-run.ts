@@ -9,6 +9,7 @@
 import type { ExecutionContext } from 'ava'
 import { spawn, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
+import * as os from 'node:os'
 import * as path from 'node:path'
 
 export const CLI = path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js')
@@ -37,11 +38,45 @@ export interface CliOptions {
   timeoutMs?: number
 }
 
+/**
+ * The CLI as another user can run it. A clone in a private directory (a 0700 home, a
+ * `mktemp -d`) is out of that user's reach, so the built package (dist/, the native binding,
+ * package.json: it has no run-time dependencies) is copied once into a world-readable
+ * directory, as an installed package would be.
+ */
+let reachableCli: string | undefined
+function cliFor(uid: number | undefined, gid: number | undefined): string {
+  if (uid === undefined) return CLI
+  if (canReach(CLI, uid, gid ?? uid)) return CLI
+  if (reachableCli) return reachableCli
+  const repo = path.resolve(__dirname, '..', '..')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'btrfs-layers-cli-'))
+  fs.chmodSync(dir, 0o755)
+  for (const p of ['package.json', 'dist', 'native']) fs.cpSync(path.join(repo, p), path.join(dir, p), { recursive: true })
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  reachableCli = path.join(dir, 'dist', 'cli', 'main.js')
+  return reachableCli
+}
+
+/** Whether `uid`/`gid` can search every directory above `file` and read it (mode bits only). */
+function canReach(file: string, uid: number, gid: number): boolean {
+  let p = file
+  for (;;) {
+    const st = fs.statSync(p)
+    const bits = st.uid === uid ? (st.mode >> 6) & 7 : st.gid === gid ? (st.mode >> 3) & 7 : st.mode & 7
+    if ((p === file ? bits & 4 : bits & 1) === 0) return false
+    const up = path.dirname(p)
+    if (up === p) return true
+    p = up
+  }
+}
+
 /** Run `btrfs-layers ...args`. Fails loudly when the CLI has not been built. */
 export function runCli(args: string[], o: CliOptions = {}): Promise<CliResult> {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`)
+  const cli = cliFor(o.uid, o.gid)
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, [cli, ...args], {
       env: { ...process.env, BTRFS_LAYERS_HOME: '', ...o.env },
       stdio: ['pipe', 'pipe', 'pipe'],
       uid: o.uid,
