@@ -17,29 +17,31 @@
 
 mod covered;
 pub mod diff;
+mod home;
 mod qgroups;
 mod record;
 mod recovery;
 pub mod remap;
 mod staging;
+mod status;
 
 pub use record::is_reserved as is_record_xattr;
 
 use crate::delete::{delete_at, destroy_by_name};
-use crate::error::{Code, Context, Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::filesystem;
 use crate::idmap::{IdMap, IdMapping};
 use crate::layer::{check_id, LayerMeta, Origin};
 use crate::mounts;
-use crate::open::{self, open_dir_at, require_btrfs};
+use crate::open::{self, open_dir_at};
 use crate::path::check;
 use crate::quota;
 use crate::subvolume::{self, create_at};
 use covered::LayerEntry;
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat2, Flock, FlockArg, OFlag, RenameFlags};
-use nix::sys::stat::{fchmod, mkdirat, Mode};
+use nix::fcntl::{renameat2, Flock, OFlag, RenameFlags};
+use nix::sys::stat::Mode;
 use nix::unistd::{fchown, Gid, Uid};
 use record::{Namespace, Record};
 use staging::Staged;
@@ -128,15 +130,15 @@ impl Driver {
             IdMapping::new(&opts.uid_maps, "uidMaps")?,
             IdMapping::new(&opts.gid_maps, "gidMaps")?,
         );
-        let (root_uid, root_gid) = container_root(&uids, &gids, home)?;
+        let (root_uid, root_gid) = home::container_root(&uids, &gids, home)?;
         let home = std::path::absolute(home).map_err(|_| {
             Error::invalid(Errno::EINVAL, "init", home, "cannot make path absolute")
         })?;
-        open_or_make_home(&home, root_uid, root_gid)?;
-        let lock = lock_store(&home)?;
+        home::open_or_make(&home, root_uid, root_gid)?;
+        let lock = home::lock(&home)?;
         let mounted = mounts::make_private(&home)?;
         let open = || -> Result<Driver> {
-            let dirs = open_dirs(&home)?;
+            let dirs = home::open_dirs(&home)?;
             let sub = dirs.subvolumes.as_fd();
             let record_ns = Namespace::probe(sub, &home.join(SUBVOLUMES))?;
             let quotas = quota::enabled(sub, &home)?;
@@ -507,52 +509,6 @@ impl Driver {
         filesystem::sync_fd(dirs.subvolumes.as_fd(), &self.home)
     }
 
-    /// `[key, value]` pairs describing the store, as a graph driver's Status reports them.
-    pub fn status(&self) -> Result<Vec<(String, String)>> {
-        let dirs = self.dirs()?;
-        let fs = filesystem::info(&self.subvolumes_path())?;
-        let quotas = quota::enabled(dirs.subvolumes.as_fd(), &self.home)?;
-        let kernel = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let devices: Vec<String> = fs.devices.iter().map(|d| d.path.clone()).collect();
-        let mut out = vec![
-            ("Home".to_string(), self.home.display().to_string()),
-            ("Filesystem UUID".into(), subvolume::uuid_string(&fs.fsid)),
-            ("Label".into(), fs.label.clone()),
-            ("Devices".into(), devices.join(",")),
-            ("Data Space Used".into(), fs.data.used.to_string()),
-            ("Data Space Total".into(), fs.data.total.to_string()),
-            ("Metadata Space Used".into(), fs.metadata.used.to_string()),
-            ("Metadata Space Total".into(), fs.metadata.total.to_string()),
-            ("Layers".into(), self.layers()?.len().to_string()),
-            (
-                "Quotas".into(),
-                if quotas { "enabled" } else { "disabled" }.into(),
-            ),
-            ("Kernel Version".into(), kernel),
-            ("Node Size".into(), fs.node_size.to_string()),
-            ("Sector Size".into(), fs.sector_size.to_string()),
-        ];
-        if let Some(min) = self.min_space {
-            out.push(("Min Space".into(), min.to_string()));
-        }
-        let idmapped = *self
-            .idmapped
-            .get_or_init(|| crate::idmount::supported(dirs.subvolumes.as_fd()));
-        out.push((
-            "Idmapped Mounts".into(),
-            if idmapped { "supported" } else { "unsupported" }.into(),
-        ));
-        if !self.uids.is_identity() {
-            out.push((
-                "Remapped Root".into(),
-                format!("{}:{}", self.root_uid, self.root_gid),
-            ));
-        }
-        Ok(out)
-    }
-
     /// Release the store: retry pending qgroups, undo the private mount, close every fd, drop
     /// the lock. Calls still running finish first; later calls fail with EINVAL.
     pub fn cleanup(&self) -> Result<()> {
@@ -618,100 +574,6 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.cleanup();
     }
-}
-
-/// The host ids container root (0) maps to; EINVAL when the maps leave it out.
-fn container_root(uids: &IdMapping, gids: &IdMapping, home: &Path) -> Result<(u32, u32)> {
-    let unmapped = |what: &str| {
-        Error::invalid(
-            Errno::EINVAL,
-            "init",
-            home,
-            format!("{what} do not map container root (0)"),
-        )
-    };
-    Ok((
-        uids.to_host(0).map_err(|_| unmapped("uidMaps"))?,
-        gids.to_host(0).map_err(|_| unmapped("gidMaps"))?,
-    ))
-}
-
-/// Check that `home` is on btrfs, or make it: a fresh store is a subvolume of its own (so
-/// snapshots of the enclosing subvolume do not swallow it), mode 0700, owned by container root.
-fn open_or_make_home(home: &Path, root_uid: u32, root_gid: u32) -> Result<()> {
-    let prerequisites = |e: Error, path: &Path| {
-        if e.code == Code::NotBtrfs {
-            Error {
-                code: Code::Prerequisites,
-                syscall: "statfs",
-                path: Some(path.to_path_buf()),
-                message: "the layer store must be on a btrfs filesystem".into(),
-            }
-        } else {
-            e
-        }
-    };
-    match open::open_dir(home) {
-        Ok(fd) => require_btrfs(fd.as_fd(), home).map_err(|e| prerequisites(e, home)),
-        Err(e) if e.is(Errno::ENOENT) => {
-            let (parent, name) = crate::path::split_parent(home, "init")?;
-            let pfd = open::open_dir(parent)?;
-            require_btrfs(pfd.as_fd(), parent).map_err(|e| prerequisites(e, parent))?;
-            match create_at(pfd.as_fd(), name, home) {
-                Err(e) if !e.is(Errno::EEXIST) => return Err(e),
-                _ => {}
-            }
-            let fd = open_dir_at(pfd.as_fd(), name, home)?;
-            fchmod(&fd, Mode::from_bits_truncate(0o700)).at("fchmod", home)?;
-            fchown(
-                &fd,
-                Some(Uid::from_raw(root_uid)),
-                Some(Gid::from_raw(root_gid)),
-            )
-            .at("fchown", home)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Take the store's exclusive lock: EBUSY while another driver (process) holds it.
-fn lock_store(home: &Path) -> Result<Flock<File>> {
-    let lock_path = home.join(LOCK);
-    let fd = openat(
-        nix::fcntl::AT_FDCWD,
-        &lock_path,
-        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(0o600),
-    )
-    .at("openat", &lock_path)?;
-    Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        if e == Errno::EWOULDBLOCK {
-            Error::invalid(
-                Errno::EBUSY,
-                "flock",
-                &lock_path,
-                "the layer store is in use by another driver (process)",
-            )
-        } else {
-            Error::sys(e, "flock", &lock_path)
-        }
-    })
-}
-
-/// Open `subvolumes/` and `metadata/` under home, making them when missing.
-fn open_dirs(home: &Path) -> Result<Dirs> {
-    let home_fd = open::open_dir(home)?;
-    let open = |dir: &str| -> Result<OwnedFd> {
-        match mkdirat(&home_fd, dir, Mode::from_bits_truncate(0o700)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(Error::sys(e, "mkdirat", &home.join(dir))),
-        }
-        open_dir_at(home_fd.as_fd(), OsStr::new(dir), &home.join(dir))
-    };
-    Ok(Dirs {
-        subvolumes: open(SUBVOLUMES)?,
-        metadata: open(METADATA)?,
-    })
 }
 
 /// Set the SELinux label of a layer root; without SELinux the label is accepted and ignored.
