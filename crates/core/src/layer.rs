@@ -1,13 +1,9 @@
-//! Layer ids and the per-layer metadata record the driver keeps beside the subvolumes.
+//! Layer ids, and what the driver knows of a layer (its record, driver/record.rs, with what the
+//! kernel keeps).
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, OFlag};
-use nix::sys::stat::Mode;
-use nix::unistd::{fsync, unlinkat, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 pub const ID_MAX: usize = 128;
@@ -43,7 +39,9 @@ pub fn check_id(id: &str, what: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// What the driver records about a layer.
+/// What the driver knows of a layer: its record (driver/record.rs) with what the kernel keeps
+/// (its id, read-only flag, subvolume id and UUID, read live). Also the shape of a record file of
+/// version 0.1 (`metadata/<id>.json`), which `init` reads to migrate it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerMeta {
@@ -62,8 +60,8 @@ pub struct LayerMeta {
     pub uid_maps: Option<Vec<crate::idmap::IdMap>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid_maps: Option<Vec<crate::idmap::IdMap>>,
-    /// UUID of the subvolume this record describes (applyDiff swaps in a new one); the
-    /// `origin` below is only trusted while the layer's live subvolume has this UUID.
+    /// UUID of the layer's subvolume (applyDiff swaps in a new one). In a 0.1 record file: of
+    /// the subvolume the record was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     /// Where the tree came from, for the generation fast path of `changes`.
@@ -91,83 +89,6 @@ impl Origin {
     }
 }
 
-fn file_name(id: &str) -> String {
-    format!("{id}.json")
-}
-
-/// Write `meta` durably and atomically: a temporary file, fsync, rename over the final name.
-pub fn write(dir: BorrowedFd<'_>, meta: &LayerMeta, tmp_name: &str, shown: &Path) -> Result<()> {
-    let body = serde_json::to_vec_pretty(meta).map_err(|e| Error::internal(e.to_string()))?;
-    let fd = openat(
-        dir,
-        tmp_name,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(0o600),
-    )
-    .at("openat", shown)?;
-    let mut f = std::fs::File::from(fd);
-    let done = f
-        .write_all(&body)
-        .map_err(|e| {
-            Error::sys(
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                "write",
-                shown,
-            )
-        })
-        .and_then(|_| fsync(f.as_fd()).at("fsync", shown))
-        .and_then(|_| {
-            renameat(dir, tmp_name, dir, file_name(&meta.id).as_str()).at("renameat", shown)
-        });
-    if done.is_err() {
-        let _ = unlinkat(dir, tmp_name, UnlinkatFlags::NoRemoveDir);
-    }
-    done
-}
-
-/// Read the metadata of layer `id`; ENOENT when there is none.
-pub fn read(dir: BorrowedFd<'_>, id: &str, shown: &Path) -> Result<LayerMeta> {
-    let fd = openat(
-        dir,
-        file_name(id).as_str(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    )
-    .at("openat", shown)?;
-    let mut body = Vec::new();
-    std::fs::File::from(fd)
-        .read_to_end(&mut body)
-        .map_err(|e| {
-            Error::sys(
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                "read",
-                shown,
-            )
-        })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        Error::invalid(
-            Errno::EIO,
-            "read",
-            shown,
-            format!("corrupt layer metadata: {e}"),
-        )
-    })
-}
-
-/// Remove the metadata of layer `id`; missing is fine.
-pub fn remove(dir: BorrowedFd<'_>, id: &str, shown: &Path) -> Result<()> {
-    match unlinkat(dir, file_name(id).as_str(), UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(Error::sys(e, "unlinkat", shown)),
-    }
-}
-
-/// The layer id a metadata file name belongs to, if it is one.
-pub fn id_of_file(name: &str) -> Option<&str> {
-    name.strip_suffix(".json")
-        .filter(|id| check_id(id, "").is_ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,12 +105,5 @@ mod tests {
             let e = check_id(bad, "t").unwrap_err();
             assert_eq!(e.code_str(), "EINVAL", "{bad:?}");
         }
-    }
-
-    #[test]
-    fn metadata_file_names() {
-        assert_eq!(id_of_file("abc.json"), Some("abc"));
-        assert_eq!(id_of_file(".tmp-abc.json"), None);
-        assert_eq!(id_of_file("abc"), None);
     }
 }
