@@ -33,14 +33,14 @@ use crate::filesystem;
 use crate::idmap::{IdMap, IdMapping};
 use crate::layer::{check_id, LayerMeta, Origin};
 use crate::mounts;
-use crate::open::{self, open_dir_at};
+use crate::open::{self, open_dir_at, Rename};
 use crate::path::check;
 use crate::quota;
 use crate::subvolume::{self, create_at};
 use covered::LayerEntry;
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{renameat2, Flock, OFlag, RenameFlags};
+use nix::fcntl::{Flock, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{fchown, Gid, Uid};
 use record::{Namespace, Record};
@@ -435,8 +435,14 @@ impl Driver {
         let sub = dirs.subvolumes.as_fd();
         let del = self.temp_name("del", id);
         // The commit point: from here on the layer is gone, whatever happens next.
-        renameat2(sub, id, sub, del.as_str(), RenameFlags::RENAME_NOREPLACE)
-            .at("renameat2", &self.layer_path(id))?;
+        open::renameat2(
+            sub,
+            OsStr::new(id),
+            sub,
+            OsStr::new(&del),
+            Rename::NoReplace,
+        )
+        .at("renameat2", &self.layer_path(id))?;
         let del_path = self.subvolumes_path().join(&del);
         delete_at(sub, OsStr::new(&del), true, &del_path)
     }

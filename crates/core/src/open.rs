@@ -7,6 +7,7 @@ use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 use nix::sys::statfs::fstatfs;
+use nix::NixPath;
 use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -117,6 +118,46 @@ pub fn fsid(fd: BorrowedFd<'_>, shown: &Path) -> Result<[u8; 16]> {
     // SAFETY: args is a zeroed, correctly sized btrfs_ioctl_fs_info_args.
     unsafe { ioctl::fs_info(fd.as_raw_fd(), &mut args) }.at("BTRFS_IOC_FS_INFO", shown)?;
     Ok(args.fsid)
+}
+
+/// How [`renameat2`] renames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rename {
+    /// Fail with EEXIST when the new name is taken.
+    NoReplace,
+    /// Swap the two names atomically; both must exist.
+    Exchange,
+}
+
+/// renameat2(2) as a raw system call: glibc has a wrapper only since 2.28 and nix offers it
+/// only on glibc, and the binaries must load on glibc 2.17 and on musl.
+pub fn renameat2(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+    how: Rename,
+) -> nix::Result<()> {
+    let flags = match how {
+        Rename::NoReplace => libc::RENAME_NOREPLACE,
+        Rename::Exchange => libc::RENAME_EXCHANGE,
+    };
+    old.with_nix_path(|old| {
+        new.with_nix_path(|new| {
+            // SAFETY: both fds are live, both names NUL-terminated for the call.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    old_dir.as_raw_fd(),
+                    old.as_ptr(),
+                    new_dir.as_raw_fd(),
+                    new.as_ptr(),
+                    flags,
+                )
+            };
+            Errno::result(r).map(drop)
+        })
+    })??
 }
 
 /// The mount id of `fd` (statx STATX_MNT_ID, Linux 5.8); 0 where the kernel cannot tell.

@@ -8,11 +8,10 @@ use super::{Dirs, Driver};
 use crate::delete::delete_at;
 use crate::error::{Error, Result};
 use crate::filesystem;
-use crate::open::{self, open_dir_at};
+use crate::open::{self, open_dir_at, renameat2, Rename};
 use crate::quota;
 use crate::subvolume::{self, create_at, set_read_only_fd, snapshot_at, SubvolumeInfo};
 use nix::errno::Errno;
-use nix::fcntl::{renameat2, RenameFlags};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -97,7 +96,7 @@ impl<'d> Staged<'d> {
     /// Set the record (and the read-only flag, after it), then rename to `id`: the commit
     /// point of create and remap. EEXIST when `id` appeared meanwhile.
     pub fn publish(mut self, id: &str, rec: &Record, read_only: bool) -> Result<()> {
-        self.commit(id, rec, read_only, RenameFlags::RENAME_NOREPLACE)?;
+        self.commit(id, rec, read_only, Rename::NoReplace)?;
         self.state = State::Published;
         Ok(())
     }
@@ -105,20 +104,20 @@ impl<'d> Staged<'d> {
     /// Set the record (and the read-only flag), then exchange with layer `id`: the commit point
     /// of applyDiff. The replaced tree is deleted when this is dropped.
     pub fn replace(&mut self, id: &str, rec: &Record, read_only: bool) -> Result<()> {
-        self.commit(id, rec, read_only, RenameFlags::RENAME_EXCHANGE)?;
+        self.commit(id, rec, read_only, Rename::Exchange)?;
         self.state = State::Replaced;
         self.fd = None;
         Ok(())
     }
 
-    fn commit(&self, id: &str, rec: &Record, read_only: bool, how: RenameFlags) -> Result<()> {
+    fn commit(&self, id: &str, rec: &Record, read_only: bool, how: Rename) -> Result<()> {
         record::write(self.fd(), self.driver.record_ns, rec, &self.path)?;
         if read_only {
             set_read_only_fd(self.fd(), true, &self.path)?;
         }
         let sub = self.dirs.subvolumes.as_fd();
         let path = self.driver.layer_path(id);
-        renameat2(sub, self.name.as_str(), sub, id, how).map_err(|e| match e {
+        renameat2(sub, OsStr::new(&self.name), sub, OsStr::new(id), how).map_err(|e| match e {
             Errno::EEXIST => {
                 Error::invalid(Errno::EEXIST, "renameat2", &path, "layer already exists")
             }
