@@ -261,3 +261,27 @@ pub fn openat_noatime<P: ?Sized + nix::NixPath>(
         r => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renameat2_refuses_a_taken_name_and_exchanges_two() {
+        let dir = std::env::temp_dir().join(format!("btrfs-layers-rename-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a"), "a").unwrap();
+        std::fs::write(dir.join("b"), "b").unwrap();
+        let fd = open_dir(&dir).unwrap();
+        let (a, b, c) = (OsStr::new("a"), OsStr::new("b"), OsStr::new("c"));
+        let d = fd.as_fd();
+        assert_eq!(renameat2(d, a, d, b, Rename::NoReplace), Err(Errno::EEXIST));
+        renameat2(d, a, d, b, Rename::Exchange).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "b");
+        assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "a");
+        renameat2(d, a, d, c, Rename::NoReplace).unwrap();
+        assert!(!dir.join("a").exists());
+        assert_eq!(renameat2(d, a, d, c, Rename::Exchange), Err(Errno::ENOENT));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
