@@ -192,7 +192,7 @@ export class BtrfsDriver {
   }
 
   /**
-   * Remove layer `id`, with any subvolumes nested inside it, its metadata and size limit.
+   * Remove layer `id`, with any subvolumes nested inside it, its record and size limit.
    * Layers snapshotted from it are independent and stay.
    * @throws {BtrfsError} `ENOENT` when missing, `EBUSY` while held by `get` or while a
    *   filesystem is mounted on the layer, `EINVAL` for a bad id.
@@ -267,9 +267,10 @@ export class BtrfsDriver {
   }
 
   /**
-   * What the driver recorded about layer `id`: parent, creation time, read-only, size limit,
-   * subvolume id.
-   * @throws {BtrfsError} `ENOENT` when missing.
+   * What the driver knows of layer `id`: parent, creation time, size limit and mount label
+   * from its record (an xattr on the layer's root), read-only flag and subvolume id from the
+   * kernel.
+   * @throws {BtrfsError} `ENOENT` when missing, `EBUSY` when a filesystem is mounted on it.
    * @example const { parent, created, size } = await driver.getMetadata('container-1')
    */
   async getMetadata(id: string): Promise<LayerMetadata> {

@@ -1,7 +1,7 @@
 //! The diff driver half of the graph driver: changes, diff, applyDiff and diffSize.
 //!
 //! `changes` takes the generation fast path when one layer's tree descends by snapshots from
-//! the other's (the metadata records each layer's origin), else the send fast path (both cost
+//! the other's (each layer's record keeps its origin), else the send fast path (both cost
 //! what the change costs), and falls back to the parallel tree walk without privilege. `apply_diff` applies into a temporary writable
 //! snapshot of the layer and swaps it in with RENAME_EXCHANGE only on success, so a bad or
 //! aborted stream leaves the layer exactly as it was.
