@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Checks the binaries `npm run build:targets` wrote, one per target of package.json's napi.targets:
 //
-//   node scripts/check-binaries.mjs [--dir artifacts] [--verbose]
+//   node scripts/check-binaries.mjs [--target TRIPLE]... [--dir artifacts] [--verbose]
 //
 // For artifacts/<target>/btrfs-layers.<platform>.node it checks, with readelf (binutils):
 // - the ELF machine is the target's (x86-64, AArch64), and the file is a 64-bit shared object;
@@ -29,10 +29,21 @@ const GLIBC_LIBRARIES = new Set(['libc.so.6', 'libm.so.6', 'libdl.so.2', 'libpth
   'ld-linux-x86-64.so.2', 'ld-linux-aarch64.so.1', 'libgcc_s.so.1'])
 const MUSL_LIBRARIES = new Set(['libc.so'])
 
-const args = process.argv.slice(2)
-const verbose = args.includes('--verbose')
-const dirArg = args.indexOf('--dir')
-const dir = resolve(dirArg === -1 ? join(root, 'artifacts') : args[dirArg + 1])
+const { napi } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+let dir = join(root, 'artifacts')
+let verbose = false
+const only = []
+for (let i = 2; i < process.argv.length; i++) {
+  const arg = process.argv[i]
+  if (arg === '--verbose') verbose = true
+  else if (arg === '--dir' && process.argv[i + 1]) dir = resolve(process.argv[++i])
+  else if ((arg === '--target' || arg === '-t') && napi.targets.includes(process.argv[i + 1])) only.push(process.argv[++i])
+  else {
+    console.error(`check-binaries: bad argument ${arg} (usage: [--target ${napi.targets.join('|')}]... [--dir DIR] [--verbose])`)
+    process.exit(2)
+  }
+}
+const targets = only.length ? only : napi.targets
 
 function readelf(flags, file) {
   return execFileSync('readelf', ['-W', ...flags, file], { encoding: 'utf8', maxBuffer: 64 << 20 })
@@ -79,14 +90,26 @@ function inspect(file) {
   return { elfClass: field('Class'), type: field('Type'), machine: field('Machine'), sections, needed, versionNeeds, undefinedSymbols }
 }
 
+/** zig's lib/: the pinned one build:targets installs, else that of a `zig` on PATH. */
+function zigLibDir() {
+  const pinned = zigPackageDir()
+  if (pinned) return join(pinned, 'lib')
+  try {
+    // `zig env` prints JSON up to 0.14 and ZON since 0.15; both have lib_dir as a string.
+    const env = execFileSync('zig', ['env'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    return env.match(/lib_dir"?\s*[:=]\s*"([^"]+)"/)?.[1] ?? null
+  } catch {
+    return null
+  }
+}
+
 /**
  * The names musl's libc.so exports on `arch`, from zig's musl/libc.S (the stub that cargo-zigbuild
  * linked against): `.globl`/`.weak` lines, under the #if blocks that hold for that architecture.
  */
 function muslExports(arch) {
-  const zigDir = zigPackageDir()
-  const listing = zigDir && join(zigDir, 'lib', 'libc', 'musl', 'libc.S')
-  if (!listing || !existsSync(listing)) return null
+  const listing = join(zigLibDir() ?? '/nonexistent', 'libc', 'musl', 'libc.S')
+  if (!existsSync(listing)) return null
   const defined = new Set(['PTR64', `ARCH_${arch}`, arch === 'x86_64' ? 'FAMILY_x86' : `FAMILY_${arch}`])
   const holds = (condition) => {
     const expr = condition.replace(/defined\((\w+)\)/g, (_, name) => String(defined.has(name)))
@@ -139,7 +162,7 @@ function check(target, file) {
   if (abi === 'musl' && !musl) problems.push(`cannot check its C library symbols: zig's musl/libc.S is missing (run npm run build:targets)`)
   const foreign = []
   const weak = []
-  for (const s of elf.undefinedSymbols) {
+  for (const s of abi === 'musl' && !musl ? [] : elf.undefinedSymbols) {
     if (!s.name) continue // the null symbol
     if (NODE_API.test(s.name) && !s.version) continue
     if (abi === 'gnu' && s.version && /^(GLIBC|GCC)_/.test(s.version)) continue
@@ -169,7 +192,6 @@ function table(rows) {
 }
 
 function main() {
-  const { napi } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
   try {
     execFileSync('readelf', ['--version'], { stdio: 'ignore' })
   } catch {
@@ -178,7 +200,7 @@ function main() {
   }
   const rows = [['target', 'size', 'highest glibc', 'verdict']]
   const failures = []
-  for (const target of napi.targets) {
+  for (const target of targets) {
     const targetDir = join(dir, target)
     const name = existsSync(targetDir) ? readdirSync(targetDir).find((f) => f.endsWith('.node')) : undefined
     if (!name) {
@@ -199,7 +221,7 @@ function main() {
     for (const f of failures) console.error(`  - ${f}`)
     process.exit(1)
   }
-  console.log(`\ncheck-binaries: all ${napi.targets.length} binaries pass (glibc <= ${GLIBC_FLOOR.join('.')}, musl without glibc, Node-API and libc symbols only, stripped)`)
+  console.log(`\ncheck-binaries: ${targets.length === 1 ? 'the binary passes' : `all ${targets.length} binaries pass`} (glibc <= ${GLIBC_FLOOR.join('.')}, musl without glibc, Node-API and libc symbols only, stripped)`)
 }
 
 main()
