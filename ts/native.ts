@@ -102,9 +102,11 @@ export function describeLoadFailure(
     const libcFlag = where.libc === 'musl' ? 'musl' : 'glibc'
     const cpuFlag = where.arch
     if (have === undefined && clone) {
+      const binary = `native/btrfs-layers.${key}.node`
       lines.push(
-        `This is a clone of the repository, and its binary (native/btrfs-layers.${key}.node) is not ` +
-          `built. Build it (needs a Rust toolchain): npm run build`,
+        fs.existsSync(path.join(__dirname, '..', binary))
+          ? `This is a clone of the repository; its binary (${binary}) is built but did not load. Rebuild it: npm run build`
+          : `This is a clone of the repository, and its binary (${binary}) is not built. Build it (needs a Rust toolchain): npm run build`,
       )
     } else if (have === undefined && !manifest.optionalDependencies?.[pkg]) {
       // A release lists every binary package as an optional dependency; a plain `npm pack`
