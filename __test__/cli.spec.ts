@@ -151,7 +151,7 @@ btrfsTest('rm removes several layers; a missing one is reported with a hint, the
   t.false(await exists(layer('c')))
 })
 
-btrfsTest('changes, diff (file, stdout, gzip) and apply (file, stdin) round trip', async (t, dir) => {
+btrfsTest.needing(['tar', 'gzip'])('changes, diff (file, stdout, gzip) and apply (file, stdin) round trip', async (t, dir) => {
   const { home, cli, layer } = store(dir)
   t.is((await cli('create', 'base')).code, 0)
   await fillLayer(layer('base'))
@@ -297,7 +297,7 @@ btrfsTest('Ctrl-C aborts a long apply: exit 130, nothing left behind', async (t,
   t.true(stderr.length > 0)
 })
 
-btrfsTest('demo on --home: every step timed, everything it made removed', async (t, dir) => {
+btrfsTest.needing(['tar'])('demo on --home: every step timed, everything it made removed', async (t, dir) => {
   const { home, cli } = store(dir)
   t.is((await cli('create', 'mine')).code, 0)
   const r = await cli('demo', '--json')

@@ -27,7 +27,7 @@ test.after.always(async () => {
   for (const d of drivers) await d.cleanup().catch(() => undefined)
 })
 
-const { btrfsTest } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024 })
+const { btrfsTest } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024, tools: ['getfattr', 'tar'] })
 
 /** A store in `dir` with a layer `base` holding a few files, and `id` on top of it. */
 async function store(dir: string, id: string): Promise<BtrfsDriver> {

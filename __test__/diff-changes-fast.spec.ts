@@ -26,7 +26,7 @@ test.after.always(async () => {
   for (const d of drivers) await d.cleanup().catch(() => undefined)
 })
 
-const { btrfsTest, fs } = useBtrfs(test)
+const { btrfsTest, fs } = useBtrfs(test, { tools: ['getfattr', 'setfattr', 'tar'] })
 
 async function driverIn(dir: string): Promise<BtrfsDriver> {
   const d = await BtrfsDriver.init(path.join(dir, 'home'))

@@ -24,7 +24,7 @@ test.after.always(async () => {
   await d?.cleanup()
 })
 
-const { btrfsTest, fs } = useBtrfs(test)
+const { btrfsTest, fs } = useBtrfs(test, { tools: ['getfattr', 'setfattr', 'setcap'] })
 
 const driver = (): Promise<BtrfsDriver> => {
   shared ??= (async () => {

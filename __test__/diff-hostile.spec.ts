@@ -43,7 +43,7 @@ test.after.always(async () => {
 })
 
 // Big enough that a bomb that got through would fail on space, not on the test's patience.
-const { btrfsTest, fs } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024 })
+const { btrfsTest, fs } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024, tools: ['getfattr'] })
 
 function setup(): Promise<Shared> {
   shared ??= (async () => {

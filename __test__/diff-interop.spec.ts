@@ -27,7 +27,7 @@ test.after.always(async () => {
   for (const d of drivers) await d.cleanup().catch(() => undefined)
 })
 
-const { btrfsTest } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024 })
+const { btrfsTest } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024, tools: ['getfattr', 'setfattr', 'setcap', 'setfacl', 'tar'] })
 
 async function driverIn(dir: string): Promise<BtrfsDriver> {
   const d = await BtrfsDriver.init(path.join(dir, 'home'))

@@ -35,7 +35,7 @@ test.after.always(async () => {
   await s?.d.cleanup()
 })
 
-const { btrfsTest, fs } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024 })
+const { btrfsTest, fs } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024, tools: ['getfattr', 'setfattr', 'setcap', 'getcap', 'setfacl', 'getfacl', 'zstd', 'tar'] })
 
 /** One store with layers `base` (everything) and `child` (the changes), made once per file. */
 function setup(): Promise<Shared> {
@@ -240,7 +240,8 @@ btrfsTest('sockets are skipped by diff (and so never applied)', async (t, dir) =
   await d.create('sock', 'sock-base')
   await inLayer(d, 'sock', async (p) => {
     await fsp.writeFile(path.join(p, 'plain'), 'plain\n')
-    await run('python3', '-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', path.join(p, 'sock'))
+    // A process that exits while listening leaves its socket file behind (closing would unlink it).
+    await run(process.execPath, '-e', "require('net').createServer().listen(process.argv[1], () => process.exit(0))", path.join(p, 'sock'))
   })
   const tarFile = path.join(dir, 'sock.tar')
   await fsp.writeFile(tarFile, await collect(await d.diff('sock')))

@@ -29,7 +29,7 @@ test.after.always(async () => {
   for (const d of drivers) await d.cleanup().catch(() => undefined)
 })
 
-const { btrfsTest } = useBtrfs(test)
+const { btrfsTest } = useBtrfs(test, { tools: ['getfattr'] })
 
 /** A store in `dir/home` with layer `base` (holding `kept`) and its child `layer`. */
 async function store(dir: string): Promise<BtrfsDriver> {

@@ -28,7 +28,7 @@ import {
 } from './helpers/driver-util'
 
 collectDriversBeforeTeardown(test)
-const { btrfsTest, fs } = useBtrfs(test, { size: 2 * 1024 * 1024 * 1024 })
+const { btrfsTest, fs } = useBtrfs(test, { size: 2 * 1024 * 1024 * 1024, tools: ['getfattr'] })
 
 const KILLS = 50
 const VERIFY_EVERY = 5

@@ -15,7 +15,7 @@ import { btrfsCli, oracleReadOnly, useBtrfs } from './helpers/btrfs'
 import { collectDriversBeforeTeardown, oracleQgroups, oracleRecord, storeEntries, withDriver } from './helpers/driver-util'
 
 collectDriversBeforeTeardown(test)
-const { btrfsTest, fs } = useBtrfs(test)
+const { btrfsTest, fs } = useBtrfs(test, { tools: ['getfattr', 'setfattr'] })
 const run = promisify(execFile)
 const MIB = 1024 * 1024
 const MAPS = { uidMaps: [{ containerId: 0, hostId: 300000, size: 65536 }], gidMaps: [{ containerId: 0, hostId: 300000, size: 65536 }] }

@@ -15,7 +15,7 @@ import { HOST_ROOT, REMAP, collectDriversBeforeTeardown, isTemporary, rejectsCod
 import { S1, S2, fullState, getfacl, makeTar, manyFiles, ownerOf, shifted, stateDiff, statOf, tarList, tempDir, type TarEntry } from './helpers/idmap-util'
 
 collectDriversBeforeTeardown(test)
-const { btrfsTest } = useBtrfs(test)
+const { btrfsTest } = useBtrfs(test, { tools: ['setfacl', 'getfacl', 'getfattr', 'tar'] })
 
 /** A driver with container ids 0..65535 at host 100000, on `dir/home`. */
 const remapped = <T>(dir: string, fn: (d: BtrfsDriver, home: string) => Promise<T>) => {

@@ -33,7 +33,7 @@ import {
   xattrHex,
 } from './helpers/idmap-util'
 
-const { btrfsTest } = useBtrfs(test)
+const { btrfsTest } = useBtrfs(test, { tools: ['setfacl', 'getfacl', 'setcap', 'getcap', 'getfattr', 'setfattr'] })
 
 const remap = (p: string, from: Mapping, to: Mapping, extra: { crossSubvolumes?: boolean } = {}) => remapLayer(p, { from, to, ...extra })
 

@@ -2,7 +2,9 @@
  * The package as users get it: the root tarball and the platform tarball of this machine
  * (packed by scripts/pack.mjs through napi-rs's release steps) installed into a fresh project
  * with no Rust toolchain on PATH, then used there against a real loop-mounted btrfs, through
- * `require` and `import`, type-checked as a consumer, and loaded without its binary.
+ * `require` and `import`, type-checked as a consumer, and loaded without its binary. Also a
+ * plain `npm pack` (no binary, no optional dependencies), whose load error names the route that
+ * works, and a load on another system than Linux ("btrfs-layers needs Linux").
  *
  * Needs `npm run build` first (as `npm test` does) and the npm registry (npm looks up the
  * other targets' optional packages). Root-gated like every btrfs spec.
@@ -103,7 +105,7 @@ function installed(t: ExecutionContext): Promise<Installed> {
   return installing
 }
 
-btrfsTest.serial('the tarballs install into a fresh project with no Rust toolchain on PATH', async (t) => {
+btrfsTest.needing(['tar']).serial('the tarballs install into a fresh project with no Rust toolchain on PATH', async (t) => {
   const { packed, project, installLog } = await installed(t)
   for (const tool of ['cargo', 'rustc']) {
     const r = run(tool, ['--version'], project)
@@ -161,5 +163,58 @@ btrfsTest.serial('without the platform package, loading says which package to in
     t.not(r.status, 0, `${entry} fails without the binary`)
     t.true(r.stderr.includes(`npm install ${platformPackage}@`), `${entry}: names the package:\n${r.stderr}`)
     t.true(r.stderr.includes('optional dependency'), `${entry}: says why it may be missing:\n${r.stderr}`)
+  }
+})
+
+// ---------------------------------------------------------------------------------------------
+// A plain `npm pack` (no release steps), and other systems than Linux
+// ---------------------------------------------------------------------------------------------
+
+let plainInstalling: Promise<{ project: string }> | undefined
+
+/** A plain `npm pack` of this clone, as a user would run it, installed alone into a fresh project. */
+function plainInstalled(t: ExecutionContext): Promise<{ project: string }> {
+  plainInstalling ??= (async () => {
+    const out = path.join(work, 'plain-tarball')
+    fs.mkdirSync(out)
+    const [report] = JSON.parse(ok(t, run('npm', ['pack', '--json', '--pack-destination', out], repo), 'npm pack')) as { filename: string }[]
+    const tarball = path.join(out, report.filename)
+    const project = path.join(work, 'plain-project')
+    fs.mkdirSync(project)
+    fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'plaintest', private: true }))
+    ok(t, run('npm', ['install', '--no-audit', '--no-fund', tarball], project), 'npm install of the plain tarball')
+    return { project }
+  })()
+  return plainInstalling
+}
+
+test.serial('a plain npm pack installs, and loading it names the route that works (npm run pack:local, both tarballs)', async (t) => {
+  const { project } = await plainInstalled(t)
+  const installed = path.join(project, 'node_modules', 'btrfs-layers')
+  const manifest = JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8')) as Record<string, unknown>
+  t.is(manifest.os, undefined, 'no os field: npm installs it on macOS too (to package an Electron app for Linux)')
+  t.is(manifest.optionalDependencies, undefined, 'a plain pack lists no binary package')
+  const files = fs.readdirSync(installed, { recursive: true, encoding: 'utf8' })
+  t.false(files.some((f) => f.endsWith('.node')), 'and ships no binary')
+  for (const entry of ['require', 'import']) {
+    const code = entry === 'require' ? "require('btrfs-layers')" : "import('btrfs-layers').catch((e) => { console.error(e.message); process.exit(1) })"
+    const r = run(process.execPath, ['-e', code], project)
+    t.not(r.status, 0, `${entry} fails without a binary`)
+    t.true(r.stderr.includes('npm run pack:local'), `${entry}: names the route that works:\n${r.stderr}`)
+    t.true(r.stderr.includes(`${platformPackage}-${manifest.version}.tgz`), `${entry}: names the platform tarball:\n${r.stderr}`)
+    t.false(r.stderr.includes(`npm install ${platformPackage}@`), `${entry}: does not send the user to the registry:\n${r.stderr}`)
+  }
+})
+
+test('on a system other than Linux, require and import fail with "btrfs-layers needs Linux"', (t) => {
+  const fake = "Object.defineProperty(process, 'platform', { value: 'darwin' });"
+  const entries = {
+    require: [`${fake} try { require(${JSON.stringify(path.join(repo, 'dist', 'index.js'))}) } catch (e) { console.error(e.code, e.message); process.exit(1) }`],
+    import: ['--input-type=module', '-e', `${fake} await import(${JSON.stringify(path.join(repo, 'esm', 'index.mjs'))}).catch((e) => { console.error(e.code, e.message); process.exit(1) })`],
+  }
+  for (const [entry, args] of Object.entries(entries)) {
+    const r = run(process.execPath, args.length === 1 ? ['-e', args[0]] : args, repo)
+    t.is(r.status, 1, `${entry}: fails:\n${r.stdout}\n${r.stderr}`)
+    t.regex(r.stderr, /^ERR_UNSUPPORTED_PLATFORM btrfs-layers needs Linux: btrfs is a Linux filesystem, and this is darwin\./, entry)
   }
 })

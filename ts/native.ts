@@ -1,9 +1,12 @@
 /**
  * The napi-rs binding, loaded once when this module is first imported. When no binary fits
  * this machine, the error says which package to install for this os/cpu/libc and why (the
- * way sharp does), instead of napi-rs's generic "Cannot find native binding".
+ * way sharp does), instead of napi-rs's generic "Cannot find native binding". On any other
+ * system than Linux it says so before looking for a binary: npm installs the package anywhere
+ * (to package an Electron app for Linux on macOS, say), but it runs only on Linux.
  */
 import * as fs from 'node:fs'
+import * as path from 'node:path'
 import type * as Native from '../native/index'
 
 /** The prebuilt binary of each supported `platform-arch-libc`, as napi-rs names the packages. */
@@ -25,14 +28,35 @@ function libc(): 'gnu' | 'musl' {
   return report?.header?.glibcVersionRuntime ? 'gnu' : 'musl'
 }
 
-/** The version this JavaScript expects of its binary package. */
-function ownVersion(): string | undefined {
+/** What our own package.json says: the version and the binary packages a release lists. */
+interface OwnManifest {
+  version?: string
+  optionalDependencies?: Record<string, string>
+}
+
+/** The package.json of this btrfs-layers (the one next to dist/). */
+function ownManifest(): OwnManifest {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require('../package.json') as { version?: string }).version
+    return require('../package.json') as OwnManifest
   } catch {
-    return undefined
+    return {}
   }
+}
+
+/** Whether this btrfs-layers is a clone of the repository (it has the Rust sources). */
+function isClone(): boolean {
+  return fs.existsSync(path.join(__dirname, '..', 'crates', 'node', 'Cargo.toml'))
+}
+
+/** The error for every system but Linux, before any binary is looked for. */
+export function notLinux(platform: string): Error & { code: string } {
+  const err = new Error(
+    `btrfs-layers needs Linux: btrfs is a Linux filesystem, and this is ${platform}. ` +
+      `Installing it here is fine (e.g. to package an Electron app for Linux), but it loads only on Linux.`,
+  ) as Error & { code: string }
+  err.code = 'ERR_UNSUPPORTED_PLATFORM'
+  return err
 }
 
 /** The installed version of `pkg`, or undefined when it is not installed where we can see it. */
@@ -60,6 +84,8 @@ function causes(err: unknown): string[] {
 export function describeLoadFailure(
   cause: unknown,
   where = { platform: process.platform, arch: process.arch, libc: process.platform === 'linux' ? libc() : undefined },
+  manifest: OwnManifest = ownManifest(),
+  clone: boolean = isClone(),
 ): string {
   const key = `${where.platform}-${where.arch}${where.libc ? `-${where.libc}` : ''}`
   const pkg = PACKAGES[key]
@@ -71,11 +97,28 @@ export function describeLoadFailure(
         `toolchain: clone the repository and run npm run build.`,
     )
   } else {
-    const want = ownVersion()
+    const want = manifest.version
     const have = installedVersion(pkg)
     const libcFlag = where.libc === 'musl' ? 'musl' : 'glibc'
     const cpuFlag = where.arch
-    if (have === undefined) {
+    if (have === undefined && clone) {
+      const binary = `native/btrfs-layers.${key}.node`
+      lines.push(
+        fs.existsSync(path.join(__dirname, '..', binary))
+          ? `This is a clone of the repository; its binary (${binary}) is built but did not load. Rebuild it: npm run build`
+          : `This is a clone of the repository, and its binary (${binary}) is not built. Build it (needs a Rust toolchain): npm run build`,
+      )
+    } else if (have === undefined && !manifest.optionalDependencies?.[pkg]) {
+      // A release lists every binary package as an optional dependency; a plain `npm pack`
+      // of a clone lists none, and ships no binary.
+      lines.push(
+        `This btrfs-layers was packed without its binaries (a plain npm pack of a clone: its ` +
+          `package.json lists no ${pkg}), and that package is not installed. Until btrfs-layers ` +
+          `is published on npm, pack both from a built clone and install the two tarballs together:`,
+        `    npm run build && npm run pack:local      # in the clone: prints the two tarballs' paths`,
+        `    npm install <clone>/artifacts/packed/btrfs-layers-${want ?? '<version>'}.tgz <clone>/artifacts/packed/${pkg}-${want ?? '<version>'}.tgz`,
+      )
+    } else if (have === undefined) {
       lines.push(
         `The package with the binary for this machine, ${pkg}, is not installed. Install it:`,
         `    npm install ${pkg}${want ? `@${want}` : ''}`,
@@ -109,6 +152,7 @@ export function describeLoadFailure(
 }
 
 function load(): typeof Native {
+  if (process.platform !== 'linux') throw notLinux(process.platform)
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require('../native/index.js')

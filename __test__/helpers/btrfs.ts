@@ -9,7 +9,10 @@
  *
  * Gating: the tests need root, mkfs.btrfs, btrfs, losetup and working loop mounts. When any is
  * missing they are SKIPPED with a loud message on stderr, unless BTRFS_LAYERS_REQUIRE_BTRFS=1,
- * in which case every btrfs test FAILS with the reason.
+ * in which case every btrfs test FAILS with the reason. Tests that check effects with other
+ * tools (setfacl, setcap, getfattr, zstd, GNU tar) name them, for the whole file
+ * (`useBtrfs(test, { tools })`) or for one test (`btrfsTest.needing(tools)`), and are skipped
+ * or fail the same way when one is missing, with the Debian package to install.
  *
  * Every filesystem made here is torn down in `test.after.always` (even when tests fail):
  * everything mounted at or below the mount point is unmounted (lazily if busy), the loop
@@ -116,6 +119,65 @@ export function requireBtrfs(file?: string): Availability {
     )
   }
   return a
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tools the tests check effects with
+// ---------------------------------------------------------------------------------------------
+
+/** The Debian package of each tool the tests check effects with (beyond btrfs-progs). */
+export const TOOL_PACKAGES = {
+  setfacl: 'acl',
+  getfacl: 'acl',
+  setfattr: 'attr',
+  getfattr: 'attr',
+  setcap: 'libcap2-bin',
+  getcap: 'libcap2-bin',
+  zstd: 'zstd',
+  gzip: 'gzip',
+  tar: 'tar',
+} as const
+export type Tool = keyof typeof TOOL_PACKAGES
+
+const toolRuns = new Map<string, boolean>()
+
+/** Those of `tools` that cannot be run from PATH (spawning is the test: it may exist and not run). */
+export function missingTools(tools: readonly Tool[]): Tool[] {
+  return [...new Set(tools)].filter((tool) => {
+    if (!toolRuns.has(tool)) toolRuns.set(tool, !spawnSync(tool, ['--version'], { stdio: 'ignore' }).error)
+    return !toolRuns.get(tool)
+  })
+}
+
+/** `setfacl (acl), zstd (zstd)` and `apt-get install -y acl zstd` for the messages. */
+function describeMissing(missing: readonly Tool[]): { named: string; install: string } {
+  const packages = [...new Set(missing.map((t) => TOOL_PACKAGES[t]))]
+  return { named: missing.map((t) => `${t} (${TOOL_PACKAGES[t]})`).join(', '), install: `apt-get install -y ${packages.join(' ')}` }
+}
+
+const toolsWarned = new Set<string>()
+
+/** The loud SKIPPED/FAILING banner for tests of `file` that need `missing`, once per set. */
+function warnMissingTools(file: string | undefined, missing: readonly Tool[], what: string): void {
+  const { named, install } = describeMissing(missing)
+  if (toolsWarned.has(named)) return
+  toolsWarned.add(named)
+  const bar = '!'.repeat(100)
+  const verdict =
+    process.env[REQUIRE_ENV] === '1'
+      ? `${REQUIRE_ENV}=1 is set, so ${what} FAIL.`
+      : `${what[0].toUpperCase()}${what.slice(1)} are SKIPPED. Set ${REQUIRE_ENV}=1 to make this a failure.`
+  console.error(
+    [
+      '',
+      bar,
+      `!!! btrfs-layers: TESTS NEED TOOLS THAT ARE NOT INSTALLED${file ? ` (${path.basename(file)})` : ''}: ${named}`,
+      `!!! Install them: ${install}`,
+      `!!! ${verdict}`,
+      bar,
+      '',
+    ].join('\n'),
+  )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,11 +334,21 @@ export async function createBtrfs(opts: BtrfsOptions = {}): Promise<Btrfs> {
 
 export type BtrfsImpl = (t: ExecutionContext, dir: string) => Promise<void> | void
 
-export interface BtrfsTest {
+export interface BtrfsTestFn {
   /** A concurrent test that gets a fresh plain directory on the filesystem. */
   (title: string, impl: BtrfsImpl): void
   /** The same, run serially (before the concurrent ones of the file). */
   serial(title: string, impl: BtrfsImpl): void
+}
+
+export interface BtrfsTest extends BtrfsTestFn {
+  /** Tests that also run `tools`: skipped (failing with BTRFS_LAYERS_REQUIRE_BTRFS=1) without one. */
+  needing(tools: readonly Tool[]): BtrfsTestFn
+}
+
+export interface SuiteOptions extends BtrfsOptions {
+  /** Tools every btrfs test of the file runs (the oracles of its helpers). */
+  tools?: readonly Tool[]
 }
 
 export interface BtrfsSuite {
@@ -295,7 +367,7 @@ export interface BtrfsSuite {
  * `test.after.always`. Each `btrfsTest` gets its own fresh directory in it, so concurrent
  * tests do not see each other's subvolumes (oracle listings are filtered to that directory).
  */
-export function useBtrfs(test: TestFn, opts: BtrfsOptions = {}): BtrfsSuite {
+export function useBtrfs(test: TestFn, { tools: fileTools = [], ...opts }: SuiteOptions = {}): BtrfsSuite {
   const gate = requireBtrfs(test.meta?.file)
   let mounted: Btrfs | undefined
   const extras: Btrfs[] = []
@@ -325,13 +397,24 @@ export function useBtrfs(test: TestFn, opts: BtrfsOptions = {}): BtrfsSuite {
     t.fail(`btrfs unavailable and ${REQUIRE_ENV}=1: ${gate.reason} (${title})`)
   }
 
-  const register = (fn: TestFn | TestFn['serial'], title: string, impl: BtrfsImpl) => {
-    if (gate.available) fn(title, wrap(title, impl))
+  const register = (fn: TestFn | TestFn['serial'], title: string, impl: BtrfsImpl, tools: readonly Tool[] = []) => {
+    const missing = gate.available ? missingTools([...fileTools, ...tools]) : []
+    if (missing.length > 0) {
+      warnMissingTools(test.meta?.file, missing, tools.length > 0 ? 'the tests that run them' : 'the btrfs tests of this file')
+      const { named, install } = describeMissing(missing)
+      if (gate.required) fn(title, (t) => t.fail(`${named} not installed and ${REQUIRE_ENV}=1 (${install}): ${title}`))
+      else fn.skip(title, () => {})
+    } else if (gate.available) fn(title, wrap(title, impl))
     else if (gate.required) fn(title, failing(title))
     else fn.skip(title, () => {})
   }
-  const btrfsTest = ((title: string, impl: BtrfsImpl) => register(test, title, impl)) as BtrfsTest
-  btrfsTest.serial = (title: string, impl: BtrfsImpl) => register(test.serial, title, impl)
+  const needing = (tools: readonly Tool[]): BtrfsTestFn => {
+    const t = (title: string, impl: BtrfsImpl) => register(test, title, impl, tools)
+    t.serial = (title: string, impl: BtrfsImpl) => register(test.serial, title, impl, tools)
+    return t
+  }
+  const btrfsTest = needing([]) as BtrfsTest
+  btrfsTest.needing = needing
 
   return {
     btrfsTest,
@@ -358,6 +441,10 @@ export async function sh(cmd: string, args: string[]): Promise<string> {
     return stdout
   } catch (e) {
     const x = e as Error & { stderr?: string; code?: unknown }
+    if (x.code === 'ENOENT' && cmd in TOOL_PACKAGES) {
+      // A test that did not declare the tool it runs (useBtrfs's tools, btrfsTest.needing).
+      throw new Error(`${cmd} is not installed (apt-get install -y ${TOOL_PACKAGES[cmd as Tool]})`, { cause: e })
+    }
     const shown = [cmd, ...args].join(' ')
     throw new Error(`${shown.length > 300 ? shown.slice(0, 300) + '...' : shown} failed (${x.code}): ${x.stderr?.trim() || x.message}`, { cause: e })
   }

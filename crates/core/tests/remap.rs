@@ -58,6 +58,7 @@ both_ways! {
     #[test]
     fn every_kind_of_inode_is_shifted_and_nothing_outside_is_touched() {
         let fs = require_btrfs!();
+        require_tools!("setcap", "setfacl");
         let root = tree(&fs, "t");
         let outside = Sentinel::new("outside");
         lchown(&outside.dir, 1234, 1234);
@@ -93,6 +94,7 @@ both_ways! {
     #[test]
     fn capability_v2_survives_the_chown() {
         let fs = require_btrfs!();
+        require_tools!("setcap", "setfacl", "getcap");
         let root = tree(&fs, "t");
         let outside = Sentinel::new("o");
         build_rich(&root, &Side::identity(), &outside.dir);
@@ -150,6 +152,7 @@ both_ways! {
     #[test]
     fn acl_entries_name_the_shifted_ids() {
         let fs = require_btrfs!();
+        require_tools!("setcap", "setfacl", "getfacl");
         let root = tree(&fs, "t");
         let outside = Sentinel::new("o");
         build_rich(&root, &Side::identity(), &outside.dir);
@@ -182,6 +185,7 @@ both_ways! {
     #[test]
     fn acl_of_the_tree_root_itself_is_shifted() {
         let fs = require_btrfs!();
+        require_tools!("setfacl", "getfacl");
         let root = tree(&fs, "t");
         cmd(
             "setfacl",
@@ -414,6 +418,7 @@ both_ways! {
     #[test]
     fn round_trip_restores_every_id() {
         let fs = require_btrfs!();
+        require_tools!("setcap", "setfacl");
         let root = tree(&fs, "t");
         let outside = Sentinel::new("rt");
         build_rich(&root, &Side::identity(), &outside.dir);
@@ -447,6 +452,7 @@ both_ways! {
     #[test]
     fn round_trip_between_two_shifted_mappings_keeps_v3_capabilities() {
         let fs = require_btrfs!();
+        require_tools!("setcap", "setfacl");
         let root = tree(&fs, "t");
         let outside = Sentinel::new("rt2");
         let s1 = Side::shifted(S1);
@@ -467,6 +473,7 @@ both_ways! {
     #[test]
     fn identity_to_identity_changes_nothing() {
         let fs = require_btrfs!();
+        require_tools!("setcap", "setfacl");
         let root = tree(&fs, "t");
         let outside = Sentinel::new("id");
         build_rich(&root, &Side::identity(), &outside.dir);
@@ -737,6 +744,7 @@ both_ways! {
     #[test]
     fn acl_ids_are_shifted_even_when_the_owner_maps_to_itself() {
         let fs = require_btrfs!();
+        require_tools!("setfacl", "getfacl");
         let root = tree(&fs, "t");
         let f = root.join("f");
         fs::write(&f, b"x").unwrap();

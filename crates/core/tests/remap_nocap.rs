@@ -50,6 +50,7 @@ fn drop_capability(cap: u32) {
 #[test]
 fn without_cap_sys_admin_the_statx_way_is_taken_with_the_same_result() {
     let fs = require_btrfs!();
+    require_tools!("setcap", "setfacl");
     let root = fs.path("t");
     mk_subvol(&root);
     let outside = Sentinel::new("nocap");

@@ -36,6 +36,7 @@ fn stat_of(root: &Path, rels: &[&str]) -> Vec<String> {
 #[test]
 fn both_ways_leave_every_kind_of_inode_alike_by_stat_getcap_and_getfacl() {
     let fs = require_btrfs!();
+    require_tools!("setcap", "setfacl", "getcap", "getfacl");
     let rels: Vec<&str> = RICH_OWNERS.iter().map(|(r, _)| *r).collect();
     let mut seen = Vec::new();
     for (tag, m) in [("table", Method::Auto), ("statx", Method::Statx)] {

@@ -1,6 +1,7 @@
 //! Applying layer tars: every entry type and its metadata, id maps, whiteouts, compression,
 //! progress and abort. Needs root (chown, mknod, security.* xattrs), not btrfs.
 
+mod common;
 mod tar_apply_support;
 
 use btrfs_layers_core::idmap::{IdMap, IdMapping};
@@ -645,14 +646,7 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
 
 #[test]
 fn gnu_tar_archives_apply_like_the_tree_they_came_from() {
-    if std::process::Command::new("tar")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: GNU tar is not installed");
-        return;
-    }
+    require_tools!("tar");
     // GNU tar writes xattrs in POSIX archives only.
     for (format, xattrs) in [("gnu", false), ("posix", true)] {
         let s = Scratch::new();

@@ -3,17 +3,20 @@
 //!
 //! Gating: without root (or without mkfs.btrfs / loop devices) every test prints a LOUD
 //! message straight to stderr (past the test harness' capture) and returns early, i.e. is
-//! skipped; with BTRFS_LAYERS_REQUIRE_BTRFS=1 it panics instead.
+//! skipped; with BTRFS_LAYERS_REQUIRE_BTRFS=1 it panics instead. A test that checks effects
+//! with another tool (setfacl, setcap, GNU tar, ...) says so with `require_tools!`, and is
+//! skipped or fails the same way when that tool is missing, naming the package to install.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const REQUIRE_ENV: &str = "BTRFS_LAYERS_REQUIRE_BTRFS";
@@ -132,6 +135,93 @@ macro_rules! require_btrfs {
         match common::btrfs_fs_with($opts) {
             Some(fs) => fs,
             None => return,
+        }
+    };
+}
+
+/// The Debian package of each tool the tests check effects with (beyond btrfs-progs).
+pub const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("setfacl", "acl"),
+    ("getfacl", "acl"),
+    ("setfattr", "attr"),
+    ("getfattr", "attr"),
+    ("setcap", "libcap2-bin"),
+    ("getcap", "libcap2-bin"),
+    ("zstd", "zstd"),
+    ("gzip", "gzip"),
+    ("tar", "tar"),
+];
+
+/// The package that provides `tool`, for the messages.
+pub fn package_of(tool: &str) -> &'static str {
+    TOOL_PACKAGES
+        .iter()
+        .find(|(t, _)| *t == tool)
+        .map_or("?", |(_, p)| p)
+}
+
+/// Whether `tool` can be run from PATH (spawning it is the test: it may exist and not run).
+fn tool_runs(tool: &str) -> bool {
+    static SEEN: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap();
+    *seen.entry(tool.to_string()).or_insert_with(|| {
+        Command::new(tool)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+/// Whether the running test must be skipped for want of one of `tools`: prints a LOUD message
+/// naming them and their packages, or panics when BTRFS_LAYERS_REQUIRE_BTRFS=1.
+pub fn missing_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !tool_runs(t)).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    let mut packages: Vec<&str> = missing.iter().map(|t| package_of(t)).collect();
+    packages.dedup();
+    let named: Vec<String> = missing
+        .iter()
+        .map(|t| format!("{t} ({})", package_of(t)))
+        .collect();
+    let required = std::env::var(REQUIRE_ENV).as_deref() == Ok("1");
+    let verdict = if required {
+        format!("{REQUIRE_ENV}=1 is set, so this test FAILS.")
+    } else {
+        format!("This test is SKIPPED (it passes vacuously). Set {REQUIRE_ENV}=1 to fail instead.")
+    };
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let bar = "!".repeat(100);
+    // Straight to the stderr fd: the test harness does not capture this.
+    let _ = std::io::stderr().write_all(
+        format!(
+            "\n{bar}\n!!! btrfs-layers-core: {test} NEEDS A TOOL THAT IS NOT INSTALLED: {}\n!!! Install it: apt-get install -y {}\n!!! {verdict}\n{bar}\n\n",
+            named.join(", "),
+            packages.join(" ")
+        )
+        .as_bytes(),
+    );
+    if required {
+        panic!(
+            "{} not installed and {REQUIRE_ENV}=1 (apt-get install -y {})",
+            named.join(", "),
+            packages.join(" ")
+        );
+    }
+    true
+}
+
+/// Skip the test (return) when one of the tools it runs is missing; see [`missing_tools`].
+#[macro_export]
+macro_rules! require_tools {
+    ($($tool:expr),+ $(,)?) => {
+        if common::missing_tools(&[$($tool),+]) {
+            return;
         }
     };
 }
