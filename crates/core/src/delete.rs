@@ -181,3 +181,48 @@ pub fn destroy_by_name(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Resul
     unsafe { ioctl::snap_destroy(dir.as_raw_fd(), &args) }.at("BTRFS_IOC_SNAP_DESTROY", shown)?;
     Ok(())
 }
+
+/// Whether the kernel's cleaner has dropped deleted subvolume `subvol_id`: its root item is
+/// gone from the root tree (what `btrfs subvolume sync` looks for). Needs CAP_SYS_ADMIN.
+pub fn is_dropped(fd: BorrowedFd<'_>, subvol_id: u64, shown: &Path) -> Result<bool> {
+    let key = ioctl::SearchKey {
+        tree_id: ioctl::ROOT_TREE_OBJECTID,
+        min_objectid: subvol_id,
+        max_objectid: subvol_id,
+        min_type: ioctl::ROOT_ITEM_KEY,
+        max_type: ioctl::ROOT_ITEM_KEY,
+        max_offset: u64::MAX,
+        max_transid: u64::MAX,
+        ..Default::default()
+    };
+    let mut found = false;
+    crate::search::search(fd, key, 1, shown, |_, _| found = true)?;
+    Ok(!found)
+}
+
+/// Wake the cleaner and wait until it has dropped deleted subvolume `subvol_id`, at most
+/// `limit`. Ok(false) when it has not by then. (SUBVOL_SYNC_WAIT of Linux 6.13 is no help:
+/// it returns only after the next periodic commit, ~30 s, even when the tree went at once.)
+pub fn wait_dropped(
+    fd: BorrowedFd<'_>,
+    subvol_id: u64,
+    limit: std::time::Duration,
+    shown: &Path,
+) -> Result<bool> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        // BTRFS_IOC_SYNC commits and wakes the cleaner, which otherwise waits for the next
+        // periodic commit.
+        // SAFETY: BTRFS_IOC_SYNC takes no argument.
+        unsafe { ioctl::sync_fs(fd.as_raw_fd()) }.at("BTRFS_IOC_SYNC", shown)?;
+        if is_dropped(fd, subvol_id, shown)? {
+            return Ok(true);
+        }
+        if start.elapsed() >= limit {
+            return Ok(false);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}

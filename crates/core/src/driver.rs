@@ -239,7 +239,7 @@ impl Driver {
 
     /// The record of the layer whose root is `fd`.
     fn record(&self, fd: BorrowedFd<'_>, id: &str) -> Result<Record> {
-        record::read(fd, self.record_ns, &self.layer_path(id))
+        Ok(record::read(fd, self.record_ns, &self.layer_path(id))?.unwrap_or_default())
     }
 
     /// Check `id` and open its layer: ENOENT when there is none, EBUSY when a filesystem is

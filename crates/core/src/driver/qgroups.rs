@@ -3,6 +3,7 @@
 //! `metadata/.pending-qgroups` (best effort: a lost list only leaves stale qgroups behind).
 
 use super::Driver;
+use crate::delete;
 use crate::error::Result;
 use crate::quota;
 use nix::fcntl::{openat, OFlag};
@@ -59,7 +60,7 @@ impl Driver {
             return Ok(());
         }
         for q in pending {
-            quota::wait_dropped(
+            delete::wait_dropped(
                 dirs.subvolumes.as_fd(),
                 q,
                 Duration::from_secs(60),

@@ -141,8 +141,8 @@ pub fn otime_ms(info: &SubvolumeInfo) -> u64 {
     info.otime.sec * 1000 + u64::from(info.otime.nsec) / 1_000_000
 }
 
-/// The record on the layer root `fd`; the empty record when it has none.
-pub fn read(fd: BorrowedFd<'_>, ns: Namespace, shown: &Path) -> Result<Record> {
+/// The record on the layer root `fd`; None when it has none.
+pub fn read(fd: BorrowedFd<'_>, ns: Namespace, shown: &Path) -> Result<Option<Record>> {
     let mut buf = vec![0u8; 512];
     loop {
         // SAFETY: the name is NUL-terminated; buf is writable for buf.len() bytes.
@@ -157,23 +157,12 @@ pub fn read(fd: BorrowedFd<'_>, ns: Namespace, shown: &Path) -> Result<Record> {
         match Errno::result(r) {
             Ok(n) => {
                 buf.truncate(n as usize);
-                return Record::parse(&buf, shown);
+                return Record::parse(&buf, shown).map(Some);
             }
             Err(Errno::ERANGE) => buf.resize(buf.len() * 8, 0),
-            Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => return Ok(Record::default()),
+            Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => return Ok(None),
             Err(e) => return Err(Error::sys(e, "fgetxattr", shown)),
         }
-    }
-}
-
-/// Whether the layer root `fd` carries a record.
-pub fn has(fd: BorrowedFd<'_>, ns: Namespace, shown: &Path) -> Result<bool> {
-    // SAFETY: the name is NUL-terminated; a zero size asks for the value's length only.
-    let r = unsafe { libc::fgetxattr(fd.as_raw_fd(), ns.name().as_ptr(), std::ptr::null_mut(), 0) };
-    match Errno::result(r) {
-        Ok(_) => Ok(true),
-        Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => Ok(false),
-        Err(e) => Err(Error::sys(e, "fgetxattr", shown)),
     }
 }
 

@@ -74,7 +74,7 @@ impl Driver {
                     let path = self.layer_path(id);
                     let layer = open_dir_at(dirs.subvolumes.as_fd(), OsStr::new(id), &path)?;
                     // An unreadable file (empty, truncated) leaves what the kernel knows.
-                    if !record::has(layer.as_fd(), self.record_ns, &path)? {
+                    if record::read(layer.as_fd(), self.record_ns, &path)?.is_none() {
                         if let Some((rec, read_only)) = read_legacy(md, &name, &shown)? {
                             self.adopt(layer.as_fd(), &rec, read_only, &path)?;
                         }
@@ -111,7 +111,9 @@ impl Driver {
             }
             let path = self.layer_path(&id);
             let fd = open_dir_at(sub, OsStr::new(&id), &path)?;
-            if let Some(size) = record::read(fd.as_fd(), self.record_ns, &path)?.size {
+            if let Some(size) =
+                record::read(fd.as_fd(), self.record_ns, &path)?.and_then(|r| r.size)
+            {
                 limits.push((fd, size, path));
             }
         }

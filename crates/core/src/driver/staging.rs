@@ -5,11 +5,10 @@
 
 use super::record::{self, Record};
 use super::{Dirs, Driver};
-use crate::delete::delete_at;
+use crate::delete::{self, delete_at};
 use crate::error::{Error, Result};
 use crate::filesystem;
 use crate::open::{self, open_dir_at, renameat2, Rename};
-use crate::quota;
 use crate::subvolume::{self, create_at, set_read_only_fd, snapshot_at, SubvolumeInfo};
 use nix::errno::Errno;
 use std::ffi::OsStr;
@@ -157,7 +156,7 @@ impl Drop for Staged<'_> {
 /// commit: wake the cleaner, wait until it has dropped the tree, and commit, which unpins the
 /// extents it freed. Best effort (it needs CAP_SYS_ADMIN): else the space comes back by itself.
 fn give_space_back(sub: BorrowedFd<'_>, id: u64, shown: &Path) {
-    if matches!(quota::wait_dropped(sub, id, SPACE_WAIT, shown), Ok(true)) {
+    if matches!(delete::wait_dropped(sub, id, SPACE_WAIT, shown), Ok(true)) {
         let _ = filesystem::commit(sub, shown);
     }
 }
