@@ -48,7 +48,8 @@ impl<'a> Control<'a> {
         }
         Err(Error {
             code: Code::Aborted,
-            syscall: op,
+            syscall: "",
+            op,
             path: (!shown.as_os_str().is_empty()).then(|| shown.to_path_buf()),
             message: "the operation was aborted".into(),
         })
@@ -92,7 +93,7 @@ mod tests {
         flag.store(true, Ordering::Relaxed);
         let e = c.check("remap", Path::new("/x")).unwrap_err();
         assert_eq!(e.code_str(), "ABORT_ERR");
-        assert_eq!(e.syscall, "remap");
+        assert_eq!((e.syscall, e.op), ("", "remap"));
         assert_eq!(e.path.as_deref(), Some(Path::new("/x")));
         assert_eq!(e.message, "the operation was aborted");
         assert_eq!(c.check("", Path::new("")).unwrap_err().path, None);

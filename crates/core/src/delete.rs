@@ -21,7 +21,7 @@ use std::path::Path;
 
 /// Delete the subvolume at `path`. With nested subvolumes inside, ENOTEMPTY unless `recursive`.
 pub fn delete(path: &Path, recursive: bool) -> Result<()> {
-    let (parent, name) = split_parent(path, "BTRFS_IOC_SNAP_DESTROY")?;
+    let (parent, name) = split_parent(path, "deleteSubvolume")?;
     let dir = open_dir(parent)?;
     // The mount check in delete_at comes before the parent's filesystem matters: deleting a
     // mount point is EBUSY whatever the parent is on.
@@ -35,7 +35,7 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
         // A symlink or a file: not a subvolume, if this is btrfs at all.
         Err(e) if e.is(Errno::ELOOP) || e.is(Errno::ENOTDIR) => {
             require_btrfs(dir, shown)?;
-            return Err(Error::invalid(
+            return Err(Error::refused(
                 Errno::EINVAL,
                 "openat",
                 shown,
@@ -50,7 +50,7 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
         open::mount_id(dir, shown)?,
     );
     if mount != dir_mount {
-        return Err(Error::invalid(
+        return Err(Error::refused(
             Errno::EBUSY,
             "BTRFS_IOC_SNAP_DESTROY",
             shown,
@@ -63,7 +63,7 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
     if mount == 0 {
         require_btrfs(dir, shown)?;
         if open::fsid(fd.as_fd(), shown)? != open::fsid(dir, shown)? {
-            return Err(Error::invalid(
+            return Err(Error::refused(
                 Errno::EBUSY,
                 "BTRFS_IOC_SNAP_DESTROY",
                 shown,
@@ -74,7 +74,7 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
     if recursive {
         let id = open::subvolume_id(fd.as_fd(), shown)?;
         if id == ioctl::FS_TREE_OBJECTID {
-            return Err(Error::invalid(
+            return Err(Error::refused(
                 Errno::EINVAL,
                 "BTRFS_IOC_SNAP_DESTROY",
                 shown,
@@ -92,7 +92,7 @@ pub fn delete_at(dir: BorrowedFd<'_>, name: &OsStr, recursive: bool, shown: &Pat
     // changes anything.
     destroy_by_name(dir, name, shown).map_err(|e| {
         if e.is(Errno::ENOTEMPTY) {
-            Error::invalid(
+            Error::refused(
                 Errno::ENOTEMPTY,
                 "BTRFS_IOC_SNAP_DESTROY",
                 shown,

@@ -23,7 +23,7 @@ mod record;
 mod recovery;
 pub mod remap;
 mod staging;
-mod status;
+pub mod status;
 
 pub use record::is_reserved as is_record_xattr;
 

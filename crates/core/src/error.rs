@@ -1,5 +1,10 @@
 //! One error type for the whole core: a Node-style code, the errno when the kernel gave one,
-//! the operation (syscall or ioctl name) and the path it concerned.
+//! the system call that failed, the operation it served and the path it concerned.
+//!
+//! The rule: `syscall` names only a real system call or ioctl (`openat`,
+//! `BTRFS_IOC_SNAP_CREATE_V2`) whose failure or result the error reports; `op` names the
+//! operation of this crate (`create`, `remap`, `idmap`) that refused an argument or a state,
+//! or stopped. A check of an argument has an `op` and no `syscall`.
 
 use nix::errno::Errno;
 use std::fmt;
@@ -20,7 +25,10 @@ pub enum Code {
 #[derive(Debug, Clone)]
 pub struct Error {
     pub code: Code,
+    /// The system call or ioctl that failed (or whose result was refused); empty for checks.
     pub syscall: &'static str,
+    /// The operation of this crate that failed (`create`, `remap`); empty where not known.
+    pub op: &'static str,
     pub path: Option<PathBuf>,
     pub message: String,
 }
@@ -33,13 +41,27 @@ impl Error {
         Error {
             code: Code::Errno(errno),
             syscall,
+            op: "",
             path: Some(path.to_path_buf()),
             message: errno.desc().to_string(),
         }
     }
 
-    /// Input rejected before any syscall, with the errno a syscall would have given.
-    pub fn invalid(
+    /// Input (or a state) that operation `op` refused before any system call, with the errno
+    /// a system call would have given. No `syscall`.
+    pub fn invalid(errno: Errno, op: &'static str, path: &Path, why: impl Into<String>) -> Self {
+        Error {
+            code: Code::Errno(errno),
+            syscall: "",
+            op,
+            path: Some(path.to_path_buf()),
+            message: why.into(),
+        }
+    }
+
+    /// What `syscall` returned, refused: the call succeeded but its result does not do (fstat
+    /// shows no directory, flock shows the lock held), with the errno that says why.
+    pub fn refused(
         errno: Errno,
         syscall: &'static str,
         path: &Path,
@@ -48,9 +70,18 @@ impl Error {
         Error {
             code: Code::Errno(errno),
             syscall,
+            op: "",
             path: Some(path.to_path_buf()),
             message: why.into(),
         }
+    }
+
+    /// This error with its operation set to `op`, unless a more precise one is set already.
+    pub fn during(mut self, op: &'static str) -> Self {
+        if self.op.is_empty() {
+            self.op = op;
+        }
+        self
     }
 
     /// An `std::io::Error` from `syscall` on `path`, keeping its errno.
@@ -66,6 +97,7 @@ impl Error {
         Error {
             code: Code::NotBtrfs,
             syscall,
+            op: "",
             path: Some(path.to_path_buf()),
             message: "not on a btrfs filesystem".into(),
         }
@@ -75,6 +107,7 @@ impl Error {
         Error {
             code: Code::Internal,
             syscall: "",
+            op: "",
             path: None,
             message: message.into(),
         }
@@ -144,8 +177,14 @@ pub fn errno_name(e: Errno) -> &'static str {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code_str(), self.message)?;
-        if !self.syscall.is_empty() {
-            write!(f, ", {}", self.syscall)?;
+        // Like Node's fs errors: the call that failed, else the operation that refused.
+        let call = if self.syscall.is_empty() {
+            self.op
+        } else {
+            self.syscall
+        };
+        if !call.is_empty() {
+            write!(f, ", {call}")?;
         }
         if let Some(p) = &self.path {
             write!(f, " '{}'", p.display())?;
@@ -185,6 +224,27 @@ mod tests {
             "ERR_NOT_BTRFS"
         );
         assert_eq!(Error::not_btrfs("statfs", Path::new("/")).errno(), None);
+    }
+
+    #[test]
+    fn a_check_names_its_operation_and_no_syscall() {
+        let e = Error::invalid(Errno::EINVAL, "create", Path::new("x"), "bad id");
+        assert_eq!((e.syscall, e.op), ("", "create"));
+        assert_eq!(e.to_string(), "EINVAL: bad id, create 'x'");
+        let e = Error::sys(Errno::EEXIST, "BTRFS_IOC_SUBVOL_CREATE_V2", Path::new("/l"));
+        assert_eq!((e.syscall, e.op), ("BTRFS_IOC_SUBVOL_CREATE_V2", ""));
+        // `during` names the operation a system call served, and keeps the system call.
+        let e = e.during("create");
+        assert_eq!((e.syscall, e.op), ("BTRFS_IOC_SUBVOL_CREATE_V2", "create"));
+        assert_eq!(
+            e.to_string(),
+            "EEXIST: File exists, BTRFS_IOC_SUBVOL_CREATE_V2 '/l'"
+        );
+        // A more precise operation set where the error arose is kept.
+        let e = Error::invalid(Errno::EINVAL, "idmap", Path::new(""), "overlap").during("init");
+        assert_eq!(e.op, "idmap");
+        let e = Error::refused(Errno::EBUSY, "flock", Path::new("/h/.lock"), "held");
+        assert_eq!((e.syscall, e.op), ("flock", ""));
     }
 
     fn libc_enoent() -> i32 {

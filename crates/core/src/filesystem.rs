@@ -38,7 +38,7 @@ pub struct FilesystemInfo {
 
 /// FS_INFO, the label, DEV_INFO of every device and SPACE_INFO of the filesystem at `path`.
 pub fn info(path: &Path) -> Result<FilesystemInfo> {
-    check(path, "BTRFS_IOC_FS_INFO")?;
+    check(path, "filesystemInfo")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     let fd = fd.as_fd();
@@ -131,7 +131,7 @@ fn space(fd: BorrowedFd<'_>, path: &Path) -> Result<(Space, Space, Space)> {
 /// Write back the filesystem's dirty file data (syncfs), then commit the current transaction
 /// and wait for it (START_SYNC + WAIT_SYNC), so everything written before the call is on disk.
 pub fn sync(path: &Path) -> Result<()> {
-    check(path, "BTRFS_IOC_START_SYNC")?;
+    check(path, "sync")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     sync_fd(fd.as_fd(), path)

@@ -114,7 +114,8 @@ fn lookup(
 fn unmapped(id: u32, side: &str) -> Error {
     Error {
         code: Code::IdMapping,
-        syscall: "idmap",
+        syscall: "",
+        op: "idmap",
         path: None,
         message: format!("{side} id {id} is outside the id maps"),
     }

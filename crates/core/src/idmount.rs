@@ -101,7 +101,7 @@ pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
         // SAFETY: rr is the open read end of the pipe; ok is a 1-byte buffer.
         let n = unsafe { libc::read(rr, ok.as_mut_ptr() as *mut libc::c_void, 1) };
         if n != 1 || ok[0] != 1 {
-            return Err(Error::invalid(
+            return Err(Error::refused(
                 Errno::EPERM,
                 "unshare",
                 shown,
@@ -183,7 +183,7 @@ fn idmapped_tree(source: BorrowedFd<'_>, userns: BorrowedFd<'_>, shown: &Path) -
 pub fn mount_idmapped(source: BorrowedFd<'_>, target: &Path, userns: BorrowedFd<'_>) -> Result<()> {
     let tree = idmapped_tree(source, userns, target)?;
     let t = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid(Errno::EINVAL, "move_mount", target, "NUL in path"))?;
+        .map_err(|_| Error::invalid(Errno::EINVAL, "mountIdmapped", target, "NUL in path"))?;
     // SAFETY: both paths are NUL-terminated; tree is a detached mount fd.
     let r = unsafe {
         libc::syscall(
@@ -215,7 +215,7 @@ pub fn supported(source: BorrowedFd<'_>) -> bool {
 
 /// Detach the mount on `target` (MNT_DETACH); EINVAL when nothing is mounted there.
 pub fn unmount(target: &Path) -> Result<()> {
-    crate::path::check(target, "umount2")?;
+    crate::path::check(target, "unmount")?;
     nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| Error::sys(e, "umount2", target))
 }

@@ -59,7 +59,7 @@ fn open_walk(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<OwnedFd> {
             std::path::Component::Normal(n) => n,
             std::path::Component::CurDir => continue,
             _ => {
-                return Err(Error::invalid(
+                return Err(Error::refused(
                     Errno::EXDEV,
                     "openat",
                     shown,
@@ -91,7 +91,7 @@ pub fn is_subvolume_root(st: &FileStat) -> bool {
 pub fn require_subvolume(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     let st = fstat(fd).at("fstat", shown)?;
     if !is_subvolume_root(&st) {
-        return Err(Error::invalid(
+        return Err(Error::refused(
             Errno::EINVAL,
             "fstat",
             shown,

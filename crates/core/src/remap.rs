@@ -666,7 +666,7 @@ impl<'a> Walk<'a> {
         let now =
             Stat::from(&statx_at(pinned.as_fd(), None).map_err(|e| Error::sys(e, "statx", path))?);
         if now.ino != st.ino || now.kind() != st.kind() {
-            return Err(Error::invalid(
+            return Err(Error::refused(
                 Errno::EAGAIN,
                 "chmod",
                 path,

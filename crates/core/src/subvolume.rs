@@ -48,7 +48,7 @@ pub struct NestedSubvolume {
 
 /// Whether `path` is the root of a subvolume. ENOENT when missing, ERR_NOT_BTRFS when not on btrfs.
 pub fn is_subvolume(path: &Path) -> Result<bool> {
-    check(path, "stat")?;
+    check(path, "isSubvolume")?;
     let st = stat(path).at("stat", path)?;
     let fs = nix::sys::statfs::statfs(path).at("statfs", path)?;
     if fs.filesystem_type().0 as i64 != ioctl::BTRFS_SUPER_MAGIC {
@@ -59,7 +59,7 @@ pub fn is_subvolume(path: &Path) -> Result<bool> {
 
 /// Create an empty subvolume at `path` (SUBVOL_CREATE_V2).
 pub fn create(path: &Path) -> Result<()> {
-    let (parent, name) = split_parent(path, "BTRFS_IOC_SUBVOL_CREATE_V2")?;
+    let (parent, name) = split_parent(path, "createSubvolume")?;
     let dir = open_dir(parent)?;
     require_btrfs(dir.as_fd(), parent)?;
     create_at(dir.as_fd(), name, path)
@@ -79,7 +79,7 @@ pub fn create_at(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> 
 /// The kernel's EEXIST for a taken name, said as such; any other errno as it is.
 fn exists_or(e: Errno, syscall: &'static str, shown: &Path) -> Error {
     if e == Errno::EEXIST {
-        Error::invalid(Errno::EEXIST, syscall, shown, "file already exists")
+        Error::refused(Errno::EEXIST, syscall, shown, "file already exists")
     } else {
         Error::sys(e, syscall, shown)
     }
@@ -87,15 +87,15 @@ fn exists_or(e: Errno, syscall: &'static str, shown: &Path) -> Error {
 
 /// Snapshot the subvolume at `source` to `dest` (SNAP_CREATE_V2), read-only if asked.
 pub fn snapshot(source: &Path, dest: &Path, read_only: bool) -> Result<()> {
-    check(source, "BTRFS_IOC_SNAP_CREATE_V2")?;
-    let (parent, name) = split_parent(dest, "BTRFS_IOC_SNAP_CREATE_V2")?;
+    check(source, "snapshot")?;
+    let (parent, name) = split_parent(dest, "snapshot")?;
     let src = open_dir(source)?;
     require_btrfs(src.as_fd(), source)?;
     require_subvolume(src.as_fd(), source)?;
     let dir = open_dir(parent)?;
     require_btrfs(dir.as_fd(), parent)?;
     if open::fsid(src.as_fd(), source)? != open::fsid(dir.as_fd(), parent)? {
-        return Err(Error::invalid(
+        return Err(Error::refused(
             Errno::EXDEV,
             "BTRFS_IOC_SNAP_CREATE_V2",
             dest,
@@ -128,7 +128,7 @@ pub fn snapshot_at(
 
 /// GET_SUBVOL_INFO of the subvolume whose root is at `path`.
 pub fn info(path: &Path) -> Result<SubvolumeInfo> {
-    check(path, "BTRFS_IOC_GET_SUBVOL_INFO")?;
+    check(path, "subvolumeInfo")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     require_subvolume(fd.as_fd(), path)?;
@@ -167,7 +167,7 @@ pub fn list(path: &Path) -> Result<Vec<NestedSubvolume>> {
 
 /// [`list`] with a chosen enumeration method (tests compare the two).
 pub fn list_with(path: &Path, method: Method) -> Result<Vec<NestedSubvolume>> {
-    check(path, "BTRFS_IOC_GET_SUBVOL_ROOTREF")?;
+    check(path, "listSubvolumes")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     require_subvolume(fd.as_fd(), path)?;
@@ -212,7 +212,7 @@ pub fn open_child(
     require_btrfs(fd.as_fd(), shown)?;
     require_subvolume(fd.as_fd(), shown)?;
     if open::fsid(fd.as_fd(), shown)? != fsid || open::subvolume_id(fd.as_fd(), shown)? != kid.id {
-        return Err(Error::invalid(
+        return Err(Error::refused(
             Errno::EXDEV,
             "openat2",
             shown,
@@ -224,7 +224,7 @@ pub fn open_child(
 
 /// Whether the subvolume at `path` is read-only (SUBVOL_GETFLAGS).
 pub fn is_read_only(path: &Path) -> Result<bool> {
-    check(path, "BTRFS_IOC_SUBVOL_GETFLAGS")?;
+    check(path, "isReadOnly")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     require_subvolume(fd.as_fd(), path)?;
@@ -245,7 +245,7 @@ fn get_flags(fd: BorrowedFd<'_>, shown: &Path) -> Result<u64> {
 
 /// Set or clear the read-only flag of the subvolume at `path` (SUBVOL_SETFLAGS).
 pub fn set_read_only(path: &Path, read_only: bool) -> Result<()> {
-    check(path, "BTRFS_IOC_SUBVOL_SETFLAGS")?;
+    check(path, "setReadOnly")?;
     let fd = open_dir(path)?;
     require_btrfs(fd.as_fd(), path)?;
     require_subvolume(fd.as_fd(), path)?;

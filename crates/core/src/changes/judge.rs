@@ -44,7 +44,7 @@ pub(super) fn one_tree(
     syscall: &'static str,
 ) -> Result<bool> {
     if crate::open::fsid(new, shown)? != crate::open::fsid(old, shown)? {
-        return Err(Error::invalid(
+        return Err(Error::refused(
             nix::errno::Errno::EXDEV,
             syscall,
             shown,

@@ -32,7 +32,7 @@ pub(super) fn changes(
         require_btrfs(fd, shown)?;
         require_subvolume(fd, shown)?;
         if !is_read_only_fd(fd, shown)? {
-            return Err(Error::invalid(
+            return Err(Error::refused(
                 Errno::EINVAL,
                 "BTRFS_IOC_SEND",
                 shown,
@@ -101,6 +101,7 @@ fn read_candidates(pipe: impl std::io::Read, shown: &Path) -> Result<Candidates>
         e => Error {
             code: Code::Internal,
             syscall: "BTRFS_IOC_SEND",
+            op: "changes",
             path: Some(shown.to_path_buf()),
             message: e.to_string(),
         },

@@ -42,7 +42,7 @@ impl Driver {
 
     /// EBUSY: a filesystem is mounted on layer `id`.
     pub(super) fn covered(&self, id: &str) -> Error {
-        Error::invalid(
+        Error::refused(
             Errno::EBUSY,
             "statx",
             &self.layer_path(id),

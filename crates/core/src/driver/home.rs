@@ -43,6 +43,7 @@ pub(super) fn open_or_make(home: &Path, root_uid: u32, root_gid: u32) -> Result<
             Error {
                 code: Code::Prerequisites,
                 syscall: "statfs",
+                op: "init",
                 path: Some(path.to_path_buf()),
                 message: "the layer store must be on a btrfs filesystem".into(),
             }
@@ -85,7 +86,7 @@ pub(super) fn lock(home: &Path) -> Result<Flock<File>> {
     .at("openat", &lock_path)?;
     Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e == Errno::EWOULDBLOCK {
-            Error::invalid(
+            Error::refused(
                 Errno::EBUSY,
                 "flock",
                 &lock_path,

@@ -103,7 +103,7 @@ impl Record {
     /// Parse a stored record (this version's xattr or an earlier version's file).
     pub fn parse(body: &[u8], shown: &Path) -> Result<Record> {
         serde_json::from_slice(body).map_err(|e| {
-            Error::invalid(
+            Error::refused(
                 Errno::EIO,
                 "getxattr",
                 shown,

@@ -166,7 +166,7 @@ fn remove_plain(dir: BorrowedFd<'_>, name: &str, shown: &Path) -> Result<()> {
     if st.st_nlink <= 2 {
         return unlinkat(dir, name, UnlinkatFlags::RemoveDir).at("unlinkat", shown);
     }
-    Err(Error::invalid(
+    Err(Error::refused(
         Errno::ENOTEMPTY,
         "unlinkat",
         shown,

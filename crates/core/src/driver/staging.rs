@@ -118,7 +118,7 @@ impl<'d> Staged<'d> {
         let path = self.driver.layer_path(id);
         renameat2(sub, OsStr::new(&self.name), sub, OsStr::new(id), how).map_err(|e| match e {
             Errno::EEXIST => {
-                Error::invalid(Errno::EEXIST, "renameat2", &path, "layer already exists")
+                Error::refused(Errno::EEXIST, "renameat2", &path, "layer already exists")
             }
             e => Error::sys(e, "renameat2", &path),
         })

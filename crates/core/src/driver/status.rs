@@ -1,56 +1,74 @@
-//! `status`: what a graph driver's Status reports about the store.
+//! `status`: what a graph driver's Status reports about the store, as a typed record (the
+//! Docker-style display pairs are the caller's to render).
 
 use super::Driver;
 use crate::error::Result;
-use crate::filesystem;
+use crate::filesystem::{self, Space};
 use crate::quota;
 use crate::subvolume;
 use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+/// The store's filesystem, as FS_INFO and DEV_INFO report it.
+#[derive(Debug, Clone)]
+pub struct StoreFilesystem {
+    pub uuid: String,
+    pub label: String,
+    /// Device paths, in device id order.
+    pub devices: Vec<String>,
+    pub node_size: u32,
+    pub sector_size: u32,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub home: PathBuf,
+    pub filesystem: StoreFilesystem,
+    /// Data block groups: allocated (`total`) and used bytes.
+    pub data: Space,
+    /// Metadata block groups: allocated (`total`) and used bytes.
+    pub metadata: Space,
+    /// Complete layers.
+    pub layers: usize,
+    pub quotas: bool,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    pub min_space: Option<u64>,
+    pub idmapped_mounts: bool,
+    /// The host uid and gid of container root, when the driver's maps shift ids.
+    pub remapped_root: Option<(u32, u32)>,
+}
 
 impl Driver {
-    /// `[key, value]` pairs describing the store, as a graph driver's Status reports them.
-    pub fn status(&self) -> Result<Vec<(String, String)>> {
+    /// What a graph driver's Status reports about the store.
+    pub fn status(&self) -> Result<Status> {
         let dirs = self.dirs()?;
         let fs = filesystem::info(&self.subvolumes_path())?;
         let quotas = quota::enabled(dirs.subvolumes.as_fd(), &self.home)?;
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        let devices: Vec<String> = fs.devices.iter().map(|d| d.path.clone()).collect();
-        let mut out = vec![
-            ("Home".to_string(), self.home.display().to_string()),
-            ("Filesystem UUID".into(), subvolume::uuid_string(&fs.fsid)),
-            ("Label".into(), fs.label.clone()),
-            ("Devices".into(), devices.join(",")),
-            ("Data Space Used".into(), fs.data.used.to_string()),
-            ("Data Space Total".into(), fs.data.total.to_string()),
-            ("Metadata Space Used".into(), fs.metadata.used.to_string()),
-            ("Metadata Space Total".into(), fs.metadata.total.to_string()),
-            ("Layers".into(), self.layers()?.len().to_string()),
-            (
-                "Quotas".into(),
-                if quotas { "enabled" } else { "disabled" }.into(),
-            ),
-            ("Kernel Version".into(), kernel),
-            ("Node Size".into(), fs.node_size.to_string()),
-            ("Sector Size".into(), fs.sector_size.to_string()),
-        ];
-        if let Some(min) = self.min_space {
-            out.push(("Min Space".into(), min.to_string()));
-        }
-        let idmapped = *self
+        let idmapped_mounts = *self
             .idmapped
             .get_or_init(|| crate::idmount::supported(dirs.subvolumes.as_fd()));
-        out.push((
-            "Idmapped Mounts".into(),
-            if idmapped { "supported" } else { "unsupported" }.into(),
-        ));
-        if !self.uids.is_identity() {
-            out.push((
-                "Remapped Root".into(),
-                format!("{}:{}", self.root_uid, self.root_gid),
-            ));
-        }
-        Ok(out)
+        Ok(Status {
+            home: self.home.clone(),
+            filesystem: StoreFilesystem {
+                uuid: subvolume::uuid_string(&fs.fsid),
+                label: fs.label,
+                devices: fs.devices.into_iter().map(|d| d.path).collect(),
+                node_size: fs.node_size,
+                sector_size: fs.sector_size,
+            },
+            data: fs.data,
+            metadata: fs.metadata,
+            layers: self.layers()?.len(),
+            quotas,
+            kernel,
+            min_space: self.min_space,
+            idmapped_mounts,
+            remapped_root: (!self.uids.is_identity()).then_some((self.root_uid, self.root_gid)),
+        })
     }
 }

@@ -226,6 +226,7 @@ fn bad_layer(shown: &Path, why: impl Into<String>) -> Error {
     Error {
         code: Code::BadLayer,
         syscall: "",
+        op: "applyDiff",
         path,
         message: why.into(),
     }

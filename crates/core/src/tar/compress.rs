@@ -100,7 +100,8 @@ fn stream_error(e: io::Error, syscall: &'static str) -> Error {
         Some(errno) => Error::sys(Errno::from_raw(errno), syscall, Path::new("")),
         None => Error {
             code: Code::BadLayer,
-            syscall,
+            syscall: "",
+            op: "",
             path: None,
             message: e.to_string(),
         },

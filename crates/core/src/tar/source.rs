@@ -15,7 +15,7 @@ use std::path::Path;
 /// is looked at before the open, so no device is ever opened, and again after it, on the fd.
 /// A FIFO's open waits for its writer, as reading one does.
 pub fn open(path: &Path) -> Result<File> {
-    check(path, "open")?;
+    check(path, "applyDiff")?;
     require_stream(stat(path).at("stat", path)?.st_mode, "stat", path)?;
     let fd = nix::fcntl::open(
         path,
@@ -30,7 +30,7 @@ pub fn open(path: &Path) -> Result<File> {
 fn require_stream(mode: u32, syscall: &'static str, path: &Path) -> Result<()> {
     match mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFIFO => Ok(()),
-        kind => Err(Error::invalid(
+        kind => Err(Error::refused(
             Errno::EINVAL,
             syscall,
             path,

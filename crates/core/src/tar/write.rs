@@ -300,7 +300,7 @@ impl<W: Write> TarWriter<'_, W> {
             let copied = std::io::copy(&mut (&mut f).take(size), &mut self.out)
                 .map_err(|e| io_error(e, "read", shown))?;
             if copied != size {
-                return Err(Error::invalid(
+                return Err(Error::refused(
                     Errno::EIO,
                     "read",
                     shown,

@@ -230,7 +230,7 @@ fn chmod_node(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Resu
     let fd = openat(dir, name, flags, Mode::empty()).at("openat", shown)?;
     let st = fstat(&fd).at("fstat", shown)?;
     if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
-        return Err(Error::invalid(
+        return Err(Error::refused(
             Errno::ELOOP,
             "fchmodat",
             shown,

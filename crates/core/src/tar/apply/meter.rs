@@ -202,6 +202,7 @@ pub(super) fn stream_error(e: io::Error, shown: &Path) -> Error {
         return Error {
             code,
             syscall: "",
+            op: "applyDiff",
             path,
             message: t.to_string(),
         };
@@ -214,6 +215,7 @@ pub(super) fn stream_error(e: io::Error, shown: &Path) -> Error {
         None => Error {
             code: Code::BadLayer,
             syscall: "",
+            op: "applyDiff",
             path,
             message: format!("malformed layer: {e}"),
         },

@@ -99,7 +99,7 @@ pub(super) fn shown(path: &[u8]) -> &Path {
 }
 
 fn too_long(shown: &Path, why: &str) -> Error {
-    Error::invalid(Errno::ENAMETOOLONG, "open", shown, why)
+    Error::refused(Errno::ENAMETOOLONG, "open", shown, why)
 }
 
 #[cfg(test)]
