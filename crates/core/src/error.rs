@@ -6,7 +6,7 @@
 //! operation of this crate (`create`, `remap`, `idmap`) that refused an argument or a state,
 //! or stopped. A check of an argument has an `op` and no `syscall`.
 
-use nix::errno::Errno;
+pub use nix::errno::Errno;
 use std::fmt;
 use std::path::{Path, PathBuf};
 

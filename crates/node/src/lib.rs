@@ -3,9 +3,11 @@
 
 mod diff;
 mod driver;
+mod error;
 mod job;
 mod remap;
 mod stream;
 mod subvolume;
+mod worker;
 
 pub use job::Job;

@@ -1,6 +1,7 @@
 //! The low-level subvolume API: one async export per core call.
 
-use crate::job::{js_path, Job};
+use crate::error::js_path;
+use crate::job::Job;
 use btrfs_layers_core::{delete, filesystem, subvolume};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -72,36 +73,46 @@ fn ms(t: &btrfs_layers_core::ioctl::Timespec) -> f64 {
     t.sec as f64 * 1000.0 + (t.nsec / 1_000_000) as f64
 }
 
-fn space(s: filesystem::Space) -> Space {
-    Space {
-        total: s.total as f64,
-        used: s.used as f64,
+impl From<filesystem::Space> for Space {
+    fn from(s: filesystem::Space) -> Space {
+        Space {
+            total: s.total as f64,
+            used: s.used as f64,
+        }
     }
 }
 
-#[napi(js_name = "isSubvolume")]
+#[napi(js_name = "isSubvolume", ts_return_type = "Promise<boolean>")]
 pub fn is_subvolume(path: String) -> AsyncTask<Job<bool>> {
-    Job::new(move || subvolume::is_subvolume(&PathBuf::from(path)))
+    Job::new("isSubvolume", move || {
+        subvolume::is_subvolume(&PathBuf::from(path))
+    })
 }
 
-#[napi(js_name = "createSubvolume")]
+#[napi(js_name = "createSubvolume", ts_return_type = "Promise<void>")]
 pub fn create_subvolume(path: String) -> AsyncTask<Job<()>> {
-    Job::new(move || subvolume::create(&PathBuf::from(path)))
+    Job::new("createSubvolume", move || {
+        subvolume::create(&PathBuf::from(path))
+    })
 }
 
-#[napi]
+#[napi(js_name = "snapshot", ts_return_type = "Promise<void>")]
 pub fn snapshot(source: String, dest: String, read_only: bool) -> AsyncTask<Job<()>> {
-    Job::new(move || subvolume::snapshot(&PathBuf::from(source), &PathBuf::from(dest), read_only))
+    Job::new("snapshot", move || {
+        subvolume::snapshot(&PathBuf::from(source), &PathBuf::from(dest), read_only)
+    })
 }
 
-#[napi(js_name = "deleteSubvolume")]
+#[napi(js_name = "deleteSubvolume", ts_return_type = "Promise<void>")]
 pub fn delete_subvolume(path: String, recursive: bool) -> AsyncTask<Job<()>> {
-    Job::new(move || delete::delete(&PathBuf::from(path), recursive))
+    Job::new("deleteSubvolume", move || {
+        delete::delete(&PathBuf::from(path), recursive)
+    })
 }
 
-#[napi(js_name = "subvolumeInfo")]
+#[napi(js_name = "subvolumeInfo", ts_return_type = "Promise<SubvolumeInfo>")]
 pub fn subvolume_info(path: String) -> AsyncTask<Job<SubvolumeInfo>> {
-    Job::new(move || {
+    Job::new("subvolumeInfo", move || {
         let i = subvolume::info(&PathBuf::from(path))?;
         Ok(SubvolumeInfo {
             id: i.id as i64,
@@ -121,9 +132,12 @@ pub fn subvolume_info(path: String) -> AsyncTask<Job<SubvolumeInfo>> {
     })
 }
 
-#[napi(js_name = "listSubvolumes")]
+#[napi(
+    js_name = "listSubvolumes",
+    ts_return_type = "Promise<Array<NestedSubvolume>>"
+)]
 pub fn list_subvolumes(path: String) -> AsyncTask<Job<Vec<NestedSubvolume>>> {
-    Job::new(move || {
+    Job::new("listSubvolumes", move || {
         Ok(subvolume::list(&PathBuf::from(path))?
             .into_iter()
             .map(|n| {
@@ -138,24 +152,28 @@ pub fn list_subvolumes(path: String) -> AsyncTask<Job<Vec<NestedSubvolume>>> {
     })
 }
 
-#[napi(js_name = "isReadOnly")]
+#[napi(js_name = "isReadOnly", ts_return_type = "Promise<boolean>")]
 pub fn is_read_only(path: String) -> AsyncTask<Job<bool>> {
-    Job::new(move || subvolume::is_read_only(&PathBuf::from(path)))
+    Job::new("isReadOnly", move || {
+        subvolume::is_read_only(&PathBuf::from(path))
+    })
 }
 
-#[napi(js_name = "setReadOnly")]
+#[napi(js_name = "setReadOnly", ts_return_type = "Promise<void>")]
 pub fn set_read_only(path: String, read_only: bool) -> AsyncTask<Job<()>> {
-    Job::new(move || subvolume::set_read_only(&PathBuf::from(path), read_only))
+    Job::new("setReadOnly", move || {
+        subvolume::set_read_only(&PathBuf::from(path), read_only)
+    })
 }
 
-#[napi]
+#[napi(js_name = "sync", ts_return_type = "Promise<void>")]
 pub fn sync(path: String) -> AsyncTask<Job<()>> {
-    Job::new(move || filesystem::sync(&PathBuf::from(path)))
+    Job::new("sync", move || filesystem::sync(&PathBuf::from(path)))
 }
 
-#[napi(js_name = "filesystemInfo")]
+#[napi(js_name = "filesystemInfo", ts_return_type = "Promise<FilesystemInfo>")]
 pub fn filesystem_info(path: String) -> AsyncTask<Job<FilesystemInfo>> {
-    Job::new(move || {
+    Job::new("filesystemInfo", move || {
         let f = filesystem::info(&PathBuf::from(path))?;
         Ok(FilesystemInfo {
             fsid: subvolume::uuid_string(&f.fsid),
@@ -174,21 +192,25 @@ pub fn filesystem_info(path: String) -> AsyncTask<Job<FilesystemInfo>> {
             node_size: f.node_size,
             sector_size: f.sector_size,
             generation: f.generation as i64,
-            data: space(f.data),
-            metadata: space(f.metadata),
-            system: space(f.system),
+            data: Space::from(f.data),
+            metadata: Space::from(f.metadata),
+            system: Space::from(f.system),
         })
     })
 }
 
 /// Test hook: panics on the thread pool, so tests can prove a panic becomes an error.
-#[napi(js_name = "__panicForTest")]
+#[napi(js_name = "__panicForTest", ts_return_type = "Promise<void>")]
 pub fn panic_for_test() -> AsyncTask<Job<()>> {
-    Job::new(|| panic!("deliberate panic for the test suite"))
+    Job::new("__panicForTest", || {
+        panic!("deliberate panic for the test suite")
+    })
 }
 
 /// Unmount `target` (lazily: MNT_DETACH), e.g. an idmapped mount made by `mountIdmapped`.
-#[napi]
+#[napi(js_name = "unmount", ts_return_type = "Promise<void>")]
 pub fn unmount(target: String) -> AsyncTask<Job<()>> {
-    Job::new(move || btrfs_layers_core::idmount::unmount(&PathBuf::from(target)))
+    Job::new("unmount", move || {
+        btrfs_layers_core::idmount::unmount(&PathBuf::from(target))
+    })
 }
