@@ -1,6 +1,8 @@
 /**
- * Argument checks shared by the whole facade: each throws a `BtrfsError` with code `EINVAL`
- * (before anything reaches the native side, so bad input changes nothing).
+ * Argument checks shared by the whole facade, made before anything reaches the native side, so
+ * bad input changes nothing. A wrong JS type is a `TypeError` with code `ERR_INVALID_ARG_TYPE`
+ * (as in Node); a bad value of the right type (an unknown option key, a bad id) is a
+ * `BtrfsError` with code `EINVAL`.
  */
 import { BtrfsError } from './errors'
 
@@ -11,54 +13,91 @@ export interface IdMap {
   size: number
 }
 
-function invalid(message: string): BtrfsError {
+/** A value of the right type that is refused. */
+export function invalid(message: string): BtrfsError {
   return new BtrfsError('EINVAL', `EINVAL: ${message}`)
 }
 
+/** How Node's errors name a received value: `type number (5)`, `null`, `an instance of Buffer`. */
+function received(value: unknown): string {
+  if (value === null) return 'null'
+  if (value === undefined) return 'undefined'
+  switch (typeof value) {
+    case 'function':
+      return `function ${value.name}`
+    case 'object': {
+      const ctor = (value as { constructor?: { name?: string } }).constructor
+      return ctor?.name ? `an instance of ${ctor.name}` : 'type object'
+    }
+    case 'string': {
+      const s = value.length > 28 ? `${value.slice(0, 25)}...` : value
+      return s.includes("'") ? `type string (${JSON.stringify(s)})` : `type string ('${s}')`
+    }
+    case 'bigint':
+      return `type bigint (${value}n)`
+    case 'symbol':
+      return `type symbol (${String(value)})`
+    default:
+      return `type ${typeof value} (${Object.is(value, -0) ? '-0' : String(value)})`
+  }
+}
+
+/**
+ * Node's `ERR_INVALID_ARG_TYPE`: `The "id" argument must be of type string. Received type number (5)`.
+ * `name` with a dot (`options.signal`) is a property; `expected` reads after "must be".
+ */
+export function argType(name: string, expected: string, value: unknown): TypeError & { code: 'ERR_INVALID_ARG_TYPE' } {
+  const what = name.includes('.') || name.includes('[') ? 'property' : 'argument'
+  const err = new TypeError(`The "${name}" ${what} must be ${expected}. Received ${received(value)}`) as TypeError & { code: 'ERR_INVALID_ARG_TYPE' }
+  err.code = 'ERR_INVALID_ARG_TYPE'
+  return err
+}
+
 export function checkString(name: string, value: unknown): string {
-  if (typeof value !== 'string') throw invalid(`${name} must be a string, got ${value === null ? 'null' : typeof value}`)
+  if (typeof value !== 'string') throw argType(name, 'of type string', value)
   return value
 }
 
 /** `undefined` as `fallback`, else a boolean. */
 export function checkBool(name: string, value: unknown, fallback = false): boolean {
   if (value === undefined) return fallback
-  if (typeof value !== 'boolean') throw invalid(`${name} must be a boolean`)
+  if (typeof value !== 'boolean') throw argType(name, 'of type boolean', value)
   return value
 }
 
 /** An options object (or `undefined`: none) whose keys are all among `keys`. */
 export function checkKeys(what: string, value: unknown, keys: readonly string[]): Record<string, unknown> {
   if (value === undefined) return {}
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid(`${what} must be an object`)
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw argType(what, 'of type object', value)
   for (const k of Object.keys(value)) {
     if (!keys.includes(k)) throw invalid(`unknown ${what} key '${k}'`)
   }
   return value as Record<string, unknown>
 }
 
-export function checkSignal(value: unknown): AbortSignal | undefined {
+export function checkSignal(value: unknown, name = 'options.signal'): AbortSignal | undefined {
   if (value === undefined) return undefined
-  if (!(value instanceof AbortSignal)) throw invalid('signal must be an AbortSignal')
+  if (!(value instanceof AbortSignal)) throw argType(name, 'an instance of AbortSignal', value)
   return value
 }
 
 export function checkCallback<F extends (...args: never[]) => unknown>(name: string, value: unknown): F | undefined {
   if (value === undefined) return undefined
-  if (typeof value !== 'function') throw invalid(`${name} must be a function`)
+  if (typeof value !== 'function') throw argType(name, 'of type function', value)
   return value as F
 }
 
 /** Id ranges: an array of `{ containerId, hostId, size }` with integers from 0 to 2^32-1 (overlaps are the native side's to refuse). */
 export function checkIdMaps(name: string, value: unknown): IdMap[] | undefined {
   if (value === undefined) return undefined
-  if (!Array.isArray(value)) throw invalid(`${name} must be an array of { containerId, hostId, size }`)
+  if (!Array.isArray(value)) throw argType(name, 'an instance of Array', value)
   return value.map((m, i) => {
     const o = checkKeys(`${name}[${i}]`, m ?? null, ['containerId', 'hostId', 'size'])
     for (const k of ['containerId', 'hostId', 'size']) {
       const v = o[k]
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-        throw invalid(`${name}[${i}].${k} must be an integer from 0 to 4294967295`)
+      if (typeof v !== 'number') throw argType(`${name}[${i}].${k}`, 'of type number', v)
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+        throw invalid(`${name}[${i}].${k} must be an integer from 0 to 4294967295, got ${v}`)
       }
     }
     return { containerId: o.containerId as number, hostId: o.hostId as number, size: o.size as number }
@@ -69,8 +108,4 @@ export function checkIdMaps(name: string, value: unknown): IdMap[] | undefined {
 export function checkMapping(name: string, value: unknown): { uidMaps?: IdMap[]; gidMaps?: IdMap[] } {
   const o = checkKeys(name, value ?? null, ['uidMaps', 'gidMaps'])
   return { uidMaps: checkIdMaps(`${name}.uidMaps`, o.uidMaps), gidMaps: checkIdMaps(`${name}.gidMaps`, o.gidMaps) }
-}
-
-export function abortError(): BtrfsError {
-  return new BtrfsError('ABORT_ERR', 'ABORT_ERR: the operation was aborted')
 }

@@ -1,0 +1,91 @@
+/**
+ * How every long call is driven: the signal aborts the native work and the call rejects with an
+ * `AbortError` whose `cause` is the signal's reason; `onProgress` (only when given) hears the
+ * native counter every 100 ms and once at the end.
+ */
+import { AbortError, fromNative, type CallPaths } from './errors'
+
+/** A native call under way (the handles of `native/index.d.ts`: ChangesTask, ApplySink, RemapTask, ...). */
+export interface NativeTask<T> {
+  abort(): void
+  finish(): Promise<T>
+  readonly progress: number
+}
+
+export interface TaskOptions<H> {
+  /** The API method the user called, for error messages. */
+  api: string
+  paths?: CallPaths
+  signal?: AbortSignal
+  onProgress?: (n: number) => void
+  /** Also on abort (e.g. stop reading an input that may stall). */
+  onAbort?: () => void
+  /** Work the call does while the native side runs (applyDiff pushes its input); `aborted` says when to stop. */
+  feed?: (task: H, aborted: () => boolean) => Promise<void>
+}
+
+/** Reject at once when the signal has fired already. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new AbortError(signal.reason)
+}
+
+/** Run `fn` when `signal` fires (at once when it has); returns the unsubscribe. */
+export function onAbort(signal: AbortSignal | undefined, fn: () => void): () => void {
+  if (!signal) return () => undefined
+  if (signal.aborted) {
+    fn()
+    return () => undefined
+  }
+  signal.addEventListener('abort', fn, { once: true })
+  return () => signal.removeEventListener('abort', fn)
+}
+
+/** The error a call that failed while `signal` fired rejects with: an AbortError, else `err` translated. */
+export function taskError(err: unknown, api: string, signal?: AbortSignal, paths?: CallPaths): Error {
+  if (signal?.aborted) return new AbortError(signal.reason)
+  return fromNative(err, api, paths)
+}
+
+/** Start a native task, drive its abort and progress, and resolve with its result. */
+export async function runTask<T, H extends NativeTask<T>>(start: () => H, o: TaskOptions<H>): Promise<T> {
+  throwIfAborted(o.signal)
+  let task: H
+  try {
+    task = start()
+  } catch (err) {
+    throw fromNative(err, o.api, o.paths)
+  }
+  const onProgress = o.onProgress
+  let last = -1
+  const report = (): void => {
+    const n = task.progress
+    if (onProgress && n !== last) {
+      last = n
+      onProgress(n)
+    }
+  }
+  const timer = onProgress ? setInterval(report, 100) : undefined
+  const off = onAbort(o.signal, () => {
+    task.abort()
+    o.onAbort?.()
+  })
+  try {
+    if (o.feed) {
+      try {
+        await o.feed(task, () => o.signal?.aborted === true)
+      } catch (err) {
+        // The input failed: stop the native side and wait for it to let go of the layer.
+        task.abort()
+        await task.finish().catch(() => undefined)
+        throw err
+      }
+    }
+    return await task.finish()
+  } catch (err) {
+    throw taskError(err, o.api, o.signal, o.paths)
+  } finally {
+    if (timer) clearInterval(timer)
+    off()
+    if (onProgress) report()
+  }
+}
