@@ -537,9 +537,11 @@ btrfsTest(`every bad id (${BAD_IDS.length}) is EINVAL for every method, and noth
       await rejectsCode(t, () => d.put(bad), 'EINVAL', `put(${what})`)
       await rejectsCode(t, () => d.exists(bad), 'EINVAL', `exists(${what})`)
       await rejectsCode(t, () => d.getMetadata(bad), 'EINVAL', `getMetadata(${what})`)
-      // As the parent ('' and null/undefined mean "no parent").
+      // As the parent ('' and null/undefined mean "no parent"), in the options and positionally
+      // (where a plain object is the options object, so only the other types are parents).
       if (id !== '' && id !== null && id !== undefined) {
-        await rejectsCode(t, () => d.create('child-of-bad', bad), 'EINVAL', `create('child-of-bad', ${what})`)
+        await rejectsCode(t, () => d.create('child-of-bad', { parent: bad }), 'EINVAL', `create('child-of-bad', { parent: ${what} })`)
+        if (typeof id !== 'object') await rejectsCode(t, () => d.create('child-of-bad', bad), 'EINVAL', `create('child-of-bad', ${what})`)
       }
     }
     t.deepEqual(await observe(fs().mnt, [dir]), before, 'nothing changed in the store')

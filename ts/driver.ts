@@ -7,6 +7,16 @@ import { abortError, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapp
 
 export type { IdMap } from './validate'
 
+// Node 20.0 to 20.3 lack Symbol.asyncDispose; define it as later Node versions' own polyfill does.
+if (typeof Symbol.asyncDispose !== 'symbol') {
+  Object.defineProperty(Symbol, 'asyncDispose', { value: Symbol.for('nodejs.asyncDispose') })
+}
+
+/**
+ * Options of `BtrfsDriver.init`: the id maps the store's layers are owned under (a user
+ * namespace's), and the smallest size limit a layer may be given.
+ * @example await BtrfsDriver.init('/mnt/pool/store', { uidMaps: [{ containerId: 0, hostId: 100000, size: 65536 }], gidMaps: [{ containerId: 0, hostId: 100000, size: 65536 }], minSpace: '16M' })
+ */
 export interface DriverOptions {
   /** Uid ranges; layers are owned by the host uid that container root (0) maps to. */
   uidMaps?: IdMap[]
@@ -18,6 +28,8 @@ export interface DriverOptions {
 
 /** Options of `BtrfsDriver.create`. */
 export interface CreateOptions {
+  /** The layer to snapshot; omitted or `null`: an empty layer. */
+  parent?: string | null
   /** SELinux label of the layer root; accepted and ignored where SELinux is off. */
   mountLabel?: string
   /** Limit on the layer's referenced bytes, through a btrfs qgroup: bytes or `'10G'`. */
@@ -42,14 +54,30 @@ export interface Change {
 /** Compression of a diff stream. */
 export type Compression = 'none' | 'gzip' | 'zstd'
 
-/** Options of `BtrfsDriver.diff`. */
-export interface DiffOptions {
-  compression?: Compression
+/**
+ * Options of `changes` and `diffSize`: what to compare against, and a signal to stop the
+ * comparison.
+ */
+export interface ChangesOptions {
+  /**
+   * The layer to compare against. Omitted (`undefined`): the layer's own parent, as given to
+   * `create`; `null` or `''`: none, so every entry of the layer is an addition.
+   */
+  parent?: string | null
+  /** Stops the comparison: the call rejects with an `AbortError`. */
   signal?: AbortSignal
+}
+
+/** Options of `BtrfsDriver.diff`. */
+export interface DiffOptions extends ChangesOptions {
+  /** Compression of the tar stream; default `'none'`. */
+  compression?: Compression
 }
 
 /** Options of `BtrfsDriver.applyDiff`. */
 export interface ApplyDiffOptions {
+  /** The layer `id` descends from (checked to exist); omitted or `null`: none. */
+  parent?: string | null
   signal?: AbortSignal
   /** Called with the uncompressed tar bytes consumed so far (about every 100 ms, and at the end). */
   onProgress?: (bytes: number) => void
@@ -96,6 +124,29 @@ function parentArg(parent: unknown): [string | undefined, boolean] {
   return [checkId('parent', parent), false]
 }
 
+/**
+ * The options of a method whose parent is optional, from either of its call forms:
+ * `(id, options)`, or the deprecated positional `(id, parent, options)` (a string or `null`
+ * second argument, or `undefined` followed by options). In the positional form the parent
+ * goes into the returned options (omitted when `undefined`).
+ */
+function withParent(a: unknown, b: unknown, keys: readonly string[]): Record<string, unknown> {
+  const positional = a === null || typeof a === 'string' || (a === undefined && b !== undefined)
+  if (!positional) return { ...checkKeys('options', a, ['parent', ...keys]) }
+  const o = checkKeys('options', b, keys)
+  return a === undefined ? { ...o } : { ...o, parent: a }
+}
+
+/** A stream `applyDiff` can read: a Node Readable, or anything with `pipe` and async iteration. */
+function isStream(x: unknown): x is Readable {
+  return x instanceof Readable || (typeof x === 'object' && x !== null && typeof (x as Readable).pipe === 'function' && Symbol.asyncIterator in x)
+}
+
+/** What `applyDiff` takes as its input: a Readable, a Buffer or a file path. */
+function isInput(x: unknown): x is Readable | Uint8Array | string {
+  return typeof x === 'string' || x instanceof Uint8Array || isStream(x)
+}
+
 function checkId(name: string, value: unknown): string {
   return checkString(name, value)
 }
@@ -105,15 +156,16 @@ function checkId(name: string, value: unknown): string {
  * btrfs subvolume under `home/subvolumes`, and a child layer is a snapshot of its parent.
  *
  * @example
- * const driver = await BtrfsDriver.init('/var/lib/mystore')
+ * await using driver = await BtrfsDriver.init('/var/lib/mystore') // released at the end of the block
  * await driver.create('base')
- * await driver.create('child', 'base')
- * const dir = await driver.get('child') // write files here
- * await driver.put('child')
+ * await driver.create('child', { parent: 'base' })
+ * {
+ *   await using layer = await driver.acquire('child') // write files under layer.path
+ * }
+ * const changes = await driver.changes('child') // against its parent, 'base'
  * await driver.remove('child')
- * await driver.cleanup()
  */
-export class BtrfsDriver {
+export class BtrfsDriver implements AsyncDisposable {
   /** The graph driver's name. */
   readonly name = 'btrfs'
   readonly #native: NativeDriver
@@ -163,16 +215,23 @@ export class BtrfsDriver {
   }
 
   /**
-   * Create layer `id`: an empty subvolume, or a snapshot of layer `parent`. The layer becomes
-   * visible only when complete.
-   * @example await driver.create('app', 'base', { size: '1G' })
+   * Create layer `id`: an empty subvolume, or a snapshot of layer `options.parent`. The layer
+   * becomes visible only when complete.
+   * @example await driver.create('app', { parent: 'base', size: '1G' })
    * @throws {BtrfsError} `EINVAL` for a bad id or option (or `size` below `minSpace`),
    *   `EEXIST` when `id` exists, `ENOENT` when `parent` does not.
    */
-  async create(id: string, parent?: string | null, options?: CreateOptions): Promise<void> {
+  async create(id: string, options?: CreateOptions): Promise<void>
+  /**
+   * The graph driver's positional form, `create(id, parent, options)`.
+   * @deprecated Pass the parent in the options: `create(id, { parent })`.
+   * @example await driver.create('app', 'base')
+   */
+  async create(id: string, parent: string | null | undefined, options?: Omit<CreateOptions, 'parent'>): Promise<void>
+  async create(id: string, a?: string | null | CreateOptions, b?: Omit<CreateOptions, 'parent'>): Promise<void> {
     checkId('id', id)
-    if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
-    const o = checkKeys('options', options, ['mountLabel', 'size', 'readOnly'])
+    const o = withParent(a, b, ['mountLabel', 'size', 'readOnly'])
+    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
     if (o.mountLabel !== undefined) checkString('mountLabel', o.mountLabel)
     if (o.readOnly !== undefined) checkBool('readOnly', o.readOnly)
     const opts = {
@@ -180,15 +239,23 @@ export class BtrfsDriver {
       size: o.size === undefined ? undefined : parseBytes('size', o.size),
       readOnly: o.readOnly as boolean | undefined,
     }
-    const p = parent ? parent : undefined
-    await this.#serial(id, () => call(() => this.#native.create(id, p, opts)))
+    await this.#serial(id, () => call(() => this.#native.create(id, parent, opts)))
   }
 
-  /** `create` for a writable container layer (same as `create` without `readOnly`). * @example await driver.createReadWrite('container-1', 'image', { size: '2G' })
-  /** `create` for a writable container layer (same as `create` without `readOnly`). */
-  async createReadWrite(id: string, parent?: string | null, options?: Omit<CreateOptions, 'readOnly'>): Promise<void> {
-    const o = checkKeys('options', options, ['mountLabel', 'size'])
-    await this.create(id, parent, { ...o, readOnly: false } as CreateOptions)
+  /**
+   * `create` for a writable container layer (the same as `create` without `readOnly`).
+   * @example await driver.createReadWrite('container-1', { parent: 'image', size: '2G' })
+   */
+  async createReadWrite(id: string, options?: Omit<CreateOptions, 'readOnly'>): Promise<void>
+  /**
+   * The graph driver's positional form, `createReadWrite(id, parent, options)`.
+   * @deprecated Pass the parent in the options: `createReadWrite(id, { parent })`.
+   * @example await driver.createReadWrite('container-1', 'image')
+   */
+  async createReadWrite(id: string, parent: string | null | undefined, options?: Omit<CreateOptions, 'readOnly' | 'parent'>): Promise<void>
+  async createReadWrite(id: string, a?: string | null | Omit<CreateOptions, 'readOnly'>, b?: Omit<CreateOptions, 'readOnly' | 'parent'>): Promise<void> {
+    const o = withParent(a, b, ['mountLabel', 'size'])
+    await this.create(id, { ...o, readOnly: false } as CreateOptions)
   }
 
   /**
@@ -251,8 +318,10 @@ export class BtrfsDriver {
     return (await call(() => this.#native.exists(id))) as boolean
   }
 
-  /** Ids of all layers, sorted. * @example for (const id of await driver.layers()) console.log(id)
-  /** Ids of all layers, sorted. */
+  /**
+   * Ids of all layers, sorted.
+   * @example for (const id of await driver.layers()) console.log(id)
+   */
   async layers(): Promise<string[]> {
     return (await call(() => this.#native.layers())) as string[]
   }
@@ -288,49 +357,73 @@ export class BtrfsDriver {
   }
 
   /**
-   * Changes of layer `id` against `parent`: `{ path, kind }` sorted by path, parents first.
-   * With `parent` omitted, the layer's own parent (as given to `create`) is used; with
+   * Changes of layer `id` against `options.parent`: `{ path, kind }` sorted by path, parents
+   * first. With `parent` omitted, the layer's own parent (as given to `create`) is used; with
    * `null` or `''`, every entry of the layer is an addition. An entry is modified when its
    * type, mode, owner, rdev or file capability differ, or (not for directories) its size or
    * mtime; the directory holding an added or deleted entry is modified. As root the cost
    * follows the size of the change: a layer descending from `parent` by snapshots is compared
    * by a search of the inode items written since (no snapshot taken), other pairs by btrfs
    * send between read-only snapshots; without privilege, a parallel tree walk. `signal`
-   * stops the comparison (the walk of a large layer can take seconds): `ABORT_ERR`.
+   * stops the comparison (the walk of a large layer can take seconds).
    * @example await driver.changes('app') // [{ path: '/etc', kind: 'modify' }, { path: '/etc/app.conf', kind: 'add' }]
-   * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id, `ABORT_ERR`.
+   * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id; `AbortError`.
    */
-  async changes(id: string, parent?: string | null, options?: { signal?: AbortSignal }): Promise<Change[]> {
+  async changes(id: string, options?: ChangesOptions): Promise<Change[]>
+  /**
+   * The positional form, `changes(id, parent, options)`.
+   * @deprecated Pass the parent in the options: `changes(id, { parent })`.
+   * @example await driver.changes('app', 'base')
+   */
+  async changes(id: string, parent: string | null | undefined, options?: Omit<ChangesOptions, 'parent'>): Promise<Change[]>
+  async changes(id: string, a?: string | null | ChangesOptions, b?: Omit<ChangesOptions, 'parent'>): Promise<Change[]> {
     checkId('id', id)
-    const [p, whole] = parentArg(parent)
-    const signal = checkSignal(checkKeys('options', options, ['signal']).signal)
+    const o = withParent(a, b, ['signal'])
+    const [p, whole] = parentArg(o.parent)
+    const signal = checkSignal(o.signal)
     return (await this.#serial(id, () => abortable(signal, (flag) => this.#native.changes(id, p, whole, flag)))) as Change[]
   }
 
   /**
-   * Bytes of the added and modified regular files of layer `id` against `parent` (as in
-   * `changes`), each inode counted once. `signal` stops it: `ABORT_ERR`.
-   * @throws {BtrfsError} `ENOENT` when a layer is missing, `ABORT_ERR`.
+   * Bytes of the added and modified regular files of layer `id` against `options.parent` (as
+   * in `changes`), each inode counted once. `signal` stops it.
+   * @throws {BtrfsError} `ENOENT` when a layer is missing; `AbortError`.
    * @example const bytes = await driver.diffSize('container-1') // what a diff of it would carry in file content
    */
-  async diffSize(id: string, parent?: string | null, options?: { signal?: AbortSignal }): Promise<number> {
+  async diffSize(id: string, options?: ChangesOptions): Promise<number>
+  /**
+   * The positional form, `diffSize(id, parent, options)`.
+   * @deprecated Pass the parent in the options: `diffSize(id, { parent })`.
+   * @example await driver.diffSize('container-1', 'image')
+   */
+  async diffSize(id: string, parent: string | null | undefined, options?: Omit<ChangesOptions, 'parent'>): Promise<number>
+  async diffSize(id: string, a?: string | null | ChangesOptions, b?: Omit<ChangesOptions, 'parent'>): Promise<number> {
     checkId('id', id)
-    const [p, whole] = parentArg(parent)
-    const signal = checkSignal(checkKeys('options', options, ['signal']).signal)
+    const o = withParent(a, b, ['signal'])
+    const [p, whole] = parentArg(o.parent)
+    const signal = checkSignal(o.signal)
     return (await this.#serial(id, () => abortable(signal, (flag) => this.#native.diffSize(id, p, whole, flag)))) as number
   }
 
   /**
    * The OCI image layer (a PAX tar, optionally gzip or zstd compressed) of layer `id` against
-   * `parent` (as in `changes`): entries sorted, parents first, deletions as `.wh.` whiteouts,
-   * hardlinks as links, xattrs, devices; ids mapped back to container ids. Streams with flat
-   * memory; errors (`ERR_ID_MAPPING`, `ENOENT`, ...) arrive as the stream's `error` event.
-   * @example await pipeline(await driver.diff('app', undefined, { compression: 'gzip' }), fs.createWriteStream('app.tar.gz'))
+   * `options.parent` (as in `changes`): entries sorted, parents first, deletions as `.wh.`
+   * whiteouts, hardlinks as links, xattrs, devices; ids mapped back to container ids. Streams
+   * with flat memory; errors (`ERR_ID_MAPPING`, ...) arrive as the stream's `error` event.
+   * @example await pipeline(await driver.diff('app', { compression: 'gzip' }), fs.createWriteStream('app.tar.gz'))
+   * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id or option.
    */
-  async diff(id: string, parent?: string | null, options?: DiffOptions): Promise<Readable> {
+  async diff(id: string, options?: DiffOptions): Promise<Readable>
+  /**
+   * The positional form, `diff(id, parent, options)`.
+   * @deprecated Pass the parent in the options: `diff(id, { parent })`.
+   * @example await driver.diff('app', 'base', { compression: 'zstd' })
+   */
+  async diff(id: string, parent: string | null | undefined, options?: Omit<DiffOptions, 'parent'>): Promise<Readable>
+  async diff(id: string, a?: string | null | DiffOptions, b?: Omit<DiffOptions, 'parent'>): Promise<Readable> {
     checkId('id', id)
-    const [p, whole] = parentArg(parent)
-    const o = checkKeys('options', options, ['compression', 'signal'])
+    const o = withParent(a, b, ['compression', 'signal'])
+    const [p, whole] = parentArg(o.parent)
     const compression = (o.compression ?? 'none') as string
     if (!['none', 'gzip', 'zstd'].includes(compression)) throw new BtrfsError('EINVAL', `EINVAL: compression must be 'none', 'gzip' or 'zstd'`)
     const signal = checkSignal(o.signal)
@@ -381,31 +474,41 @@ export class BtrfsDriver {
   }
 
   /**
-   * Apply an OCI layer tar (plain, gzip or zstd, detected from its first bytes) to layer `id`,
-   * created from `parent`. `input` is a Readable, a Buffer, or the path of a tar file.
-   * Whiteouts and opaque whiteouts, hardlinks, symlinks, devices, fifos, xattrs, setuid bits,
-   * file capabilities and mtimes are applied; ids are mapped through the driver's maps.
-   * Every path stays inside the layer whatever the stream holds. The layer changes only when
-   * the whole stream applied: a bad stream (`ERR_BAD_LAYER`), an abort (`ABORT_ERR`) or any
-   * other failure leaves it as it was.
+   * Apply an OCI layer tar (plain, gzip or zstd, detected from its first bytes) to layer `id`
+   * (which descends from `options.parent`, when given). `input` is a Readable, a Buffer, or
+   * the path of a tar file. Whiteouts and opaque whiteouts, hardlinks, symlinks, devices,
+   * fifos, xattrs, setuid bits, file capabilities and mtimes are applied; ids are mapped
+   * through the driver's maps. Every path stays inside the layer whatever the stream holds.
+   * The layer changes only when the whole stream applied: a bad stream (`ERR_BAD_LAYER`), an
+   * abort (`AbortError`) or any other failure leaves it as it was.
    * @returns the bytes of file content applied.
-   * @throws {BtrfsError} `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ABORT_ERR`, `ENOENT`, `EBUSY` while the
-   *   layer is held or a filesystem is mounted on it, `EINVAL` for a file path with a NUL byte or
-   *   that is not a regular file or a FIFO (before the layer is touched).
-   * @example await driver.applyDiff('app', 'base', fs.createReadStream('app.tar.gz'), { onProgress: (n) => bar.update(n) })
+   * @throws {BtrfsError} `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ENOENT`, `EBUSY` while the layer is
+   *   held or a filesystem is mounted on it, `EINVAL` for a file path with a NUL byte or that is
+   *   not a regular file or a FIFO (before the layer is touched); `AbortError`.
+   * @example await driver.applyDiff('app', fs.createReadStream('app.tar.gz'), { parent: 'base', onProgress: (n) => bar.update(n) })
    */
-  async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: ApplyDiffOptions): Promise<number> {
+  async applyDiff(id: string, input: Readable | Buffer | Uint8Array | string, options?: ApplyDiffOptions): Promise<number>
+  /**
+   * The graph driver's positional form, `applyDiff(id, parent, input, options)`.
+   * @deprecated Pass the parent in the options: `applyDiff(id, input, { parent })`.
+   * @example await driver.applyDiff('app', 'base', 'app.tar')
+   */
+  async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: Omit<ApplyDiffOptions, 'parent'>): Promise<number>
+  async applyDiff(id: string, ...args: unknown[]): Promise<number> {
     checkId('id', id)
-    if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
-    const o = checkKeys('options', options, ['signal', 'onProgress'])
+    // The options form: an input, then nothing or options. Else the positional form.
+    const optionsForm = args.length <= 2 && isInput(args[0]) && (args[1] === undefined || (typeof args[1] === 'object' && !isInput(args[1])))
+    const input = optionsForm ? args[0] : args[1]
+    const o = optionsForm ? checkKeys('options', args[1], ['parent', 'signal', 'onProgress']) : { ...checkKeys('options', args[2], ['signal', 'onProgress']), parent: args[0] }
+    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
     const signal = checkSignal(o.signal)
     const onProgress = checkCallback<(n: number) => void>('onProgress', o.onProgress)
-    const isStream = input instanceof Readable || (typeof input === 'object' && input !== null && typeof (input as unknown as Readable).pipe === 'function' && Symbol.asyncIterator in input)
-    if (typeof input !== 'string' && !(input instanceof Uint8Array) && !isStream) {
+    const stream = isStream(input)
+    if (!isInput(input)) {
       throw new BtrfsError('EINVAL', 'EINVAL: input must be a Readable, a Buffer or a file path')
     }
     if (signal?.aborted) throw abortError()
-    const p = parent ? parent : undefined
+    const p = parent
     return this.#serial(id, async () => {
       let sink: ApplySink
       try {
@@ -425,7 +528,7 @@ export class BtrfsDriver {
       const onAbort = (): void => {
         sink.abort()
         // A stalled input would keep the loop below waiting for its next chunk.
-        if (isStream) (input as Readable).destroy()
+        if (stream) (input as Readable).destroy()
       }
       signal?.addEventListener('abort', onAbort, { once: true })
       if (signal?.aborted) onAbort()
@@ -531,10 +634,86 @@ export class BtrfsDriver {
     await call(() => this.#native.releaseQgroups())
   }
 
-  /** Release the store: undo the private mount, drop the lock. The driver is unusable after. * @example process.on('SIGTERM', () => void driver.cleanup())
-  /** Release the store: undo the private mount, drop the lock. The driver is unusable after. */
+  /**
+   * Release the store: undo the private mount, drop the lock. The driver is unusable after;
+   * calling it again does nothing.
+   * @example process.on('SIGTERM', () => void driver.cleanup())
+   */
   async cleanup(): Promise<void> {
     await call(() => this.#native.cleanup())
+  }
+
+  /**
+   * The same as `cleanup()`: release the store.
+   * @example const driver = await BtrfsDriver.init(home); try { ... } finally { await driver.close() }
+   */
+  async close(): Promise<void> {
+    await this.cleanup()
+  }
+
+  /**
+   * `await using driver = await BtrfsDriver.init(home)` releases the store (`cleanup()`) when
+   * the block is left, normally or by an exception.
+   * @example { await using driver = await BtrfsDriver.init(home); await driver.create('base') } // released here
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.cleanup()
+  }
+
+  /**
+   * Hold layer `id` (`get`) and return a handle whose `path` is valid until the handle is
+   * released: by `release()`, or by leaving the block of an `await using` declaration. The
+   * graph driver's `get`/`put` do the same by hand.
+   * @throws {BtrfsError} as `get`: `ENOENT` when missing, `EBUSY` while a filesystem is mounted
+   *   on the layer, `EINVAL` for a bad id.
+   * @example { await using layer = await driver.acquire('container-1'); await fs.promises.writeFile(`${layer.path}/hello`, 'hi') } // put here
+   */
+  async acquire(id: string, options?: { mountLabel?: string }): Promise<LayerHandle> {
+    const where = await this.get(id, options)
+    return new LayerHandle(id, where, () => this.put(id))
+  }
+}
+
+/**
+ * A layer held by `BtrfsDriver.acquire`: `path` is valid until `release()` (or the end of the
+ * `await using` block that holds it). Releasing twice does nothing.
+ * @example const layer = await driver.acquire('app'); try { run(layer.path) } finally { await layer.release() }
+ */
+export class LayerHandle implements AsyncDisposable {
+  /** The layer id. */
+  readonly id: string
+  /** The absolute path of the layer's tree. */
+  readonly path: string
+  #release: (() => Promise<void>) | undefined
+
+  /** @internal */
+  constructor(id: string, where: string, release: () => Promise<void>) {
+    this.id = id
+    this.path = where
+    this.#release = release
+  }
+
+  /** Whether the handle was released (its `path` may then go away). */
+  get released(): boolean {
+    return this.#release === undefined
+  }
+
+  /**
+   * Release the layer (`put`); the second and later calls do nothing.
+   * @example await layer.release()
+   */
+  async release(): Promise<void> {
+    const release = this.#release
+    this.#release = undefined
+    if (release) await release()
+  }
+
+  /**
+   * Release the layer at the end of an `await using` block.
+   * @example { await using layer = await driver.acquire('app') } // released here
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release()
   }
 }
 

@@ -24,8 +24,10 @@ export {
 export {
   BtrfsDriver,
   parseBytes,
+  LayerHandle,
   type ApplyDiffOptions,
   type Change,
+  type ChangesOptions,
   type Compression,
   type CreateOptions,
   type DiffOptions,
