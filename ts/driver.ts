@@ -1,9 +1,10 @@
-import { BtrfsError, call, fromNative } from './errors'
+import { BtrfsError, call, callSync } from './errors'
 import { native } from './native'
-import type { AbortFlag, ApplySink, NativeDriver } from '../native/index'
+import type { ApplySink, DiffStream, NativeDriver, IdMapEntry } from '../native/index'
 import { Readable } from 'node:stream'
-import { runRemap, type RemapResult } from './remap'
-import { abortError, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkSignal, checkString, type IdMap } from './validate'
+import type { RemapResult } from './remap'
+import { onAbort, runTask, taskError, throwIfAborted } from './task'
+import { argType, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkSignal, checkString, invalid, type IdMap } from './validate'
 
 export type { IdMap } from './validate'
 
@@ -83,17 +84,83 @@ export interface ApplyDiffOptions {
   onProgress?: (bytes: number) => void
 }
 
-/** What the driver records about a layer. */
-export interface LayerMetadata extends Record<string, string> {
+/** What the driver knows of a layer (`getMetadata`): its record, and what the kernel keeps. */
+export interface LayerMetadata {
   id: string
-  /** Parent layer id, `''` for a base layer. */
-  parent: string
-  /** ISO 8601 creation time. */
-  created: string
-  readOnly: 'true' | 'false'
-  /** Size limit in bytes, `''` when none. */
-  size: string
-  subvolumeId: string
+  /** The layer it was created from; `null` for a base layer. */
+  parent: string | null
+  created: Date
+  /** The read-only flag of the layer's subvolume. */
+  readOnly: boolean
+  /** The size limit in bytes (a qgroup limit); `null` when none. */
+  size: number | null
+  /** The btrfs subvolume id of the layer. */
+  subvolumeId: number
+  /** The UUID of the layer's subvolume (a new one after `applyDiff`). */
+  uuid: string
+  /** The SELinux label given to `create`, when one was. */
+  mountLabel?: string
+  /** Only for a layer stored under other id maps than the driver's (made by `remap`, and its children). */
+  uidMaps?: IdMap[]
+  gidMaps?: IdMap[]
+}
+
+/** Allocated (`total`) and used bytes of one kind of block group. */
+export interface SpaceUse {
+  used: number
+  total: number
+}
+
+/** What `BtrfsDriver.status()` reports about the store. */
+export interface DriverStatus {
+  /** The absolute path of the store. */
+  home: string
+  /** The btrfs filesystem holding the store. */
+  filesystem: { uuid: string; label: string; devices: string[]; nodeSize: number; sectorSize: number }
+  space: { data: SpaceUse; metadata: SpaceUse }
+  /** How many layers the store holds. */
+  layers: number
+  /** Whether btrfs quotas (qgroups) are enabled, as size limits need. */
+  quotas: boolean
+  /** The kernel release, as `uname -r` prints it. */
+  kernel: string
+  /** The smallest size limit a layer may ask for (`minSpace`), `null` when none. */
+  minSpace: number | null
+  /** Whether this kernel and filesystem support idmapped mounts (`mountIdmapped`). */
+  idmappedMounts: boolean
+  /** The host uid and gid container root maps to, when the driver's maps shift ids; else `null`. */
+  remappedRoot: { uid: number; gid: number } | null
+}
+
+/**
+ * The Docker-style `[key, value]` display pairs of a `status()` (what `docker info` shows
+ * under the storage driver), for printing.
+ * @example for (const [k, v] of statusPairs(await driver.status())) console.log(`${k}: ${v}`)
+ */
+export function statusPairs(status: DriverStatus): [string, string][] {
+  const pairs: [string, string][] = [
+    ['Home', status.home],
+    ['Filesystem UUID', status.filesystem.uuid],
+    ['Label', status.filesystem.label],
+    ['Devices', status.filesystem.devices.join(',')],
+    ['Data Space Used', String(status.space.data.used)],
+    ['Data Space Total', String(status.space.data.total)],
+    ['Metadata Space Used', String(status.space.metadata.used)],
+    ['Metadata Space Total', String(status.space.metadata.total)],
+    ['Layers', String(status.layers)],
+    ['Quotas', status.quotas ? 'enabled' : 'disabled'],
+    ['Kernel Version', status.kernel],
+    ['Node Size', String(status.filesystem.nodeSize)],
+    ['Sector Size', String(status.filesystem.sectorSize)],
+  ]
+  if (status.minSpace !== null) pairs.push(['Min Space', String(status.minSpace)])
+  pairs.push(['Idmapped Mounts', status.idmappedMounts ? 'supported' : 'unsupported'])
+  if (status.remappedRoot) pairs.push(['Remapped Root', `${status.remappedRoot.uid}:${status.remappedRoot.gid}`])
+  return pairs
+}
+
+function idMaps(m: IdMapEntry[] | undefined): IdMap[] | undefined {
+  return m?.map(({ containerId, hostId, size }) => ({ containerId, hostId, size }))
 }
 
 const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }
@@ -111,7 +178,7 @@ export function parseBytes(name: string, value: unknown): number {
     if (!m) throw new BtrfsError('EINVAL', `EINVAL: ${name} '${value}' is not a size (bytes, or a number with K/M/G/T)`)
     n = Math.floor(Number(m[1]) * UNITS[m[2].toLowerCase()])
   } else {
-    throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a number of bytes or a size string`)
+    throw argType(name, 'of type number or string', value)
   }
   if (!Number.isSafeInteger(n) || n < 0) throw new BtrfsError('EINVAL', `EINVAL: ${name} must be a non-negative integer number of bytes`)
   return n
@@ -192,8 +259,7 @@ export class BtrfsDriver implements AsyncDisposable {
       gidMaps: checkIdMaps('gidMaps', o.gidMaps),
       minSpace: o.minSpace === undefined ? undefined : parseBytes('minSpace', o.minSpace),
     }
-    const n = (await call(() => native.driverInit(home, opts))) as NativeDriver
-    return new BtrfsDriver(n)
+    return new BtrfsDriver(await call('init', () => native.driverInit(home, opts)))
   }
 
   /** The absolute path of the store. */
@@ -239,7 +305,7 @@ export class BtrfsDriver implements AsyncDisposable {
       size: o.size === undefined ? undefined : parseBytes('size', o.size),
       readOnly: o.readOnly as boolean | undefined,
     }
-    await this.#serial(id, () => call(() => this.#native.create(id, parent, opts)))
+    await this.#serial(id, () => call('create', () => this.#native.create(id, parent, opts)))
   }
 
   /**
@@ -267,7 +333,7 @@ export class BtrfsDriver implements AsyncDisposable {
    */
   async remove(id: string): Promise<void> {
     checkId('id', id)
-    await this.#serial(id, () => call(() => this.#native.remove(id)))
+    await this.#serial(id, () => call('remove', () => this.#native.remove(id)))
   }
 
   /**
@@ -281,7 +347,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const o = checkKeys('options', options, ['mountLabel'])
     if (o.mountLabel !== undefined) checkString('mountLabel', o.mountLabel)
     const label = o.mountLabel as string | undefined
-    return this.#serial(id, () => call(() => this.#native.get(id, label))) as Promise<string>
+    return this.#serial(id, () => call('get', () => this.#native.get(id, label)))
   }
 
   /**
@@ -291,7 +357,7 @@ export class BtrfsDriver implements AsyncDisposable {
    */
   async put(id: string): Promise<void> {
     checkId('id', id)
-    await this.#serial(id, () => call(() => this.#native.put(id)))
+    await this.#serial(id, () => call('put', () => this.#native.put(id)))
   }
 
   /**
@@ -301,11 +367,7 @@ export class BtrfsDriver implements AsyncDisposable {
    */
   refCount(id: string): number {
     checkId('id', id)
-    try {
-      return this.#native.refCount(id)
-    } catch (err) {
-      throw fromNative(err)
-    }
+    return callSync('refCount', () => this.#native.refCount(id))
   }
 
   /**
@@ -315,7 +377,7 @@ export class BtrfsDriver implements AsyncDisposable {
    */
   async exists(id: string): Promise<boolean> {
     checkId('id', id)
-    return (await call(() => this.#native.exists(id))) as boolean
+    return call('exists', () => this.#native.exists(id))
   }
 
   /**
@@ -323,16 +385,28 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example for (const id of await driver.layers()) console.log(id)
    */
   async layers(): Promise<string[]> {
-    return (await call(() => this.#native.layers())) as string[]
+    return call('layers', () => this.#native.layers())
   }
 
   /**
-   * `[key, value]` pairs about the store: filesystem UUID and label, devices, data and
-   * metadata space, layer count, quota state, kernel version.
-   * @example const status = Object.fromEntries(await driver.status()) // status['Quotas'] === 'enabled'
+   * What the store is on and holds: the filesystem (UUID, label, devices), its data and
+   * metadata space, the layer count, whether quotas are on, the kernel, `minSpace`, idmapped
+   * mount support and the remapped root. `statusPairs()` renders it as Docker's display pairs.
+   * @example const { space, layers, quotas } = await driver.status()
    */
-  async status(): Promise<[string, string][]> {
-    return (await call(() => this.#native.status())) as [string, string][]
+  async status(): Promise<DriverStatus> {
+    const s = await call('status', () => this.#native.status())
+    return {
+      home: s.home,
+      filesystem: s.filesystem,
+      space: s.space,
+      layers: s.layers,
+      quotas: s.quotas,
+      kernel: s.kernel,
+      minSpace: s.minSpace ?? null,
+      idmappedMounts: s.idmappedMounts,
+      remappedRoot: s.remappedRoot ?? null,
+    }
   }
 
   /**
@@ -344,15 +418,20 @@ export class BtrfsDriver implements AsyncDisposable {
    */
   async getMetadata(id: string): Promise<LayerMetadata> {
     checkId('id', id)
-    const m = (await call(() => this.#native.metadata(id))) as import('../native/index').LayerMetadata
+    const m = await call('getMetadata', () => this.#native.metadata(id))
+    const uidMaps = idMaps(m.uidMaps)
+    const gidMaps = idMaps(m.gidMaps)
     return {
       id: m.id,
-      parent: m.parent ?? '',
-      created: new Date(m.createdMs).toISOString(),
-      readOnly: m.readOnly ? 'true' : 'false',
-      size: m.size === undefined || m.size === null ? '' : String(m.size),
-      subvolumeId: String(m.subvolumeId),
+      parent: m.parent ?? null,
+      created: new Date(m.createdMs),
+      readOnly: m.readOnly,
+      size: m.size ?? null,
+      subvolumeId: m.subvolumeId,
+      uuid: m.uuid,
       ...(m.mountLabel ? { mountLabel: m.mountLabel } : {}),
+      ...(uidMaps ? { uidMaps } : {}),
+      ...(gidMaps ? { gidMaps } : {}),
     }
   }
 
@@ -381,7 +460,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const o = withParent(a, b, ['signal'])
     const [p, whole] = parentArg(o.parent)
     const signal = checkSignal(o.signal)
-    return (await this.#serial(id, () => abortable(signal, (flag) => this.#native.changes(id, p, whole, flag)))) as Change[]
+    return this.#serial(id, () => runTask(() => this.#native.changesStart(id, p, whole), { api: 'changes', signal }))
   }
 
   /**
@@ -402,7 +481,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const o = withParent(a, b, ['signal'])
     const [p, whole] = parentArg(o.parent)
     const signal = checkSignal(o.signal)
-    return (await this.#serial(id, () => abortable(signal, (flag) => this.#native.diffSize(id, p, whole, flag)))) as number
+    return this.#serial(id, () => runTask(() => this.#native.diffSizeStart(id, p, whole), { api: 'diffSize', signal }))
   }
 
   /**
@@ -424,32 +503,48 @@ export class BtrfsDriver implements AsyncDisposable {
     checkId('id', id)
     const o = withParent(a, b, ['compression', 'signal'])
     const [p, whole] = parentArg(o.parent)
-    const compression = (o.compression ?? 'none') as string
-    if (!['none', 'gzip', 'zstd'].includes(compression)) throw new BtrfsError('EINVAL', `EINVAL: compression must be 'none', 'gzip' or 'zstd'`)
+    const compression = o.compression ?? 'none'
+    if (typeof compression !== 'string') throw argType('options.compression', 'of type string', compression)
+    if (compression !== 'none' && compression !== 'gzip' && compression !== 'zstd') throw invalid(`compression must be 'none', 'gzip' or 'zstd', got '${compression}'`)
     const signal = checkSignal(o.signal)
-    if (signal?.aborted) throw abortError()
-    if (!(await this.exists(id))) throw new BtrfsError('ENOENT', `ENOENT: layer does not exist, diff '${id}'`, { path: id })
-    let stream: import('../native/index').DiffStream
+    throwIfAborted(signal)
+    let stream: DiffStream
     try {
       stream = this.#native.diffStart(id, p, whole, compression)
     } catch (err) {
-      throw fromNative(err)
+      throw taskError(err, 'diff')
+    }
+    // The first chunk (or the end) before resolving: a missing layer or parent rejects here.
+    let first: Buffer | null | undefined
+    const offEarly = onAbort(signal, () => stream.abort())
+    try {
+      first = await stream.next()
+    } catch (err) {
+      throw taskError(err, 'diff', signal)
+    } finally {
+      offEarly()
     }
     let reading = false
     const out = new Readable({
       // Up to 4 chunks ahead of the consumer: the hand-over from the producer overlaps its writes.
       highWaterMark: 16 << 20,
       read() {
+        if (first !== undefined) {
+          const chunk = first
+          first = undefined
+          out.push(chunk)
+          return
+        }
         if (reading) return
         reading = true
         stream.next().then(
           (chunk) => {
             reading = false
-            out.push(chunk ?? null)
+            out.push(chunk)
           },
           (err) => {
             reading = false
-            out.destroy(fromNative(err))
+            out.destroy(taskError(err, 'diff', signal))
           },
         )
       },
@@ -464,11 +559,8 @@ export class BtrfsDriver implements AsyncDisposable {
       },
     })
     if (signal) {
-      const onAbort = (): void => {
-        out.destroy(abortError())
-      }
-      signal.addEventListener('abort', onAbort, { once: true })
-      out.once('close', () => signal.removeEventListener('abort', onAbort))
+      const off = onAbort(signal, () => out.destroy(taskError(undefined, 'diff', signal)))
+      out.once('close', off)
     }
     return out
   }
@@ -503,71 +595,17 @@ export class BtrfsDriver implements AsyncDisposable {
     const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
     const signal = checkSignal(o.signal)
     const onProgress = checkCallback<(n: number) => void>('onProgress', o.onProgress)
-    const stream = isStream(input)
-    if (!isInput(input)) {
-      throw new BtrfsError('EINVAL', 'EINVAL: input must be a Readable, a Buffer or a file path')
-    }
-    if (signal?.aborted) throw abortError()
-    const p = parent
-    return this.#serial(id, async () => {
-      let sink: ApplySink
-      try {
-        sink = typeof input === 'string' ? this.#native.applyFile(id, p, input) : this.#native.applyStart(id, p)
-      } catch (err) {
-        throw fromNative(err)
-      }
-      let last = -1
-      const report = (): void => {
-        const n = sink.bytes
-        if (onProgress && n !== last) {
-          last = n
-          onProgress(n)
-        }
-      }
-      const timer = onProgress ? setInterval(report, 100) : undefined
-      const onAbort = (): void => {
-        sink.abort()
-        // A stalled input would keep the loop below waiting for its next chunk.
-        if (stream) (input as Readable).destroy()
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      if (signal?.aborted) onAbort()
-      try {
-        if (typeof input !== 'string') {
-          if (input instanceof Uint8Array) {
-            await sink.write(Buffer.from(input.buffer, input.byteOffset, input.byteLength))
-          } else {
-            let pending: Buffer[] = []
-            let size = 0
-            for await (const chunk of input as Readable) {
-              if (signal?.aborted) break
-              const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer)
-              pending.push(b)
-              size += b.length
-              if (size >= 1 << 20) {
-                const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending, size)
-                pending = []
-                size = 0
-                // Queued at once while the applier keeps up; else wait for room off the loop.
-                if (!sink.tryWrite(chunk) && !(await sink.write(chunk))) break
-              }
-            }
-            if (size > 0 && !signal?.aborted) await sink.write(Buffer.concat(pending, size))
-          }
-        }
-        if (signal?.aborted) sink.abort()
-        const applied = (await call(() => sink.finish())) as number
-        if (signal?.aborted) throw abortError()
-        return applied
-      } catch (err) {
-        sink.abort()
-        throw signal?.aborted ? abortError() : fromNative(err)
-      } finally {
-        if (timer) clearInterval(timer)
-        signal?.removeEventListener('abort', onAbort)
-        report()
-      }
-    })
+    if (!isInput(input)) throw argType('input', 'of type string or an instance of Buffer, Uint8Array or Readable', input)
+    return this.#serial(id, () =>
+      runTask(() => (typeof input === 'string' ? this.#native.applyFile(id, parent, input) : this.#native.applyStart(id, parent)), {
+        api: 'applyDiff',
+        signal,
+        onProgress,
+        // A stalled input would keep the feed waiting for its next chunk.
+        onAbort: () => (isStream(input) ? input.destroy() : undefined),
+        feed: (sink, aborted) => feed(sink, input, aborted),
+      }),
+    )
   }
 
   /**
@@ -589,16 +627,9 @@ export class BtrfsDriver implements AsyncDisposable {
     const to = checkMapping('options', { uidMaps: o.uidMaps, gidMaps: o.gidMaps })
     const signal = checkSignal(o.signal)
     const onProgress = checkCallback<(n: number) => void>('onProgress', o.onProgress)
-    if (signal?.aborted) throw abortError()
-    return this.#serial(target, async () => {
-      let task: import('../native/index').RemapTask
-      try {
-        task = this.#native.remapStart(id, target, to)
-      } catch (err) {
-        throw fromNative(err)
-      }
-      return runRemap(task, signal, onProgress)
-    })
+    return this.#serial(target, () =>
+      runTask(() => this.#native.remapStart(id, target, to), { api: 'remap', paths: { path: id, dest: target }, signal, onProgress }),
+    )
   }
 
   /**
@@ -612,7 +643,7 @@ export class BtrfsDriver implements AsyncDisposable {
     checkId('id', id)
     checkString('target', target)
     const m = checkMapping('maps', maps)
-    await call(() => this.#native.mountIdmapped(id, target, m))
+    await call('mountIdmapped', () => this.#native.mountIdmapped(id, target, m), { path: id, dest: target })
   }
 
   /**
@@ -622,7 +653,7 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example await driver.applyDiff('app', null, 'app.tar'); await driver.sync()
    */
   async sync(): Promise<void> {
-    await call(() => this.#native.sync())
+    await call('sync', () => this.#native.sync())
   }
 
   /**
@@ -631,7 +662,7 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example await driver.remove('limited'); await driver.releaseQgroups()
    */
   async releaseQgroups(): Promise<void> {
-    await call(() => this.#native.releaseQgroups())
+    await call('releaseQgroups', () => this.#native.releaseQgroups())
   }
 
   /**
@@ -640,7 +671,7 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example process.on('SIGTERM', () => void driver.cleanup())
    */
   async cleanup(): Promise<void> {
-    await call(() => this.#native.cleanup())
+    await call('cleanup', () => this.#native.cleanup())
   }
 
   /**
@@ -718,18 +749,30 @@ export class LayerHandle implements AsyncDisposable {
 }
 
 /**
- * Run a native call that takes an abort flag: without a signal, none (nothing to pay); with
- * one, a flag the signal sets. Aborted before or during the call: `ABORT_ERR`.
+ * Push `input` to the native applier: a Buffer at once, a stream in chunks of about 1 MiB
+ * (queued without a thread-pool round trip while the applier keeps up). A file path is read
+ * by the native side: nothing to push.
  */
-async function abortable<T>(signal: AbortSignal | undefined, run: (flag: AbortFlag | undefined) => Promise<T>): Promise<T> {
-  if (!signal) return call(() => run(undefined))
-  if (signal.aborted) throw abortError()
-  const flag = new native.AbortFlag()
-  const onAbort = (): void => flag.abort()
-  signal.addEventListener('abort', onAbort, { once: true })
-  try {
-    return await call(() => run(flag))
-  } finally {
-    signal.removeEventListener('abort', onAbort)
+async function feed(sink: ApplySink, input: Readable | Uint8Array | string, aborted: () => boolean): Promise<void> {
+  if (typeof input === 'string') return
+  if (input instanceof Uint8Array) {
+    await sink.write(Buffer.from(input.buffer, input.byteOffset, input.byteLength))
+    return
   }
+  let pending: Buffer[] = []
+  let size = 0
+  for await (const chunk of input) {
+    if (aborted()) return
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer)
+    pending.push(b)
+    size += b.length
+    if (size >= 1 << 20) {
+      const whole = pending.length === 1 ? pending[0] : Buffer.concat(pending, size)
+      pending = []
+      size = 0
+      // Else wait for room off the event loop; false: the applier stopped (finish says why).
+      if (!sink.tryWrite(whole) && !(await sink.write(whole))) return
+    }
+  }
+  if (size > 0 && !aborted()) await sink.write(Buffer.concat(pending, size))
 }

@@ -2,7 +2,7 @@
  * btrfs-layers: layered filesystem trees on btrfs subvolumes.
  * @packageDocumentation
  */
-export { BtrfsError, type BtrfsErrorCode } from './errors'
+export { AbortError, BtrfsError, type BtrfsErrorCode } from './errors'
 export {
   createSubvolume,
   deleteSubvolume,
@@ -24,6 +24,7 @@ export {
 export {
   BtrfsDriver,
   parseBytes,
+  statusPairs,
   LayerHandle,
   type ApplyDiffOptions,
   type Change,
@@ -32,6 +33,8 @@ export {
   type CreateOptions,
   type DiffOptions,
   type DriverOptions,
+  type DriverStatus,
+  type SpaceUse,
   type IdMap,
   type LayerMetadata,
 } from './driver'

@@ -1,6 +1,6 @@
-import { call, fromNative } from './errors'
 import { native } from './native'
-import { abortError, checkBool, checkCallback, checkKeys, checkMapping, checkSignal, checkString, type IdMap } from './validate'
+import { runTask } from './task'
+import { checkBool, checkCallback, checkKeys, checkMapping, checkSignal, checkString, type IdMap } from './validate'
 
 /** Uid and gid maps of one side of a remap; omitted maps mean ids are not shifted. */
 export interface Mapping {
@@ -41,7 +41,7 @@ export interface RemapResult {
  * so each file costs a single lchown; otherwise each entry is stat'ed first.
  * @example await remapLayer('/store/subvolumes/app', { from: {}, to: { uidMaps: [{ containerId: 0, hostId: 100000, size: 65536 }], gidMaps: [...] } })
  * @throws {BtrfsError} `ERR_ID_MAPPING` for an id outside the maps (every failure is in
- *   `errors`, with its path; the walk goes on past failures), `EINVAL` for bad maps, `ABORT_ERR`.
+ *   `errors`, with its path; the walk goes on past failures), `EINVAL` for bad maps; `AbortError`.
  */
 export async function remapLayer(path: string, options: RemapOptions): Promise<RemapResult> {
   checkString('path', path)
@@ -51,40 +51,5 @@ export async function remapLayer(path: string, options: RemapOptions): Promise<R
   const cross = checkBool('crossSubvolumes', o.crossSubvolumes)
   const signal = checkSignal(o.signal)
   const onProgress = checkCallback<(inodes: number) => void>('onProgress', o.onProgress)
-  if (signal?.aborted) throw abortError()
-  let task: import('../native/index').RemapTask
-  try {
-    task = native.remapStart(path, from, to, cross)
-  } catch (err) {
-    throw fromNative(err)
-  }
-  return runRemap(task, signal, onProgress)
-}
-
-/** Drive a native remap task: progress every 100 ms, abort on the signal, the result or error. */
-export async function runRemap(
-  task: import('../native/index').RemapTask,
-  signal: AbortSignal | undefined,
-  onProgress: ((inodes: number) => void) | undefined,
-): Promise<RemapResult> {
-  let last = -1
-  const report = (): void => {
-    const n = task.visited
-    if (onProgress && n !== last) {
-      last = n
-      onProgress(n)
-    }
-  }
-  const timer = onProgress ? setInterval(report, 100) : undefined
-  const onAbort = (): void => task.abort()
-  signal?.addEventListener('abort', onAbort, { once: true })
-  // Aborted while the call waited its turn: the listener above came too late for it.
-  if (signal?.aborted) task.abort()
-  try {
-    return (await call(() => task.finish())) as RemapResult
-  } finally {
-    if (timer) clearInterval(timer)
-    signal?.removeEventListener('abort', onAbort)
-    report()
-  }
+  return runTask(() => native.remapStart(path, from, to, cross), { api: 'remapLayer', signal, onProgress })
 }

@@ -74,7 +74,7 @@ export interface FilesystemInfo {
  * @throws {BtrfsError} `ENOENT` when missing, `ERR_NOT_BTRFS` when not on btrfs.
  */
 export async function isSubvolume(path: string): Promise<boolean> {
-  return call(() => native.isSubvolume(checkString('path', path))) as Promise<boolean>
+  return call('isSubvolume', () => native.isSubvolume(checkString('path', path)))
 }
 
 /**
@@ -84,7 +84,7 @@ export async function isSubvolume(path: string): Promise<boolean> {
  *   `ENAMETOOLONG` for a name over 255 bytes, `ERR_NOT_BTRFS` when not on btrfs.
  */
 export async function createSubvolume(path: string): Promise<void> {
-  await call(() => native.createSubvolume(checkString('path', path)))
+  await call('createSubvolume', () => native.createSubvolume(checkString('path', path)))
 }
 
 /**
@@ -96,7 +96,9 @@ export async function createSubvolume(path: string): Promise<void> {
 export async function snapshot(source: string, dest: string, options?: { readOnly?: boolean }): Promise<void> {
   const o = checkKeys('options', options, ['readOnly'])
   const readOnly = checkBool('readOnly', o.readOnly)
-  await call(() => native.snapshot(checkString('source', source), checkString('dest', dest), readOnly))
+  checkString('source', source)
+  checkString('dest', dest)
+  await call('snapshot', () => native.snapshot(source, dest, readOnly), { path: source, dest })
 }
 
 /**
@@ -109,7 +111,7 @@ export async function snapshot(source: string, dest: string, options?: { readOnl
 export async function deleteSubvolume(path: string, options?: { recursive?: boolean }): Promise<void> {
   const o = checkKeys('options', options, ['recursive'])
   const recursive = checkBool('recursive', o.recursive)
-  await call(() => native.deleteSubvolume(checkString('path', path), recursive))
+  await call('deleteSubvolume', () => native.deleteSubvolume(checkString('path', path), recursive))
 }
 
 /**
@@ -118,7 +120,7 @@ export async function deleteSubvolume(path: string, options?: { recursive?: bool
  * @throws {BtrfsError} `EINVAL` when `path` is not a subvolume, `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function subvolumeInfo(path: string): Promise<SubvolumeInfo> {
-  const i = (await call(() => native.subvolumeInfo(checkString('path', path)))) as import('../native/index').SubvolumeInfo
+  const i = await call('subvolumeInfo', () => native.subvolumeInfo(checkString('path', path)))
   return {
     id: i.id,
     name: i.name,
@@ -143,7 +145,7 @@ export async function subvolumeInfo(path: string): Promise<SubvolumeInfo> {
  * @throws {BtrfsError} `EINVAL` when `path` is not a subvolume, `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function listSubvolumes(path: string): Promise<NestedSubvolume[]> {
-  return (await call(() => native.listSubvolumes(checkString('path', path)))) as NestedSubvolume[]
+  return call('listSubvolumes', () => native.listSubvolumes(checkString('path', path)))
 }
 
 /**
@@ -152,7 +154,7 @@ export async function listSubvolumes(path: string): Promise<NestedSubvolume[]> {
  * @throws {BtrfsError} `EINVAL` when `path` is not a subvolume, `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function isReadOnly(path: string): Promise<boolean> {
-  return (await call(() => native.isReadOnly(checkString('path', path)))) as boolean
+  return call('isReadOnly', () => native.isReadOnly(checkString('path', path)))
 }
 
 /**
@@ -162,7 +164,7 @@ export async function isReadOnly(path: string): Promise<boolean> {
  */
 export async function setReadOnly(path: string, value: boolean): Promise<void> {
   checkBool('value', value ?? null)
-  await call(() => native.setReadOnly(checkString('path', path), value))
+  await call('setReadOnly', () => native.setReadOnly(checkString('path', path), value))
 }
 
 /**
@@ -171,7 +173,7 @@ export async function setReadOnly(path: string, value: boolean): Promise<void> {
  * @throws {BtrfsError} `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function sync(path: string): Promise<void> {
-  await call(() => native.sync(checkString('path', path)))
+  await call('sync', () => native.sync(checkString('path', path)))
 }
 
 /**
@@ -180,7 +182,7 @@ export async function sync(path: string): Promise<void> {
  * @throws {BtrfsError} `ENOENT`, `ERR_NOT_BTRFS`.
  */
 export async function filesystemInfo(path: string): Promise<FilesystemInfo> {
-  const f = (await call(() => native.filesystemInfo(checkString('path', path)))) as import('../native/index').FilesystemInfo
+  const f = await call('filesystemInfo', () => native.filesystemInfo(checkString('path', path)))
   return {
     fsid: f.fsid,
     label: f.label,
@@ -198,5 +200,5 @@ export async function filesystemInfo(path: string): Promise<FilesystemInfo> {
  * @example await unmount('/run/ct1/rootfs')
  */
 export async function unmount(target: string): Promise<void> {
-  await call(() => native.unmount(checkString('target', target)))
+  await call('unmount', () => native.unmount(checkString('target', target)))
 }

@@ -21,7 +21,7 @@ export const create: Command = {
       const where = await s.driver.get(id)
       await s.driver.put(id)
       output(ctx, { ...meta, path: where }, () => {
-        const how = [parent ? `snapshot of ${parent}` : 'empty', readOnly ? 'read-only' : '', meta.size ? `size limit ${formatBytes(Number(meta.size))}` : '']
+        const how = [parent ? `snapshot of ${parent}` : 'empty', readOnly ? 'read-only' : '', meta.size !== null ? `size limit ${formatBytes(meta.size)}` : '']
         say(ctx, `created layer ${id} (${how.filter(Boolean).join(', ')}): ${where}`)
       })
     })

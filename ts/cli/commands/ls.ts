@@ -13,7 +13,7 @@ export const ls: Command = {
       const layers = await Promise.all((await s.driver.layers()).map((id) => s.driver.getMetadata(id)))
       output(ctx, layers, () => {
         if (layers.length === 0) return say(ctx, `no layers in ${s.home}`)
-        const rows = layers.map((m) => [m.id, m.parent || '-', m.created.replace(/\.\d+Z$/, 'Z'), m.readOnly === 'true' ? 'ro' : 'rw', m.size ? formatBytes(Number(m.size)) : '-'])
+        const rows = layers.map((m) => [m.id, m.parent ?? '-', m.created.toISOString().replace(/\.\d+Z$/, 'Z'), m.readOnly ? 'ro' : 'rw', m.size !== null ? formatBytes(m.size) : '-'])
         say(ctx, table([['ID', 'PARENT', 'CREATED', 'MODE', 'SIZE LIMIT'], ...rows]))
       })
     })

@@ -1,3 +1,4 @@
+import { statusPairs } from '../../driver'
 import { formatBytes, table } from '../format'
 import { withStore } from '../store'
 import { output, say, type Command } from '../command'
@@ -10,7 +11,7 @@ export const status: Command = {
   args: { min: 0, max: 0 },
   async run(ctx) {
     await withStore(ctx.global, ctx.hints, async (s) => {
-      const pairs = await s.driver.status()
+      const pairs = statusPairs(await s.driver.status())
       const lb = s.loopback
       output(ctx, { home: s.home, status: Object.fromEntries(pairs), loopback: lb ?? null }, () => {
         const rows = pairs.map(([k, v]) => [`${k}:`, /Space/.test(k) && /^\d+$/.test(v) ? formatBytes(Number(v)) : v])
