@@ -87,7 +87,7 @@ function runUntilKilled(home: string, run: number, target: Target, nth: number, 
 }
 
 interface Expected {
-  parent: string
+  parent: string | null
   readOnly: boolean
   size: boolean
 }
@@ -126,18 +126,18 @@ async function verify(
     for (const id of layers) {
       const what = `${when}: layer ${id}`
       const m = await d.getMetadata(id)
-      const want = id === 'base' ? { parent: '', readOnly: false, size: false } : expected.get(id)
+      const want = id === 'base' ? { parent: null, readOnly: false, size: false } : expected.get(id)
       t.truthy(want, `${what} was created by a child`)
       if (!want) continue
       t.is(m.id, id)
       t.is(m.parent, want.parent, `${what}: parent`)
       // The record itself, read with getfattr: a child's names its parent.
-      t.is((await oracleRecord(path.join(home, 'subvolumes', id)))?.parent ?? '', want.parent, `${what}: parent in the record on the layer`)
-      t.is(m.readOnly as string, String(want.readOnly), `${what}: readOnly in metadata`)
+      t.is((await oracleRecord(path.join(home, 'subvolumes', id)))?.parent ?? null, want.parent, `${what}: parent in the record on the layer`)
+      t.is(m.readOnly, want.readOnly, `${what}: readOnly in metadata`)
       const subPath = path.join(rel, 'subvolumes', id)
       t.is(readOnly.has(subPath), want.readOnly, `${what}: read-only flag per btrfs subvolume list -r`)
-      t.is(m.subvolumeId, String(ids.get(subPath)), `${what}: subvolume id per btrfs subvolume list`)
-      t.is(m.size, want.size ? String(SIZE) : '', `${what}: size`)
+      t.is<number | undefined, number | undefined>(m.subvolumeId, ids.get(subPath), `${what}: subvolume id per btrfs subvolume list`)
+      t.is(m.size, want.size ? SIZE : null, `${what}: size`)
       if (want.size) t.is(qgroups.get(`0/${m.subvolumeId}`)?.maxRfer, SIZE, `${what}: qgroup limit`)
       t.deepEqual(withoutNested(await treeState(path.join(home, 'subvolumes', id))), baseTree, `${what}: files equal the base's`)
     }

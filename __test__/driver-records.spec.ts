@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { promisify } from 'node:util'
-import type { BtrfsDriver } from '../ts/index'
+import type { BtrfsDriver, LayerMetadata } from '../ts/index'
 import { btrfsCli, oracleReadOnly, useBtrfs } from './helpers/btrfs'
 import { collectDriversBeforeTeardown, oracleQgroups, oracleRecord, storeEntries, withDriver } from './helpers/driver-util'
 
@@ -70,15 +70,15 @@ btrfsTest.serial('metadata/ deleted, empty or truncated: init finds every record
 })
 
 /** What the previous version wrote for a layer: `metadata/<id>.json`, pretty-printed. */
-function legacyFile(id: string, meta: Record<string, string>, rec: Record<string, unknown> | null) {
+function legacyFile(id: string, meta: LayerMetadata, rec: Record<string, unknown> | null) {
   return JSON.stringify(
     {
       id,
-      parent: meta.parent === '' ? null : meta.parent,
-      created: Date.parse(meta.created),
-      readOnly: meta.readOnly === 'true',
-      size: meta.size === '' ? null : Number(meta.size),
-      subvolumeId: Number(meta.subvolumeId),
+      parent: meta.parent,
+      created: meta.created.getTime(),
+      readOnly: meta.readOnly,
+      size: meta.size,
+      subvolumeId: meta.subvolumeId,
       mountLabel: meta.mountLabel ?? null,
       ...(rec?.uidMaps ? { uidMaps: rec.uidMaps, gidMaps: rec.gidMaps } : {}),
       ...(rec?.uuid ? { uuid: rec.uuid } : {}),
@@ -98,7 +98,7 @@ btrfsTest.serial('a store of the previous version (records in metadata/<id>.json
   // Turn it into what the previous version left: no xattr, a JSON file per layer.
   for (const id of IDS) {
     const p = path.join(home, 'subvolumes', id)
-    const { meta, record } = before[id] as { meta: Record<string, string>; record: Record<string, unknown> | null }
+    const { meta, record } = before[id] as { meta: LayerMetadata; record: Record<string, unknown> | null }
     const ro = await oracleReadOnly(p)
     if (ro) await btrfsCli('property', 'set', p, 'ro', 'false')
     if (record) await run('setfattr', ['-x', 'trusted.btrfs-layers.record', p])

@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava'
 import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import type { BtrfsDriver } from '../ts/index'
+import { statusPairs, type BtrfsDriver } from '../ts/index'
 import {
   btrfsCli,
   exists,
@@ -110,7 +110,7 @@ btrfsTest.needing(['getfattr'])('create an empty layer', async (t, dir) => {
     t.deepEqual(await oracleStore(home), expectedStore(['empty']))
     t.deepEqual(await storeEntries(home), { subvolumes: ['empty'], metadata: [] })
     t.is(await oracleRecord(p), null, 'an empty layer without options needs no record: one SUBVOL_CREATE')
-    t.is((await d.getMetadata('empty')).parent, '')
+    t.is((await d.getMetadata('empty')).parent, null)
   })
 })
 
@@ -314,8 +314,7 @@ btrfsTest('layers() lists exactly the complete layers', async (t, dir) => {
     t.deepEqual(await d.layers(), ['9-nine', 'Mid.1', 'alpha', 'zeta'])
     t.false(await d.exists('plaindir'))
     t.false(await d.exists('afile'))
-    const status = new Map(await d.status())
-    t.is(status.get('Layers'), '4')
+    t.is((await d.status()).layers, 4)
     await d.remove('alpha')
     t.deepEqual(await d.layers(), ['9-nine', 'Mid.1', 'zeta'])
     await btrfsCli('subvolume', 'delete', path.join(sub, '.tmp-half-99-0'))
@@ -324,37 +323,51 @@ btrfsTest('layers() lists exactly the complete layers', async (t, dir) => {
   })
 })
 
-btrfsTest('status() reports the filesystem, layers, quotas and kernel', async (t, dir) => {
+btrfsTest('status() reports the filesystem, layers, quotas and kernel, typed; statusPairs() renders the display pairs', async (t, dir) => {
   await store(dir, async (d, home) => {
     await d.create('a')
     await d.create('b', 'a')
     const status = await d.status()
-    t.true(Array.isArray(status))
-    for (const pair of status) {
-      t.true(Array.isArray(pair) && pair.length === 2 && typeof pair[0] === 'string' && typeof pair[1] === 'string', JSON.stringify(pair))
-    }
-    const s = new Map(status)
-    t.is(s.size, status.length, 'keys are unique')
     const show = await btrfsCli('filesystem', 'show', fs().mnt)
-    const uuid = /uuid: ([0-9a-f-]{36})/.exec(show)?.[1]
+    const uuid = /uuid: ([0-9a-f-]{36})/.exec(show)?.[1] ?? ''
     t.truthy(uuid)
+    t.is(status.home, home)
+    t.is(status.filesystem.uuid, uuid)
+    t.is(status.filesystem.label, LABEL)
+    t.deepEqual(status.filesystem.devices, loopDevices(fs().image))
+    t.is(status.filesystem.nodeSize, 16384, 'mkfs.btrfs default node size')
+    t.is(status.filesystem.sectorSize, 4096)
+    t.is(status.layers, 2)
+    t.is(status.quotas, false, 'quotas stay off until a size is asked for')
+    t.is(status.kernel, os.release())
+    t.is(status.minSpace, null)
+    t.is(typeof status.idmappedMounts, 'boolean')
+    t.is(status.remappedRoot, null)
+    for (const [k, v] of Object.entries({ ...status.space.data, ...{ mUsed: status.space.metadata.used, mTotal: status.space.metadata.total } })) {
+      t.true(Number.isSafeInteger(v) && v >= 0, `${k}: ${v}`)
+    }
+    t.true(status.space.data.used <= status.space.data.total)
+    t.true(status.space.metadata.used > 0)
+    t.true(status.space.metadata.used <= status.space.metadata.total)
+    // The oracle's view of the space (btrfs filesystem df --raw).
+    const df = await btrfsCli('filesystem', 'df', '--raw', fs().mnt)
+    const dataTotal = /^Data, \w+: total=(\d+), used=\d+/m.exec(df)?.[1]
+    t.is(status.space.data.total, Number(dataTotal))
+    // The display pairs, as the graph driver's Status shows them.
+    const pairs = statusPairs(status)
+    const s = new Map(pairs)
+    t.is(s.size, pairs.length, 'keys are unique')
     t.is(s.get('Filesystem UUID'), uuid)
     t.is(s.get('Label'), LABEL)
     t.deepEqual(s.get('Devices')?.split(','), loopDevices(fs().image))
     t.is(s.get('Layers'), '2')
-    t.is(s.get('Quotas'), 'disabled', 'quotas stay off until a size is asked for')
+    t.is(s.get('Quotas'), 'disabled')
     t.is(s.get('Kernel Version'), os.release())
     t.is(s.get('Home'), home)
-    for (const k of ['Data Space Used', 'Data Space Total', 'Metadata Space Used', 'Metadata Space Total']) {
-      t.regex(s.get(k) ?? '', /^\d+$/, k)
-    }
-    t.true(Number(s.get('Data Space Used')) <= Number(s.get('Data Space Total')))
-    t.true(Number(s.get('Metadata Space Used')) > 0)
-    t.true(Number(s.get('Metadata Space Used')) <= Number(s.get('Metadata Space Total')))
-    // The oracle's view of the space (btrfs filesystem df --raw).
-    const df = await btrfsCli('filesystem', 'df', '--raw', fs().mnt)
-    const dataTotal = /^Data, \w+: total=(\d+), used=\d+/m.exec(df)?.[1]
     t.is(s.get('Data Space Total'), dataTotal)
+    t.is(s.get('Idmapped Mounts'), status.idmappedMounts ? 'supported' : 'unsupported')
+    t.false(s.has('Min Space'))
+    t.false(s.has('Remapped Root'))
   })
 })
 
@@ -366,24 +379,27 @@ btrfsTest.needing(['getfattr'])('getMetadata() records parent, creation time, re
     await d.createReadWrite('rw', 'img', { mountLabel: 'system_u:object_r:container_file_t:s0:c1,c2' })
     const t1 = Date.now()
     for (const [id, parent, ro] of [
-      ['base', '', 'false'],
-      ['img', 'base', 'true'],
-      ['rw', 'img', 'false'],
+      ['base', null, false],
+      ['img', 'base', true],
+      ['rw', 'img', false],
     ] as const) {
       const m = await d.getMetadata(id)
       t.is(m.id, id)
       t.is(m.parent, parent, `${id} parent`)
       t.is(m.readOnly, ro, `${id} readOnly`)
-      t.is(m.size, '', `${id} has no size limit`)
-      t.regex(m.created, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
-      const created = Date.parse(m.created)
-      t.true(created >= t0 - 1000 && created <= t1 + 1000, `${id} created ${m.created} within the test`)
+      t.is(m.size, null, `${id} has no size limit`)
+      t.true(m.created instanceof Date, `${id} created is a Date`)
+      const created = m.created.getTime()
+      t.true(created >= t0 - 1000 && created <= t1 + 1000, `${id} created ${m.created.toISOString()} within the test`)
       const show = await oracleShow(path.join(home, 'subvolumes', id))
-      t.is(m.subvolumeId, String(show.id), `${id} subvolume id agrees with btrfs subvolume show`)
+      t.is(m.subvolumeId, show.id, `${id} subvolume id (a number) agrees with btrfs subvolume show`)
+      t.is<string | null, string | null>(m.uuid, show.uuid, `${id} uuid agrees with btrfs subvolume show`)
+      t.false('uidMaps' in m || 'gidMaps' in m, `${id}: no id maps of its own`)
+      t.is(m.mountLabel, id === 'rw' ? 'system_u:object_r:container_file_t:s0:c1,c2' : undefined)
       // The record is an xattr on the layer's root, there exactly when the kernel's defaults
       // do not say it all (a parent, a label).
       const rec = await oracleRecord(path.join(home, 'subvolumes', id))
-      t.is(rec?.parent ?? '', parent, `${id}: the record on the layer (getfattr) names its parent`)
+      t.is(rec?.parent ?? null, parent, `${id}: the record on the layer (getfattr) names its parent`)
       if (id === 'base') t.is(rec, null)
     }
     const ids = new Set((await Promise.all(['base', 'img', 'rw'].map((i) => d.getMetadata(i)))).map((m) => m.subvolumeId))
@@ -466,7 +482,7 @@ btrfsTest('mountLabel is accepted by create and get (SELinux off: ignored)', asy
     await fsp.writeFile(path.join(p, 'f'), 'ok')
     await d.put('b')
     t.deepEqual(await d.layers(), ['a', 'b'])
-    await rejectsCode(t, d.create('c', undefined, { mountLabel: 42 as never }), 'EINVAL', 'non-string label')
+    await rejectsCode(t, d.create('c', undefined, { mountLabel: 42 as never }), 'ERR_INVALID_ARG_TYPE', 'non-string label')
     t.false(await d.exists('c'))
   })
 })
@@ -519,7 +535,7 @@ const BAD_IDS: [string, unknown][] = [
   ['bigint', 1n],
 ]
 
-btrfsTest(`every bad id (${BAD_IDS.length}) is EINVAL for every method, and nothing is created`, async (t, dir) => {
+btrfsTest(`every bad id (${BAD_IDS.length}) is EINVAL (a string) or a TypeError (another type) for every method, and nothing is created`, async (t, dir) => {
   await store(dir, async (d, home) => {
     await d.create('ok')
     await writeLayer(d, 'ok', { f: 'x' })
@@ -529,19 +545,23 @@ btrfsTest(`every bad id (${BAD_IDS.length}) is EINVAL for every method, and noth
     const outside = await fsp.readdir(path.dirname(dir))
     for (const [what, id] of BAD_IDS) {
       const bad = id as string
-      await rejectsCode(t, () => d.create(bad), 'EINVAL', `create(${what})`)
-      await rejectsCode(t, () => d.create(bad, 'ok'), 'EINVAL', `create(${what}, 'ok')`)
-      await rejectsCode(t, () => d.createReadWrite(bad), 'EINVAL', `createReadWrite(${what})`)
-      await rejectsCode(t, () => d.remove(bad), 'EINVAL', `remove(${what})`)
-      await rejectsCode(t, () => d.get(bad), 'EINVAL', `get(${what})`)
-      await rejectsCode(t, () => d.put(bad), 'EINVAL', `put(${what})`)
-      await rejectsCode(t, () => d.exists(bad), 'EINVAL', `exists(${what})`)
-      await rejectsCode(t, () => d.getMetadata(bad), 'EINVAL', `getMetadata(${what})`)
+      const code = typeof id === 'string' ? 'EINVAL' : 'ERR_INVALID_ARG_TYPE'
+      await rejectsCode(t, () => d.create(bad), code, `create(${what})`)
+      await rejectsCode(t, () => d.create(bad, 'ok'), code, `create(${what}, 'ok')`)
+      await rejectsCode(t, () => d.createReadWrite(bad), code, `createReadWrite(${what})`)
+      await rejectsCode(t, () => d.remove(bad), code, `remove(${what})`)
+      await rejectsCode(t, () => d.get(bad), code, `get(${what})`)
+      await rejectsCode(t, () => d.put(bad), code, `put(${what})`)
+      await rejectsCode(t, () => d.exists(bad), code, `exists(${what})`)
+      await rejectsCode(t, () => d.getMetadata(bad), code, `getMetadata(${what})`)
+      await rejectsCode(t, () => d.changes(bad), code, `changes(${what})`)
+      await rejectsCode(t, () => d.diffSize(bad), code, `diffSize(${what})`)
+      await rejectsCode(t, () => d.diff(bad), code, `diff(${what})`)
       // As the parent ('' and null/undefined mean "no parent"), in the options and positionally
       // (where a plain object is the options object, so only the other types are parents).
       if (id !== '' && id !== null && id !== undefined) {
-        await rejectsCode(t, () => d.create('child-of-bad', { parent: bad }), 'EINVAL', `create('child-of-bad', { parent: ${what} })`)
-        if (typeof id !== 'object') await rejectsCode(t, () => d.create('child-of-bad', bad), 'EINVAL', `create('child-of-bad', ${what})`)
+        await rejectsCode(t, () => d.create('child-of-bad', { parent: bad }), code, `create('child-of-bad', { parent: ${what} })`)
+        if (typeof id !== 'object') await rejectsCode(t, () => d.create('child-of-bad', bad), code, `create('child-of-bad', ${what})`)
       }
     }
     t.deepEqual(await observe(fs().mnt, [dir]), before, 'nothing changed in the store')
@@ -560,16 +580,24 @@ btrfsTest('bad create options are EINVAL and create nothing', async (t, dir) => 
     const before = await observe(fs().mnt, [dir])
     const cases: [string, unknown][] = [
       ['unknown key', { sizee: '1G' }],
-      ['readOnly not boolean', { readOnly: 'yes' }],
       ['size not a size', { size: 'big' }],
       ['negative size', { size: -1 }],
       ['fractional size', { size: 1.5 }],
       ['zero size', { size: 0 }],
-      ['options a string', 'ro'],
-      ['options null', null],
     ]
     for (const [what, opts] of cases) {
       await rejectsCode(t, () => d.create('new', 'base', opts as never), 'EINVAL', what)
+    }
+    // A wrong JS type is Node's TypeError, before anything happens.
+    const wrongType: [string, unknown][] = [
+      ['readOnly not boolean', { readOnly: 'yes' }],
+      ['size an object', { size: {} }],
+      ['mountLabel a number', { mountLabel: 1 }],
+      ['options a string', 'ro'],
+      ['options null', null],
+    ]
+    for (const [what, opts] of wrongType) {
+      await rejectsCode(t, () => d.create('new', 'base', opts as never), 'ERR_INVALID_ARG_TYPE', what)
     }
     await rejectsCode(t, () => d.createReadWrite('new', 'base', { readOnly: true } as never), 'EINVAL', 'createReadWrite with readOnly')
     await rejectsCode(t, () => d.get('base', { label: 'x' } as never), 'EINVAL', 'get with an unknown option')
@@ -625,7 +653,7 @@ btrfsTest('many concurrent creates and removes of different ids all succeed', as
     t.deepEqual(await oracleStore(home), expectedStore(['base', ...ids]))
     for (const [i, id] of ids.entries()) {
       t.deepEqual(await readLayer(d, id), i % 2 === 0 ? { f: 'base' } : {}, id)
-      t.is((await d.getMetadata(id)).parent, i % 2 === 0 ? 'base' : '')
+      t.is((await d.getMetadata(id)).parent, i % 2 === 0 ? 'base' : null)
     }
     // Remove half while creating others, all at once.
     const gone = ids.filter((_, i) => i % 2 === 1)

@@ -5,6 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import * as fsp from 'node:fs/promises'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import {
   BtrfsError,
@@ -20,6 +21,7 @@ import {
   sync,
 } from '../ts/index'
 import {
+  expectArgTypeNoChange,
   expectBtrfsError,
   expectErrorNoChange,
   fill,
@@ -95,23 +97,28 @@ async function runCases(t: ExecutionContext, f: Fixture, cases: Case[]) {
   }
 }
 
-/** Every path-taking function, with the path in each argument position it can go. */
-function everyPathCall(f: Fixture, p: string): [string, () => Promise<unknown>][] {
+/**
+ * Every path-taking function, with the path in each argument position it can go, and what its
+ * error names: `path`, and for snapshot (two paths, as Node's rename) `path` and `dest`.
+ */
+function everyPathCall(f: Fixture, p: string): [string, () => Promise<unknown>, { path: string; dest?: string }][] {
+  const snapDest = path.join(f.dir, 'snap-dest')
+  const at = (label: string, call: () => Promise<unknown>): [string, () => Promise<unknown>, { path: string }] => [label, call, { path: p }]
   return [
-    ['isSubvolume', () => isSubvolume(p)],
-    ['createSubvolume', () => createSubvolume(p)],
-    ['snapshot source', () => snapshot(p, path.join(f.dir, 'snap-dest'))],
-    ['snapshot dest', () => snapshot(f.sv, p)],
-    ['snapshot readOnly dest', () => snapshot(f.sv, p, { readOnly: true })],
-    ['deleteSubvolume', () => deleteSubvolume(p)],
-    ['deleteSubvolume recursive', () => deleteSubvolume(p, { recursive: true })],
-    ['subvolumeInfo', () => subvolumeInfo(p)],
-    ['listSubvolumes', () => listSubvolumes(p)],
-    ['isReadOnly', () => isReadOnly(p)],
-    ['setReadOnly true', () => setReadOnly(p, true)],
-    ['setReadOnly false', () => setReadOnly(p, false)],
-    ['sync', () => sync(p)],
-    ['filesystemInfo', () => filesystemInfo(p)],
+    at('isSubvolume', () => isSubvolume(p)),
+    at('createSubvolume', () => createSubvolume(p)),
+    ['snapshot source', () => snapshot(p, snapDest), { path: p, dest: snapDest }],
+    ['snapshot dest', () => snapshot(f.sv, p), { path: f.sv, dest: p }],
+    ['snapshot readOnly dest', () => snapshot(f.sv, p, { readOnly: true }), { path: f.sv, dest: p }],
+    at('deleteSubvolume', () => deleteSubvolume(p)),
+    at('deleteSubvolume recursive', () => deleteSubvolume(p, { recursive: true })),
+    at('subvolumeInfo', () => subvolumeInfo(p)),
+    at('listSubvolumes', () => listSubvolumes(p)),
+    at('isReadOnly', () => isReadOnly(p)),
+    at('setReadOnly true', () => setReadOnly(p, true)),
+    at('setReadOnly false', () => setReadOnly(p, false)),
+    at('sync', () => sync(p)),
+    at('filesystemInfo', () => filesystemInfo(p)),
   ]
 }
 
@@ -124,7 +131,7 @@ btrfsTest('EINVAL: an empty path, for every function and argument', async (t, di
   await runCases(
     t,
     f,
-    everyPathCall(f, '').map(([l, c]) => [`${l}('')`, c, { code: 'EINVAL', path: '' }] as Case),
+    everyPathCall(f, '').map(([l, c, where]) => [`${l}('')`, c, { code: 'EINVAL', ...where, syscall: null }] as Case),
   )
 })
 
@@ -134,7 +141,7 @@ btrfsTest('EINVAL: a NUL byte in the path, for every function and argument', asy
     await runCases(
       t,
       f,
-      everyPathCall(f, p).map(([l, c]) => [`${l}(${JSON.stringify(p)})`, c, { code: 'EINVAL', path: p }] as Case),
+      everyPathCall(f, p).map(([l, c, where]) => [`${l}(${JSON.stringify(p)})`, c, { code: 'EINVAL', ...where, syscall: null }] as Case),
     )
   }
 })
@@ -143,10 +150,10 @@ btrfsTest('EINVAL: creating or deleting a path that names no entry (/, ., ..)', 
   const f = await setup(t, dir)
   const cases: Case[] = []
   for (const p of [`${f.sv}/.`, `${f.sv}/..`, '/', `${f.parent}/in/..`]) {
-    cases.push([`createSubvolume(${p})`, () => createSubvolume(p), { code: 'EINVAL', path: p }])
-    cases.push([`snapshot dest ${p}`, () => snapshot(f.sv, p), { code: 'EINVAL', path: p }])
-    cases.push([`deleteSubvolume(${p})`, () => deleteSubvolume(p), { code: 'EINVAL', path: p }])
-    cases.push([`deleteSubvolume(${p}, recursive)`, () => deleteSubvolume(p, { recursive: true }), { code: 'EINVAL', path: p }])
+    cases.push([`createSubvolume(${p})`, () => createSubvolume(p), { code: 'EINVAL', path: p, syscall: null }])
+    cases.push([`snapshot dest ${p}`, () => snapshot(f.sv, p), { code: 'EINVAL', path: f.sv, dest: p, syscall: null }])
+    cases.push([`deleteSubvolume(${p})`, () => deleteSubvolume(p), { code: 'EINVAL', path: p, syscall: null }])
+    cases.push([`deleteSubvolume(${p}, recursive)`, () => deleteSubvolume(p, { recursive: true }), { code: 'EINVAL', path: p, syscall: null }])
   }
   await runCases(t, f, cases)
 })
@@ -165,7 +172,7 @@ btrfsTest('ENAMETOOLONG: a final component over 255 bytes, for every function', 
     await runCases(
       t,
       f,
-      everyPathCall(f, p).map(([l, c]) => [`${l}(${p.length} chars)`, c, { code: 'ENAMETOOLONG', path: p }] as Case),
+      everyPathCall(f, p).map(([l, c, where]) => [`${l}(${p.length} chars)`, c, { code: 'ENAMETOOLONG', ...where, syscall: null }] as Case),
     )
   }
 })
@@ -328,7 +335,7 @@ btrfsTest('EXDEV: a snapshot across two btrfs filesystems', async (t, dir) => {
   const f = await setup(t, dir)
   const other = await extra()
   const dest = path.join(other.mnt, 'snap')
-  await runCases(t, f, [['snapshot to another btrfs', () => snapshot(f.sv, dest), { code: 'EXDEV', path: dest }]])
+  await runCases(t, f, [['snapshot to another btrfs', () => snapshot(f.sv, dest), { code: 'EXDEV', path: f.sv, dest, syscall: 'BTRFS_IOC_SNAP_CREATE_V2' }]])
   t.deepEqual(await fsp.readdir(other.mnt), [])
 })
 
@@ -368,54 +375,60 @@ btrfsTest('deleting a subvolume mounted on its own elsewhere (mount -o subvol=) 
 // ---------------------------------------------------------------------------------------------
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-btrfsTest('EINVAL: non-string paths, for every function and argument', async (t, dir) => {
+btrfsTest('TypeError ERR_INVALID_ARG_TYPE: non-string paths, for every function and argument; nothing changes', async (t, dir) => {
   const f = await setup(t, dir)
   const dest = path.join(f.dir, 'dest')
-  const cases: Case[] = []
   for (const bad of [undefined, null, 42, {}, ['x'], Buffer.from(f.sv), true, Symbol('p')] as any[]) {
     const n = typeof bad === 'symbol' ? 'symbol' : JSON.stringify(bad) ?? String(bad)
-    const w: ExpectedError = { code: 'EINVAL', path: null }
-    cases.push(
-      [`isSubvolume(${n})`, () => isSubvolume(bad), w],
-      [`createSubvolume(${n})`, () => createSubvolume(bad), w],
-      [`snapshot(${n}, dest)`, () => snapshot(bad, dest), w],
-      [`snapshot(sv, ${n})`, () => snapshot(f.sv, bad), w],
-      [`deleteSubvolume(${n})`, () => deleteSubvolume(bad), w],
-      [`deleteSubvolume(${n}, recursive)`, () => deleteSubvolume(bad, { recursive: true }), w],
-      [`subvolumeInfo(${n})`, () => subvolumeInfo(bad), w],
-      [`listSubvolumes(${n})`, () => listSubvolumes(bad), w],
-      [`isReadOnly(${n})`, () => isReadOnly(bad), w],
-      [`setReadOnly(${n})`, () => setReadOnly(bad, true), w],
-      [`sync(${n})`, () => sync(bad), w],
-      [`filesystemInfo(${n})`, () => filesystemInfo(bad), w],
-    )
+    const calls: [string, () => unknown][] = [
+      [`isSubvolume(${n})`, () => isSubvolume(bad)],
+      [`createSubvolume(${n})`, () => createSubvolume(bad)],
+      [`snapshot(${n}, dest)`, () => snapshot(bad, dest)],
+      [`snapshot(sv, ${n})`, () => snapshot(f.sv, bad)],
+      [`deleteSubvolume(${n})`, () => deleteSubvolume(bad)],
+      [`deleteSubvolume(${n}, recursive)`, () => deleteSubvolume(bad, { recursive: true })],
+      [`subvolumeInfo(${n})`, () => subvolumeInfo(bad)],
+      [`listSubvolumes(${n})`, () => listSubvolumes(bad)],
+      [`isReadOnly(${n})`, () => isReadOnly(bad)],
+      [`setReadOnly(${n})`, () => setReadOnly(bad, true)],
+      [`sync(${n})`, () => sync(bad)],
+      [`filesystemInfo(${n})`, () => filesystemInfo(bad)],
+    ]
+    for (const [label, call] of calls) await expectArgTypeNoChange(t, fs().mnt, [f.dir, f.nb], call, label)
   }
-  await runCases(t, f, cases)
+  // Node's wording, received value included.
+  const e = await t.throwsAsync(isSubvolume(5 as any))
+  t.is(e?.message, 'The "path" argument must be of type string. Received type number (5)')
+  const s = await t.throwsAsync(snapshot(f.sv, dest, { readOnly: 'yes' } as any))
+  t.is(s?.message, `The "readOnly" argument must be of type boolean. Received type string ('yes')`)
 })
 
-btrfsTest('EINVAL: unknown option keys and badly typed options change nothing', async (t, dir) => {
+btrfsTest('unknown option keys are EINVAL, badly typed options a TypeError; nothing changes', async (t, dir) => {
   const f = await setup(t, dir)
   const dest = path.join(f.dir, 'dest')
   const w: ExpectedError = { code: 'EINVAL', path: null }
   await runCases(t, f, [
     ['snapshot {readonly} (typo)', () => snapshot(f.sv, dest, { readonly: true } as any), w],
     ['snapshot {readOnly, extra}', () => snapshot(f.sv, dest, { readOnly: true, extra: 1 } as any), w],
-    ['snapshot {readOnly: "true"}', () => snapshot(f.sv, dest, { readOnly: 'true' } as any), w],
-    ['snapshot {readOnly: 1}', () => snapshot(f.sv, dest, { readOnly: 1 } as any), w],
-    ['snapshot options null', () => snapshot(f.sv, dest, null as any), w],
-    ['snapshot options true', () => snapshot(f.sv, dest, true as any), w],
-    ['snapshot options "ro"', () => snapshot(f.sv, dest, 'ro' as any), w],
     ['deleteSubvolume {recurse} (typo)', () => deleteSubvolume(f.parent, { recurse: true } as any), w],
     ['deleteSubvolume {Recursive}', () => deleteSubvolume(f.sv, { Recursive: true } as any), w],
-    ['deleteSubvolume {recursive: "yes"}', () => deleteSubvolume(f.parent, { recursive: 'yes' } as any), w],
-    ['deleteSubvolume {recursive: 1}', () => deleteSubvolume(f.parent, { recursive: 1 } as any), w],
-    ['deleteSubvolume options null', () => deleteSubvolume(f.sv, null as any), w],
-    ['deleteSubvolume options true', () => deleteSubvolume(f.parent, true as any), w],
-    ['setReadOnly without a value', () => (setReadOnly as any)(f.sv), w],
-    ['setReadOnly "true"', () => setReadOnly(f.sv, 'true' as any), w],
-    ['setReadOnly 1', () => setReadOnly(f.sv, 1 as any), w],
-    ['setReadOnly null', () => setReadOnly(f.sv, null as any), w],
   ])
+  const wrongType: [string, () => unknown][] = [
+    ['snapshot {readOnly: "true"}', () => snapshot(f.sv, dest, { readOnly: 'true' } as any)],
+    ['snapshot {readOnly: 1}', () => snapshot(f.sv, dest, { readOnly: 1 } as any)],
+    ['snapshot options null', () => snapshot(f.sv, dest, null as any)],
+    ['snapshot options true', () => snapshot(f.sv, dest, true as any)],
+    ['snapshot options "ro"', () => snapshot(f.sv, dest, 'ro' as any)],
+    ['deleteSubvolume {recursive: "yes"}', () => deleteSubvolume(f.parent, { recursive: 'yes' } as any)],
+    ['deleteSubvolume {recursive: 1}', () => deleteSubvolume(f.parent, { recursive: 1 } as any)],
+    ['deleteSubvolume options null', () => deleteSubvolume(f.sv, null as any)],
+    ['deleteSubvolume options true', () => deleteSubvolume(f.parent, true as any)],
+    ['setReadOnly without a value', () => (setReadOnly as any)(f.sv)],
+    ['setReadOnly "true"', () => setReadOnly(f.sv, 'true' as any)],
+    ['setReadOnly 1', () => setReadOnly(f.sv, 1 as any)],
+    ['setReadOnly null', () => setReadOnly(f.sv, null as any)],
+  ]
+  for (const [label, call] of wrongType) await expectArgTypeNoChange(t, fs().mnt, [f.dir, f.nb], call, label)
   t.false(await oracleReadOnly(f.sv))
 })
 /* eslint-enable @typescript-eslint/no-explicit-any */
@@ -423,14 +436,22 @@ btrfsTest('EINVAL: unknown option keys and badly typed options change nothing', 
 btrfsTest('errors carry the shape of a Node fs error', async (t, dir) => {
   const f = await setup(t, dir)
   const e = await expectBtrfsError(t, subvolumeInfo(f.missing), { code: 'ENOENT', path: f.missing })
-  t.is(e.errno, 2)
+  t.is(e.errno, -os.constants.errno.ENOENT, 'negative, as in Node')
+  t.is(e.syscall, 'open', 'the system call that failed')
+  t.is(e.message, `ENOENT: No such file or directory, subvolumeInfo '${f.missing}'`, 'names the API call')
   t.true(e.message.startsWith('ENOENT'), e.message)
   t.true(e.message.includes(f.missing), e.message)
   t.true(typeof e.stack === 'string')
   const n = await expectBtrfsError(t, sync(f.nb), { code: 'ERR_NOT_BTRFS', path: f.nb })
   t.is(n.errno, undefined)
-  // The syscall names the operation that failed.
-  await expectBtrfsError(t, createSubvolume(f.sv), { code: 'EEXIST', path: f.sv, syscall: /SUBVOL_CREATE/ })
-  await expectBtrfsError(t, snapshot(f.sv, f.sv), { code: 'EEXIST', path: f.sv, syscall: /SNAP_CREATE/ })
+  // The syscall is the ioctl that failed; a two-path call names both paths, as Node's rename.
+  await expectBtrfsError(t, createSubvolume(f.sv), { code: 'EEXIST', path: f.sv, syscall: 'BTRFS_IOC_SUBVOL_CREATE_V2' })
+  const snap = await expectBtrfsError(t, snapshot(f.sv, f.sv), { code: 'EEXIST', path: f.sv, dest: f.sv, syscall: 'BTRFS_IOC_SNAP_CREATE_V2' })
+  t.is(snap.errno, -os.constants.errno.EEXIST)
+  const other = path.join(f.dir, 'other-snap')
+  await snapshot(f.sv, other)
+  const twice = await expectBtrfsError(t, snapshot(f.sv, other), { code: 'EEXIST', path: f.sv, dest: other })
+  t.is(twice.message, `EEXIST: file already exists, snapshot '${f.sv}' -> '${other}'`)
+  await deleteSubvolume(other)
   await expectBtrfsError(t, deleteSubvolume(f.parent), { code: 'ENOTEMPTY', path: f.parent, syscall: /SNAP_DESTROY/ })
 })

@@ -51,7 +51,7 @@ btrfsTest('init with maps: the store and every layer root are owned by the remap
     await d.createReadWrite('rw', 'child')
     const st = await statOf([home, ...['base', 'child', 'rw'].map((id) => path.join(home, 'subvolumes', id))])
     for (const [p, s] of st) t.deepEqual([s.uid, s.gid], [HOST_ROOT, HOST_ROOT], p)
-    t.is(new Map(await d.status()).get('Remapped Root'), `${HOST_ROOT}:${HOST_ROOT}`)
+    t.deepEqual((await d.status()).remappedRoot, { uid: HOST_ROOT, gid: HOST_ROOT })
   })
 })
 

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process'
 import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { BtrfsError, unmount, type BtrfsDriver } from '../ts/index'
+import { BtrfsError, statusPairs, unmount, type BtrfsDriver } from '../ts/index'
 import { isMountPoint, unmountIfMounted, useBtrfs } from './helpers/btrfs'
 import { REMAP, collectDriversBeforeTeardown, rejectsCode, withDriver } from './helpers/driver-util'
 import { S1, ownerOf, shifted, statOf } from './helpers/idmap-util'
@@ -35,7 +35,7 @@ async function target(): Promise<{ dir: string; remove(): Promise<void> }> {
 
 /** Whether idmapped mounts can be tested here; logs the reason when not. */
 async function supported(t: ExecutionContext, d: BtrfsDriver): Promise<boolean> {
-  const status = new Map(await d.status())
+  const status = new Map(statusPairs(await d.status()))
   const v = status.get('Idmapped Mounts')
   if (v !== 'supported') {
     t.log(`SKIPPED: status() says Idmapped Mounts = ${v} on kernel ${status.get('Kernel Version')}`)
@@ -75,7 +75,7 @@ async function makeBase(d: BtrfsDriver, stored: { uid: (c: number) => number }):
 
 btrfsTest('status() reports Idmapped Mounts', async (t, dir) => {
   await withDriver(path.join(dir, 'home'), undefined, async (d) => {
-    const status = new Map(await d.status())
+    const status = new Map(statusPairs(await d.status()))
     t.true(status.has('Idmapped Mounts'))
     t.true(['supported', 'unsupported'].includes(status.get('Idmapped Mounts') ?? ''), status.get('Idmapped Mounts'))
     t.log(`Idmapped Mounts: ${status.get('Idmapped Mounts')} (kernel ${status.get('Kernel Version')})`)

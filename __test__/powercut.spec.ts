@@ -125,7 +125,7 @@ async function observeLayer(driver: BtrfsDriver, id: string): Promise<LayerState
   try {
     let parent: string
     try {
-      parent = (await driver.getMetadata(id)).parent
+      parent = (await driver.getMetadata(id)).parent ?? ''
     } catch (e) {
       parent = `<getMetadata fails: ${(e as { code?: string }).code ?? (e as Error).message}>`
     }

@@ -4,6 +4,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import * as fsp from 'node:fs/promises'
+import * as os from 'node:os'
 import * as path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import {
@@ -16,6 +17,7 @@ import {
   snapshot,
   subvolumeInfo,
 } from '../ts/index'
+import type { NativeError } from '../native/index'
 import { fromNative } from '../ts/errors'
 import { exists, expectBtrfsError, fill, mkSubvol, oracleBelow, oracleShow, useBtrfs } from './helpers/btrfs'
 
@@ -25,7 +27,7 @@ const { btrfsTest, fs } = useBtrfs(test)
 process.env.RUST_BACKTRACE = '0'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const native = require('../native/index.js') as { __panicForTest(): Promise<unknown> }
+const native = require('../native/index.js') as typeof import('../native/index')
 
 // ---------------------------------------------------------------------------------------------
 // Panics (no btrfs needed)
@@ -35,7 +37,7 @@ test('a panic in native code rejects the promise with ERR_INTERNAL; the process 
   const p = native.__panicForTest()
   t.true(p instanceof Promise, 'returns a promise, does not throw')
   const raw = await t.throwsAsync(p)
-  const e = fromNative(raw)
+  const e = fromNative(raw, '__panicForTest') as BtrfsError
   t.true(e instanceof BtrfsError)
   t.is(e.code, 'ERR_INTERNAL')
   t.regex(e.message, /panic/)
@@ -45,7 +47,7 @@ test('a panic in native code rejects the promise with ERR_INTERNAL; the process 
   const many = await Promise.allSettled(Array.from({ length: 16 }, () => native.__panicForTest()))
   for (const r of many) {
     t.is(r.status, 'rejected')
-    if (r.status === 'rejected') t.is(fromNative(r.reason).code, 'ERR_INTERNAL')
+    if (r.status === 'rejected') t.is((fromNative(r.reason, '__panicForTest') as BtrfsError).code, 'ERR_INTERNAL')
   }
 
   // The process and the thread pool still work: real calls give typed answers.
@@ -60,20 +62,23 @@ test('a panic in native code rejects the promise with ERR_INTERNAL; the process 
   await expectBtrfsError(t, isSubvolume('/proc'), { code: 'ERR_NOT_BTRFS', path: '/proc' })
 })
 
-test('fromNative turns foreign errors into BtrfsError without losing the message', (t) => {
-  const e = fromNative(new Error('Failed to convert JavaScript value `Number 1` into rust type `String`'))
+test('a native failure is an Error object built in Rust (no JSON); fromNative makes it a BtrfsError and passes foreign errors on', async (t) => {
+  const raw = (await t.throwsAsync(native.isSubvolume('/nonexistent-btrfs-layers/x'))) as unknown as NativeError
+  t.is(raw.name, 'BtrfsNativeError')
+  t.is(raw.code, 'ENOENT')
+  t.is(raw.errno, -os.constants.errno.ENOENT, 'negative, as in Node')
+  t.is(raw.syscall, 'stat')
+  t.is(raw.operation, 'isSubvolume')
+  t.is(raw.path, '/nonexistent-btrfs-layers/x')
+  t.is(raw.message, 'No such file or directory', 'the message is text, not a JSON record')
+  const e = fromNative(raw, 'isSubvolume') as BtrfsError
   t.true(e instanceof BtrfsError)
-  t.is(e.code, 'EINVAL')
-  t.regex(e.message, /convert/)
-  const same = new BtrfsError('ENOENT', 'ENOENT: x', { errno: 2, syscall: 'open', path: '/x' })
-  t.is(fromNative(same), same)
-  const rec = fromNative(
-    new Error(JSON.stringify({ btrfsLayers: 1, code: 'EEXIST', errno: 17, syscall: 'mkdir', path: '/p', message: 'exists' })),
-  )
-  t.is(rec.code, 'EEXIST')
-  t.is(rec.errno, 17)
-  t.is(rec.syscall, 'mkdir')
-  t.is(rec.path, '/p')
+  t.is(e.message, "ENOENT: No such file or directory, isSubvolume '/nonexistent-btrfs-layers/x'")
+  // A synchronous call throws the same kind of object.
+  const foreign = new Error('from an input stream')
+  t.is(fromNative(foreign, 'applyDiff'), foreign, 'an error that is not ours goes on as it is')
+  const same = new BtrfsError('ENOENT', 'ENOENT: x', { errno: -2, syscall: 'open', path: '/x' })
+  t.is(fromNative(same, 'x'), same)
 })
 
 btrfsTest('after native panics, real btrfs calls still work', async (t, dir) => {

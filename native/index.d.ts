@@ -177,8 +177,13 @@ export interface Mapping {
   gidMaps?: Array<IdMapEntry>
 }
 
-/** What a native call rejects (or throws) with. */
+/**
+ * What a native call rejects (or throws) with: an `Error` carrying these fields (the ones
+ * in `errors` are plain objects).
+ */
 export interface NativeError {
+  /** Tells these apart from napi's own errors. */
+  name: 'BtrfsNativeError'
   /** `ENOENT`, `ERR_BAD_LAYER`, ... */
   code: string
   /** The kernel's errno, negative as in Node's fs errors; absent when the kernel gave none. */

@@ -96,15 +96,9 @@ export interface CallPaths {
   dest?: string
 }
 
-/** Whether `err` is what the native side rejects or throws with (a plain object, not an Error). */
+/** Whether `err` is what the native side rejects or throws with. */
 function isNativeError(err: unknown): err is NativeError {
-  return (
-    typeof err === 'object' &&
-    err !== null &&
-    !(err instanceof Error) &&
-    typeof (err as NativeError).code === 'string' &&
-    typeof (err as NativeError).message === 'string'
-  )
+  return typeof err === 'object' && err !== null && (err as NativeError).name === 'BtrfsNativeError' && typeof (err as NativeError).code === 'string'
 }
 
 /**

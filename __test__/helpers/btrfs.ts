@@ -724,8 +724,13 @@ export interface ExpectedError {
   code: string
   /** The path the error must name; `null` for errors raised before any path is involved. */
   path?: string | null
-  /** The syscall/ioctl name, or true for "some non-empty syscall". */
-  syscall?: string | RegExp | true
+  /**
+   * The syscall/ioctl name, true for "some system call", `null` for none (an argument refused
+   * before any call). Omitted: when there is one, it names a real call, never an API.
+   */
+  syscall?: string | RegExp | true | null
+  /** The second path of a two-path call (`snapshot`'s dest), which the error must name. */
+  dest?: string
   /** Prefix of the assertion messages. */
   label?: string
 }
@@ -738,7 +743,7 @@ export async function expectBtrfsError(
   t: ExecutionContext,
   promise: Promise<unknown>,
   want: ExpectedError,
-): Promise<Error & { code?: string; errno?: number; syscall?: string; path?: string }> {
+): Promise<Error & { code?: string; errno?: number; syscall?: string; path?: string; dest?: string }> {
   // Imported lazily so that the harness itself loads without the native module.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { BtrfsError } = require('../../ts/index') as typeof import('../../ts/index')
@@ -764,11 +769,20 @@ export async function expectBtrfsError(
     // Rejected in the facade before the native layer saw anything.
     t.is(e.path, undefined, `${L}no path`)
   } else {
-    if (errno !== undefined) t.is(e.errno, errno, `${L}errno of ${want.code}`)
+    // Negative, as Node's fs errors carry it.
+    if (errno !== undefined) t.is(e.errno, -errno, `${L}errno of ${want.code}`)
     else t.is(e.errno, undefined, `${L}no errno for ${want.code}`)
     if (want.path !== undefined) t.is(e.path, want.path, `${L}path`)
-    if (want.syscall === true || want.syscall === undefined) {
-      t.true(typeof e.syscall === 'string' && e.syscall.length > 0, `${L}syscall set: ${e.syscall}`)
+    if (want.dest !== undefined) {
+      t.is(e.dest, want.dest, `${L}dest`)
+      t.true(e.message.endsWith(` '${want.path ?? e.path}' -> '${want.dest}'`), `${L}message names both paths: ${e.message}`)
+    }
+    if (want.syscall === undefined) {
+      if (e.syscall !== undefined) t.true(isSystemCall(e.syscall), `${L}syscall is a system call or ioctl: ${e.syscall}`)
+    } else if (want.syscall === null) {
+      t.is(e.syscall, undefined, `${L}no syscall for an argument refused before any call`)
+    } else if (want.syscall === true) {
+      t.true(isSystemCall(e.syscall), `${L}syscall is a system call or ioctl: ${e.syscall}`)
     } else if (want.syscall instanceof RegExp) {
       t.regex(e.syscall ?? '', want.syscall, L)
     } else {
@@ -776,6 +790,14 @@ export async function expectBtrfsError(
     }
   }
   return e
+}
+
+/** API and operation names that an error's `syscall` must never hold (`sync` is both). */
+const NOT_SYSCALLS = new Set(['create', 'remove', 'get', 'put', 'init', 'snapshot', 'remap', 'changes', 'diff', 'idmap', 'driver', 'exists', 'layers', 'status'])
+
+/** Whether `name` looks like a system call (`openat`, `renameat2`) or an ioctl (`BTRFS_IOC_SEND`). */
+export function isSystemCall(name: string | undefined): boolean {
+  return typeof name === 'string' && /^([a-z][a-z0-9_]*|(BTRFS|FS)_IOC_[A-Z0-9_]+)$/.test(name) && !NOT_SYSCALLS.has(name)
 }
 
 /** Everything observable about `dirs` on filesystem `mnt`: btrfs-progs' list and the trees. */
@@ -802,4 +824,23 @@ export async function expectErrorNoChange(
   await expectBtrfsError(t, fn(), want)
   const after = await observe(mnt, dirs)
   t.deepEqual(after, before, `${want.label ? want.label + ': ' : ''}nothing changed`)
+}
+
+/**
+ * Assert that `fn` rejects (or throws) with Node's `TypeError` `ERR_INVALID_ARG_TYPE` for a wrong
+ * JS type, and that neither the subvolume list of `mnt` nor any file below `dirs` changed.
+ */
+export async function expectArgTypeNoChange(t: ExecutionContext, mnt: string | undefined, dirs: string[], fn: () => unknown, label: string): Promise<void> {
+  const before = await observe(mnt, dirs)
+  let err: unknown
+  try {
+    await fn()
+    t.fail(`${label}: expected a TypeError, got a resolution`)
+  } catch (e) {
+    err = e
+  }
+  t.true(err instanceof TypeError, `${label}: a TypeError: ${String(err)}`)
+  t.is((err as { code?: string }).code, 'ERR_INVALID_ARG_TYPE', `${label}: code`)
+  t.regex((err as Error).message, /^The "[\w.[\]]+" (argument|property) must be .+\. Received /, `${label}: Node's message`)
+  t.deepEqual(await observe(mnt, dirs), before, `${label}: nothing changed`)
 }

@@ -57,6 +57,12 @@ export async function rejectsCode(
   } catch (e) {
     err = e
   }
+  if (code === 'ERR_INVALID_ARG_TYPE') {
+    // A wrong JS type: Node's TypeError, not a BtrfsError.
+    t.true(err instanceof TypeError, `${what}: a TypeError: ${String(err)}`)
+    t.is((err as { code?: string }).code, code, `${what}: code`)
+    return undefined
+  }
   const e = err as BtrfsError
   if (!(e instanceof BtrfsError)) {
     t.fail(`${what}: not a BtrfsError: ${String(err)}`)

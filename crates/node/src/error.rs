@@ -3,12 +3,17 @@
 
 use btrfs_layers_core::Error as CoreError;
 use napi::bindgen_prelude::*;
+use napi::JsValue;
 use napi_derive::napi;
 use std::os::unix::ffi::OsStrExt;
 
-/// What a native call rejects (or throws) with.
+/// What a native call rejects (or throws) with: an `Error` carrying these fields (the ones
+/// in `errors` are plain objects).
 #[napi(object)]
 pub struct NativeError {
+    /// Tells these apart from napi's own errors.
+    #[napi(ts_type = "'BtrfsNativeError'")]
+    pub name: String,
     /// `ENOENT`, `ERR_BAD_LAYER`, ...
     pub code: String,
     /// The kernel's errno, negative as in Node's fs errors; absent when the kernel gave none.
@@ -69,11 +74,38 @@ impl Failure {
         if !f.all.is_empty() {
             value.errors = Some(f.all.iter().map(native_error).collect());
         }
-        match value.into_unknown(env) {
-            Ok(v) => Error::from(v),
+        match js_error(env, value) {
+            Ok(e) => e,
             Err(e) => e,
         }
     }
+}
+
+/// `value` as a JS `Error` (napi throws only an Error as it is) with its fields set.
+fn js_error(env: &Env, value: NativeError) -> Result<Error> {
+    let mut e = env.create_error(Error::new(Status::GenericFailure, value.message.clone()))?;
+    e.set("name", value.name)?;
+    e.set("code", value.code)?;
+    e.set("message", value.message)?;
+    if let Some(n) = value.errno {
+        e.set("errno", n)?;
+    }
+    if let Some(s) = value.syscall {
+        e.set("syscall", s)?;
+    }
+    if let Some(s) = value.operation {
+        e.set("operation", s)?;
+    }
+    if let Some(s) = value.path {
+        e.set("path", s)?;
+    }
+    if let Some(b) = value.raw_path {
+        e.set("rawPath", b)?;
+    }
+    if let Some(all) = value.errors {
+        e.set("errors", all)?;
+    }
+    Ok(Error::from(e.to_unknown()))
 }
 
 /// A path's bytes as JS gets them: a string (U+FFFD for bytes that are not UTF-8), and the
@@ -104,6 +136,7 @@ fn native_error(e: &CoreError) -> NativeError {
         None => (None, None),
     };
     NativeError {
+        name: "BtrfsNativeError".into(),
         code: e.code_str().to_string(),
         errno: e.errno().map(|n| -n),
         syscall: non_empty(e.syscall),
