@@ -186,22 +186,30 @@ btrfsTest('bad init options are EINVAL and create nothing', async (t, dir) => {
     ['a range past 2^32', { uidMaps: [{ containerId: 0, hostId: 4294967295, size: 2 }] }],
     ['a negative id', { uidMaps: [{ containerId: -1, hostId: 100000, size: 10 }] }],
     ['a fractional id', { uidMaps: [{ containerId: 0, hostId: 1.5, size: 10 }] }],
-    ['maps not an array', { uidMaps: { containerId: 0, hostId: 100000, size: 10 } }],
     ['unknown option key', { uidMap: [] }],
     ['unknown map key', { uidMaps: [{ containerId: 0, hostId: 100000, size: 10, extra: 1 }] }],
-    ['missing map key', { uidMaps: [{ containerId: 0, hostId: 100000 }] }],
     ['negative minSpace', { minSpace: -1 }],
     ['non-numeric minSpace', { minSpace: 'lots' }],
     ['NaN minSpace', { minSpace: Number.NaN }],
-    ['options not an object', 'fast'],
-    ['options an array', []],
   ]
   for (const [i, [what, opts]] of cases.entries()) {
     const home = path.join(dir, `home${i}`)
     await rejectsCode(t, () => BtrfsDriver.init(home, opts as never), 'EINVAL', what)
     t.false(await exists(home), `${what}: home not created`)
   }
-  await rejectsCode(t, () => BtrfsDriver.init(1 as never), 'EINVAL', 'home not a string')
+  // Wrong JS types: Node's TypeError.
+  const wrongType: [string, unknown][] = [
+    ['maps not an array', { uidMaps: { containerId: 0, hostId: 100000, size: 10 } }],
+    ['missing map key', { uidMaps: [{ containerId: 0, hostId: 100000 }] }],
+    ['options not an object', 'fast'],
+    ['options an array', []],
+  ]
+  for (const [i, [what, opts]] of wrongType.entries()) {
+    const home = path.join(dir, `typed${i}`)
+    await rejectsCode(t, () => BtrfsDriver.init(home, opts as never), 'ERR_INVALID_ARG_TYPE', what)
+    t.false(await exists(home), `${what}: home not created`)
+  }
+  await rejectsCode(t, () => BtrfsDriver.init(1 as never), 'ERR_INVALID_ARG_TYPE', 'home not a string')
   t.deepEqual(await fsp.readdir(dir), [])
 })
 

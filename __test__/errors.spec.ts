@@ -217,8 +217,8 @@ btrfsTest('EEXIST: creating or snapshotting onto any existing entry', async (t, 
   for (const p of [f.sv, f.plain, f.file, f.link, f.dangling, f.kid, f.parent]) {
     const n = path.basename(p)
     cases.push([`createSubvolume(${n})`, () => createSubvolume(p), { code: 'EEXIST', path: p }])
-    cases.push([`snapshot(sv, ${n})`, () => snapshot(f.sv, p), { code: 'EEXIST', path: p }])
-    cases.push([`snapshot(sv, ${n}, ro)`, () => snapshot(f.sv, p, { readOnly: true }), { code: 'EEXIST', path: p }])
+    cases.push([`snapshot(sv, ${n})`, () => snapshot(f.sv, p), { code: 'EEXIST', path: f.sv, dest: p }])
+    cases.push([`snapshot(sv, ${n}, ro)`, () => snapshot(f.sv, p, { readOnly: true }), { code: 'EEXIST', path: f.sv, dest: p }])
   }
   await runCases(t, f, cases)
   // The dangling symlink was not followed to create its target.
@@ -400,7 +400,7 @@ btrfsTest('TypeError ERR_INVALID_ARG_TYPE: non-string paths, for every function 
   const e = await t.throwsAsync(isSubvolume(5 as any))
   t.is(e?.message, 'The "path" argument must be of type string. Received type number (5)')
   const s = await t.throwsAsync(snapshot(f.sv, dest, { readOnly: 'yes' } as any))
-  t.is(s?.message, `The "readOnly" argument must be of type boolean. Received type string ('yes')`)
+  t.is(s?.message, `The "options.readOnly" property must be of type boolean. Received type string ('yes')`)
 })
 
 btrfsTest('unknown option keys are EINVAL, badly typed options a TypeError; nothing changes', async (t, dir) => {

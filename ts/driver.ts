@@ -255,9 +255,9 @@ export class BtrfsDriver implements AsyncDisposable {
     checkString('home', home)
     const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'minSpace'])
     const opts = {
-      uidMaps: checkIdMaps('uidMaps', o.uidMaps),
-      gidMaps: checkIdMaps('gidMaps', o.gidMaps),
-      minSpace: o.minSpace === undefined ? undefined : parseBytes('minSpace', o.minSpace),
+      uidMaps: checkIdMaps('options.uidMaps', o.uidMaps),
+      gidMaps: checkIdMaps('options.gidMaps', o.gidMaps),
+      minSpace: o.minSpace === undefined ? undefined : parseBytes('options.minSpace', o.minSpace),
     }
     return new BtrfsDriver(await call('init', () => native.driverInit(home, opts)))
   }
@@ -298,11 +298,11 @@ export class BtrfsDriver implements AsyncDisposable {
     checkId('id', id)
     const o = withParent(a, b, ['mountLabel', 'size', 'readOnly'])
     const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
-    if (o.mountLabel !== undefined) checkString('mountLabel', o.mountLabel)
-    if (o.readOnly !== undefined) checkBool('readOnly', o.readOnly)
+    if (o.mountLabel !== undefined) checkString('options.mountLabel', o.mountLabel)
+    if (o.readOnly !== undefined) checkBool('options.readOnly', o.readOnly)
     const opts = {
       mountLabel: o.mountLabel as string | undefined,
-      size: o.size === undefined ? undefined : parseBytes('size', o.size),
+      size: o.size === undefined ? undefined : parseBytes('options.size', o.size),
       readOnly: o.readOnly as boolean | undefined,
     }
     await this.#serial(id, () => call('create', () => this.#native.create(id, parent, opts)))
@@ -345,7 +345,7 @@ export class BtrfsDriver implements AsyncDisposable {
   async get(id: string, options?: { mountLabel?: string }): Promise<string> {
     checkId('id', id)
     const o = checkKeys('options', options, ['mountLabel'])
-    if (o.mountLabel !== undefined) checkString('mountLabel', o.mountLabel)
+    if (o.mountLabel !== undefined) checkString('options.mountLabel', o.mountLabel)
     const label = o.mountLabel as string | undefined
     return this.#serial(id, () => call('get', () => this.#native.get(id, label)))
   }
@@ -594,7 +594,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const o = optionsForm ? checkKeys('options', args[1], ['parent', 'signal', 'onProgress']) : { ...checkKeys('options', args[2], ['signal', 'onProgress']), parent: args[0] }
     const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
     const signal = checkSignal(o.signal)
-    const onProgress = checkCallback<(n: number) => void>('onProgress', o.onProgress)
+    const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
     if (!isInput(input)) throw argType('input', 'of type string or an instance of Buffer, Uint8Array or Readable', input)
     return this.#serial(id, () =>
       runTask(() => (typeof input === 'string' ? this.#native.applyFile(id, parent, input) : this.#native.applyStart(id, parent)), {
@@ -626,7 +626,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'signal', 'onProgress'])
     const to = checkMapping('options', { uidMaps: o.uidMaps, gidMaps: o.gidMaps })
     const signal = checkSignal(o.signal)
-    const onProgress = checkCallback<(n: number) => void>('onProgress', o.onProgress)
+    const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
     return this.#serial(target, () =>
       runTask(() => this.#native.remapStart(id, target, to), { api: 'remap', paths: { path: id, dest: target }, signal, onProgress }),
     )

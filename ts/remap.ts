@@ -46,10 +46,10 @@ export interface RemapResult {
 export async function remapLayer(path: string, options: RemapOptions): Promise<RemapResult> {
   checkString('path', path)
   const o = checkKeys('options', options ?? null, ['from', 'to', 'crossSubvolumes', 'signal', 'onProgress'])
-  const from = checkMapping('from', o.from)
-  const to = checkMapping('to', o.to)
-  const cross = checkBool('crossSubvolumes', o.crossSubvolumes)
+  const from = checkMapping('options.from', o.from)
+  const to = checkMapping('options.to', o.to)
+  const cross = checkBool('options.crossSubvolumes', o.crossSubvolumes)
   const signal = checkSignal(o.signal)
-  const onProgress = checkCallback<(inodes: number) => void>('onProgress', o.onProgress)
+  const onProgress = checkCallback<(inodes: number) => void>('options.onProgress', o.onProgress)
   return runTask(() => native.remapStart(path, from, to, cross), { api: 'remapLayer', signal, onProgress })
 }

@@ -95,7 +95,7 @@ export async function createSubvolume(path: string): Promise<void> {
  */
 export async function snapshot(source: string, dest: string, options?: { readOnly?: boolean }): Promise<void> {
   const o = checkKeys('options', options, ['readOnly'])
-  const readOnly = checkBool('readOnly', o.readOnly)
+  const readOnly = checkBool('options.readOnly', o.readOnly)
   checkString('source', source)
   checkString('dest', dest)
   await call('snapshot', () => native.snapshot(source, dest, readOnly), { path: source, dest })
@@ -110,7 +110,7 @@ export async function snapshot(source: string, dest: string, options?: { readOnl
  */
 export async function deleteSubvolume(path: string, options?: { recursive?: boolean }): Promise<void> {
   const o = checkKeys('options', options, ['recursive'])
-  const recursive = checkBool('recursive', o.recursive)
+  const recursive = checkBool('options.recursive', o.recursive)
   await call('deleteSubvolume', () => native.deleteSubvolume(checkString('path', path), recursive))
 }
 

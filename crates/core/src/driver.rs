@@ -380,12 +380,13 @@ impl Driver {
     /// An EEXIST from the kernel as "layer already exists".
     fn exists_error(&self, e: Error, id: &str, op: &'static str) -> Error {
         if e.is(Errno::EEXIST) {
-            Error::invalid(
-                Errno::EEXIST,
+            // Said in layer terms; the ioctl the kernel refused stays named.
+            Error {
                 op,
-                &self.layer_path(id),
-                "layer already exists",
-            )
+                path: Some(self.layer_path(id)),
+                message: "layer already exists".into(),
+                ..e
+            }
         } else {
             e
         }
