@@ -94,9 +94,10 @@ btrfsTest('init, create, ls and status, human and --json', async (t, dir) => {
   r = await cli('create', 'base', '--json')
   t.is(r.code, 0, r.stderr)
   const base = parseJson(t, r)
-  t.like(base, { id: 'base', parent: '', readOnly: 'false', size: '', path: layer('base') })
+  // getMetadata's typed fields, as JSON (the Date as ISO 8601).
+  t.like(base, { id: 'base', parent: null, readOnly: false, size: null, path: layer('base') })
   t.regex(base.created, /^\d{4}-\d\d-\d\dT/)
-  t.regex(base.subvolumeId, /^\d+$/)
+  t.true(Number.isSafeInteger(base.subvolumeId))
   t.true(await oracleIsSubvolume(layer('base')))
 
   r = await cli('create', 'image', '--parent', 'base', '--read-only')
@@ -106,17 +107,17 @@ btrfsTest('init, create, ls and status, human and --json', async (t, dir) => {
 
   r = await cli('create', 'capped', '-p', 'image', '--size', '64M', '--json')
   t.is(r.code, 0, r.stderr)
-  t.like(parseJson(t, r), { id: 'capped', parent: 'image', size: String(64 * 2 ** 20) })
+  t.like(parseJson(t, r), { id: 'capped', parent: 'image', size: 64 * 2 ** 20 })
 
   r = await cli('ls', '--json')
   t.is(r.code, 0, r.stderr)
-  const list = parseJson<Record<string, string>[]>(t, r)
+  const list = parseJson<Record<string, unknown>[]>(t, r)
   t.deepEqual(
     list.map((m) => [m.id, m.parent, m.readOnly, m.size]),
     [
-      ['base', '', 'false', ''],
-      ['capped', 'image', 'false', String(64 * 2 ** 20)],
-      ['image', 'base', 'true', ''],
+      ['base', null, false, null],
+      ['capped', 'image', false, 64 * 2 ** 20],
+      ['image', 'base', true, null],
     ],
   )
   r = await cli('ls')

@@ -311,7 +311,7 @@ btrfsTest('changes and diffSize stop with ABORT_ERR when their signal aborts, be
     setImmediate(() => ac.abort())
     await rejectsCode(t, pending, 'ABORT_ERR', 'aborted while walking')
   }
-  await rejectsCode(t, d.changes('abort-big', null, { signal: 'no' as never }), 'EINVAL', 'a signal that is not an AbortSignal')
+  await rejectsCode(t, d.changes('abort-big', null, { signal: 'no' as never }), 'ERR_INVALID_ARG_TYPE', 'a signal that is not an AbortSignal')
   await rejectsCode(t, d.changes('abort-big', null, { sginal: gone.signal } as never), 'EINVAL', 'an unknown option')
   t.is((await d.changes('abort-big', null, { signal: new AbortController().signal })).length, 5200, 'a signal never aborted')
 })
@@ -330,5 +330,5 @@ btrfsTest('changes, diffSize and diff of a missing layer or parent: ENOENT; bad 
   t.deepEqual(await d.changes('exists', null), [], 'nothing was applied')
   await rejectsCode(t, d.changes('../x'), 'EINVAL', 'changes with a bad id')
   await rejectsCode(t, d.diff('exists', undefined, { compression: 'lz4' as never }), 'EINVAL', 'unknown compression')
-  await rejectsCode(t, d.applyDiff('exists', null, 42 as never), 'EINVAL', 'input of the wrong type')
+  await rejectsCode(t, d.applyDiff('exists', null, 42 as never), 'ERR_INVALID_ARG_TYPE', 'input of the wrong type')
 })

@@ -1,7 +1,8 @@
 /**
  * Validation of id maps at every entry point that takes them (remapLayer from/to,
  * BtrfsDriver.init, driver.remap): overlapping container or host ranges, ranges running past
- * 2^32-1, empty ranges, non-integer or negative values are EINVAL, before anything changes.
+ * 2^32-1, empty ranges, non-integer or negative values are EINVAL, wrong JS types (a string,
+ * a missing key, not an array) Node's TypeError ERR_INVALID_ARG_TYPE, before anything changes.
  * Valid edge cases are accepted; an id outside valid maps is ERR_ID_MAPPING.
  */
 import test from 'ava'
@@ -47,8 +48,12 @@ const BAD: [string, unknown][] = [
   ['a string', '0:100000:65536'],
 ]
 
+/** Values of the wrong JS type are Node's TypeError; bad numbers are EINVAL. */
+const WRONG_TYPE = new Set(['a numeric string', 'a bigint', 'a missing key', 'null entry', 'not an array', 'a string'])
+const codeFor = (why: string) => (WRONG_TYPE.has(why) ? 'ERR_INVALID_ARG_TYPE' : 'EINVAL')
+
 for (const [why, maps] of BAD) {
-  btrfsTest(`remapLayer: ${why} -> EINVAL, nothing changed`, async (t, dir) => {
+  btrfsTest(`remapLayer: ${why} -> ${codeFor(why)}, nothing changed`, async (t, dir) => {
     await fsp.writeFile(path.join(dir, 'f'), 'x')
     const good = shifted(S1)
     const variants: [string, Mapping, Mapping][] = [
@@ -59,21 +64,21 @@ for (const [why, maps] of BAD) {
     ]
     for (const [where, from, to] of variants) {
       const before = await observe(fs().mnt, [dir])
-      const e = await rejectsCode(t, remapLayer(dir, { from, to }), 'EINVAL', `${why} in ${where}`)
-      // Where the native side judged the maps, errno is EINVAL's; the facade's own checks carry none.
-      if (e?.errno !== undefined) t.is(e.errno, os.constants.errno.EINVAL)
+      const e = await rejectsCode(t, remapLayer(dir, { from, to }), codeFor(why), `${why} in ${where}`)
+      // Where the native side judged the maps, errno is EINVAL's (negative); the facade's own checks carry none.
+      if (e?.errno !== undefined) t.is(e.errno, -os.constants.errno.EINVAL)
       t.deepEqual(await observe(fs().mnt, [dir]), before, `${why} in ${where}: nothing changed`)
     }
     t.deepEqual(await ownerOf(path.join(dir, 'f')), [0, 0])
   })
 }
 
-btrfsTest('BtrfsDriver.init: bad maps -> EINVAL, the store is not created', async (t, dir) => {
+btrfsTest('BtrfsDriver.init: bad maps -> EINVAL (or a TypeError), the store is not created', async (t, dir) => {
   for (const [i, [why, maps]] of BAD.entries()) {
     const home = path.join(dir, `home${i}`)
     for (const key of ['uidMaps', 'gidMaps']) {
       const good = shifted(S1)
-      const e = await rejectsCode(t, BtrfsDriver.init(home, { ...good, [key]: maps as never }), 'EINVAL', `${why} in ${key}`)
+      const e = await rejectsCode(t, BtrfsDriver.init(home, { ...good, [key]: maps as never }), codeFor(why), `${why} in ${key}`)
       if (e) t.regex(e.message, /EINVAL/)
       t.false(await exists(home), `${why}: home not created`)
     }
@@ -87,12 +92,12 @@ btrfsTest('BtrfsDriver.init: maps that leave container root (0) unmapped -> EINV
   t.false(await exists(home))
 })
 
-btrfsTest('driver.remap: bad maps -> EINVAL, no layer created', async (t, dir) => {
+btrfsTest('driver.remap: bad maps -> EINVAL (or a TypeError), no layer created', async (t, dir) => {
   await withDriver(path.join(dir, 'home'), undefined, async (d) => {
     await d.create('src')
     for (const [why, maps] of BAD) {
-      await rejectsCode(t, d.remap('src', 'dst', { uidMaps: maps as never }), 'EINVAL', `uidMaps: ${why}`)
-      await rejectsCode(t, d.remap('src', 'dst', { gidMaps: maps as never }), 'EINVAL', `gidMaps: ${why}`)
+      await rejectsCode(t, d.remap('src', 'dst', { uidMaps: maps as never }), codeFor(why), `uidMaps: ${why}`)
+      await rejectsCode(t, d.remap('src', 'dst', { gidMaps: maps as never }), codeFor(why), `gidMaps: ${why}`)
     }
     t.deepEqual(await d.layers(), ['src'])
   })

@@ -278,7 +278,8 @@ impl NativeDriver {
         whole: bool,
         #[napi(ts_arg_type = "'none' | 'gzip' | 'zstd'")] compression_name: String,
     ) -> Result<DiffStream> {
-        let c = compression(&compression_name).map_err(|e| Failure::from(e).into_js(env, "diff"))?;
+        let c =
+            compression(&compression_name).map_err(|e| Failure::from(e).into_js(env, "diff"))?;
         let d = self.inner.clone();
         let (tx, rx) = channel();
         let worker = Worker::spawn(env, "btrfs-layers-diff", "diff", move |ctl| {
