@@ -157,16 +157,16 @@ btrfsTest('an id outside valid maps is ERR_ID_MAPPING, on either side of the rem
 })
 
 btrfsTest('remapLayer: bad options and paths', async (t, dir) => {
-  await rejectsCode(t, remapLayer(dir, { from: {}, to: {}, crossSubvolumes: 'yes' as never }), 'EINVAL', 'crossSubvolumes')
+  await rejectsCode(t, remapLayer(dir, { from: {}, to: {}, crossSubvolumes: 'yes' as never }), 'ERR_INVALID_ARG_TYPE', 'crossSubvolumes')
   await rejectsCode(t, remapLayer(dir, { from: {}, to: {}, extra: 1 } as never), 'EINVAL', 'unknown option')
   await rejectsCode(t, remapLayer(dir, { from: { uidMap: [] } as never, to: {} }), 'EINVAL', 'unknown mapping key')
   await fsp.writeFile(path.join(dir, 'kept'), 'x')
   const extraKey = [{ containerId: 0, hostId: S1, size: 65536, extra: 1 }] as never
   await rejectsCode(t, remapLayer(dir, { from: {}, to: { uidMaps: extraKey } }), 'EINVAL', 'unknown id-map entry key')
   t.deepEqual(await ownerOf(path.join(dir, 'kept')), [0, 0], 'nothing changed')
-  await rejectsCode(t, remapLayer(dir, { from: {}, to: {}, signal: {} as never }), 'EINVAL', 'signal')
-  await rejectsCode(t, remapLayer(dir, { from: {}, to: {}, onProgress: 5 as never }), 'EINVAL', 'onProgress')
-  await rejectsCode(t, remapLayer(dir, null as never), 'EINVAL', 'options null')
+  await rejectsCode(t, remapLayer(dir, { from: {}, to: {}, signal: {} as never }), 'ERR_INVALID_ARG_TYPE', 'signal')
+  await rejectsCode(t, remapLayer(dir, { from: {}, to: {}, onProgress: 5 as never }), 'ERR_INVALID_ARG_TYPE', 'onProgress')
+  await rejectsCode(t, remapLayer(dir, null as never), 'ERR_INVALID_ARG_TYPE', 'options null')
   await rejectsCode(t, remapLayer(path.join(dir, 'missing'), { from: {}, to: shifted(S1) }), 'ENOENT', 'missing path')
   await fsp.writeFile(path.join(dir, 'file'), 'x')
   await rejectsCode(t, remapLayer(path.join(dir, 'file'), { from: {}, to: shifted(S1) }), 'ENOTDIR', 'a file')

@@ -36,7 +36,10 @@ export declare class ChangesTask {
   finish(): Promise<Array<ChangeEntry>>
 }
 
-/** `diff` under way: chunks of the layer tar, pulled. */
+/**
+ * `diff` under way: chunks of the layer tar, pulled. The first `next()` resolves with an
+ * empty Buffer once the layer is open and its changes listed (or rejects when it is missing).
+ */
 export declare class DiffStream {
   /** The next chunk, or `null` at the end; rejects with the producer's error. */
   next(): Promise<Buffer | null>

@@ -514,12 +514,13 @@ export class BtrfsDriver implements AsyncDisposable {
     } catch (err) {
       throw taskError(err, 'diff')
     }
-    // The first chunk (or the end) before resolving: a missing layer or parent rejects here.
-    let first: Buffer | null | undefined
+    // The first step, before resolving: the native side opens the layer and lists its changes
+    // (a missing layer or parent rejects here), then says so with an empty chunk.
     const offEarly = onAbort(signal, () => stream.abort())
     try {
-      first = await stream.next()
+      await stream.next()
     } catch (err) {
+      stream.abort()
       throw taskError(err, 'diff', signal)
     } finally {
       offEarly()
@@ -529,12 +530,6 @@ export class BtrfsDriver implements AsyncDisposable {
       // Up to 4 chunks ahead of the consumer: the hand-over from the producer overlaps its writes.
       highWaterMark: 16 << 20,
       read() {
-        if (first !== undefined) {
-          const chunk = first
-          first = undefined
-          out.push(chunk)
-          return
-        }
         if (reading) return
         reading = true
         stream.next().then(

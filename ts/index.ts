@@ -2,7 +2,7 @@
  * btrfs-layers: layered filesystem trees on btrfs subvolumes.
  * @packageDocumentation
  */
-export { AbortError, BtrfsError, type BtrfsErrorCode } from './errors'
+export { AbortError, BtrfsError, type BtrfsErrorCode, type BtrfsErrorFields } from './errors'
 export {
   createSubvolume,
   deleteSubvolume,

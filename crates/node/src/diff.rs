@@ -122,7 +122,8 @@ impl SizeTask {
     }
 }
 
-/// `diff` under way: chunks of the layer tar, pulled.
+/// `diff` under way: chunks of the layer tar, pulled. The first `next()` resolves with an
+/// empty Buffer once the layer is open and its changes listed (or rejects when it is missing).
 #[napi]
 pub struct DiffStream {
     rx: Arc<Mutex<Receiver<Vec<u8>>>>,
@@ -283,7 +284,12 @@ impl NativeDriver {
         let d = self.inner.clone();
         let (tx, rx) = channel();
         let worker = Worker::spawn(env, "btrfs-layers-diff", "diff", move |ctl| {
-            Ok(d.diff(&id, against(&parent, whole), c, ChannelWriter::new(tx), ctl)?)
+            let plan = d.diff_plan(&id, against(&parent, whole), ctl)?;
+            // The layer is open: an empty chunk says so (data chunks are never empty).
+            if tx.send(Vec::new()).is_err() {
+                return Ok(0);
+            }
+            Ok(plan.write(c, ChannelWriter::new(tx), ctl)?)
         })?;
         Ok(DiffStream {
             rx: Arc::new(Mutex::new(rx)),

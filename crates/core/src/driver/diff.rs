@@ -222,30 +222,26 @@ impl Driver {
         out: impl Write,
         control: Control<'_>,
     ) -> Result<u64> {
+        self.diff_plan(id, against, control)?
+            .write(compression, out, control)
+    }
+
+    /// The first step of `diff`: open layer `id` and list its changes against `against`, so a
+    /// missing layer or parent is known before any byte of the tar.
+    pub fn diff_plan(
+        &self,
+        id: &str,
+        against: Against<'_>,
+        control: Control<'_>,
+    ) -> Result<DiffPlan<'_>> {
         let list = self.changes(id, against, control)?;
-        let new = self.require_layer(id, "diff")?;
-        let mut counted = CountingWriter {
-            inner: out,
-            count: 0,
-        };
-        {
-            let mut w = compressing_writer(&mut counted, compression)?;
-            let (uids, gids) = self.mappings_of(new.as_fd(), id)?;
-            let opts = WriteOptions {
-                uids: &uids,
-                gids: &gids,
-                control,
-            };
-            write_layer(new.as_fd(), &list, &mut w, &opts)?;
-            w.finish().map_err(|e| {
-                Error::sys(
-                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                    "write",
-                    &self.layer_path(id),
-                )
-            })?;
-        }
-        Ok(counted.count)
+        let layer = self.require_layer(id, "diff")?;
+        Ok(DiffPlan {
+            driver: self,
+            id: id.to_string(),
+            list,
+            layer,
+        })
     }
 
     /// Bytes of added and modified regular files of `id` against `against`, each inode once.
@@ -339,5 +335,47 @@ impl<W: Write> Write for CountingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// A diff whose layer is open and whose changes are listed: what is left is writing the tar.
+pub struct DiffPlan<'d> {
+    driver: &'d Driver,
+    id: String,
+    list: Vec<Change>,
+    layer: OwnedFd,
+}
+
+impl DiffPlan<'_> {
+    /// Write the tar to `out`; returns the bytes written (after compression).
+    pub fn write(
+        self,
+        compression: Compression,
+        out: impl Write,
+        control: Control<'_>,
+    ) -> Result<u64> {
+        let (d, id) = (self.driver, self.id.as_str());
+        let mut counted = CountingWriter {
+            inner: out,
+            count: 0,
+        };
+        {
+            let mut w = compressing_writer(&mut counted, compression)?;
+            let (uids, gids) = d.mappings_of(self.layer.as_fd(), id)?;
+            let opts = WriteOptions {
+                uids: &uids,
+                gids: &gids,
+                control,
+            };
+            write_layer(self.layer.as_fd(), &self.list, &mut w, &opts)?;
+            w.finish().map_err(|e| {
+                Error::sys(
+                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    "write",
+                    &d.layer_path(id),
+                )
+            })?;
+        }
+        Ok(counted.count)
     }
 }
