@@ -313,12 +313,18 @@ export interface TestRegistry {
   storage: string
   /** The file that holds a blob's bytes in the storage. */
   blobPath(digest: string): string
-  /** The registry's log lines so far (JSON). */
-  logs(): string[]
+  /** The registry's log lines so far (JSON), up to a request made now (see `sync`). */
+  logs(): Promise<string[]>
   /** The requests the registry answered so far, from its log. */
-  requests(): LoggedRequest[]
+  requests(): Promise<LoggedRequest[]>
   /** How many blob GETs the registry answered (with content or a redirect), for a repository or all. */
-  blobGets(repository?: string): number
+  blobGets(repository?: string): Promise<number>
+  /**
+   * Wait until the log has caught up with every request answered so far: the registry logs a
+   * request before it answers it, into one pipe, so once the line of a marker request sent now
+   * is read, so are the lines of every request answered before it.
+   */
+  sync(): Promise<void>
   /** A DOCKER_CONFIG directory with the first user's credentials for this registry (made once). */
   dockerConfig(): Promise<string>
   /** Run crane against this registry, as the first user (DOCKER_CONFIG) unless `anonymous`. */
@@ -367,12 +373,16 @@ export async function startRegistry(o: RegistryOptions = {}): Promise<TestRegist
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: dir, OTEL_SDK_DISABLED: 'true', OTEL_TRACES_EXPORTER: 'none' }
   const child: ChildProcess = spawn(need('registry'), ['serve', path.join(dir, 'config.yml')], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   const lines: string[] = []
+  const waiters = new Map<string, () => void>()
   let partial = ''
   const onData = (chunk: Buffer) => {
     const text = partial + chunk.toString('utf8')
     const parts = text.split('\n')
     partial = parts.pop() ?? ''
-    lines.push(...parts.filter(Boolean))
+    for (const line of parts.filter(Boolean)) {
+      lines.push(line)
+      for (const [marker, wake] of waiters) if (line.includes(marker)) wake()
+    }
   }
   child.stdout?.on('data', onData)
   child.stderr?.on('data', onData)
@@ -417,10 +427,21 @@ export async function startRegistry(o: RegistryOptions = {}): Promise<TestRegist
         return []
       }
     })
-  const requests = (): LoggedRequest[] =>
-    parsed()
+  const sync = async () => {
+    const marker = `sync-${randomBytes(8).toString('hex')}`
+    const seen = new Promise<void>((resolve) => waiters.set(marker, resolve))
+    const res = await fetch(`http://${host}/v2/${marker}/tags/list`)
+    await res.body?.cancel()
+    await seen
+    waiters.delete(marker)
+  }
+  const requests = async (): Promise<LoggedRequest[]> => {
+    await sync()
+    return parsed()
       .filter((l) => l.msg?.startsWith('response completed') && l['http.request.method'])
       .map((l) => ({ method: l['http.request.method'] as string, uri: l['http.request.uri'] ?? '', status: Number(l['http.response.status'] ?? 0) }))
+      .filter((r) => !r.uri.startsWith('/v2/sync-'))
+  }
   let configDir: string | undefined
   const dockerConfig = async () => {
     if (!user) throw new Error('this registry has no users (auth: none)')
@@ -439,10 +460,14 @@ export async function startRegistry(o: RegistryOptions = {}): Promise<TestRegist
       const hex = digest.replace(/^sha256:/, '')
       return path.join(storage, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data')
     },
-    logs: () => [...lines],
+    logs: async () => {
+      await sync()
+      return [...lines]
+    },
     requests,
-    blobGets: (repository) =>
-      requests().filter(
+    sync,
+    blobGets: async (repository) =>
+      (await requests()).filter(
         (r) =>
           r.method === 'GET' &&
           (r.status === 200 || r.status === 206 || r.status === 307) &&
@@ -484,6 +509,8 @@ export interface ProxiedRequest {
   url: string
   /** The Authorization header the client sent, if any. */
   authorization?: string
+  /** The Range header, if any. */
+  range?: string
   action: string
 }
 
@@ -507,6 +534,7 @@ export async function startFaultProxy(target: string, decide: (req: http.Incomin
       method: req.method ?? '',
       url: req.url ?? '',
       ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}),
+      ...(req.headers.range ? { range: req.headers.range } : {}),
       action: typeof action === 'string' ? action : JSON.stringify(action),
     })
     if (action === 'reset') {
