@@ -25,7 +25,7 @@ failed=()
 has() {
   local name=$1 pattern=$2
   shift 2
-  [ -x "$bin/$name" ] && "$bin/$name" "$@" 2>&1 | grep -q -- "$pattern"
+  [ -x "$bin/$name" ] && "$bin/$name" "$@" 2>&1 | grep -Eq -- "$pattern"
 }
 # install NAME VERSION PATTERN VERSION-ARGS -- BUILD-COMMAND...
 install() {
@@ -50,7 +50,7 @@ install() {
   fi
 }
 
-install registry "$registry_version" " $registry_version" --version -- \
+install registry "$registry_version" " ${registry_version//./\\.}(\\+.*)?$" --version -- \
   env GOBIN="$bin" "$go" install "github.com/distribution/distribution/v3/cmd/registry@$registry_version"
 install crane "$crane_version" "^$crane_version\$" version -- \
   env GOBIN="$bin" "$go" install "github.com/google/go-containerregistry/cmd/crane@$crane_version"
