@@ -412,3 +412,23 @@ registryTest('an aborted call rejects with ABORT_ERR', async (t) => {
   const e = await t.throwsAsync(drain(s))
   t.true(e?.name === 'AbortError' || (e as BtrfsError).code === 'ABORT_ERR', `${e?.name} ${e?.message}`)
 })
+
+registryTest('push: a registry that refuses chunks gets the blob in one PUT (monolithic fallback)', async (t) => {
+  const reg = await started(t, 'htpasswd')
+  const proxy = await startFaultProxy(reg.url, (req) => (req.method === 'PATCH' ? { status: 405 } : 'pass'))
+  t.teardown(() => proxy.stop())
+  const c = client(reg, {}, proxy.host)
+  const blob = layerTar()
+  let opened = 0
+  const source = () => (opened++, Readable.from([blob]))
+  t.is(await c.pushBlob('fallback/app', { digest: sha256(blob), size: blob.length }, source, { chunkSize: 64 * 1024 }), 'uploaded')
+  t.is(opened, 2, 'the source was opened again for the fallback')
+  t.deepEqual(
+    proxy.requests.map((r) => `${r.method} ${r.action}`).filter((s) => !s.startsWith('HEAD')),
+    ['POST pass', 'PATCH {"status":405}', 'DELETE pass', 'POST pass', 'PUT pass'],
+  )
+  t.is((await drain(await c.getBlob('fallback/app', sha256(blob)))).digest, sha256(blob))
+  // Forced chunked: the refusal is an error.
+  const other = layerTar()
+  await expectCode(t, c.pushBlob('fallback/app', { digest: sha256(other), size: other.length }, other, { upload: 'chunked' }), 'ERR_REGISTRY')
+})
