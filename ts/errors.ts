@@ -60,7 +60,7 @@ export class BtrfsError extends Error {
  * @example try { await driver.applyDiff('app', input, { signal }) } catch (e) { if (e instanceof AbortError) console.log('stopped:', e.cause) }
  */
 export class AbortError extends BtrfsError {
-  constructor(reason: unknown, message = 'The operation was aborted') {
+  constructor(reason: unknown, message = 'ABORT_ERR: the operation was aborted') {
     super('ABORT_ERR', message, { cause: reason })
     this.name = 'AbortError'
   }

@@ -4,7 +4,7 @@
  * (as in Node); a bad value of the right type (an unknown option key, a bad id) is a
  * `BtrfsError` with code `EINVAL`.
  */
-import { BtrfsError } from './errors'
+import { AbortError, BtrfsError } from './errors'
 
 /** One id range of a user namespace: container ids `[containerId, containerId + size)` are host ids `[hostId, hostId + size)`. */
 export interface IdMap {
@@ -108,4 +108,12 @@ export function checkIdMaps(name: string, value: unknown): IdMap[] | undefined {
 export function checkMapping(name: string, value: unknown): { uidMaps?: IdMap[]; gidMaps?: IdMap[] } {
   const o = checkKeys(name, value ?? null, ['uidMaps', 'gidMaps'])
   return { uidMaps: checkIdMaps(`${name}.uidMaps`, o.uidMaps), gidMaps: checkIdMaps(`${name}.gidMaps`, o.gidMaps) }
+}
+
+/**
+ * The error of a call stopped by `signal`: an `AbortError` whose `cause` is the signal's
+ * reason. For code that checks a signal by hand; long native calls go through `ts/task.ts`.
+ */
+export function abortError(signal?: AbortSignal): AbortError {
+  return new AbortError(signal?.reason)
 }
