@@ -102,7 +102,7 @@ fn stream_error(e: io::Error, syscall: &'static str) -> Error {
             code: Code::BadLayer,
             syscall,
             path: None,
-            message: e.to_string(),
+            message: crate::tar::input_error(&e),
         },
     }
 }

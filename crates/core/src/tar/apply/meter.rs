@@ -215,7 +215,7 @@ pub(super) fn stream_error(e: io::Error, shown: &Path) -> Error {
             code: Code::BadLayer,
             syscall: "",
             path,
-            message: format!("malformed layer: {e}"),
+            message: format!("malformed layer: {}", crate::tar::input_error(&e)),
         },
     }
 }
