@@ -14,6 +14,13 @@ export interface DriverOptions {
   gidMaps?: IdMap[]
   /** Smallest per-layer `size` accepted, in bytes or with a unit (`'100M'`). */
   minSpace?: number | string
+  /**
+   * Open an existing store for reading only: no lock (it works while another process holds
+   * the store), no private mount, no crash recovery, no qgroup work, never a write (`changes`
+   * walks the trees where a writer would take read-only snapshots). `create`, `remove`, `get`,
+   * `put`, `applyDiff`, `remap` and `mountIdmapped` reject with `EROFS` before touching anything.
+   */
+  readOnly?: boolean
 }
 
 /** Options of `BtrfsDriver.create`. */
@@ -118,30 +125,47 @@ export class BtrfsDriver {
   readonly name = 'btrfs'
   readonly #native: NativeDriver
   readonly #queues = new Map<string, Promise<unknown>>()
+  readonly #readOnly: boolean
 
-  private constructor(n: NativeDriver) {
+  private constructor(n: NativeDriver, readOnly: boolean) {
     this.#native = n
+    this.#readOnly = readOnly
+  }
+
+  /** Whether the driver was opened with `readOnly`. */
+  get readOnly(): boolean {
+    return this.#readOnly
+  }
+
+  /** `EROFS` on a driver opened with `readOnly`, before anything is touched. */
+  #writable(op: string): void {
+    if (this.#readOnly) throw new BtrfsError('EROFS', `EROFS: the driver was opened read-only, ${op}`, { path: this.home })
   }
 
   /**
    * Open the store at `home`, creating it (as its own subvolume, mode 0700, owned by the
    * remapped root) when missing. Removes what a crash left behind, re-applies size limits,
-   * takes an exclusive lock on the store, and as root makes `home` a private mount.
+   * takes an exclusive lock on the store (writing its process id into `home/.lock`), and as
+   * root makes `home` a private mount. With `readOnly`, opens an existing store without any
+   * of that (see `DriverOptions.readOnly`).
    * @throws {BtrfsError} `ERR_PREREQUISITES` when `home` (or its parent) is not on btrfs,
-   *   `EBUSY` when another driver holds the store, `EINVAL` for bad options, `ENOENT` when
-   *   the parent of `home` is missing.
+   *   `EBUSY` when another driver holds the store (the message names its process id),
+   *   `EINVAL` for bad options, `ENOENT` when the parent of `home` is missing (with
+   *   `readOnly`: when `home` is).
    * @example const driver = await BtrfsDriver.init('/mnt/pool/store', { minSpace: '16M' })
    */
   static async init(home: string, options?: DriverOptions): Promise<BtrfsDriver> {
     checkString('home', home)
-    const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'minSpace'])
+    const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'minSpace', 'readOnly'])
+    if (o.readOnly !== undefined) checkBool('readOnly', o.readOnly)
     const opts = {
       uidMaps: checkIdMaps('uidMaps', o.uidMaps),
       gidMaps: checkIdMaps('gidMaps', o.gidMaps),
       minSpace: o.minSpace === undefined ? undefined : parseBytes('minSpace', o.minSpace),
+      readOnly: o.readOnly === true,
     }
     const n = (await call(() => native.driverInit(home, opts))) as NativeDriver
-    return new BtrfsDriver(n)
+    return new BtrfsDriver(n, opts.readOnly)
   }
 
   /** The absolute path of the store. */
@@ -170,6 +194,7 @@ export class BtrfsDriver {
    *   `EEXIST` when `id` exists, `ENOENT` when `parent` does not.
    */
   async create(id: string, parent?: string | null, options?: CreateOptions): Promise<void> {
+    this.#writable('create')
     checkId('id', id)
     if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
     const o = checkKeys('options', options, ['mountLabel', 'size', 'readOnly'])
@@ -199,6 +224,7 @@ export class BtrfsDriver {
    * @example await driver.remove('container-1')
    */
   async remove(id: string): Promise<void> {
+    this.#writable('remove')
     checkId('id', id)
     await this.#serial(id, () => call(() => this.#native.remove(id)))
   }
@@ -210,6 +236,7 @@ export class BtrfsDriver {
    * @example const rootfs = await driver.get('container-1') // '/mnt/pool/store/subvolumes/container-1'
    */
   async get(id: string, options?: { mountLabel?: string }): Promise<string> {
+    this.#writable('get')
     checkId('id', id)
     const o = checkKeys('options', options, ['mountLabel'])
     if (o.mountLabel !== undefined) checkString('mountLabel', o.mountLabel)
@@ -223,6 +250,7 @@ export class BtrfsDriver {
    * @example await driver.put('container-1')
    */
   async put(id: string): Promise<void> {
+    this.#writable('put')
     checkId('id', id)
     await this.#serial(id, () => call(() => this.#native.put(id)))
   }
@@ -395,6 +423,7 @@ export class BtrfsDriver {
    * @example await driver.applyDiff('app', 'base', fs.createReadStream('app.tar.gz'), { onProgress: (n) => bar.update(n) })
    */
   async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: ApplyDiffOptions): Promise<number> {
+    this.#writable('applyDiff')
     checkId('id', id)
     if (parent !== undefined && parent !== null && parent !== '') checkId('parent', parent)
     const o = checkKeys('options', options, ['signal', 'onProgress'])
@@ -480,6 +509,7 @@ export class BtrfsDriver {
     target: string,
     options: { uidMaps?: IdMap[]; gidMaps?: IdMap[]; signal?: AbortSignal; onProgress?: (inodes: number) => void },
   ): Promise<RemapResult> {
+    this.#writable('remap')
     checkId('id', id)
     checkId('target', target)
     const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'signal', 'onProgress'])
@@ -506,6 +536,7 @@ export class BtrfsDriver {
    * @example await driver.mountIdmapped('image', '/run/ct1/rootfs', { uidMaps: [{ containerId: 0, hostId: 200000, size: 65536 }], gidMaps: [{ containerId: 0, hostId: 200000, size: 65536 }] })
    */
   async mountIdmapped(id: string, target: string, maps: { uidMaps?: IdMap[]; gidMaps?: IdMap[] }): Promise<void> {
+    this.#writable('mountIdmapped')
     checkId('id', id)
     checkString('target', target)
     const m = checkMapping('maps', maps)

@@ -16,6 +16,6 @@ export const ls: Command = {
         const rows = layers.map((m) => [m.id, m.parent || '-', m.created.replace(/\.\d+Z$/, 'Z'), m.readOnly === 'true' ? 'ro' : 'rw', m.size ? formatBytes(Number(m.size)) : '-'])
         say(ctx, table([['ID', 'PARENT', 'CREATED', 'MODE', 'SIZE LIMIT'], ...rows]))
       })
-    })
+    }, { readOnly: true })
   },
 }

@@ -20,6 +20,6 @@ export const status: Command = {
         }
         say(ctx, table(rows))
       })
-    })
+    }, { readOnly: true })
   },
 }
