@@ -202,7 +202,7 @@ async function createImage(image: string, size: number): Promise<boolean> {
       const small = /too small|minimum size/i.test(r.out)
       throw new BtrfsError(
         small ? 'EINVAL' : 'ERR_PREREQUISITES',
-        `${small ? 'EINVAL' : 'ERR_PREREQUISITES'}: mkfs.btrfs ${image} failed: ${r.out}${small ? ' (use a larger --size, e.g. 1G)' : ''}`,
+        `${small ? 'EINVAL' : 'ERR_PREREQUISITES'}: mkfs.btrfs ${image} failed: ${r.out}${small ? ' (use a larger --image-size, e.g. 1G)' : ''}`,
         { syscall: 'mkfs.btrfs', path: image },
       )
     }
@@ -219,7 +219,7 @@ async function createImage(image: string, size: number): Promise<boolean> {
     if (code === 'EFBIG' || code === 'EINVAL') {
       throw new BtrfsError(
         'ERR_PREREQUISITES',
-        `ERR_PREREQUISITES: the filesystem of ${dir} cannot hold a ${fmt(size)} file (${code}; FAT?): pass --image PATH on another filesystem or a smaller --size`,
+        `ERR_PREREQUISITES: the filesystem of ${dir} cannot hold a ${fmt(size)} file (${code}; FAT?): pass --image PATH on another filesystem or a smaller --image-size`,
         { path: image },
       )
     }
