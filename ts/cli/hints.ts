@@ -66,8 +66,9 @@ function lockHolder(err: BtrfsError, ctx: HintContext): { pid: number; command?:
   let command: string | undefined
   try {
     const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
-    const line = argv.join(' ')
-    command = line.length > 120 ? `${line.slice(0, 117)}...` : line
+    // `node main.js --home ... apply x -`: the program and script by name, the arguments whole.
+    const line = argv.map((a, i) => (i === 0 || (i === 1 && /\.[cm]?js$/.test(a)) ? path.basename(a) : a)).join(' ')
+    command = line.length > 200 ? `${line.slice(0, 197)}...` : line
   } catch {
     // gone meanwhile, or another pid namespace
   }

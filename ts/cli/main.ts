@@ -163,6 +163,10 @@ if (require.main === module) {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code
+      // The command is done and the store released: a signal now must not kill the exit short.
+      const ignore = () => undefined
+      process.on('SIGINT', ignore)
+      process.on('SIGTERM', ignore)
     },
     (err) => {
       process.stderr.write(`${NAME}: internal error: ${err instanceof Error ? err.stack : String(err)}\n`)
