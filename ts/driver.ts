@@ -139,7 +139,7 @@ export class BtrfsDriver {
 
   /** `EROFS` on a driver opened with `readOnly`, before anything is touched. */
   #writable(op: string): void {
-    if (this.#readOnly) throw new BtrfsError('EROFS', `EROFS: the driver was opened read-only, ${op}`, { path: this.home })
+    if (this.#readOnly) throw new BtrfsError('EROFS', `EROFS: the driver was opened read-only, ${op}`)
   }
 
   /**
