@@ -1,5 +1,5 @@
 /**
- * The embedded loopback store through the command line: `init --image PATH --size N` makes a
+ * The embedded loopback store through the command line: `init --image PATH --image-size N` makes a
  * sparse image, formats and mounts it; a second init reuses it; `unmount` detaches it (no
  * loop device left, `losetup -j` as the oracle); the default location under XDG_DATA_HOME;
  * and its errors (an image that is not btrfs, too small, not root) leave nothing behind.
@@ -40,11 +40,11 @@ if (gate.available) {
   })
 }
 
-loopTest('init --image --size makes a sparse image and mounts it; init again reuses it; unmount detaches it', async (t) => {
+loopTest('init --image --image-size makes a sparse image and mounts it; init again reuses it; unmount detaches it', async (t) => {
   const image = path.join(tmp, 'x.img')
   const mnt = path.join(tmp, 'x.mnt')
   images.push(image)
-  let r = await runCli(['init', '--image', image, '--size', '1G', '--json'])
+  let r = await runCli(['init', '--image', image, '--image-size', '1G', '--json'])
   t.is(r.code, 0, r.stderr)
   const first = parseJson(t, r)
   t.like(first, { home: path.join(mnt, 'store'), layers: 0 })
@@ -57,7 +57,7 @@ loopTest('init --image --size makes a sparse image and mounts it; init again reu
   const devices = loopDevices(image)
   t.deepEqual(devices, [first.loopback.device], 'losetup -j shows the one loop device')
 
-  r = await runCli(['init', '--image', image, '--size', '1G', '--json'])
+  r = await runCli(['init', '--image', image, '--image-size', '1G', '--json'])
   t.is(r.code, 0, r.stderr)
   t.like(parseJson(t, r).loopback, { image, mountPoint: mnt, device: devices[0], created: false, mounted: false })
   t.deepEqual(loopDevices(image), devices, 'no second loop device')
@@ -93,7 +93,7 @@ loopTest('unmount refuses while another command uses the store, and works after'
   const image = path.join(tmp, 'busy.img')
   const mnt = path.join(tmp, 'busy.mnt')
   images.push(image)
-  t.is((await runCli(['init', '--image', image, '--size', '1G'])).code, 0)
+  t.is((await runCli(['init', '--image', image, '--image-size', '1G'])).code, 0)
   // An apply that waits for more of its tar on stdin holds the store until interrupted.
   let apply: ChildProcess | undefined
   const running = runCli(['apply', 'slow', '-', '--image', image], {
@@ -120,7 +120,7 @@ loopTest('the default store lives under $XDG_DATA_HOME/btrfs-layers', async (t) 
   const image = path.join(data, 'store.img')
   images.push(image)
   const env = { XDG_DATA_HOME: xdg }
-  let r = await runCli(['init', '--size', '512M', '--json'], { env })
+  let r = await runCli(['init', '--image-size', '512M', '--json'], { env })
   t.is(r.code, 0, r.stderr)
   const out = parseJson(t, r)
   t.like(out.loopback, { image, mountPoint: path.join(data, 'mnt'), size: 512 * 2 ** 20, created: true })
@@ -144,8 +144,8 @@ loopTest('loopback errors leave nothing behind: not btrfs, too small, not root',
   t.deepEqual(loopDevices(junk), [])
 
   const small = path.join(tmp, 'small.img')
-  r = await runCli(['init', '--image', small, '--size', '16M'])
-  assertFailure(t, r, /too small.*larger --size/s)
+  r = await runCli(['init', '--image', small, '--image-size', '16M'])
+  assertFailure(t, r, /too small.*larger --image-size/s)
   t.false(await exists(small))
 
   const open = path.join(tmp, 'open')

@@ -257,7 +257,7 @@ function report(s: Samples): SectionResult {
           'of an empty subvolume. "floor" is Node\'s own thread-pool round trip: the median of `fs.promises.mkdir` ' +
           'minus the median of `fs.mkdirSync` on the same filesystem, measured among the empty creates. Every ' +
           'create and mkdir starts right after a commit; every remove and rmdir starts on a settled filesystem ' +
-          '(committed, the cleaner done with every deleted subvolume). Target per operation (DESIGN.md): ' +
+          '(committed, the cleaner done with every deleted subvolume). Target per operation: ' +
           `driver ≤ ${RAW_FACTOR} x raw + ${FLOOR_FACTOR} x floor (the "budget").`,
       },
       { kind: 'table', head: ['operation', 'raw ioctl', 'Node async floor', 'driver', 'budget', 'driver/budget', 'result'], rows },

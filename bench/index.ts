@@ -143,7 +143,7 @@ interface RunInfo {
 function report(results: SectionResult[], info: RunInfo): { text: string; markdown: string } {
   const targets = results.flatMap((r) => r.targets)
   const passed = targets.filter((t) => t.pass).length
-  const scaleNote = SCALE === 1 ? '' : ` File counts and data sizes scaled by ${SCALE} (BTRFS_LAYERS_BENCH_SCALE): not the issue's sizes.`
+  const scaleNote = SCALE === 1 ? '' : ` File counts and data sizes scaled by ${SCALE} (BTRFS_LAYERS_BENCH_SCALE): not the full sizes the targets are stated for.`
   const header =
     `Sections: ${info.sections.join(', ')}. Wall time ${fmtTime(info.wallNs)}; load average (1, 5, 15 min) ` +
     `${info.loadStart} at the start, ${info.loadEnd} at the end.${scaleNote} All measurements warm: every ` +

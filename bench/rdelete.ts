@@ -227,7 +227,7 @@ export async function sectionRdelete(f: Fs): Promise<SectionResult> {
           '{ recursive: true })` through the TS API; "walk" is moby\'s btrfs graph driver `subvolDelete` in Rust: ' +
           'walk every directory, lstat each to find nested subvolumes, delete them deepest first, then the top ' +
           '(clearing a read-only flag only where a nested subvolume has to be removed from inside it). The ' +
-          "issue's targets are about the first two rows; the read-only row is an extra case. Each copy is a " +
+          "targets (time constant in the number of files, at least 50x faster than the walk) are about the first two rows; the read-only row is an extra case. Each copy is a " +
           'snapshot of one populated template (plus fresh nested subvolumes); the cleaner thread is allowed to ' +
           `finish (\`btrfs subvolume sync\`) between runs. Medians of ${REPS} repetitions each (1 warm-up).`,
       },

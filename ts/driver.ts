@@ -25,6 +25,13 @@ export interface DriverOptions {
   gidMaps?: IdMap[]
   /** Smallest per-layer `size` accepted, in bytes or with a unit (`'100M'`). */
   minSpace?: number | string
+  /**
+   * Open an existing store for reading only: no lock (it works while another process holds
+   * the store), no private mount, no crash recovery, no qgroup work, never a write (`changes`
+   * walks the trees where a writer would take read-only snapshots). `create`, `remove`, `get`,
+   * `put`, `applyDiff`, `remap` and `mountIdmapped` reject with `EROFS` before touching anything.
+   */
+  readOnly?: boolean
 }
 
 /** Options of `BtrfsDriver.create`. */
@@ -237,29 +244,46 @@ export class BtrfsDriver implements AsyncDisposable {
   readonly name = 'btrfs'
   readonly #native: NativeDriver
   readonly #queues = new Map<string, Promise<unknown>>()
+  readonly #readOnly: boolean
 
-  private constructor(n: NativeDriver) {
+  private constructor(n: NativeDriver, readOnly: boolean) {
     this.#native = n
+    this.#readOnly = readOnly
+  }
+
+  /** Whether the driver was opened with `readOnly`. */
+  get readOnly(): boolean {
+    return this.#readOnly
+  }
+
+  /** `EROFS` on a driver opened with `readOnly`, before anything is touched. */
+  #writable(op: string): void {
+    if (this.#readOnly) throw new BtrfsError('EROFS', `EROFS: the driver was opened read-only, ${op}`)
   }
 
   /**
    * Open the store at `home`, creating it (as its own subvolume, mode 0700, owned by the
    * remapped root) when missing. Removes what a crash left behind, re-applies size limits,
-   * takes an exclusive lock on the store, and as root makes `home` a private mount.
+   * takes an exclusive lock on the store (writing its process id into `home/.lock`), and as
+   * root makes `home` a private mount. With `readOnly`, opens an existing store without any
+   * of that (see `DriverOptions.readOnly`).
    * @throws {BtrfsError} `ERR_PREREQUISITES` when `home` (or its parent) is not on btrfs,
-   *   `EBUSY` when another driver holds the store, `EINVAL` for bad options, `ENOENT` when
-   *   the parent of `home` is missing.
+   *   `EBUSY` when another driver holds the store (the message names its process id),
+   *   `EINVAL` for bad options, `ENOENT` when the parent of `home` is missing (with
+   *   `readOnly`: when `home` is).
    * @example const driver = await BtrfsDriver.init('/mnt/pool/store', { minSpace: '16M' })
    */
   static async init(home: string, options?: DriverOptions): Promise<BtrfsDriver> {
     checkString('home', home)
-    const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'minSpace'])
+    const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'minSpace', 'readOnly'])
+    if (o.readOnly !== undefined) checkBool('options.readOnly', o.readOnly)
     const opts = {
       uidMaps: checkIdMaps('options.uidMaps', o.uidMaps),
       gidMaps: checkIdMaps('options.gidMaps', o.gidMaps),
       minSpace: o.minSpace === undefined ? undefined : parseBytes('options.minSpace', o.minSpace),
+      readOnly: o.readOnly === true,
     }
-    return new BtrfsDriver(await call('init', () => native.driverInit(home, opts)))
+    return new BtrfsDriver(await call('init', () => native.driverInit(home, opts)), opts.readOnly)
   }
 
   /** The absolute path of the store. */
@@ -295,6 +319,7 @@ export class BtrfsDriver implements AsyncDisposable {
    */
   async create(id: string, parent: string | null | undefined, options?: Omit<CreateOptions, 'parent'>): Promise<void>
   async create(id: string, a?: string | null | CreateOptions, b?: Omit<CreateOptions, 'parent'>): Promise<void> {
+    this.#writable('create')
     checkId('id', id)
     const o = withParent(a, b, ['mountLabel', 'size', 'readOnly'])
     const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
@@ -332,6 +357,7 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example await driver.remove('container-1')
    */
   async remove(id: string): Promise<void> {
+    this.#writable('remove')
     checkId('id', id)
     await this.#serial(id, () => call('remove', () => this.#native.remove(id)))
   }
@@ -343,6 +369,7 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example const rootfs = await driver.get('container-1') // '/mnt/pool/store/subvolumes/container-1'
    */
   async get(id: string, options?: { mountLabel?: string }): Promise<string> {
+    this.#writable('get')
     checkId('id', id)
     const o = checkKeys('options', options, ['mountLabel'])
     if (o.mountLabel !== undefined) checkString('options.mountLabel', o.mountLabel)
@@ -356,6 +383,7 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example await driver.put('container-1')
    */
   async put(id: string): Promise<void> {
+    this.#writable('put')
     checkId('id', id)
     await this.#serial(id, () => call('put', () => this.#native.put(id)))
   }
@@ -582,6 +610,7 @@ export class BtrfsDriver implements AsyncDisposable {
    */
   async applyDiff(id: string, parent: string | null | undefined, input: Readable | Buffer | Uint8Array | string, options?: Omit<ApplyDiffOptions, 'parent'>): Promise<number>
   async applyDiff(id: string, ...args: unknown[]): Promise<number> {
+    this.#writable('applyDiff')
     checkId('id', id)
     // The options form: an input, then nothing or options. Else the positional form.
     const optionsForm = args.length <= 2 && isInput(args[0]) && (args[1] === undefined || (typeof args[1] === 'object' && !isInput(args[1])))
@@ -616,6 +645,7 @@ export class BtrfsDriver implements AsyncDisposable {
     target: string,
     options: { uidMaps?: IdMap[]; gidMaps?: IdMap[]; signal?: AbortSignal; onProgress?: (inodes: number) => void },
   ): Promise<RemapResult> {
+    this.#writable('remap')
     checkId('id', id)
     checkId('target', target)
     const o = checkKeys('options', options, ['uidMaps', 'gidMaps', 'signal', 'onProgress'])
@@ -635,6 +665,7 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example await driver.mountIdmapped('image', '/run/ct1/rootfs', { uidMaps: [{ containerId: 0, hostId: 200000, size: 65536 }], gidMaps: [{ containerId: 0, hostId: 200000, size: 65536 }] })
    */
   async mountIdmapped(id: string, target: string, maps: { uidMaps?: IdMap[]; gidMaps?: IdMap[] }): Promise<void> {
+    this.#writable('mountIdmapped')
     checkId('id', id)
     checkString('target', target)
     const m = checkMapping('maps', maps)

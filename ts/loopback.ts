@@ -202,7 +202,7 @@ async function createImage(image: string, size: number): Promise<boolean> {
       const small = /too small|minimum size/i.test(r.out)
       throw new BtrfsError(
         small ? 'EINVAL' : 'ERR_PREREQUISITES',
-        `${small ? 'EINVAL' : 'ERR_PREREQUISITES'}: mkfs.btrfs ${image} failed: ${r.out}${small ? ' (use a larger --size, e.g. 1G)' : ''}`,
+        `${small ? 'EINVAL' : 'ERR_PREREQUISITES'}: mkfs.btrfs ${image} failed: ${r.out}${small ? ' (use a larger --image-size, e.g. 1G)' : ''}`,
         { syscall: 'mkfs.btrfs', path: image },
       )
     }
@@ -219,7 +219,7 @@ async function createImage(image: string, size: number): Promise<boolean> {
     if (code === 'EFBIG' || code === 'EINVAL') {
       throw new BtrfsError(
         'ERR_PREREQUISITES',
-        `ERR_PREREQUISITES: the filesystem of ${dir} cannot hold a ${fmt(size)} file (${code}; FAT?): pass --image PATH on another filesystem or a smaller --size`,
+        `ERR_PREREQUISITES: the filesystem of ${dir} cannot hold a ${fmt(size)} file (${code}; FAT?): pass --image PATH on another filesystem or a smaller --image-size`,
         { path: image },
       )
     }
@@ -343,7 +343,62 @@ async function loopDevicesOf(image: string): Promise<string[]> {
   return out.sort()
 }
 
+/** statfs magic numbers of pseudo filesystems, where no image or mount point can be made. */
+const PSEUDO_FILESYSTEMS: Record<number, string> = {
+  0x9fa0: 'proc',
+  0x62656572: 'sysfs',
+  0x1cd1: 'devpts',
+  0x27e0eb: 'cgroup',
+  0x63677270: 'cgroup2',
+  0x64626720: 'debugfs',
+  0x74726163: 'tracefs',
+  0x73636673: 'securityfs',
+  0xcafe4a11: 'bpf',
+  0x6165676c: 'pstore',
+  0x62656570: 'configfs',
+  0xde5e81e4: 'efivarfs',
+  0x19800202: 'mqueue',
+  0x42494e4d: 'binfmt_misc',
+  0xf97cff8c: 'selinuxfs',
+  0x6e736673: 'nsfs',
+  0x65735543: 'fusectl',
+  0x0187: 'autofs',
+}
+
+/**
+ * Check, before any mkdir, that `dir` can be made and hold files: its nearest existing
+ * ancestor is a writable directory on a filesystem that stores files. (Node's recursive mkdir
+ * never settles below /proc, spinning a core.)
+ */
+async function requireMakeable(dir: string): Promise<void> {
+  let existing = path.resolve(dir)
+  let st: fs.Stats | undefined
+  for (;;) {
+    try {
+      st = await fsp.stat(existing)
+      break
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT') throw wrapFs(e, 'stat', existing)
+      const up = path.dirname(existing)
+      if (up === existing) throw wrapFs(e, 'stat', existing)
+      existing = up
+    }
+  }
+  const refuse = (why: string) =>
+    new BtrfsError('EINVAL', `EINVAL: cannot make ${dir}: ${why}; pass --image PATH in a directory on a disk filesystem`, { syscall: 'mkdir', path: dir })
+  if (!st.isDirectory()) throw refuse(`${existing} is not a directory`)
+  const pseudo = PSEUDO_FILESYSTEMS[(await fsp.statfs(existing)).type]
+  if (pseudo) throw refuse(`${existing} is on ${pseudo}, a pseudo filesystem that cannot hold files`)
+  try {
+    await fsp.access(existing, fs.constants.W_OK | fs.constants.X_OK)
+  } catch (e) {
+    throw wrapFs(e, 'mkdir', dir)
+  }
+}
+
 async function mkdirOrThrow(dir: string, mode: number): Promise<void> {
+  await requireMakeable(dir)
   try {
     await fsp.mkdir(dir, { recursive: true, mode })
   } catch (e) {

@@ -7,6 +7,7 @@ export class UsageError extends Error {
   constructor(
     message: string,
     readonly command?: string,
+    readonly hint?: string,
   ) {
     super(message)
     this.name = 'UsageError'
@@ -17,7 +18,7 @@ export type OptionSpec = { type: 'string' | 'boolean'; short?: string; multiple?
 export type OptionSpecs = Record<string, OptionSpec>
 export type Values = Record<string, string | boolean | string[] | undefined>
 
-/** Options every command takes. */
+/** Options every command takes. `--size` is create's alone; elsewhere it is refused with a hint (it once was the image size). */
 export const GLOBAL_OPTIONS: OptionSpecs = {
   home: { type: 'string' },
   image: { type: 'string' },
@@ -43,6 +44,12 @@ export function findCommand(argv: string[], all: OptionSpecs): string | undefine
   return first?.kind === 'positional' ? first.value : undefined
 }
 
+/** Whether `--json` was asked for (read loosely, so that even a usage error can answer in JSON). */
+export function wantsJson(argv: string[], all: OptionSpecs): boolean {
+  const { values } = parseArgs({ args: argv, options: all, allowPositionals: true, strict: false })
+  return values.json === true
+}
+
 /** Parse `argv` strictly against the global options and `options` (a command's win on a clash). */
 export function parseCommandLine(argv: string[], options: OptionSpecs, command: string): { values: Values; positionals: string[] } {
   try {
@@ -55,13 +62,16 @@ export function parseCommandLine(argv: string[], options: OptionSpecs, command: 
   }
 }
 
-/** The global options out of parsed values; the image size is `--image-size`, or `--size` where the command has no `--size` of its own. */
-export function globals(values: Values, commandHasSize: boolean): GlobalOptions {
+/** The global options out of parsed values. `--size` on a command without its own is a usage error: the image size is `--image-size`. */
+export function globals(values: Values, command: string, commandHasSize: boolean): GlobalOptions {
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined)
+  if (!commandHasSize && values.size !== undefined) {
+    throw new UsageError(`${command} has no --size (that is the size limit of create)`, command, 'the size of a new loopback image is --image-size N, e.g. --image-size 8G')
+  }
   return {
     home: str(values.home) ?? (process.env.BTRFS_LAYERS_HOME || undefined),
     image: str(values.image),
-    imageSize: str(values['image-size']) ?? (commandHasSize ? undefined : str(values.size)),
+    imageSize: str(values['image-size']),
     json: values.json === true,
   }
 }

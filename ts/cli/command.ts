@@ -39,6 +39,19 @@ export function output(ctx: Context, data: unknown, human: () => void): void {
   else human()
 }
 
+/**
+ * Resolves once what was written to stdout is out, or its reader went away (the 'error'
+ * listener of main then aborts `ctx.signal`): a note after data waits for it, so a closed
+ * pipe (`| head`) leaves no summary of output nobody read.
+ */
+export function stdoutDone(ctx: Context): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => setImmediate(resolve)
+    if (ctx.stdout.destroyed || ctx.stdout.writableEnded) return done()
+    ctx.stdout.write('', done)
+  })
+}
+
 /** A line to stdout. */
 export function say(ctx: Context, line = ''): void {
   ctx.stdout.write(`${line}\n`)

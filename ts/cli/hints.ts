@@ -1,4 +1,5 @@
 /** What went wrong and what to do: errors turned into a message, a hint and an exit code. */
+import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { BtrfsError } from '../errors'
 import { UsageError } from './args'
@@ -33,6 +34,45 @@ export interface Explained {
   hint?: string
   code: string
   exit: number
+  /** The process that holds the store, for an EBUSY of its lock. */
+  pid?: number
+}
+
+const details = new WeakMap<object, Record<string, unknown>>()
+
+/** Attach what a command got done before `err` (e.g. rm's removed and failed ids), for --json's error object. */
+export function withDetails<E extends object>(err: E, more: Record<string, unknown>): E {
+  details.set(err, more)
+  return err
+}
+
+/** What `withDetails` attached to `err`, if anything. */
+export function detailsOf(err: unknown): Record<string, unknown> | undefined {
+  return typeof err === 'object' && err !== null ? details.get(err) : undefined
+}
+
+/** The process holding the store: from the EBUSY message, else the id the holder wrote into `home/.lock`. */
+function lockHolder(err: BtrfsError, ctx: HintContext): { pid: number; command?: string } | undefined {
+  let pid = Number(/process (\d+)/.exec(err.message)?.[1])
+  if (!pid) {
+    const lock = err.path ?? (ctx.home && path.join(ctx.home, '.lock'))
+    try {
+      pid = Number(fs.readFileSync(lock ?? '', 'utf8').trim())
+    } catch {
+      return undefined
+    }
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined
+  let command: string | undefined
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
+    // `node main.js --home ... apply x -`: the program and script by name, the arguments whole.
+    const line = argv.map((a, i) => (i === 0 || (i === 1 && /\.[cm]?js$/.test(a)) ? path.basename(a) : a)).join(' ')
+    command = line.length > 200 ? `${line.slice(0, 197)}...` : line
+  } catch {
+    // gone meanwhile, or another pid namespace
+  }
+  return { pid, command }
 }
 
 /** The layer id an error's path names, when it is `<home>/subvolumes/<id>`. */
@@ -62,7 +102,11 @@ function hintFor(err: BtrfsError, ctx: HintContext): string | undefined {
       }
       return undefined
     case 'EBUSY':
-      if (err.syscall === 'flock') return 'store in use by another process (another btrfs-layers or program holds its lock); wait for it to finish'
+      if (err.syscall === 'flock') {
+        const h = lockHolder(err, ctx)
+        const who = h ? `process ${h.pid}${h.command ? ` (${h.command})` : ''}` : 'another btrfs-layers or program'
+        return `store in use by another process: ${who} holds its lock; wait for it to finish (ls, status, changes and diff work meanwhile)`
+      }
       if (/in use \(get without put\)/.test(err.message)) return `layer held: '${id ?? '?'}' is in use; release it first`
       return `layer held: something is mounted inside ${err.path ?? 'the layer'} or a process uses it; unmount it or stop the process`
     case 'ERR_BAD_LAYER':
@@ -73,7 +117,7 @@ function hintFor(err: BtrfsError, ctx: HintContext): string | undefined {
     }
     case 'ENOSPC':
       return ctx.loopback
-        ? 'the loopback store is full: remove layers, or unmount it, delete the image and init again with a larger --size'
+        ? 'the loopback store is full: remove layers, or unmount it, delete the image and init again with a larger --image-size'
         : 'the filesystem is full: remove layers or free space'
     case 'EDQUOT':
       return 'the layer reached its size limit (--size of create)'
@@ -86,11 +130,12 @@ function hintFor(err: BtrfsError, ctx: HintContext): string | undefined {
 
 /** The message, hint and exit code for anything a command threw. */
 export function explain(err: unknown, ctx: HintContext): Explained {
-  if (err instanceof UsageError) return { message: err.message, code: 'ERR_USAGE', exit: EXIT_USAGE }
+  if (err instanceof UsageError) return { message: err.message, hint: err.hint, code: 'ERR_USAGE', exit: EXIT_USAGE }
   if (err instanceof CliError) return { message: err.message, hint: err.hint, code: err.code, exit: EXIT_FAILURE }
   if (err instanceof BtrfsError) {
     if (err.code === 'ABORT_ERR') return { message: 'interrupted; the interrupted operation was undone', code: 'ABORT_ERR', exit: EXIT_INTERRUPTED }
-    return { message: err.message, hint: hintFor(err, ctx), code: String(err.code), exit: EXIT_FAILURE }
+    const pid = err.code === 'EBUSY' && err.syscall === 'flock' ? lockHolder(err, ctx)?.pid : undefined
+    return { message: err.message, hint: hintFor(err, ctx), code: String(err.code), exit: EXIT_FAILURE, ...(pid ? { pid } : {}) }
   }
   const e = err as NodeJS.ErrnoException
   if (e && typeof e === 'object' && e.name === 'AbortError') return { message: 'interrupted', code: 'ABORT_ERR', exit: EXIT_INTERRUPTED }

@@ -30,8 +30,12 @@ export async function openLoopback(g: GlobalOptions, hints: HintContext): Promis
   return lb
 }
 
-/** Open the store, run `fn`, and always release the store's lock and private mount. */
-export async function withStore<T>(g: GlobalOptions, hints: HintContext, fn: (s: Store) => Promise<T>): Promise<T> {
+/**
+ * Open the store, run `fn`, and always release the store's lock and private mount. With
+ * `readOnly` (the commands that only read), the store is opened without its lock, so they
+ * work while another process writes; a store not made yet is made (and locked) as before.
+ */
+export async function withStore<T>(g: GlobalOptions, hints: HintContext, fn: (s: Store) => Promise<T>, o: { readOnly?: boolean } = {}): Promise<T> {
   let loopback: LoopbackStore | undefined
   let home: string
   if (g.home !== undefined) {
@@ -41,10 +45,22 @@ export async function withStore<T>(g: GlobalOptions, hints: HintContext, fn: (s:
     loopback = await openLoopback(g, hints)
     home = path.join(loopback.mountPoint, LOOPBACK_HOME)
   }
-  const driver = await BtrfsDriver.init(home)
+  const driver = o.readOnly ? await openReader(home) : await BtrfsDriver.init(home)
   try {
     return await fn({ driver, home, loopback })
   } finally {
     await driver.cleanup()
+  }
+}
+
+/** A read-only driver on `home`; the writer's init when there is no store there yet (it makes one). */
+async function openReader(home: string): Promise<BtrfsDriver> {
+  try {
+    return await BtrfsDriver.init(home, { readOnly: true })
+  } catch (e) {
+    if (e instanceof BtrfsError && e.code === 'ENOENT' && e.path !== undefined && path.resolve(e.path).startsWith(path.resolve(home))) {
+      return BtrfsDriver.init(home)
+    }
+    throw e
   }
 }

@@ -64,6 +64,10 @@ pub struct DriverOptions {
     pub gid_maps: Vec<IdMap>,
     /// Smallest `size` a layer may ask for, in bytes.
     pub min_space: Option<u64>,
+    /// Open an existing store for reading only: no lock, no private mount, no crash recovery,
+    /// no qgroup work, never a write (so it works while a writer holds the store); every
+    /// method that would write fails with EROFS.
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,6 +97,8 @@ pub struct Driver {
     idmapped: OnceLock<bool>,
     /// Set once BTRFS_IOC_SEND was refused (EPERM): `changes` walks from then on.
     send_denied: AtomicBool,
+    /// Opened with `read_only`: write methods fail with EROFS.
+    read_only: bool,
 }
 
 struct Dirs {
@@ -134,15 +140,32 @@ impl Driver {
         let home = std::path::absolute(home).map_err(|_| {
             Error::invalid(Errno::EINVAL, "init", home, "cannot make path absolute")
         })?;
-        home::open_or_make(&home, root_uid, root_gid)?;
-        let lock = home::lock(&home)?;
-        let mounted = mounts::make_private(&home)?;
+        let read_only = opts.read_only;
+        let (lock, mounted) = if read_only {
+            home::open_existing(&home)?;
+            (None, false)
+        } else {
+            home::open_or_make(&home, root_uid, root_gid)?;
+            let lock = home::lock(&home)?;
+            (Some(lock), mounts::make_private(&home)?)
+        };
         let open = || -> Result<Driver> {
-            let dirs = home::open_dirs(&home)?;
+            let dirs = home::open_dirs(&home, read_only)?;
             let sub = dirs.subvolumes.as_fd();
-            let record_ns = Namespace::probe(sub, &home.join(SUBVOLUMES))?;
-            let quotas = quota::enabled(sub, &home)?;
-            let pending = qgroups::read_pending(dirs.metadata.as_fd());
+            let shown = home.join(SUBVOLUMES);
+            let (record_ns, quotas, pending) = if read_only {
+                (
+                    Namespace::probe_read_only(sub, &shown)?,
+                    false,
+                    BTreeSet::new(),
+                )
+            } else {
+                (
+                    Namespace::probe(sub, &shown)?,
+                    quota::enabled(sub, &home)?,
+                    qgroups::read_pending(dirs.metadata.as_fd()),
+                )
+            };
             let driver = Driver {
                 home: home.clone(),
                 dirs: RwLock::new(Some(Arc::new(dirs))),
@@ -156,14 +179,17 @@ impl Driver {
                 state: Mutex::new(State {
                     refs: HashMap::new(),
                     pending_qgroups: pending,
-                    lock: Some(lock),
+                    lock,
                     mounted,
                 }),
                 seq: AtomicU64::new(0),
                 idmapped: OnceLock::new(),
                 send_denied: AtomicBool::new(false),
+                read_only,
             };
-            driver.recover()?;
+            if !read_only {
+                driver.recover()?;
+            }
             Ok(driver)
         };
         open().inspect_err(|_| {
@@ -175,6 +201,24 @@ impl Driver {
 
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// Whether the driver was opened with `read_only`.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// EROFS on a driver opened read-only, before anything is touched.
+    fn require_writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::invalid(
+                Errno::EROFS,
+                op,
+                &self.home,
+                "the driver was opened read-only",
+            ));
+        }
+        Ok(())
     }
 
     fn subvolumes_path(&self) -> PathBuf {
@@ -306,6 +350,7 @@ impl Driver {
 
     /// Create layer `id`: empty, or a snapshot of layer `parent`.
     pub fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOptions) -> Result<()> {
+        self.require_writable("create")?;
         let dirs = self.dirs()?;
         check_id(id, "create")?;
         self.check_size(id, opts.size)?;
@@ -394,6 +439,7 @@ impl Driver {
 
     /// Remove layer `id` with every subvolume nested in it, and its qgroup.
     pub fn remove(&self, id: &str) -> Result<()> {
+        self.require_writable("remove")?;
         let dirs = self.dirs()?;
         check_id(id, "remove")?;
         self.require_unheld(id, "remove")?;
@@ -450,6 +496,7 @@ impl Driver {
 
     /// The absolute path of layer `id`, held until `put`.
     pub fn get(&self, id: &str, mount_label: Option<&str>) -> Result<PathBuf> {
+        self.require_writable("get")?;
         let fd = self.require_layer(id, "get")?;
         let path = self.layer_path(id);
         if let Some(label) = mount_label {
@@ -554,6 +601,7 @@ impl Driver {
         uid_maps: &[IdMap],
         gid_maps: &[IdMap],
     ) -> Result<()> {
+        self.require_writable("mountIdmapped")?;
         check_id(id, "mountIdmapped")?;
         check(target, "mountIdmapped")?;
         let shown_uids = IdMapping::new(uid_maps, "uidMaps")?;

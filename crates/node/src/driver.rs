@@ -22,6 +22,8 @@ pub struct DriverInitOptions {
     pub uid_maps: Option<Vec<IdMapEntry>>,
     pub gid_maps: Option<Vec<IdMapEntry>>,
     pub min_space: Option<f64>,
+    /// Open an existing store for reading only (no lock, no private mount, no write).
+    pub read_only: Option<bool>,
 }
 
 #[napi(object)]
@@ -117,6 +119,7 @@ pub fn driver_init(home: String, options: DriverInitOptions) -> AsyncTask<Job<Na
             uid_maps: maps(options.uid_maps),
             gid_maps: maps(options.gid_maps),
             min_space: options.min_space.map(|n| n as u64),
+            read_only: options.read_only.unwrap_or(false),
         };
         Ok(NativeDriver {
             inner: Arc::new(Driver::init(&PathBuf::from(home), opts)?),

@@ -3,7 +3,7 @@ import * as fsp from 'node:fs/promises'
 import { Transform, pipeline, type Readable } from 'node:stream'
 import { BtrfsError } from '../../errors'
 import { layerId, UsageError } from '../args'
-import { formatBytes } from '../format'
+import { formatBytes, formatDuration } from '../format'
 import { CliError } from '../hints'
 import { Progress } from '../progress'
 import { withStore } from '../store'
@@ -62,9 +62,11 @@ export const apply: Command = {
       total = st.size
     }
     await withStore(ctx.global, ctx.hints, async (s) => {
+      if (ctx.signal.aborted) throw new BtrfsError('ABORT_ERR', 'ABORT_ERR: interrupted before anything was changed')
       const created = !(await s.driver.exists(id))
       if (created) await s.driver.create(id, parent)
       const progress = new Progress({ label: `apply ${id}`, unit: 'bytes', total, stream: ctx.stderr })
+      const t0 = performance.now()
       let read = 0
       let applied: number
       try {
@@ -88,9 +90,16 @@ export const apply: Command = {
         if (created) await s.driver.remove(id).catch(() => undefined)
         throw e
       }
-      progress.finish(read, `${formatBytes(applied)} of file content`)
+      // The summary is the result line below, once: the bar only goes away.
+      progress.clear()
+      const ms = performance.now() - t0
+      const rate = `${formatBytes((read * 1000) / Math.max(ms, 1))}/s`
       output(ctx, { id, parent: parent ?? null, created, bytes: applied, read }, () =>
-        say(ctx, `applied ${file === '-' ? 'stdin' : file} to ${created ? 'new ' : ''}layer ${id}${parent ? ` (on ${parent})` : ''}: ${formatBytes(applied)} of file content`),
+        say(
+          ctx,
+          `applied ${file === '-' ? 'stdin' : file} to ${created ? 'new ' : ''}layer ${id}${parent ? ` (on ${parent})` : ''}: ${formatBytes(applied)} of file content` +
+            ` (${formatBytes(read)} of tar in ${formatDuration(ms)}, ${rate})`,
+        ),
       )
     })
   },

@@ -1,6 +1,6 @@
 import { layerId, parentOption } from '../args'
 import { withStore } from '../store'
-import { note, output, say, type Command } from '../command'
+import { note, output, say, stdoutDone, type Command } from '../command'
 
 const MARK = { add: 'A', modify: 'M', delete: 'D' } as const
 
@@ -18,9 +18,12 @@ export const changes: Command = {
       const list = await s.driver.changes(id, parent)
       output(ctx, list, () => {
         for (const c of list) say(ctx, `${MARK[c.kind]} ${c.path}`)
-        const n = (k: string) => list.filter((c) => c.kind === k).length
-        note(ctx, `${list.length} changes: ${n('add')} added, ${n('modify')} modified, ${n('delete')} deleted`)
       })
-    })
+      if (ctx.global.json) return
+      await stdoutDone(ctx)
+      if (ctx.signal.aborted) return
+      const n = (k: string) => list.filter((c) => c.kind === k).length
+      note(ctx, `${list.length} changes: ${n('add')} added, ${n('modify')} modified, ${n('delete')} deleted`)
+    }, { readOnly: true })
   },
 }

@@ -180,7 +180,7 @@ async function scenario(ctx: Context, driver: BtrfsDriver, source: string, tmp: 
       progress.clear()
     }
     return bytes
-  }, (n) => `${formatBytes(n)} -> ${out}`)
+  }, (n) => `${formatBytes(n)} (to a temporary file, removed at the end)`)
 
   const replay = `${PREFIX}replay`
   const same = await step(`replay: ${replay} on ${base} + the diff, compare`, async () => {

@@ -56,6 +56,6 @@ export const diff: Command = {
           say(ctx, `wrote ${file} (${formatBytes(bytes)}, ${compression === 'none' ? 'tar' : `tar+${compression}`})`),
         )
       }
-    })
+    }, { readOnly: true })
   },
 }

@@ -6,9 +6,9 @@ import { parseBytes } from '../../driver'
 export const init: Command = {
   name: 'init',
   summary: 'create the store (or reuse it) and mount the loopback image',
-  usage: '[--home DIR | --image PATH --size N]',
+  usage: '[--home DIR | --image PATH --image-size N]',
   help:
-    'Without --home, makes a sparse image (default 4 GiB, --size) under ~/.local/share/btrfs-layers\n' +
+    'Without --home, makes a sparse image (default 4 GiB, --image-size) under ~/.local/share/btrfs-layers\n' +
     '(or --image PATH), formats it with mkfs.btrfs, loop-mounts it and keeps it mounted for the\n' +
     'next commands; run again, it reuses the image and the mount. With --home, opens (creating)\n' +
     'a store in DIR on an existing btrfs.',
@@ -27,7 +27,7 @@ export const init: Command = {
         say(ctx, `store ${s.home}: ${layers} layer${layers === 1 ? '' : 's'}`)
       })
       if (lb && !lb.created && ctx.global.imageSize !== undefined && parseBytes('size', ctx.global.imageSize) !== lb.size) {
-        note(ctx, `note: the image exists with ${formatBytes(lb.size)}; --size applies only to a new image`)
+        note(ctx, `note: the image exists with ${formatBytes(lb.size)}; --image-size applies only to a new image`)
       }
     })
   },

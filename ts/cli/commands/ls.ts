@@ -16,6 +16,6 @@ export const ls: Command = {
         const rows = layers.map((m) => [m.id, m.parent ?? '-', m.created.toISOString().replace(/\.\d+Z$/, 'Z'), m.readOnly ? 'ro' : 'rw', m.size !== null ? formatBytes(m.size) : '-'])
         say(ctx, table([['ID', 'PARENT', 'CREATED', 'MODE', 'SIZE LIMIT'], ...rows]))
       })
-    })
+    }, { readOnly: true })
   },
 }

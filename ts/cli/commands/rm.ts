@@ -1,5 +1,6 @@
 import { BtrfsError } from '../../errors'
 import { layerId } from '../args'
+import { withDetails } from '../hints'
 import { withStore } from '../store'
 import { output, say, type Command } from '../command'
 
@@ -26,8 +27,9 @@ export const rm: Command = {
           failed.push({ id, code: String((e as BtrfsError).code ?? 'ERR_INTERNAL'), message: (e as Error).message })
         }
       }
+      // With --json a failure is the one error object, carrying what was done.
+      if (first) throw typeof first === 'object' && first !== null ? withDetails(first, { removed, failed }) : first
       output(ctx, { removed, failed }, () => undefined)
-      if (first) throw first
       if (ctx.signal.aborted) throw new BtrfsError('ABORT_ERR', 'ABORT_ERR: interrupted')
     })
   },

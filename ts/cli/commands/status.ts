@@ -11,9 +11,10 @@ export const status: Command = {
   args: { min: 0, max: 0 },
   async run(ctx) {
     await withStore(ctx.global, ctx.hints, async (s) => {
-      const pairs = statusPairs(await s.driver.status())
+      const st = await s.driver.status()
+      const pairs = statusPairs(st)
       const lb = s.loopback
-      output(ctx, { home: s.home, status: Object.fromEntries(pairs), loopback: lb ?? null }, () => {
+      output(ctx, { ...st, loopback: lb ?? null }, () => {
         const rows = pairs.map(([k, v]) => [`${k}:`, /Space/.test(k) && /^\d+$/.test(v) ? formatBytes(Number(v)) : v])
         if (lb) {
           rows.push(['Image:', lb.image], ['Image Size:', `${formatBytes(lb.size)} (${formatBytes(lb.allocated)} on disk)`])
@@ -21,6 +22,6 @@ export const status: Command = {
         }
         say(ctx, table(rows))
       })
-    })
+    }, { readOnly: true })
   },
 }

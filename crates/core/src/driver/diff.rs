@@ -138,6 +138,10 @@ impl Driver {
                 Some(since) => {
                     changes::changes_since(new.as_fd(), old.as_fd(), since, &shown, &options)
                 }
+                // A reader takes no snapshot (send needs read-only ones): it walks.
+                None if self.read_only => {
+                    changes::changes_walk(new.as_fd(), Some(old.as_fd()), &shown, &options)
+                }
                 None => self.changes_by_send(id, new.as_fd(), &parent, old.as_fd(), &options),
             };
             match fast {
@@ -277,6 +281,7 @@ impl Driver {
         input: impl Read,
         control: Control<'_>,
     ) -> Result<u64> {
+        self.require_writable("applyDiff")?;
         let layer_fd = self.require_layer(id, "applyDiff")?;
         if let Some(p) = parent {
             self.require_layer(p, "applyDiff")?;

@@ -13,6 +13,7 @@ use nix::unistd::{fchown, Gid, Uid};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The host ids container root (0) maps to; EINVAL when the maps leave it out.
@@ -74,7 +75,25 @@ pub(super) fn open_or_make(home: &Path, root_uid: u32, root_gid: u32) -> Result<
     }
 }
 
-/// Take the store's exclusive lock: EBUSY while another driver (process) holds it.
+/// Check that the store at `home` exists and is on btrfs, changing nothing (a reader's init).
+pub(super) fn open_existing(home: &Path) -> Result<()> {
+    let fd = open::open_dir(home)?;
+    require_btrfs(fd.as_fd(), home).map_err(|e| {
+        if e.code == Code::NotBtrfs {
+            Error {
+                code: Code::Prerequisites,
+                syscall: "statfs",
+                path: Some(home.to_path_buf()),
+                message: "the layer store must be on a btrfs filesystem".into(),
+            }
+        } else {
+            e
+        }
+    })
+}
+
+/// Take the store's exclusive lock and write this process's id into the lock file: EBUSY
+/// naming the holder's id while another driver (process) holds it.
 pub(super) fn lock(home: &Path) -> Result<Flock<File>> {
     let lock_path = home.join(LOCK);
     let fd = openat(
@@ -84,27 +103,51 @@ pub(super) fn lock(home: &Path) -> Result<Flock<File>> {
         Mode::from_bits_truncate(0o600),
     )
     .at("openat", &lock_path)?;
-    Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        if e == Errno::EWOULDBLOCK {
-            Error::refused(
-                Errno::EBUSY,
-                "flock",
-                &lock_path,
-                "the layer store is in use by another driver (process)",
-            )
-        } else {
-            Error::sys(e, "flock", &lock_path)
-        }
-    })
+    let lock =
+        Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).map_err(|(file, e)| {
+            if e == Errno::EWOULDBLOCK {
+                let why = match holder(&file) {
+                    Some(pid) => {
+                        format!("the layer store is in use by another driver: process {pid}")
+                    }
+                    None => "the layer store is in use by another driver (process)".into(),
+                };
+                Error::refused(Errno::EBUSY, "flock", &lock_path, why)
+            } else {
+                Error::sys(e, "flock", &lock_path)
+            }
+        })?;
+    // Who holds the store, for the EBUSY of the next one; the lock is what counts, not this.
+    let pid = format!("{}\n", std::process::id());
+    let io = |e: std::io::Error, syscall| {
+        Error::sys(
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            syscall,
+            &lock_path,
+        )
+    };
+    lock.set_len(0).map_err(|e| io(e, "ftruncate"))?;
+    lock.write_all_at(pid.as_bytes(), 0)
+        .map_err(|e| io(e, "pwrite"))?;
+    Ok(lock)
 }
 
-/// Open `subvolumes/` and `metadata/` under home, making them when missing.
-pub(super) fn open_dirs(home: &Path) -> Result<Dirs> {
+/// The process id the holder of the lock wrote into `file`, when there is one.
+fn holder(file: &File) -> Option<u32> {
+    let mut buf = [0u8; 24];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// Open `subvolumes/` and `metadata/` under home, making them when missing (unless `read_only`).
+pub(super) fn open_dirs(home: &Path, read_only: bool) -> Result<Dirs> {
     let home_fd = open::open_dir(home)?;
     let open = |dir: &str| -> Result<OwnedFd> {
-        match mkdirat(&home_fd, dir, Mode::from_bits_truncate(0o700)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(Error::sys(e, "mkdirat", &home.join(dir))),
+        if !read_only {
+            match mkdirat(&home_fd, dir, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(Error::sys(e, "mkdirat", &home.join(dir))),
+            }
         }
         open_dir_at(home_fd.as_fd(), OsStr::new(dir), &home.join(dir))
     };

@@ -70,6 +70,29 @@ impl Namespace {
             Err(e) => Err(Error::sys(e, "fsetxattr", shown)),
         }
     }
+    /// `probe` without a write, for a reader: replacing an xattr that does not exist changes
+    /// nothing (ENODATA) once the kernel allows the namespace, and it refuses `trusted.`
+    /// without CAP_SYS_ADMIN (EPERM) before it looks.
+    pub fn probe_read_only(fd: BorrowedFd<'_>, shown: &Path) -> Result<Namespace> {
+        let probe = c"trusted.btrfs-layers.probe";
+        // SAFETY: the name is NUL-terminated; the value is one readable byte.
+        let r = unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                probe.as_ptr(),
+                c"1".as_ptr().cast(),
+                1,
+                libc::XATTR_REPLACE,
+            )
+        };
+        match Errno::result(r) {
+            Ok(_) | Err(Errno::ENODATA) => Ok(Namespace::Trusted),
+            Err(Errno::EPERM) | Err(Errno::EACCES) => Ok(Namespace::User),
+            // A read-only mount cannot tell; a record is read where a privileged driver writes it.
+            Err(Errno::EROFS) => Ok(Namespace::Trusted),
+            Err(e) => Err(Error::sys(e, "fsetxattr", shown)),
+        }
+    }
 }
 
 /// What is stored. Every field may be missing: a missing record is a layer made empty with no

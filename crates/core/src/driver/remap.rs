@@ -23,6 +23,7 @@ impl Driver {
         gid_maps: &[IdMap],
         control: Control<'_>,
     ) -> Result<RemapOutcome> {
+        self.require_writable("remap")?;
         check_id(id, "remap")?;
         check_id(target, "remap")?;
         let to_uids = IdMapping::new(uid_maps, "uidMaps")?;

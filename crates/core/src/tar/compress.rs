@@ -103,7 +103,7 @@ fn stream_error(e: io::Error, syscall: &'static str) -> Error {
             syscall: "",
             op: "",
             path: None,
-            message: e.to_string(),
+            message: crate::tar::input_error(&e),
         },
     }
 }

@@ -5,3 +5,6 @@ pub mod apply;
 pub mod compress;
 pub mod source;
 pub mod write;
+
+mod quote;
+pub(crate) use quote::input_error;

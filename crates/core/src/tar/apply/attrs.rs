@@ -17,6 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use super::bad_layer;
+use crate::tar::input_error;
 
 const XATTR_KEY: &[u8] = b"SCHILY.xattr.";
 /// Permission bits including setuid, setgid and sticky.
@@ -53,7 +54,7 @@ impl Meta {
     ) -> Result<Meta> {
         let h = entry.header();
         let field = |r: std::io::Result<u64>, what: &str| {
-            r.map_err(|e| bad_layer(shown, format!("bad {what} field: {e}")))
+            r.map_err(|e| bad_layer(shown, format!("bad {what} field: {}", input_error(&e))))
         };
         let mut raw_uid = field(h.uid(), "uid")?;
         let mut raw_gid = field(h.gid(), "gid")?;
@@ -65,9 +66,10 @@ impl Meta {
         let mut xattrs = Vec::new();
         let records = entry
             .pax_extensions()
-            .map_err(|e| bad_layer(shown, format!("bad PAX header: {e}")))?;
+            .map_err(|e| bad_layer(shown, format!("bad PAX header: {}", input_error(&e))))?;
         for record in records.into_iter().flatten() {
-            let record = record.map_err(|e| bad_layer(shown, format!("bad PAX record: {e}")))?;
+            let record = record
+                .map_err(|e| bad_layer(shown, format!("bad PAX record: {}", input_error(&e))))?;
             match record.key_bytes() {
                 b"mtime" => mtime = pax_time(record.value_bytes(), shown)?,
                 b"atime" => atime = Some(pax_time(record.value_bytes(), shown)?),

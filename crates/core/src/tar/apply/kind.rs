@@ -81,8 +81,12 @@ fn hardlink_target<R: Read>(entry: &::tar::Entry<'_, R>, shown: &Path) -> Result
 
 fn device(h: &::tar::Header, shown: &Path) -> Result<libc::dev_t> {
     let field = |r: std::io::Result<Option<u32>>| {
-        r.map(Option::unwrap_or_default)
-            .map_err(|e| bad_layer(shown, format!("bad device number: {e}")))
+        r.map(Option::unwrap_or_default).map_err(|e| {
+            bad_layer(
+                shown,
+                format!("bad device number: {}", crate::tar::input_error(&e)),
+            )
+        })
     };
     let (major, minor) = (field(h.device_major())?, field(h.device_minor())?);
     if major > MAJOR_MAX || minor > MINOR_MAX {

@@ -217,7 +217,7 @@ pub(super) fn stream_error(e: io::Error, shown: &Path) -> Error {
             syscall: "",
             op: "applyDiff",
             path,
-            message: format!("malformed layer: {e}"),
+            message: format!("malformed layer: {}", crate::tar::input_error(&e)),
         },
     }
 }
