@@ -125,6 +125,8 @@ export interface DriverInitOptions {
   uidMaps?: Array<IdMapEntry>
   gidMaps?: Array<IdMapEntry>
   minSpace?: number
+  /** Open an existing store for reading only (no lock, no private mount, no write). */
+  readOnly?: boolean
 }
 
 export declare function filesystemInfo(path: string): Promise<FilesystemInfo>

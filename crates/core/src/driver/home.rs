@@ -39,19 +39,6 @@ pub(super) fn container_root(
 /// Check that `home` is on btrfs, or make it: a fresh store is a subvolume of its own (so
 /// snapshots of the enclosing subvolume do not swallow it), mode 0700, owned by container root.
 pub(super) fn open_or_make(home: &Path, root_uid: u32, root_gid: u32) -> Result<()> {
-    let prerequisites = |e: Error, path: &Path| {
-        if e.code == Code::NotBtrfs {
-            Error {
-                code: Code::Prerequisites,
-                syscall: "statfs",
-                op: "init",
-                path: Some(path.to_path_buf()),
-                message: "the layer store must be on a btrfs filesystem".into(),
-            }
-        } else {
-            e
-        }
-    };
     match open::open_dir(home) {
         Ok(fd) => require_btrfs(fd.as_fd(), home).map_err(|e| prerequisites(e, home)),
         Err(e) if e.is(Errno::ENOENT) => {
@@ -78,18 +65,22 @@ pub(super) fn open_or_make(home: &Path, root_uid: u32, root_gid: u32) -> Result<
 /// Check that the store at `home` exists and is on btrfs, changing nothing (a reader's init).
 pub(super) fn open_existing(home: &Path) -> Result<()> {
     let fd = open::open_dir(home)?;
-    require_btrfs(fd.as_fd(), home).map_err(|e| {
-        if e.code == Code::NotBtrfs {
-            Error {
-                code: Code::Prerequisites,
-                syscall: "statfs",
-                path: Some(home.to_path_buf()),
-                message: "the layer store must be on a btrfs filesystem".into(),
-            }
-        } else {
-            e
+    require_btrfs(fd.as_fd(), home).map_err(|e| prerequisites(e, home))
+}
+
+/// `init`'s error for a home (or its parent) that is not on btrfs.
+fn prerequisites(e: Error, path: &Path) -> Error {
+    if e.code == Code::NotBtrfs {
+        Error {
+            code: Code::Prerequisites,
+            syscall: "statfs",
+            op: "init",
+            path: Some(path.to_path_buf()),
+            message: "the layer store must be on a btrfs filesystem".into(),
         }
-    })
+    } else {
+        e
+    }
 }
 
 /// Take the store's exclusive lock and write this process's id into the lock file: EBUSY
