@@ -39,3 +39,15 @@ export {
   type LayerMetadata,
 } from './driver'
 export { remapLayer, type Mapping, type RemapOptions, type RemapResult } from './remap'
+export {
+  ImageStore,
+  type CommitOptions,
+  type Credentials,
+  type HistoryEntry,
+  type ImageConfig,
+  type ImageRecord,
+  type Platform,
+  type PullOptions,
+  type PullProgress,
+  type RemoveResult,
+} from './image/store'
