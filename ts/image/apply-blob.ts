@@ -60,6 +60,7 @@ class Hasher extends Transform {
           g.once('end', resolve)
           g.once('error', reject)
         })
+        this.#done.catch(() => undefined)
         this.#gunzip = g
       } else if (this.format === 'plain') {
         this.#plain = this.#uncompressed
@@ -71,8 +72,17 @@ class Hasher extends Transform {
       this.#plain.update(chunk)
       this.#uncompressedSize += chunk.length
     }
-    if (this.#gunzip && !this.#gunzip.write(chunk)) this.#gunzip.once('drain', () => cb(null, chunk))
-    else cb(null, chunk)
+    const g = this.#gunzip
+    if (g && !g.destroyed && !g.write(chunk)) {
+      // A gzip stream that breaks never drains: its error then lets the bytes go on (the diffID check fails).
+      const go = () => {
+        g.off('drain', go)
+        g.off('close', go)
+        cb(null, chunk)
+      }
+      g.on('drain', go)
+      g.on('close', go)
+    } else cb(null, chunk)
   }
 
   _flush(cb: (err?: Error | null) => void): void {
@@ -101,13 +111,22 @@ export async function applyBlob(
   expect: BlobExpectation,
   o: { signal?: AbortSignal } = {},
 ): Promise<AppliedBlob> {
-  await driver.create(id, { parent })
+  if (input.errored) throw input.errored
   const hasher = new Hasher()
   const out = new PassThrough({ highWaterMark: 1 << 20 })
+  // Errors go down the chain (pipe() does not carry them); `out` keeps its error for applyDiff.
   input.on('error', (e) => hasher.destroy(e))
   hasher.on('error', (e) => out.destroy(e))
+  out.on('error', () => undefined)
   input.pipe(hasher).pipe(out)
   try {
+    await driver.create(id, { parent })
+  } catch (e) {
+    input.destroy()
+    throw e
+  }
+  try {
+    if (out.errored) throw out.errored
     await driver.applyDiff(id, out, { parent, signal: o.signal })
     const digest = `sha256:${hasher.compressed.digest('hex')}`
     if (digest !== expect.digest) throw digestError(`layer ${id}`, expect.digest, digest)

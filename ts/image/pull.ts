@@ -4,7 +4,7 @@
  * several at once, each streaming from the HTTP body into the apply path, applied in order as
  * soon as its parent is complete. What it returns is the record to write; the store writes it.
  */
-import { PassThrough, pipeline } from 'node:stream'
+import { PassThrough } from 'node:stream'
 import type { BtrfsDriver } from '../driver'
 import { BtrfsError } from '../errors'
 import { abortError } from '../validate'
@@ -219,7 +219,11 @@ async function fetchLayers(
           }
         })
         const ahead = new PassThrough({ highWaterMark: READ_AHEAD })
-        pipeline(blob, ahead, () => undefined)
+        // Errors (ERR_DIGEST at the end) must reach the reader: pipe() does not carry them.
+        blob.on('error', (e) => ahead.destroy(e))
+        ahead.on('error', () => undefined) // kept in ahead.errored for applyBlob
+        blob.pipe(ahead)
+        ahead.once('close', () => blob.destroy())
         try {
           await waitParent
         } catch (e) {
