@@ -1,6 +1,7 @@
 import { AbortError, BtrfsError, call, callSync } from './errors'
 import { native } from './native'
 import type { AppliedLayer as NativeAppliedLayer, ApplySink, DiffStream, LayerSink, NativeDriver, IdMapEntry } from '../native/index'
+import * as path from 'node:path'
 import { Readable } from 'node:stream'
 import type { RemapResult } from './remap'
 import { onAbort, runTask, taskError, throwIfAborted } from './task'
@@ -748,6 +749,13 @@ export class BtrfsDriver implements AsyncDisposable {
     onProgress: ((n: number) => void) | undefined,
   ): Promise<AppliedLayer> {
     return this.#serial(id, async () => {
+      // Before a byte of the input is taken (the native side checks again, and its publish
+      // refuses a name taken meanwhile).
+      throwIfAborted(signal)
+      if (await call(api, () => this.#native.exists(id))) {
+        const where = path.join(this.home, 'subvolumes', id)
+        throw new BtrfsError('EEXIST', `EEXIST: layer already exists, ${api} '${where}'`, { errno: -17, path: where })
+      }
       const r = await runTask<NativeAppliedLayer, LayerSink>(() => (typeof input === 'string' ? this.#native.applyLayerFile(id, parent, verify, input) : this.#native.applyLayerStart(id, parent, verify)), {
         api,
         signal,
