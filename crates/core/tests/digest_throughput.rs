@@ -18,6 +18,10 @@ fn sha256_throughput() {
         }
         let (_, sum) = w.finish();
         let s = t.elapsed().as_secs_f64();
-        println!("sha256: {:.0} MB/s ({:?})", 1024.0 * 1.048_576 / s, sum.unwrap().0);
+        println!(
+            "sha256: {:.0} MB/s ({:?})",
+            1024.0 * 1.048_576 / s,
+            sum.unwrap().0
+        );
     }
 }
