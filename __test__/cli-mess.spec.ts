@@ -223,6 +223,8 @@ btrfsTest.needing(['tar'])('ls, status, changes and diff work while another proc
   await fsp.writeFile(path.join(layer('base'), 'file'), 'content\n')
   t.is((await cli('create', 'child', '--parent', 'base')).code, 0)
   await fsp.writeFile(path.join(layer('child'), 'added'), 'more\n')
+  // Applied to as an existing layer: a new one would be visible only once its apply ends.
+  t.is((await cli('create', 'slow')).code, 0)
 
   // The writer: an apply whose tar never comes, holding the store until it is interrupted.
   const writer = spawn(process.execPath, [CLI, '--home', home, 'apply', 'slow', '-'], { stdio: ['pipe', 'ignore', 'ignore'], env: { ...process.env, BTRFS_LAYERS_HOME: '' } })
@@ -267,7 +269,7 @@ btrfsTest.needing(['tar'])('ls, status, changes and diff work while another proc
   const done = new Promise((r) => writer.on('close', r))
   writer.kill('SIGINT')
   await done
-  await assertReleased(t, home, ['base', 'child'])
+  await assertReleased(t, home, ['base', 'child', 'slow'])
 })
 
 // ---------------------------------------------------------------------------------------------

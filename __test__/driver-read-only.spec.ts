@@ -54,5 +54,5 @@ btrfsTest('a reader needs an existing store and makes none', async (t, dir) => {
   const home = path.join(dir, 'never')
   await expectBtrfsError(t, BtrfsDriver.init(home, { readOnly: true }), { code: 'ENOENT' })
   await t.throwsAsync(fsp.stat(home))
-  await t.throwsAsync(BtrfsDriver.init(home, { readOnly: 'yes' as unknown as boolean }), { code: 'EINVAL' }, 'checked as create checks its readOnly')
+  await t.throwsAsync(BtrfsDriver.init(home, { readOnly: 'yes' as unknown as boolean }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' }, 'a wrong type is a TypeError, as everywhere in the facade')
 })

@@ -47,18 +47,54 @@ export declare class DiffStream {
   abort(): void
   /** Bytes of the stream produced so far. */
   get progress(): number
+  /**
+   * Once `next()` resolved with `null` (the end) of a stream started with `digests`: its
+   * digests; else `null`.
+   */
+  digests(): LayerDigests | null
+}
+
+/**
+ * `applyLayer` under way: a new layer made from a pushed stream (none when it reads a file),
+ * its digests computed on the way.
+ */
+export declare class LayerSink {
+  /** As `ApplySink.write`. */
+  write(chunk: Buffer): Promise<boolean>
+  /** As `ApplySink.tryWrite`. */
+  tryWrite(chunk: Buffer): boolean
+  /** End of input: wait for the layer to be made and verified. */
+  finish(): Promise<AppliedLayer>
+  /** Stop: nothing of the layer is kept. */
+  abort(): void
+  /** Uncompressed tar bytes read so far. */
+  get progress(): number
 }
 
 export declare class NativeDriver {
   /** `parent`: a layer id; `null` with `whole` false means the recorded parent. */
   changesStart(id: string, parent: string | undefined | null, whole: boolean): ChangesTask
   diffSizeStart(id: string, parent: string | undefined | null, whole: boolean): SizeTask
-  /** `compression`: `none`, `gzip` or `zstd`. */
-  diffStart(id: string, parent: string | undefined | null, whole: boolean, compressionName: 'none' | 'gzip' | 'zstd'): DiffStream
+  /**
+   * `compression`: `none`, `gzip` or `zstd`. With `digests`, the stream's digests are
+   * computed as it is written (`DiffStream.digests()` once it ended).
+   */
+  diffStart(id: string, parent: string | undefined | null, whole: boolean, compressionName: 'none' | 'gzip' | 'zstd', digests: boolean): DiffStream
   /** Start applying a stream pushed through the returned sink. */
   applyStart(id: string, parent?: string | undefined | null): ApplySink
   /** Apply a tar file read directly by the native side; the sink is only for abort/progress. */
   applyFile(id: string, parent: string | undefined | null, file: string): ApplySink
+  /**
+   * Make the new layer `id` (from `parent`, else empty) from a stream pushed through the
+   * returned sink, verified against `verify`; nothing is kept unless all of it applied
+   * and matched.
+   */
+  applyLayerStart(id: string, parent?: string | undefined | null, verify?: LayerVerify | undefined | null): LayerSink
+  /**
+   * `applyLayerStart` from a tar file read directly by the native side; the sink is only
+   * for abort/progress.
+   */
+  applyLayerFile(id: string, parent: string | undefined | null, verify: LayerVerify | undefined | null, file: string): LayerSink
   get home(): string
   create(id: string, parent: string | undefined | null, options: LayerCreateOptions): Promise<void>
   remove(id: string): Promise<void>
@@ -98,6 +134,20 @@ export declare class SizeTask {
 
 /** Test hook: panics on the thread pool, so tests can prove a panic becomes an error. */
 export declare function __panicForTest(): Promise<void>
+
+/** A new layer made by `applyLayerStart` or `applyLayerFile`. */
+export interface AppliedLayer {
+  /** Bytes of file content applied. */
+  applied: number
+  /** `sha256:<hex>` of the input as given. */
+  digest: string
+  /** Bytes of the input as given. */
+  size: number
+  /** `sha256:<hex>` of the uncompressed tar (the OCI diffID). */
+  diffId: string
+  /** Bytes of the uncompressed tar. */
+  uncompressedSize: number
+}
 
 export interface ChangeEntry {
   /** Absolute within the layer: `/etc/passwd`. */
@@ -159,6 +209,18 @@ export interface LayerCreateOptions {
   readOnly?: boolean
 }
 
+/** The digests of a layer blob and of its uncompressed tar. */
+export interface LayerDigests {
+  /** `sha256:<hex>` of the blob (the bytes as stored or sent: compressed, or the tar). */
+  digest: string
+  /** Bytes of the blob. */
+  size: number
+  /** `sha256:<hex>` of the uncompressed tar, all of it (the OCI diffID). */
+  diffId: string
+  /** Bytes of the uncompressed tar. */
+  uncompressedSize: number
+}
+
 export interface LayerMetadata {
   id: string
   parent?: string
@@ -173,6 +235,16 @@ export interface LayerMetadata {
   /** Only for a layer stored under other id maps than the driver's (remap). */
   uidMaps?: Array<IdMapEntry>
   gidMaps?: Array<IdMapEntry>
+}
+
+/** What the input of `applyLayerStart`/`applyLayerFile` must be; each part checked only when given. */
+export interface LayerVerify {
+  /** `sha256:<64 lowercase hex>` of the input as given. */
+  digest?: string
+  /** Bytes of the input as given. */
+  size?: number
+  /** `sha256:<64 lowercase hex>` of the uncompressed tar. */
+  diffId?: string
 }
 
 export declare function listSubvolumes(path: string): Promise<Array<NestedSubvolume>>

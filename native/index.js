@@ -838,6 +838,7 @@ module.exports = nativeBinding
 module.exports.ApplySink = nativeBinding.ApplySink
 module.exports.ChangesTask = nativeBinding.ChangesTask
 module.exports.DiffStream = nativeBinding.DiffStream
+module.exports.LayerSink = nativeBinding.LayerSink
 module.exports.NativeDriver = nativeBinding.NativeDriver
 module.exports.RemapTask = nativeBinding.RemapTask
 module.exports.SizeTask = nativeBinding.SizeTask

@@ -1,10 +1,11 @@
-import { BtrfsError, call, callSync } from './errors'
+import { AbortError, BtrfsError, call, callSync } from './errors'
 import { native } from './native'
-import type { ApplySink, DiffStream, NativeDriver, IdMapEntry } from '../native/index'
+import type { AppliedLayer as NativeAppliedLayer, ApplySink, DiffStream, LayerSink, NativeDriver, IdMapEntry } from '../native/index'
+import * as path from 'node:path'
 import { Readable } from 'node:stream'
 import type { RemapResult } from './remap'
 import { onAbort, runTask, taskError, throwIfAborted } from './task'
-import { argType, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkSignal, checkString, invalid, type IdMap } from './validate'
+import { argType, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkSignal, checkString, checkVerify, invalid, type IdMap } from './validate'
 
 export type { IdMap } from './validate'
 
@@ -80,12 +81,73 @@ export interface ChangesOptions {
 export interface DiffOptions extends ChangesOptions {
   /** Compression of the tar stream; default `'none'`. */
   compression?: Compression
+  /**
+   * Compute the stream's digests as it is written (sha256 of the bytes produced, and of the
+   * tar before compression), given as the stream's `digests` promise. Without it, no hashing.
+   */
+  digests?: boolean
+}
+
+/** The digests of a layer blob (OCI: a layer descriptor's `digest` and `size`, and the config's `diff_ids`). */
+export interface LayerDigests {
+  /** `sha256:<hex>` of the blob: the bytes as stored or sent (compressed, or the tar itself). */
+  digest: string
+  /** Bytes of the blob. */
+  size: number
+  /** `sha256:<hex>` of the whole uncompressed tar (the OCI diffID); `digest` for a plain tar. */
+  diffId: string
+  /** Bytes of the uncompressed tar. */
+  uncompressedSize: number
+}
+
+/** What a layer blob must be; each part is checked only when given, and a mismatch is `ERR_DIGEST`. */
+export interface LayerVerify {
+  /** `sha256:` and 64 lowercase hex digits: the digest of the input as given. */
+  digest?: string
+  /** Bytes of the input as given. */
+  size?: number
+  /** `sha256:` and 64 lowercase hex digits: the digest of the uncompressed tar. */
+  diffId?: string
+}
+
+/** What `applyLayer` made: the bytes of file content applied, and the digests of its input. */
+export interface AppliedLayer extends LayerDigests {
+  /** Bytes of file content applied. */
+  applied: number
+}
+
+/**
+ * The stream `diff` returns; with `digests: true` it carries them in `digests`, resolved once
+ * the whole stream is produced (before its `'end'`), rejected when it fails or is destroyed
+ * first.
+ */
+export interface DiffReadable extends Readable {
+  digests?: Promise<LayerDigests>
 }
 
 /** Options of `BtrfsDriver.applyDiff`. */
 export interface ApplyDiffOptions {
-  /** The layer `id` descends from (checked to exist); omitted or `null`: none. */
+  /** The layer `id` descends from (checked to exist); omitted or `null`: none. With `create`, what it is made from. */
   parent?: string | null
+  /**
+   * Make `id` as a new layer (it must not exist): a snapshot of `parent` (else empty) with the
+   * tar applied, visible only once complete; nothing is left on a failure or an abort. As
+   * `applyLayer`, which also returns the digests.
+   */
+  create?: boolean
+  /** With `create` only: what the input must be (see `applyLayer`). */
+  verify?: LayerVerify
+  signal?: AbortSignal
+  /** Called with the uncompressed tar bytes consumed so far (about every 100 ms, and at the end). */
+  onProgress?: (bytes: number) => void
+}
+
+/** Options of `BtrfsDriver.applyLayer`. */
+export interface ApplyLayerOptions {
+  /** The layer to make it from (a snapshot of it); omitted or `null`: an empty layer. */
+  parent?: string | null
+  /** What the input must be: a mismatch is `ERR_DIGEST`, and nothing is kept. */
+  verify?: LayerVerify
   signal?: AbortSignal
   /** Called with the uncompressed tar bytes consumed so far (about every 100 ms, and at the end). */
   onProgress?: (bytes: number) => void
@@ -520,25 +582,27 @@ export class BtrfsDriver implements AsyncDisposable {
    * @example await pipeline(await driver.diff('app', { compression: 'gzip' }), fs.createWriteStream('app.tar.gz'))
    * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id or option.
    */
-  async diff(id: string, options?: DiffOptions): Promise<Readable>
+  async diff(id: string, options: DiffOptions & { digests: true }): Promise<Readable & { digests: Promise<LayerDigests> }>
+  async diff(id: string, options?: DiffOptions): Promise<DiffReadable>
   /**
    * The positional form, `diff(id, parent, options)`.
    * @deprecated Pass the parent in the options: `diff(id, { parent })`.
    * @example await driver.diff('app', 'base', { compression: 'zstd' })
    */
-  async diff(id: string, parent: string | null | undefined, options?: Omit<DiffOptions, 'parent'>): Promise<Readable>
-  async diff(id: string, a?: string | null | DiffOptions, b?: Omit<DiffOptions, 'parent'>): Promise<Readable> {
+  async diff(id: string, parent: string | null | undefined, options?: Omit<DiffOptions, 'parent'>): Promise<DiffReadable>
+  async diff(id: string, a?: string | null | DiffOptions, b?: Omit<DiffOptions, 'parent'>): Promise<DiffReadable> {
     checkId('id', id)
-    const o = withParent(a, b, ['compression', 'signal'])
+    const o = withParent(a, b, ['compression', 'signal', 'digests'])
     const [p, whole] = parentArg(o.parent)
     const compression = o.compression ?? 'none'
     if (typeof compression !== 'string') throw argType('options.compression', 'of type string', compression)
     if (compression !== 'none' && compression !== 'gzip' && compression !== 'zstd') throw invalid(`compression must be 'none', 'gzip' or 'zstd', got '${compression}'`)
+    const wantDigests = checkBool('options.digests', o.digests)
     const signal = checkSignal(o.signal)
     throwIfAborted(signal)
     let stream: DiffStream
     try {
-      stream = this.#native.diffStart(id, p, whole, compression)
+      stream = this.#native.diffStart(id, p, whole, compression, wantDigests)
     } catch (err) {
       throw taskError(err, 'diff')
     }
@@ -554,7 +618,16 @@ export class BtrfsDriver implements AsyncDisposable {
       offEarly()
     }
     let reading = false
-    const out = new Readable({
+    let settle: { resolve: (d: LayerDigests) => void; reject: (e: Error) => void } | undefined
+    const digests = wantDigests ? new Promise<LayerDigests>((resolve, reject) => (settle = { resolve, reject })) : undefined
+    // A caller that never looks at the digests hears of a failure from the stream only.
+    digests?.catch(() => undefined)
+    const ended = (): void => {
+      const d = stream.digests()
+      if (d) settle?.resolve({ digest: d.digest, size: d.size, diffId: d.diffId, uncompressedSize: d.uncompressedSize })
+      else settle?.reject(new BtrfsError('ERR_INTERNAL', 'ERR_INTERNAL: the stream ended without its digests, diff'))
+    }
+    const out: DiffReadable = new Readable({
       // Up to 4 chunks ahead of the consumer: the hand-over from the producer overlaps its writes.
       highWaterMark: 16 << 20,
       read() {
@@ -563,6 +636,7 @@ export class BtrfsDriver implements AsyncDisposable {
         stream.next().then(
           (chunk) => {
             reading = false
+            if (chunk === null) ended()
             out.push(chunk)
           },
           (err) => {
@@ -572,6 +646,7 @@ export class BtrfsDriver implements AsyncDisposable {
         )
       },
       destroy(err, cb) {
+        settle?.reject(err ?? new AbortError(undefined, 'ABORT_ERR: the stream was destroyed before its end, diff'))
         stream.abort()
         // Drain so the producer thread can notice the abort and finish.
         const drain = (): void => {
@@ -585,6 +660,7 @@ export class BtrfsDriver implements AsyncDisposable {
       const off = onAbort(signal, () => out.destroy(taskError(undefined, 'diff', signal)))
       out.once('close', off)
     }
+    if (digests) out.digests = digests
     return out
   }
 
@@ -615,11 +691,15 @@ export class BtrfsDriver implements AsyncDisposable {
     // The options form: an input, then nothing or options. Else the positional form.
     const optionsForm = args.length <= 2 && isInput(args[0]) && (args[1] === undefined || (typeof args[1] === 'object' && !isInput(args[1])))
     const input = optionsForm ? args[0] : args[1]
-    const o = optionsForm ? checkKeys('options', args[1], ['parent', 'signal', 'onProgress']) : { ...checkKeys('options', args[2], ['signal', 'onProgress']), parent: args[0] }
+    const o = optionsForm ? checkKeys('options', args[1], ['parent', 'create', 'verify', 'signal', 'onProgress']) : { ...checkKeys('options', args[2], ['signal', 'onProgress']), parent: args[0] }
     const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const create = checkBool('options.create', o.create)
+    const verify = checkVerify('options.verify', o.verify)
+    if (verify && !create) throw invalid('options.verify needs options.create: true (an existing layer is applied to unverified)')
     const signal = checkSignal(o.signal)
     const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
     if (!isInput(input)) throw argType('input', 'of type string or an instance of Buffer, Uint8Array or Readable', input)
+    if (create) return (await this.#applyNew('applyDiff', id, input, parent, verify, signal, onProgress)).applied
     return this.#serial(id, () =>
       runTask(() => (typeof input === 'string' ? this.#native.applyFile(id, parent, input) : this.#native.applyStart(id, parent)), {
         api: 'applyDiff',
@@ -630,6 +710,61 @@ export class BtrfsDriver implements AsyncDisposable {
         feed: (sink, aborted) => feed(sink, input, aborted),
       }),
     )
+  }
+
+  /**
+   * Make the new layer `id` from an OCI layer blob: a snapshot of `options.parent` (else an
+   * empty layer) with the tar (plain, gzip or zstd, detected) applied as `applyDiff` applies
+   * it, while the sha256 of the input as given (the blob's `digest`) and of the whole
+   * uncompressed tar (its `diffId`) are computed in the same pass. The layer is visible only
+   * once complete and verified (its data written back, then one rename): a mismatch with
+   * `options.verify` (`ERR_DIGEST`), a bad stream, an abort or a crash leaves no layer.
+   * Its record carries `parent`, as `create` does.
+   * @returns the bytes of file content applied, and the digests and sizes of the input.
+   * @throws {BtrfsError} `EEXIST` when `id` exists (before any work), `ENOENT` when `parent`
+   *   does not, `ERR_DIGEST`, `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `EINVAL` for a bad id or
+   *   `verify` value (before anything happens); `AbortError`.
+   * @example const { diffId } = await driver.applyLayer(chainId, response.body, { parent, verify: { digest: desc.digest, size: desc.size } })
+   */
+  async applyLayer(id: string, input: Readable | Buffer | Uint8Array | string, options?: ApplyLayerOptions): Promise<AppliedLayer> {
+    this.#writable('applyLayer')
+    checkId('id', id)
+    const o = checkKeys('options', options, ['parent', 'verify', 'signal', 'onProgress'])
+    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const verify = checkVerify('options.verify', o.verify)
+    const signal = checkSignal(o.signal)
+    const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
+    if (!isInput(input)) throw argType('input', 'of type string or an instance of Buffer, Uint8Array or Readable', input)
+    return this.#applyNew('applyLayer', id, input, parent, verify, signal, onProgress)
+  }
+
+  /** The native create-and-apply of `applyLayer` and `applyDiff` with `create`. */
+  #applyNew(
+    api: string,
+    id: string,
+    input: Readable | Uint8Array | string,
+    parent: string | undefined,
+    verify: LayerVerify | undefined,
+    signal: AbortSignal | undefined,
+    onProgress: ((n: number) => void) | undefined,
+  ): Promise<AppliedLayer> {
+    return this.#serial(id, async () => {
+      // Before a byte of the input is taken (the native side checks again, and its publish
+      // refuses a name taken meanwhile).
+      throwIfAborted(signal)
+      if (await call(api, () => this.#native.exists(id))) {
+        const where = path.join(this.home, 'subvolumes', id)
+        throw new BtrfsError('EEXIST', `EEXIST: layer already exists, ${api} '${where}'`, { errno: -17, path: where })
+      }
+      const r = await runTask<NativeAppliedLayer, LayerSink>(() => (typeof input === 'string' ? this.#native.applyLayerFile(id, parent, verify, input) : this.#native.applyLayerStart(id, parent, verify)), {
+        api,
+        signal,
+        onProgress,
+        onAbort: () => (isStream(input) ? input.destroy() : undefined),
+        feed: (sink, aborted) => feed(sink, input, aborted),
+      })
+      return { applied: r.applied, digest: r.digest, size: r.size, diffId: r.diffId, uncompressedSize: r.uncompressedSize }
+    })
   }
 
   /**
@@ -779,7 +914,7 @@ export class LayerHandle implements AsyncDisposable {
  * (queued without a thread-pool round trip while the applier keeps up). A file path is read
  * by the native side: nothing to push.
  */
-async function feed(sink: ApplySink, input: Readable | Uint8Array | string, aborted: () => boolean): Promise<void> {
+async function feed(sink: Pick<ApplySink | LayerSink, 'write' | 'tryWrite'>, input: Readable | Uint8Array | string, aborted: () => boolean): Promise<void> {
   if (typeof input === 'string') return
   if (input instanceof Uint8Array) {
     await sink.write(Buffer.from(input.buffer, input.byteOffset, input.byteLength))

@@ -27,16 +27,21 @@ export {
   statusPairs,
   LayerHandle,
   type ApplyDiffOptions,
+  type ApplyLayerOptions,
+  type AppliedLayer,
   type Change,
   type ChangesOptions,
   type Compression,
   type CreateOptions,
   type DiffOptions,
+  type DiffReadable,
   type DriverOptions,
   type DriverStatus,
   type SpaceUse,
   type IdMap,
   type LayerMetadata,
+  type LayerDigests,
+  type LayerVerify,
 } from './driver'
 export { remapLayer, type Mapping, type RemapOptions, type RemapResult } from './remap'
 export {

@@ -117,3 +117,26 @@ export function checkMapping(name: string, value: unknown): { uidMaps?: IdMap[];
 export function abortError(signal?: AbortSignal): AbortError {
   return new AbortError(signal?.reason)
 }
+
+/** `sha256:` and 64 lowercase hex digits, as OCI writes a digest. */
+const DIGEST = /^sha256:[0-9a-f]{64}$/
+
+/** What a layer blob must be (`{ digest?, size?, diffId? }`), or `undefined`: anything. */
+export function checkVerify(name: string, value: unknown): { digest?: string; size?: number; diffId?: string } | undefined {
+  if (value === undefined) return undefined
+  const o = checkKeys(name, value ?? null, ['digest', 'size', 'diffId'])
+  const out: { digest?: string; size?: number; diffId?: string } = {}
+  for (const k of ['digest', 'diffId'] as const) {
+    const v = o[k]
+    if (v === undefined) continue
+    if (typeof v !== 'string') throw argType(`${name}.${k}`, 'of type string', v)
+    if (!DIGEST.test(v)) throw invalid(`${name}.${k} must be 'sha256:' and 64 lowercase hex digits, got '${v}'`)
+    out[k] = v
+  }
+  if (o.size !== undefined) {
+    if (typeof o.size !== 'number') throw argType(`${name}.size`, 'of type number', o.size)
+    if (!Number.isSafeInteger(o.size) || o.size < 0) throw invalid(`${name}.size must be a non-negative safe integer, got ${o.size}`)
+    out.size = o.size
+  }
+  return out
+}

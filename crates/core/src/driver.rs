@@ -55,6 +55,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SUBVOLUMES: &str = "subvolumes";
+
+/// A layer's own uid and gid maps, as its record keeps them (none: the driver's).
+type RecordedMaps = (Option<Vec<IdMap>>, Option<Vec<IdMap>>);
 const METADATA: &str = "metadata";
 const LOCK: &str = ".lock";
 
@@ -117,7 +120,7 @@ struct State {
     mounted: bool,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -358,24 +361,7 @@ impl Driver {
             Some(p) => Some(self.require_layer(p, "create")?),
             None => None,
         };
-        // A child of a remapped layer keeps that layer's maps.
-        let inherited = match (&source, parent) {
-            (Some(fd), Some(p)) => {
-                let rec = self.record(fd.as_fd(), p)?;
-                (rec.uid_maps, rec.gid_maps)
-            }
-            _ => (None, None),
-        };
-        let root = match &inherited {
-            (None, None) => (self.root_uid, self.root_gid),
-            (u, g) => {
-                let (uids, gids) = self.mappings(u, g)?;
-                (
-                    uids.to_host(0).unwrap_or(self.root_uid),
-                    gids.to_host(0).unwrap_or(self.root_gid),
-                )
-            }
-        };
+        let (inherited, root) = self.inherited(source.as_ref().zip(parent))?;
         let plain = opts.mount_label.is_none() && opts.size.is_none() && !opts.read_only;
         if source.is_none() && root == (0, 0) && plain {
             // The common case at the cost of its one ioctl: an empty layer needs no record,
@@ -388,19 +374,8 @@ impl Driver {
             .map_err(|e| self.exists_error(e, id, "create"));
         }
         self.require_new(id, "create")?;
-        let staged = match &source {
-            Some(fd) => Staged::snapshot(self, fd.as_fd(), id)?,
-            None => Staged::empty(self, id)?,
-        };
+        let staged = self.stage_new(id, source.as_ref().map(|fd| fd.as_fd()), root)?;
         drop(source);
-        if root != (0, 0) {
-            fchown(
-                staged.fd(),
-                Some(Uid::from_raw(root.0)),
-                Some(Gid::from_raw(root.1)),
-            )
-            .at("fchown", staged.path())?;
-        }
         if let Some(label) = &opts.mount_label {
             set_label(staged.fd(), label, staged.path())?;
         }
@@ -420,6 +395,53 @@ impl Driver {
             origin: parent.and_then(|_| Origin::of(&info)),
         };
         staged.publish(id, &rec, opts.read_only)
+    }
+
+    /// What a new layer takes from its parent (`source`, open, and its id): a remapped
+    /// parent's id maps, and the host ids its root directory gets.
+    fn inherited(&self, source: Option<(&OwnedFd, &str)>) -> Result<(RecordedMaps, (u32, u32))> {
+        // A child of a remapped layer keeps that layer's maps.
+        let inherited = match source {
+            Some((fd, p)) => {
+                let rec = self.record(fd.as_fd(), p)?;
+                (rec.uid_maps, rec.gid_maps)
+            }
+            None => (None, None),
+        };
+        let root = match &inherited {
+            (None, None) => (self.root_uid, self.root_gid),
+            (u, g) => {
+                let (uids, gids) = self.mappings(u, g)?;
+                (
+                    uids.to_host(0).unwrap_or(self.root_uid),
+                    gids.to_host(0).unwrap_or(self.root_gid),
+                )
+            }
+        };
+        Ok((inherited, root))
+    }
+
+    /// The temporary subvolume of new layer `id`: a snapshot of `source`, or empty; its root
+    /// owned by `root`.
+    fn stage_new(
+        &self,
+        id: &str,
+        source: Option<BorrowedFd<'_>>,
+        root: (u32, u32),
+    ) -> Result<Staged<'_>> {
+        let staged = match source {
+            Some(fd) => Staged::snapshot(self, fd, id)?,
+            None => Staged::empty(self, id)?,
+        };
+        if root != (0, 0) {
+            fchown(
+                staged.fd(),
+                Some(Uid::from_raw(root.0)),
+                Some(Gid::from_raw(root.1)),
+            )
+            .at("fchown", staged.path())?;
+        }
+        Ok(staged)
     }
 
     /// An EEXIST from the kernel as "layer already exists".

@@ -18,6 +18,8 @@ pub enum Code {
     Prerequisites,
     BadLayer,
     IdMapping,
+    /// Content that does not match its digest (or size).
+    Digest,
     Aborted,
     Internal,
 }
@@ -127,6 +129,7 @@ impl Error {
             Code::Prerequisites => "ERR_PREREQUISITES",
             Code::BadLayer => "ERR_BAD_LAYER",
             Code::IdMapping => "ERR_ID_MAPPING",
+            Code::Digest => "ERR_DIGEST",
             Code::Aborted => "ABORT_ERR",
             Code::Internal => "ERR_INTERNAL",
         }

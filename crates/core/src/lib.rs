@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod delete;
+pub mod digest;
 pub mod dirent;
 pub mod error;
 pub mod filesystem;

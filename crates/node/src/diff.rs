@@ -8,7 +8,8 @@ use crate::job::{failed, rejected, Job};
 use crate::stream::{channel, ChannelReader, ChannelWriter};
 use crate::worker::{Finish, Worker};
 use btrfs_layers_core::changes::Change;
-use btrfs_layers_core::driver::diff::Against;
+use btrfs_layers_core::digest::{Digest, Digests, Expect};
+use btrfs_layers_core::driver::diff::{Against, Applied};
 use btrfs_layers_core::error::Errno;
 use btrfs_layers_core::tar::compress::Compression;
 use btrfs_layers_core::Error as CoreError;
@@ -127,7 +128,92 @@ impl SizeTask {
 #[napi]
 pub struct DiffStream {
     rx: Arc<Mutex<Receiver<Vec<u8>>>>,
-    worker: Worker<u64>,
+    worker: Worker<Option<Digests>>,
+    digests: Arc<Mutex<Option<Digests>>>,
+}
+
+/// The digests of a layer blob and of its uncompressed tar.
+#[napi(object)]
+pub struct LayerDigests {
+    /// `sha256:<hex>` of the blob (the bytes as stored or sent: compressed, or the tar).
+    pub digest: String,
+    /// Bytes of the blob.
+    pub size: f64,
+    /// `sha256:<hex>` of the uncompressed tar, all of it (the OCI diffID).
+    pub diff_id: String,
+    /// Bytes of the uncompressed tar.
+    pub uncompressed_size: f64,
+}
+
+fn layer_digests(d: &Digests) -> LayerDigests {
+    LayerDigests {
+        digest: d.digest.to_string(),
+        size: bytes(d.size),
+        diff_id: d.diff_id.to_string(),
+        uncompressed_size: bytes(d.uncompressed_size),
+    }
+}
+
+/// A new layer made by `applyLayerStart` or `applyLayerFile`.
+#[napi(object)]
+pub struct AppliedLayer {
+    /// Bytes of file content applied.
+    pub applied: f64,
+    /// `sha256:<hex>` of the input as given.
+    pub digest: String,
+    /// Bytes of the input as given.
+    pub size: f64,
+    /// `sha256:<hex>` of the uncompressed tar (the OCI diffID).
+    pub diff_id: String,
+    /// Bytes of the uncompressed tar.
+    pub uncompressed_size: f64,
+}
+
+fn applied_layer(a: Applied) -> AppliedLayer {
+    let d = layer_digests(&a.digests);
+    AppliedLayer {
+        applied: bytes(a.applied),
+        digest: d.digest,
+        size: d.size,
+        diff_id: d.diff_id,
+        uncompressed_size: d.uncompressed_size,
+    }
+}
+
+/// What the input of `applyLayerStart`/`applyLayerFile` must be; each part checked only when given.
+#[napi(object)]
+pub struct LayerVerify {
+    /// `sha256:<64 lowercase hex>` of the input as given.
+    pub digest: Option<String>,
+    /// Bytes of the input as given.
+    pub size: Option<f64>,
+    /// `sha256:<64 lowercase hex>` of the uncompressed tar.
+    pub diff_id: Option<String>,
+}
+
+fn expect(verify: Option<LayerVerify>) -> btrfs_layers_core::Result<Expect> {
+    let Some(v) = verify else {
+        return Ok(Expect::default());
+    };
+    let digest =
+        |s: Option<String>, what: &str| s.map(|s| Digest::parse(&s, what, "applyDiff")).transpose();
+    let size = match v.size {
+        None => None,
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Some(n as u64),
+        Some(n) => {
+            return Err(CoreError::invalid(
+                Errno::EINVAL,
+                "applyDiff",
+                std::path::Path::new(""),
+                format!("verify.size must be a non-negative safe integer, got {n}"),
+            ))
+        }
+    };
+    Ok(Expect {
+        digest: digest(v.digest, "verify.digest")?,
+        size,
+        diff_id: digest(v.diff_id, "verify.diffId")?,
+    })
 }
 
 #[napi]
@@ -138,6 +224,7 @@ impl DiffStream {
         AsyncTask::new(NextChunk {
             rx: self.rx.clone(),
             worker: self.worker.clone(),
+            digests: self.digests.clone(),
             failure: None,
         })
     }
@@ -153,11 +240,23 @@ impl DiffStream {
     pub fn progress(&self) -> f64 {
         self.worker.progress()
     }
+
+    /// Once `next()` resolved with `null` (the end) of a stream started with `digests`: its
+    /// digests; else `null`.
+    #[napi]
+    pub fn digests(&self) -> Option<LayerDigests> {
+        self.digests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(layer_digests)
+    }
 }
 
 pub struct NextChunk {
     rx: Arc<Mutex<Receiver<Vec<u8>>>>,
-    worker: Worker<u64>,
+    worker: Worker<Option<Digests>>,
+    digests: Arc<Mutex<Option<Digests>>>,
     failure: Option<Failure>,
 }
 
@@ -172,7 +271,11 @@ impl Task for NextChunk {
             // The producer is done: its outcome says whether this is the end or an error.
             Err(_) => match self.worker.join() {
                 Some(Err(f)) => failed(&mut self.failure, f),
-                _ => Ok(None),
+                Some(Ok(digests)) => {
+                    *self.digests.lock().unwrap_or_else(|p| p.into_inner()) = digests;
+                    Ok(None)
+                }
+                None => Ok(None),
             },
         }
     }
@@ -186,10 +289,47 @@ impl Task for NextChunk {
     }
 }
 
+/// The pushing end of an apply's input: chunks queued for the applier thread.
+#[derive(Clone)]
+struct Input {
+    tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
+}
+
+impl Input {
+    fn new(tx: Option<SyncSender<Vec<u8>>>) -> Self {
+        Input {
+            tx: Arc::new(Mutex::new(tx)),
+        }
+    }
+
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<SyncSender<Vec<u8>>>> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, chunk: Buffer) -> AsyncTask<Job<bool>> {
+        let tx = self.sender().clone();
+        let data = chunk.to_vec();
+        Job::new("applyDiff", move || {
+            Ok(tx.is_some_and(|tx| tx.send(data).is_ok()))
+        })
+    }
+
+    fn try_write(&self, chunk: Buffer) -> bool {
+        self.sender()
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(chunk.to_vec()).is_ok())
+    }
+
+    /// End of input.
+    fn close(&self) {
+        self.sender().take();
+    }
+}
+
 /// `applyDiff` under way: chunks of the layer tar, pushed (none when it reads a file).
 #[napi]
 pub struct ApplySink {
-    tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
+    input: Input,
     worker: Worker<u64>,
 }
 
@@ -199,34 +339,70 @@ impl ApplySink {
     /// or `false` when the applier has stopped (`finish` tells why).
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn write(&self, chunk: Buffer) -> AsyncTask<Job<bool>> {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let data = chunk.to_vec();
-        Job::new("applyDiff", move || {
-            Ok(tx.is_some_and(|tx| tx.send(data).is_ok()))
-        })
+        self.input.write(chunk)
     }
 
     /// Queue a chunk without waiting: `true` when queued, `false` when the queue is full (use
     /// `write`, which waits) or the applier has stopped. Saves a thread-pool round trip per chunk.
     #[napi(js_name = "tryWrite")]
     pub fn try_write(&self, chunk: Buffer) -> bool {
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(chunk.to_vec()).is_ok())
+        self.input.try_write(chunk)
     }
 
     /// End of input: wait for the applier and resolve with the bytes applied.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn finish(&self) -> AsyncTask<Finish<u64, f64>> {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.input.close();
         self.worker.finish(bytes)
     }
 
     #[napi]
     pub fn abort(&self) {
         self.worker.abort();
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.input.close();
+    }
+
+    /// Uncompressed tar bytes read so far.
+    #[napi(getter)]
+    pub fn progress(&self) -> f64 {
+        self.worker.progress()
+    }
+}
+
+/// `applyLayer` under way: a new layer made from a pushed stream (none when it reads a file),
+/// its digests computed on the way.
+#[napi]
+pub struct LayerSink {
+    input: Input,
+    worker: Worker<Applied>,
+}
+
+#[napi]
+impl LayerSink {
+    /// As `ApplySink.write`.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn write(&self, chunk: Buffer) -> AsyncTask<Job<bool>> {
+        self.input.write(chunk)
+    }
+
+    /// As `ApplySink.tryWrite`.
+    #[napi(js_name = "tryWrite")]
+    pub fn try_write(&self, chunk: Buffer) -> bool {
+        self.input.try_write(chunk)
+    }
+
+    /// End of input: wait for the layer to be made and verified.
+    #[napi(ts_return_type = "Promise<AppliedLayer>")]
+    pub fn finish(&self) -> AsyncTask<Finish<Applied, AppliedLayer>> {
+        self.input.close();
+        self.worker.finish(applied_layer)
+    }
+
+    /// Stop: nothing of the layer is kept.
+    #[napi]
+    pub fn abort(&self) {
+        self.worker.abort();
+        self.input.close();
     }
 
     /// Uncompressed tar bytes read so far.
@@ -269,7 +445,8 @@ impl NativeDriver {
         Ok(SizeTask { worker })
     }
 
-    /// `compression`: `none`, `gzip` or `zstd`.
+    /// `compression`: `none`, `gzip` or `zstd`. With `digests`, the stream's digests are
+    /// computed as it is written (`DiffStream.digests()` once it ended).
     #[napi(js_name = "diffStart")]
     pub fn diff_start(
         &self,
@@ -278,6 +455,7 @@ impl NativeDriver {
         parent: Option<String>,
         whole: bool,
         #[napi(ts_arg_type = "'none' | 'gzip' | 'zstd'")] compression_name: String,
+        digests: bool,
     ) -> Result<DiffStream> {
         let c =
             compression(&compression_name).map_err(|e| Failure::from(e).into_js(env, "diff"))?;
@@ -287,13 +465,20 @@ impl NativeDriver {
             let plan = d.diff_plan(&id, against(&parent, whole), ctl)?;
             // The layer is open: an empty chunk says so (data chunks are never empty).
             if tx.send(Vec::new()).is_err() {
-                return Ok(0);
+                return Ok(None);
             }
-            Ok(plan.write(c, ChannelWriter::new(tx), ctl)?)
+            let out = ChannelWriter::new(tx);
+            if digests {
+                Ok(Some(plan.write_digested(c, out, ctl)?))
+            } else {
+                plan.write(c, out, ctl)?;
+                Ok(None)
+            }
         })?;
         Ok(DiffStream {
             rx: Arc::new(Mutex::new(rx)),
             worker,
+            digests: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -306,7 +491,7 @@ impl NativeDriver {
             Ok(d.apply_diff(&id, parent.as_deref(), ChannelReader::new(rx), ctl)?)
         })?;
         Ok(ApplySink {
-            tx: Arc::new(Mutex::new(Some(tx))),
+            input: Input::new(Some(tx)),
             worker,
         })
     }
@@ -326,7 +511,54 @@ impl NativeDriver {
             Ok(d.apply_diff(&id, parent.as_deref(), f, ctl)?)
         })?;
         Ok(ApplySink {
-            tx: Arc::new(Mutex::new(None)),
+            input: Input::new(None),
+            worker,
+        })
+    }
+
+    /// Make the new layer `id` (from `parent`, else empty) from a stream pushed through the
+    /// returned sink, verified against `verify`; nothing is kept unless all of it applied
+    /// and matched.
+    #[napi(js_name = "applyLayerStart")]
+    pub fn apply_layer_start(
+        &self,
+        env: &Env,
+        id: String,
+        parent: Option<String>,
+        verify: Option<LayerVerify>,
+    ) -> Result<LayerSink> {
+        let expect = expect(verify).map_err(|e| Failure::from(e).into_js(env, "applyDiff"))?;
+        let d = self.inner.clone();
+        let (tx, rx) = channel();
+        let worker = Worker::spawn(env, "btrfs-layers-apply", "applyDiff", move |ctl| {
+            let input = ChannelReader::new(rx);
+            Ok(d.apply_new(&id, parent.as_deref(), input, &expect, ctl)?)
+        })?;
+        Ok(LayerSink {
+            input: Input::new(Some(tx)),
+            worker,
+        })
+    }
+
+    /// `applyLayerStart` from a tar file read directly by the native side; the sink is only
+    /// for abort/progress.
+    #[napi(js_name = "applyLayerFile")]
+    pub fn apply_layer_file(
+        &self,
+        env: &Env,
+        id: String,
+        parent: Option<String>,
+        verify: Option<LayerVerify>,
+        file: String,
+    ) -> Result<LayerSink> {
+        let expect = expect(verify).map_err(|e| Failure::from(e).into_js(env, "applyDiff"))?;
+        let d = self.inner.clone();
+        let worker = Worker::spawn(env, "btrfs-layers-apply", "applyDiff", move |ctl| {
+            let f = btrfs_layers_core::tar::source::open(std::path::Path::new(&file))?;
+            Ok(d.apply_new(&id, parent.as_deref(), f, &expect, ctl)?)
+        })?;
+        Ok(LayerSink {
+            input: Input::new(None),
             worker,
         })
     }

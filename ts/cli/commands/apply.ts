@@ -63,8 +63,9 @@ export const apply: Command = {
     }
     await withStore(ctx.global, ctx.hints, async (s) => {
       if (ctx.signal.aborted) throw new BtrfsError('ABORT_ERR', 'ABORT_ERR: interrupted before anything was changed')
+      // A new layer is made by the apply itself: visible only once complete, so a kill at any
+      // point leaves none.
       const created = !(await s.driver.exists(id))
-      if (created) await s.driver.create(id, parent)
       const progress = new Progress({ label: `apply ${id}`, unit: 'bytes', total, stream: ctx.stderr })
       const t0 = performance.now()
       let read = 0
@@ -72,7 +73,7 @@ export const apply: Command = {
       try {
         if (file !== '-' && !(await compressed(file))) {
           // A plain tar file: the native side reads it itself; its tar bytes are the file's.
-          applied = await s.driver.applyDiff(id, parent, file, { signal: ctx.signal, onProgress: (n) => progress.update((read = n)) })
+          applied = await s.driver.applyDiff(id, file, { parent, create: created, signal: ctx.signal, onProgress: (n) => progress.update((read = n)) })
         } else {
           const source = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: 1 << 20 })
           const input = counted(source, (n) => progress.update((read = n)))
@@ -80,14 +81,13 @@ export const apply: Command = {
           const stop = () => input.destroy(new BtrfsError('ABORT_ERR', 'ABORT_ERR: the operation was aborted'))
           ctx.signal.addEventListener('abort', stop, { once: true })
           try {
-            applied = await s.driver.applyDiff(id, parent, input, { signal: ctx.signal })
+            applied = await s.driver.applyDiff(id, input, { parent, create: created, signal: ctx.signal })
           } finally {
             ctx.signal.removeEventListener('abort', stop)
           }
         }
       } catch (e) {
         progress.clear()
-        if (created) await s.driver.remove(id).catch(() => undefined)
         throw e
       }
       // The summary is the result line below, once: the bar only goes away.

@@ -15,7 +15,7 @@ export const changes: Command = {
     const id = layerId('ID', ctx.args[0], ctx.command)
     const parent = parentOption(ctx.values.parent, ctx.command)
     await withStore(ctx.global, ctx.hints, async (s) => {
-      const list = await s.driver.changes(id, parent)
+      const list = await s.driver.changes(id, { parent })
       output(ctx, list, () => {
         for (const c of list) say(ctx, `${MARK[c.kind]} ${c.path}`)
       })

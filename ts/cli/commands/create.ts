@@ -16,7 +16,7 @@ export const create: Command = {
     const size = sizeArg('size', ctx.values.size, ctx.command)
     const readOnly = ctx.values['read-only'] === true
     await withStore(ctx.global, ctx.hints, async (s) => {
-      await s.driver.create(id, parent, { size, readOnly })
+      await s.driver.create(id, { parent, size, readOnly })
       const meta = await s.driver.getMetadata(id)
       const where = await s.driver.get(id)
       await s.driver.put(id)

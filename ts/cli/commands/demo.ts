@@ -106,7 +106,7 @@ async function scenario(ctx: Context, driver: BtrfsDriver, source: string, tmp: 
       const progress = new Progress({ label: `apply ${base}`, unit: 'bytes', total: tarBytes, stream: ctx.stderr })
       const t = performance.now()
       try {
-        const applied = await driver.applyDiff(base, undefined, tar, { signal: ctx.signal, onProgress: (b) => progress.update(b) })
+        const applied = await driver.applyDiff(base, tar, { signal: ctx.signal, onProgress: (b) => progress.update(b) })
         return { applied, ms: performance.now() - t }
       } finally {
         progress.clear()
@@ -128,7 +128,7 @@ async function scenario(ctx: Context, driver: BtrfsDriver, source: string, tmp: 
   const modify = `${PREFIX}modify`
   const del = `${PREFIX}delete`
   await step(`${add}: snapshot of ${base}, add 200 files`, async () => {
-    await driver.create(add, base)
+    await driver.create(add, { parent: base })
     return edit(add, async (dir) => {
       const extra = path.join(dir, 'demo-added')
       await fsp.mkdir(extra)
@@ -138,7 +138,7 @@ async function scenario(ctx: Context, driver: BtrfsDriver, source: string, tmp: 
   }, (r) => r)
   // Edits go into the imported tree (named like the source directory inside the layer).
   await step(`${modify}: snapshot of ${add}, modify 20 files`, async () => {
-    await driver.create(modify, add)
+    await driver.create(modify, { parent: add })
     return edit(modify, async (dir) => {
       const files = await someFiles(path.join(dir, imported), 20, 5)
       for (const f of files) await fsp.appendFile(path.join(dir, imported, f), '\n// modified by the btrfs-layers demo\n')
@@ -146,7 +146,7 @@ async function scenario(ctx: Context, driver: BtrfsDriver, source: string, tmp: 
     })
   }, (r) => r)
   await step(`${del}: snapshot of ${modify}, delete a dir, 10 files`, async () => {
-    await driver.create(del, modify)
+    await driver.create(del, { parent: modify })
     return edit(del, async (dir) => {
       const root = path.join(dir, imported)
       const gone = await someDirectory(root)
@@ -160,12 +160,12 @@ async function scenario(ctx: Context, driver: BtrfsDriver, source: string, tmp: 
   const own = await step(`changes of ${del} against its parent`, () => driver.changes(del), (c) => counts(c))
   for (const c of own.slice(0, 4)) show(`${c.kind.padEnd(6)} ${c.path}`)
   if (own.length > 4) show(`... ${own.length - 4} more`)
-  const all = await step(`changes of ${del} against ${base}`, () => driver.changes(del, base), (c) => counts(c))
-  const size = await step(`diffSize of ${del} against ${base}`, () => driver.diffSize(del, base), (n) => formatBytes(n))
+  const all = await step(`changes of ${del} against ${base}`, () => driver.changes(del, { parent: base }), (c) => counts(c))
+  const size = await step(`diffSize of ${del} against ${base}`, () => driver.diffSize(del, { parent: base }), (n) => formatBytes(n))
 
   const out = path.join(tmp, `${del}.tar.gz`)
   const exported = await step(`export ${del} against ${base} (diff, gzip)`, async () => {
-    const stream = await driver.diff(del, base, { compression: 'gzip', signal: ctx.signal })
+    const stream = await driver.diff(del, { parent: base, compression: 'gzip', signal: ctx.signal })
     const progress = new Progress({ label: `diff ${del}`, unit: 'bytes', stream: ctx.stderr })
     let bytes = 0
     const count = new Transform({
@@ -184,9 +184,9 @@ async function scenario(ctx: Context, driver: BtrfsDriver, source: string, tmp: 
 
   const replay = `${PREFIX}replay`
   const same = await step(`replay: ${replay} on ${base} + the diff, compare`, async () => {
-    await driver.create(replay, base)
-    await driver.applyDiff(replay, base, out, { signal: ctx.signal })
-    const again = await driver.changes(replay, base)
+    await driver.create(replay, { parent: base })
+    await driver.applyDiff(replay, out, { parent: base, signal: ctx.signal })
+    const again = await driver.changes(replay, { parent: base })
     return JSON.stringify(again) === JSON.stringify(all)
   }, (ok) => (ok ? 'same changes as the original' : 'DIFFERENT changes'))
   if (!same) note(ctx, `warning: the replayed layer's changes differ from ${del}'s`)

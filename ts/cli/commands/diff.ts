@@ -30,7 +30,7 @@ export const diff: Command = {
     }
     if (file === undefined && ctx.global.json) throw new UsageError('--json needs -o FILE (without it the tar goes to stdout)', ctx.command)
     await withStore(ctx.global, ctx.hints, async (s) => {
-      const tar = await s.driver.diff(id, parent, { compression, signal: ctx.signal })
+      const tar = await s.driver.diff(id, { parent, compression, signal: ctx.signal })
       const progress = new Progress({ label: `diff ${id}`, unit: 'bytes', stream: ctx.stderr })
       let bytes = 0
       const count = new Transform({

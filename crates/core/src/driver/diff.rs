@@ -12,12 +12,13 @@ use super::Driver;
 use crate::changes::{self, Change, ChangeKind, ContainerIds, Options};
 use crate::control::Control;
 use crate::delete::delete_at;
+use crate::digest::{Digests, Expect, Hashing};
 use crate::error::{Context, Error, Result};
 use crate::layer::Origin;
 use crate::open::open_dir_at;
 use crate::quota;
 use crate::subvolume::{self, is_read_only_fd, snapshot_at, uuid_string, SubvolumeInfo};
-use crate::tar::apply::{apply, ApplyOptions};
+use crate::tar::apply::{apply, apply_digested, ApplyOptions};
 use crate::tar::compress::{compressing_writer, Compression};
 use crate::tar::write::{write_layer, WriteOptions};
 use nix::errno::Errno;
@@ -315,6 +316,66 @@ impl Driver {
         staged.replace(id, &rec, old_info.read_only())?;
         Ok(applied)
     }
+
+    /// Make the new layer `id` from `parent` (a snapshot of it; none: empty) with the layer
+    /// tar `input` (plain, gzip or zstd) applied, computing in the same pass the digests of
+    /// `input` as given and of its uncompressed tar, which must match `expect`. The layer is
+    /// visible only when complete and verified: built under a temporary name, its data written
+    /// back, then published with RENAME_NOREPLACE. On any failure (ERR_DIGEST for a mismatch,
+    /// ERR_BAD_LAYER, ABORT_ERR, EEXIST when `id` appeared meanwhile) nothing is kept.
+    pub fn apply_new(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        input: impl Read,
+        expect: &Expect,
+        control: Control<'_>,
+    ) -> Result<Applied> {
+        self.require_writable("applyDiff")?;
+        // EEXIST before any work; the publish below refuses a name taken meanwhile.
+        self.require_new(id, "applyDiff")?;
+        let source = match parent {
+            Some(p) => Some(self.require_layer(p, "applyDiff")?),
+            None => None,
+        };
+        let ((uid_maps, gid_maps), root) = self.inherited(source.as_ref().zip(parent))?;
+        let (uids, gids) = self.mappings(&uid_maps, &gid_maps)?;
+        let staged = self.stage_new(id, source.as_ref().map(|fd| fd.as_fd()), root)?;
+        drop(source);
+        // Taken before the apply: the snapshot's origin is what it was made from, and when.
+        let info = staged.info()?;
+        let opts = ApplyOptions {
+            uids: &uids,
+            gids: &gids,
+            control,
+        };
+        let (applied, digests) = apply_digested(staged.fd(), input, &opts)?;
+        let shown = self.layer_path(id);
+        control.check("applyDiff", &shown)?;
+        expect.check(&digests, "applyDiff", &shown)?;
+        // Written back before the rename, so no committed tree holds the name without the data.
+        nix::unistd::syncfs(staged.fd()).at("syncfs", staged.path())?;
+        let rec = Record {
+            parent: parent.map(str::to_string),
+            created: Some(super::now_ms()),
+            uid_maps,
+            gid_maps,
+            uuid: Some(uuid_string(&info.uuid)),
+            origin: parent.and_then(|_| Origin::of(&info)),
+            ..Record::default()
+        };
+        // The commit point.
+        staged.publish(id, &rec, false)?;
+        Ok(Applied { applied, digests })
+    }
+}
+
+/// What `apply_new` made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Bytes of file content applied.
+    pub applied: u64,
+    pub digests: Digests,
 }
 
 /// The origin of a layer whose live subvolume `info` describes: the record's while it
@@ -324,22 +385,6 @@ fn live_origin(rec: &Record, info: &SubvolumeInfo) -> Option<Origin> {
         rec.origin.clone()
     } else {
         Origin::of(info)
-    }
-}
-
-struct CountingWriter<W: Write> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -359,13 +404,42 @@ impl DiffPlan<'_> {
         out: impl Write,
         control: Control<'_>,
     ) -> Result<u64> {
+        self.write_tar(compression, out, control, false)
+            .map(|(n, _)| n)
+    }
+
+    /// `write`, also computing the digests of the bytes written and of the tar before its
+    /// compression (the diffID), in the same pass.
+    pub fn write_digested(
+        self,
+        compression: Compression,
+        out: impl Write,
+        control: Control<'_>,
+    ) -> Result<Digests> {
+        let (_, digests) = self.write_tar(compression, out, control, true)?;
+        Ok(digests.expect("hashing"))
+    }
+
+    fn write_tar(
+        self,
+        compression: Compression,
+        out: impl Write,
+        control: Control<'_>,
+        hash: bool,
+    ) -> Result<(u64, Option<Digests>)> {
         let (d, id) = (self.driver, self.id.as_str());
-        let mut counted = CountingWriter {
-            inner: out,
-            count: 0,
+        let write_error = |e: std::io::Error| {
+            Error::sys(
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                "write",
+                &d.layer_path(id),
+            )
         };
-        {
-            let mut w = compressing_writer(&mut counted, compression)?;
+        let mut blob = Hashing::maybe(out, hash);
+        let tar = {
+            let w = compressing_writer(&mut blob, compression)?;
+            // A plain tar is its own blob: hashed once.
+            let mut w = Hashing::maybe(w, hash && compression != Compression::None);
             let (uids, gids) = d.mappings_of(self.layer.as_fd(), id)?;
             let opts = WriteOptions {
                 uids: &uids,
@@ -373,14 +447,20 @@ impl DiffPlan<'_> {
                 control,
             };
             write_layer(self.layer.as_fd(), &self.list, &mut w, &opts)?;
-            w.finish().map_err(|e| {
-                Error::sys(
-                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                    "write",
-                    &d.layer_path(id),
-                )
-            })?;
-        }
-        Ok(counted.count)
+            let (w, tar) = w.finish();
+            w.finish().map_err(write_error)?;
+            tar
+        };
+        let written = blob.count();
+        let digests = blob.finish().1.map(|(digest, size)| {
+            let (diff_id, uncompressed_size) = tar.unwrap_or((digest, size));
+            Digests {
+                digest,
+                size,
+                diff_id,
+                uncompressed_size,
+            }
+        });
+        Ok((written, digests))
     }
 }

@@ -18,6 +18,7 @@ mod remove;
 mod whiteout;
 
 use crate::control::Control;
+use crate::digest::{Digest, Digests, Hashing};
 use crate::error::{Code, Context, Error, Result};
 use crate::idmap::IdMapping;
 use nix::fcntl::{openat, OFlag};
@@ -59,9 +60,44 @@ pub struct ApplyOptions<'a> {
 /// the maps, ABORT_ERR once the caller aborts, the errno for what the kernel refused. On error
 /// the layer is left part-applied: the caller applies into a snapshot it can throw away.
 pub fn apply(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions<'_>) -> Result<u64> {
+    apply_stream(root, input, opts, false).map(|(applied, _)| applied)
+}
+
+/// `apply`, also computing in the same pass the digests of the input as given (the blob) and
+/// of the uncompressed tar (the diffID), each over the whole stream to its end: bytes after
+/// the tar's end-of-archive marker, and after the last compressed frame, count too.
+pub fn apply_digested(
+    root: BorrowedFd<'_>,
+    input: impl Read,
+    opts: &ApplyOptions<'_>,
+) -> Result<(u64, Digests)> {
+    let mut blob = Hashing::new(input);
+    let (applied, tar) = apply_stream(root, &mut blob, opts, true)?;
+    blob.drain().map_err(|e| stream_error(e, Path::new("")))?;
+    let (_, sum) = blob.finish();
+    let (digest, size) = sum.expect("hashing");
+    // A plain tar is its own blob: hashed once.
+    let (diff_id, uncompressed_size) = tar.unwrap_or((digest, size));
+    let digests = Digests {
+        digest,
+        size,
+        diff_id,
+        uncompressed_size,
+    };
+    Ok((applied, digests))
+}
+
+/// The one apply pass; with `hash_tar`, the digest of a decompressed tar (None for a plain one).
+fn apply_stream(
+    root: BorrowedFd<'_>,
+    input: impl Read,
+    opts: &ApplyOptions<'_>,
+    hash_tar: bool,
+) -> Result<(u64, Option<(Digest, u64)>)> {
     let meter = Meter::new(opts.control);
     let source = meter.compressed(BufReader::with_capacity(INPUT_BUFFER, input));
     let (compression, plain) = decompressing_reader(source)?;
+    let plain = Hashing::maybe(plain, hash_tar && compression != Compression::None);
     let mut archive = ::tar::Archive::new(meter.expanded(plain));
     let mut applier = Applier::new(root, opts, &meter)?;
     let ended = applier.apply_entries(&mut archive)?;
@@ -71,10 +107,12 @@ pub fn apply(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions<'_>) ->
             "truncated: the stream ends without an end-of-archive marker",
         ));
     }
-    drain(archive.into_inner())?;
+    let mut rest = archive.into_inner();
+    drain(&mut rest)?;
     applier.dir_times.apply(&mut applier.parents)?;
     meter.report_end();
-    Ok(applier.applied)
+    let (_, tar) = rest.into_inner().finish();
+    Ok((applier.applied, tar))
 }
 
 /// The state of one apply.

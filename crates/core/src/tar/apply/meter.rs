@@ -178,6 +178,12 @@ pub(super) struct Expanded<'m, 'o, R> {
     meter: &'m Meter<'o>,
 }
 
+impl<R> Expanded<'_, '_, R> {
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
 impl<R: Read> Read for Expanded<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.meter.check_abort()?;
