@@ -14,7 +14,7 @@ import { useBtrfs, sh } from './helpers/btrfs'
 import { dir, file, symlink, hardlink } from './helpers/diff-tar'
 import { compareTrees, snapshotTree } from './helpers/diff-tree'
 import { isTemporary, storeEntries } from './helpers/driver-util'
-import { image, layer, writeLayout, type BuiltImage } from './helpers/oci-layout'
+import { image, layer, sha256, writeLayout, type BuiltImage } from './helpers/oci-layout'
 import { startFaultProxy, startRegistry, useRegistryTools, type AuthMode, type TestRegistry } from './helpers/registry'
 
 const { btrfsTest } = useBtrfs(test, { size: 2 * 1024 * 1024 * 1024, tools: ['getfattr', 'tar', 'zstd'] })
@@ -206,6 +206,19 @@ for (const where of ['base', 'top'] as const) {
     await noLeftovers(t, s)
   })
 }
+
+imageTest('a config whose diffID does not match the layer: ERR_DIGEST, nothing kept', async (t, d) => {
+  const s = await setup(t, d)
+  const [l0, l1] = await fixtureLayers()
+  const img = image([l0, { ...l1, diffId: sha256(Buffer.from('not this layer')) }])
+  await push(s, 'diffid/bad:v1', [img])
+  const e = await expectCode(t, s.images.pull(`${s.reg.host}/diffid/bad:v1`), 'ERR_DIGEST')
+  t.regex(e.message, /diff/i)
+  const ids = idsOf(img)
+  t.deepEqual(await Promise.all(ids.map((id) => s.driver.exists(id))), [true, false], 'the good base stays, the bad layer is not kept')
+  t.deepEqual(await s.images.list(), [])
+  await noLeftovers(t, s)
+})
 
 imageTest('the connection cut in the middle of a blob with no resume: a clean failure; the next pull reuses the complete layers', async (t, d) => {
   const s = await setup(t, d)

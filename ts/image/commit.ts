@@ -4,7 +4,6 @@
  * is an OCI manifest with uncompressed layer descriptors (digest = diffID), so its digest is
  * known without compressing anything. A push that compresses writes its own manifest.
  */
-import { createHash } from 'node:crypto'
 import type { BtrfsDriver } from '../driver'
 import { BtrfsError } from '../errors'
 import { abortError } from '../validate'
@@ -37,15 +36,12 @@ export async function layerChain(driver: BtrfsDriver, top: string): Promise<stri
   return chain.reverse()
 }
 
-/** The sha256 and length of layer `id`'s uncompressed diff against `parent`. */
+/** The diffID and length of layer `id`'s uncompressed diff against `parent` (hashed by the driver as it writes the diff). */
 async function diffId(driver: BtrfsDriver, id: string, parent: string | null, signal?: AbortSignal): Promise<{ diffId: string; size: number }> {
-  const h = createHash('sha256')
-  let size = 0
-  for await (const c of await driver.diff(id, { parent, compression: 'none', signal })) {
-    h.update(c as Buffer)
-    size += (c as Buffer).length
-  }
-  return { diffId: `sha256:${h.digest('hex')}`, size }
+  const stream = await driver.diff(id, { parent, compression: 'none', digests: true, ...(signal ? { signal } : {}) })
+  stream.resume()
+  const d = await stream.digests
+  return { diffId: d.diffId, size: d.uncompressedSize }
 }
 
 function layerHistory(given: HistoryEntry[] | undefined, layers: string[], created: string): HistoryEntry[] {
