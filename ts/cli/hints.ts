@@ -119,6 +119,12 @@ function hintFor(err: BtrfsError, ctx: HintContext): string | undefined {
       return ctx.loopback
         ? 'the loopback store is full: remove layers, or unmount it, delete the image and init again with a larger --image-size'
         : 'the filesystem is full: remove layers or free space'
+    case 'ERR_REGISTRY_AUTH':
+      return 'the registry refused the credentials: pass --user U --password-stdin, or log in (docker login) so that ~/.docker/config.json has them'
+    case 'ERR_DIGEST':
+      return 'bytes did not match their digest (a corrupt blob or a tampered registry); nothing of that layer was kept'
+    case 'ERR_UNSUPPORTED_LAYER':
+      return 'the image has a layer this store cannot fetch (foreign or unknown media type)'
     case 'EDQUOT':
       return 'the layer reached its size limit (--size of create)'
     case 'EROFS':
