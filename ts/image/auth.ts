@@ -9,7 +9,10 @@ import * as path from 'node:path'
 import { BtrfsError } from '../errors'
 import { abortError } from '../validate'
 
-/** What a caller can pass as `auth`: a user and password, or a registry bearer token. */
+/**
+ * What a caller can pass as `auth`: a user and password, or a registry bearer token.
+ * @example await images.pull('registry.example.com/app:v1', { auth: { username: 'me', password: process.env.TOKEN ?? '' } })
+ */
 export type Credentials = { username: string; password: string } | { token: string }
 
 /** What the flows use: `Credentials`, plus Docker's identity (OAuth2 refresh) token. */

@@ -12,7 +12,10 @@ import { hostPlatform, MediaType } from './manifest'
 import type { StoredImage } from './records'
 import { sha256 } from './registry'
 
-/** Options of `ImageStore.commit`. */
+/**
+ * Options of `ImageStore.commit`.
+ * @example await images.commit('ct1', { reference: 'localhost:5000/app:v2', config: { config: { Env: ['A=1'] } } })
+ */
 export interface CommitOptions {
   /** The reference to give the image (`'localhost:5000/app:v1'`, `'app'`); none: untagged. */
   reference?: string

@@ -5,7 +5,10 @@
 import { BtrfsError } from '../errors'
 import { isSha256Digest } from './reference'
 
-/** One `history` entry of an image config. */
+/**
+ * One `history` entry of an image config.
+ * @example await images.commit('ct1', { config: { history: [{ created_by: 'base' }, { created_by: 'npm install' }] } })
+ */
 export interface HistoryEntry {
   created?: string
   created_by?: string
@@ -15,7 +18,10 @@ export interface HistoryEntry {
   empty_layer?: boolean
 }
 
-/** An OCI image config; unknown fields are kept as they are. */
+/**
+ * An OCI image config; unknown fields are kept as they are.
+ * @example const { config, rootfs } = (await images.get('alpine')).config
+ */
 export interface ImageConfig {
   architecture: string
   os: string

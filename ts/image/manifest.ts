@@ -22,6 +22,10 @@ export const MediaType = {
 export const MANIFEST_TYPES: readonly string[] = [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerManifestList, MediaType.dockerManifest]
 const INDEX_TYPES: readonly string[] = [MediaType.ociIndex, MediaType.dockerManifestList]
 
+/**
+ * An OCI platform: what an index entry is for, and what `pull` picks.
+ * @example await images.pull('alpine', { platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } })
+ */
 export interface Platform {
   os: string
   architecture: string

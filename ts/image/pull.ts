@@ -18,7 +18,10 @@ import { formatReference, type Reference } from './reference'
 import { RegistryClient } from './registry'
 import { Semaphore } from './semaphore'
 
-/** Options of `ImageStore.pull`. */
+/**
+ * Options of `ImageStore.pull`.
+ * @example await images.pull('ghcr.io/org/app:v1', { auth: { username: 'me', password: token }, concurrency: 4, signal: AbortSignal.timeout(60_000) })
+ */
 export interface PullOptions {
   /** The platform to take from an index: `'linux/arm64/v8'` or an object; default this machine's. */
   platform?: Platform | string
@@ -42,6 +45,7 @@ export interface PullOptions {
  * One event of a pull, for one layer: `reused` (present already, not fetched), then for a
  * fetched layer `downloading` (about every 100 ms, `bytes` of `total` compressed bytes
  * received) and `done` (applied and verified). Layers are numbered from 0, base first.
+ * @example await images.pull('alpine', { onProgress: (e) => console.log(`${e.layer + 1}/${e.layers} ${e.state} ${e.bytes}/${e.total}`) })
  */
 export interface PullProgress {
   /** The layer's index, 0 for the base. */
