@@ -1,4 +1,4 @@
-// The image commands of the CLI (pull, images, rmi, commit) against a real registry: --json
+// The image commands of the CLI (pull, push, images, rmi, commit) against a real registry: --json
 // data, progress on stderr (a line per layer, reused or done, and a total), exit codes, and a
 // Ctrl-C in the middle of a pull that leaves no half layer and no record.
 import test, { type ExecutionContext } from 'ava'
@@ -27,7 +27,7 @@ async function pushed(t: ExecutionContext, d: string, reg: TestRegistry, ref: st
 const threeLayers = async () =>
   image(await Promise.all(['a', 'b', 'c'].map((n) => layer([dir(`${n}/`), file(`${n}/data`, randomBytes(30_000))], n === 'b' ? 'zstd' : 'gzip'))))
 
-imageTest('pull, images, rmi and commit with --json; progress lines on stderr', async (t, d) => {
+imageTest('pull, push, images, rmi and commit with --json; progress lines on stderr', async (t, d) => {
   const reg = await startRegistry()
   t.teardown(() => reg.stop())
   const home = path.join(d, 'store')
@@ -48,6 +48,17 @@ imageTest('pull, images, rmi and commit with --json; progress lines on stderr', 
   t.is(again.code, 0, again.stderr)
   t.is((again.stderr.match(/: reused$/gm) ?? []).length, 3)
   t.regex(again.stdout, new RegExp(`^pulled ${ref}: ${img.digest}, 3 layers`, 'm'))
+
+  const target = `${reg.host}/cli/pushed:v1`
+  const ps = await runCli(['--home', home, 'push', ref, target, '--json'])
+  t.is(ps.code, 0, ps.stderr)
+  const pushedOut = parseJson(t, ps)
+  t.is(pushedOut.digest, (await reg.crane(['digest', target])).trim())
+  t.deepEqual(pushedOut.layers.map((l: { blob: string }) => l.blob), ['uploaded', 'uploaded', 'uploaded'])
+  t.is((ps.stderr.match(/^layer \d\/3 [0-9a-f]{12}: .*, uploaded$/gm) ?? []).length, 3, ps.stderr)
+  await reg.crane(['validate', '--remote', target])
+  const ps2 = await runCli(['--home', home, 'push', ref, target])
+  t.is((ps2.stderr.match(/, present$/gm) ?? []).length, 3, ps2.stderr)
 
   const list = await runCli(['--home', home, 'images', '--json'])
   t.is(list.code, 0, list.stderr)

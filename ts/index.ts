@@ -54,5 +54,8 @@ export {
   type Platform,
   type PullOptions,
   type PullProgress,
+  type PushOptions,
+  type PushProgress,
+  type PushResult,
   type RemoveResult,
 } from './image/store'

@@ -13,6 +13,7 @@ import { commitImage, layerChain, type CommitOptions } from './commit'
 import type { ImageConfig } from './config'
 import { parsePlatform, type Platform } from './manifest'
 import { pullImage, type PullHost, type PullOptions } from './pull'
+import { pushImage, type PushOptions, type PushResult } from './push'
 import { deleteRecord, IMAGES_DIR, readRecords, writeRecord, type StoredImage } from './records'
 import { formatReference, parseReference } from './reference'
 
@@ -20,6 +21,7 @@ export type { CommitOptions } from './commit'
 export type { HistoryEntry, ImageConfig } from './config'
 export type { Platform } from './manifest'
 export type { PullOptions, PullProgress } from './pull'
+export type { PushOptions, PushProgress, PushResult } from './push'
 export type { Credentials } from './auth'
 
 /**
@@ -275,6 +277,57 @@ export class ImageStore {
       ...(o.retryDelay !== undefined ? { retryDelay: o.retryDelay as number } : {}),
     }
     return pullImage(host, parsed, opts, (rec) => this.#locked(() => this.#put(rec)))
+  }
+
+  /**
+   * Push an image (a reference, a digest or a unique prefix of 12+ hex digits of one) to
+   * `targetRef`: each layer as the diff of its driver layer against its parent, compressed
+   * with `gzip` (default) or `zstd`, hashed in a first pass and streamed in a second, skipped
+   * when the registry has the blob (HEAD) and mounted from another repository of the same
+   * registry where it can; then the config (its `rootfs.diff_ids` those of the diffs) and an
+   * OCI manifest under the tag. The store's record is not changed.
+   * @throws {BtrfsError} `ENOENT` (no such image), `ERR_REGISTRY_AUTH`, `ERR_REGISTRY`,
+   *   `ERR_DIGEST` (the registry found another digest), `EINVAL`, `AbortError`.
+   * @example const { digest } = await images.push('app:v1', 'localhost:5000/team/app:v1', { compression: 'zstd' })
+   */
+  async push(refOrDigest: string, targetRef: string, options?: PushOptions): Promise<PushResult> {
+    checkString('refOrDigest', refOrDigest)
+    checkString('targetRef', targetRef)
+    const o = checkKeys('options', options, ['compression', 'auth', 'insecure', 'signal', 'onProgress', 'retries', 'retryDelay'])
+    if (o.compression !== undefined && o.compression !== 'gzip' && o.compression !== 'zstd') {
+      if (typeof o.compression !== 'string') throw argType('options.compression', 'of type string', o.compression)
+      throw invalid(`options.compression must be 'gzip' or 'zstd', got '${o.compression}'`)
+    }
+    if (o.auth !== undefined && (typeof o.auth !== 'object' || o.auth === null)) throw argType('options.auth', 'of type object', o.auth)
+    if (o.insecure !== undefined && typeof o.insecure !== 'boolean') throw argType('options.insecure', 'of type boolean', o.insecure)
+    for (const k of ['retries', 'retryDelay'] as const) {
+      const v = o[k]
+      if (v === undefined) continue
+      if (typeof v !== 'number') throw argType(`options.${k}`, 'of type number', v)
+      if (!Number.isSafeInteger(v) || v < 0) throw invalid(`options.${k} must be an integer from 0, got ${v}`)
+    }
+    const signal = checkSignal(o.signal)
+    const onProgress = checkCallback<NonNullable<PushOptions['onProgress']>>('options.onProgress', o.onProgress)
+    const target = parseReference(targetRef)
+    await this.#fresh()
+    // Its layers stay while the push reads them.
+    const { image, unpin } = await this.#locked(async () => {
+      const found = this.#resolve(refOrDigest).image
+      return { image: found, unpin: this.#pin(found.layers) }
+    })
+    try {
+      return await pushImage(this.#driver, image, target, {
+        ...(o.compression ? { compression: o.compression as 'gzip' | 'zstd' } : {}),
+        ...(o.auth ? { auth: o.auth as Credentials } : {}),
+        ...(o.insecure ? { insecure: true } : {}),
+        ...(signal ? { signal } : {}),
+        ...(onProgress ? { onProgress } : {}),
+        ...(o.retries !== undefined ? { retries: o.retries as number } : {}),
+        ...(o.retryDelay !== undefined ? { retryDelay: o.retryDelay as number } : {}),
+      })
+    } finally {
+      unpin()
+    }
   }
 
   /**

@@ -11,10 +11,11 @@ import { images } from './images'
 import { init } from './init'
 import { ls } from './ls'
 import { pull } from './pull'
+import { push } from './push'
 import { remap } from './remap'
 import { rm } from './rm'
 import { rmi } from './rmi'
 import { status } from './status'
 import { unmount } from './unmount'
 
-export const COMMANDS: Command[] = [init, status, create, rm, ls, changes, diff, apply, remap, pull, images, rmi, commit, bench, demo, unmount]
+export const COMMANDS: Command[] = [init, status, create, rm, ls, changes, diff, apply, remap, pull, push, images, rmi, commit, bench, demo, unmount]

@@ -8,7 +8,8 @@ import { withStore } from '../store'
 import { output, say, type Command } from '../command'
 import { imageSummary } from './images'
 
-async function readStdin(): Promise<string> {
+/** All of stdin as text, without a final newline (a password piped in). */
+export async function readStdin(): Promise<string> {
   const parts: Buffer[] = []
   for await (const c of process.stdin) parts.push(c as Buffer)
   return Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '')
