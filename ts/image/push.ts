@@ -14,7 +14,7 @@ import type { ImageConfig } from './config'
 import { MediaType, type Descriptor } from './manifest'
 import type { StoredImage } from './records'
 import { formatReference, type Reference } from './reference'
-import { RegistryClient, sha256, type PushedBlob } from './registry'
+import { RegistryClient, sha256 } from './registry'
 
 /**
  * Options of `ImageStore.push`.
@@ -47,7 +47,7 @@ export interface PushProgress {
   layers: number
   id: string
   digest: string
-  state: 'uploading' | PushedBlob
+  state: 'uploading' | 'present' | 'mounted' | 'uploaded'
   bytes: number
   total: number
 }
@@ -62,9 +62,9 @@ export interface PushResult {
   /** The digest of the manifest pushed. */
   digest: string
   /** What was done for each layer, base first. */
-  layers: { id: string; digest: string; size: number; blob: PushedBlob }[]
+  layers: { id: string; digest: string; size: number; blob: 'present' | 'mounted' | 'uploaded' }[]
   /** What was done for the config. */
-  config: PushedBlob
+  config: 'present' | 'mounted' | 'uploaded'
 }
 
 /** The diff of `id` against `parent` as the stream a push source returns at once. */

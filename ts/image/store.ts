@@ -100,7 +100,7 @@ function settleReferences(records: StoredImage[]): void {
 /**
  * Images over a `BtrfsDriver`: records under `<home>/images/` (one JSON file per image, named
  * by its manifest digest, written crash-safely), layers in the driver under chain-ID ids. A
- * store on a read-only driver reads only (`pull`, `commit` and `remove` reject with `EROFS`).
+ * store on a read-only driver reads (and pushes) only: `pull`, `commit` and `remove` reject with `EROFS`.
  * Calls that change records are serialized.
  *
  * @example
