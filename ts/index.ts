@@ -48,6 +48,8 @@ export {
   ImageStore,
   type CommitOptions,
   type Credentials,
+  type ExportLayoutOptions,
+  type ImportLayoutOptions,
   type HistoryEntry,
   type ImageConfig,
   type ImageRecord,

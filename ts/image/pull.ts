@@ -88,6 +88,16 @@ function unsupportedLayer(d: Descriptor, i: number): BtrfsError {
   )
 }
 
+/**
+ * Refuse, before anything is fetched or applied, a layer that is not an OCI or Docker layer tar.
+ * @throws {BtrfsError} `ERR_UNSUPPORTED_LAYER`.
+ */
+export function checkLayerTypes(layers: readonly Descriptor[]): void {
+  layers.forEach((d, i) => {
+    if (!LAYER_TYPES.includes(d.mediaType)) throw unsupportedLayer(d, i)
+  })
+}
+
 /** Read a small blob whole (the config), its digest checked by the stream. */
 async function readBlob(client: RegistryClient, repository: string, d: Descriptor, signal?: AbortSignal): Promise<Buffer> {
   if (d.size > CONFIG_MAX) throw new BtrfsError('ERR_BAD_MANIFEST', `ERR_BAD_MANIFEST: the config is ${d.size} bytes, more than ${CONFIG_MAX}`)
@@ -119,9 +129,7 @@ export async function pullImage<T>(
   const { manifest, index } = await client.getImageManifest(repo, ref.digest ?? (ref.tag as string), { signal, platform: o.platform })
   if (manifest.parsed.kind !== 'manifest') throw new BtrfsError('ERR_BAD_MANIFEST', 'ERR_BAD_MANIFEST: not an image manifest')
   const layers = manifest.parsed.layers
-  layers.forEach((d, i) => {
-    if (!LAYER_TYPES.includes(d.mediaType)) throw unsupportedLayer(d, i)
-  })
+  checkLayerTypes(layers)
   const configBytes = await readBlob(client, repo, manifest.parsed.config, signal)
   const config = parseConfig(configBytes, layers.length)
   const diffIds = config.rootfs.diff_ids

@@ -14,6 +14,7 @@ import type { ImageConfig } from './config'
 import { parsePlatform, type Platform } from './manifest'
 import { pullImage, type PullHost, type PullOptions } from './pull'
 import { pushImage, type PushOptions, type PushResult } from './push'
+import { exportLayout, importLayout, type ExportLayoutOptions, type ImportLayoutOptions } from './layout'
 import { deleteRecord, IMAGES_DIR, readRecords, writeRecord, type StoredImage } from './records'
 import { formatReference, parseReference } from './reference'
 
@@ -22,6 +23,7 @@ export type { HistoryEntry, ImageConfig } from './config'
 export type { Platform } from './manifest'
 export type { PullOptions, PullProgress } from './pull'
 export type { PushOptions, PushProgress, PushResult } from './push'
+export type { ExportLayoutOptions, ImportLayoutOptions } from './layout'
 export type { Credentials } from './auth'
 
 /**
@@ -325,6 +327,84 @@ export class ImageStore {
         ...(o.retries !== undefined ? { retries: o.retries as number } : {}),
         ...(o.retryDelay !== undefined ? { retryDelay: o.retryDelay as number } : {}),
       })
+    } finally {
+      unpin()
+    }
+  }
+
+  /**
+   * Import the image of an OCI image layout directory (what skopeo, umoci, crane and buildah
+   * write): `index.json`'s entry (the one whose `org.opencontainers.image.ref.name` is the
+   * reference's tag, else the one for `platform`, through nested indexes), its manifest and
+   * config, and each layer blob not yet present as a layer, applied from its file with its
+   * digest, size and diffID checked. A failure leaves no half layer and no record.
+   * @throws {BtrfsError} `ENOENT` (not a layout, a missing blob, no entry for the platform),
+   *   `ERR_DIGEST`, `ERR_BAD_MANIFEST`, `ERR_UNSUPPORTED_LAYER`, `EINVAL`, `EROFS`, `AbortError`.
+   * @example const image = await images.importLayout('/tmp/app-oci', { reference: 'localhost:5000/app:v1' })
+   */
+  async importLayout(dir: string, options?: ImportLayoutOptions): Promise<ImageRecord> {
+    checkString('dir', dir)
+    const o = checkKeys('options', options, ['reference', 'platform', 'signal'])
+    this.#writable('importLayout')
+    const ref = o.reference === undefined ? undefined : parseReference(checkString('options.reference', o.reference))
+    let platform: Platform | undefined
+    if (typeof o.platform === 'string') platform = parsePlatform(o.platform)
+    else if (o.platform !== undefined) platform = checkKeys('options.platform', o.platform, ['os', 'architecture', 'variant', 'os.version', 'os.features']) as unknown as Platform
+    const signal = checkSignal(o.signal)
+    let unpin: (() => void) | undefined
+    try {
+      const rec = await importLayout(
+        this.#driver,
+        dir,
+        {
+          ...(ref ? { reference: formatReference(ref), ...(ref.tag ? { tag: ref.tag } : {}) } : {}),
+          ...(platform ? { platform } : {}),
+          ...(signal ? { signal } : {}),
+        },
+        (ids) =>
+          this.#locked(async () => {
+            unpin = this.#pin(ids)
+            return Promise.all(ids.map((id) => this.#driver.exists(id)))
+          }),
+      )
+      return await this.#locked(() => this.#put(rec))
+    } finally {
+      unpin?.()
+    }
+  }
+
+  /**
+   * Write an image into an OCI image layout directory (made when missing; an existing layout
+   * gets another entry, in place of one with the same tag): its layers as diffs of its driver
+   * layers (gzip, or zstd), its config (with the diffs' diffIDs) and an OCI manifest, named in
+   * `index.json` with the tag of the reference given (or of its first reference) as
+   * `org.opencontainers.image.ref.name`.
+   * @throws {BtrfsError} `ENOENT` (no such image), `EINVAL`, `AbortError`; file system errors.
+   * @example const { digest } = await images.exportLayout('alpine:3.20', '/tmp/alpine-oci')
+   */
+  async exportLayout(refOrDigest: string, dir: string, options?: ExportLayoutOptions): Promise<{ digest: string; size: number; mediaType: string }> {
+    checkString('refOrDigest', refOrDigest)
+    checkString('dir', dir)
+    const o = checkKeys('options', options, ['compression', 'signal'])
+    if (o.compression !== undefined && o.compression !== 'gzip' && o.compression !== 'zstd') {
+      if (typeof o.compression !== 'string') throw argType('options.compression', 'of type string', o.compression)
+      throw invalid(`options.compression must be 'gzip' or 'zstd', got '${o.compression}'`)
+    }
+    const signal = checkSignal(o.signal)
+    await this.#fresh()
+    const { image, reference, unpin } = await this.#locked(async () => {
+      const found = this.#resolve(refOrDigest)
+      return { ...found, unpin: this.#pin(found.image.layers) }
+    })
+    try {
+      const named = reference ?? image.references[0]
+      const tag = named ? parseReference(named).tag : undefined
+      const d = await exportLayout(this.#driver, image, dir, {
+        ...(o.compression ? { compression: o.compression as 'gzip' | 'zstd' } : {}),
+        ...(signal ? { signal } : {}),
+        ...(tag ? { tag } : {}),
+      })
+      return { digest: d.digest, size: d.size, mediaType: d.mediaType }
     } finally {
       unpin()
     }
