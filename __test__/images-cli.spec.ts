@@ -1,4 +1,4 @@
-// The image commands of the CLI (pull, push, images, rmi, commit) against a real registry: --json
+// The image commands of the CLI (pull, push, import, export, images, rmi, commit) against a real registry: --json
 // data, progress on stderr (a line per layer, reused or done, and a total), exit codes, and a
 // Ctrl-C in the middle of a pull that leaves no half layer and no record.
 import test, { type ExecutionContext } from 'ava'
@@ -27,7 +27,7 @@ async function pushed(t: ExecutionContext, d: string, reg: TestRegistry, ref: st
 const threeLayers = async () =>
   image(await Promise.all(['a', 'b', 'c'].map((n) => layer([dir(`${n}/`), file(`${n}/data`, randomBytes(30_000))], n === 'b' ? 'zstd' : 'gzip'))))
 
-imageTest('pull, push, images, rmi and commit with --json; progress lines on stderr', async (t, d) => {
+imageTest('pull, push, export, import, images, rmi and commit with --json; progress lines on stderr', async (t, d) => {
   const reg = await startRegistry()
   t.teardown(() => reg.stop())
   const home = path.join(d, 'store')
@@ -59,6 +59,17 @@ imageTest('pull, push, images, rmi and commit with --json; progress lines on std
   await reg.crane(['validate', '--remote', target])
   const ps2 = await runCli(['--home', home, 'push', ref, target])
   t.is((ps2.stderr.match(/, present$/gm) ?? []).length, 3, ps2.stderr)
+
+  // export to a layout, import it back under another reference: the same image.
+  const layoutDir = path.join(d, 'exported')
+  const ex = await runCli(['--home', home, 'export', ref, layoutDir, '--json'])
+  t.is(ex.code, 0, ex.stderr)
+  const im = await runCli(['--home', home, 'import', layoutDir, '--ref', 'local/imported:v1', '--json'])
+  t.is(im.code, 0, im.stderr)
+  const imported = parseJson(t, im)
+  t.is(imported.digest, parseJson(t, ex).digest)
+  t.deepEqual(imported.references, ['docker.io/local/imported:v1'])
+  t.is((await runCli(['--home', home, 'rmi', 'local/imported:v1'])).code, 0)
 
   const list = await runCli(['--home', home, 'images', '--json'])
   t.is(list.code, 0, list.stderr)

@@ -9,6 +9,7 @@ import { demo } from './demo'
 import { diff } from './diff'
 import { images } from './images'
 import { init } from './init'
+import { exportLayout, importLayout } from './layout'
 import { ls } from './ls'
 import { pull } from './pull'
 import { push } from './push'
@@ -18,4 +19,4 @@ import { rmi } from './rmi'
 import { status } from './status'
 import { unmount } from './unmount'
 
-export const COMMANDS: Command[] = [init, status, create, rm, ls, changes, diff, apply, remap, pull, push, images, rmi, commit, bench, demo, unmount]
+export const COMMANDS: Command[] = [init, status, create, rm, ls, changes, diff, apply, remap, pull, push, images, rmi, commit, importLayout, exportLayout, bench, demo, unmount]
