@@ -77,7 +77,7 @@ export interface PullHost {
 const LAYER_TYPES: readonly string[] = [MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd, MediaType.dockerLayerGzip, 'application/vnd.docker.image.rootfs.diff.tar']
 const CONFIG_MAX = 8 << 20
 /** Bytes of a blob read ahead while its parent layer is still being applied. */
-const READ_AHEAD = 8 << 20
+const READ_AHEAD = 16 << 20
 const PROGRESS_MS = 100
 
 function unsupportedLayer(d: Descriptor, i: number): BtrfsError {
