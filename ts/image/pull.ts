@@ -134,11 +134,8 @@ export async function pullImage<T>(
   const config = parseConfig(configBytes, layers.length)
   const diffIds = config.rootfs.diff_ids
   const ids = chainIds(diffIds).map(layerIdOf)
-  const platform: Platform | undefined = index
-    ? index.parsed.kind === 'index'
-      ? index.parsed.manifests.find((m) => m.digest === manifest.digest)?.platform
-      : undefined
-    : { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) }
+  const fromIndex = index?.parsed.kind === 'index' ? index.parsed.manifests.find((m) => m.digest === manifest.digest)?.platform : undefined
+  const platform: Platform = fromIndex ?? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) }
 
   const emit = (e: PullProgress) => {
     try {
@@ -151,7 +148,12 @@ export async function pullImage<T>(
   let present: boolean[] = []
   const unpin = await host.locked(async () => {
     const un = host.pin(ids)
-    present = await Promise.all(ids.map((id) => driver.exists(id)))
+    try {
+      present = await Promise.all(ids.map((id) => driver.exists(id)))
+    } catch (e) {
+      un()
+      throw e
+    }
     return un
   })
   try {
@@ -167,7 +169,7 @@ export async function pullImage<T>(
       config: configBytes.toString('utf8'),
       diffIds,
       layers: ids,
-      ...(platform ? { platform } : {}),
+      platform,
       size: layers.reduce((n, d) => n + d.size, 0),
       created: now,
       updated: now,
@@ -175,6 +177,16 @@ export async function pullImage<T>(
   } finally {
     unpin()
   }
+}
+
+/** `p`, or an `AbortError` as soon as `signal` fires. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal, user?: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortError(user))
+  return new Promise<T>((resolve, reject) => {
+    const stop = () => reject(abortError(user))
+    signal.addEventListener('abort', stop, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', stop))
+  })
 }
 
 async function fetchLayers(
@@ -211,7 +223,7 @@ async function fetchLayers(
     const task = (async () => {
       if (other) {
         // Another pull of this store fetches it: wait, and fetch it ourselves only if that failed.
-        await other.catch(() => undefined)
+        await untilAborted(other.catch(() => undefined), inner.signal, o.signal)
         if (await driver.exists(id)) {
           event('reused', 0)
           return
