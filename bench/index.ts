@@ -11,6 +11,8 @@
  *   changes    changes of 100,000 files / 10 changed: send fast path vs tree walks (bench/changes.ts)
  *   tar        applyDiff and diff of ~500 MB vs GNU tar, peak RSS (bench/tar.ts)
  *   remap      remap of 100,000 files vs GNU chown -R vs a single-threaded remap (bench/remap.ts)
+ *   images     ImageStore.pull of a ~100 MB 5-layer image from a local registry vs crane export | tar -x
+ *              (with and without sync -f) and crane pull + applyLayer; re-pull; peak RSS (bench/images.ts)
  *
  * Writes bench/results/latest.md (the tables), latest.json (raw numbers) and one SVG bar chart
  * per section, and prints the tables (`node --import tsx bench/render-charts.ts` redraws the charts
@@ -36,6 +38,9 @@
  *   BTRFS_LAYERS_BENCH_TAR_FILES, _TAR_LARGE_BYTES, _TAR_REPS   tar: files (2000), size of each
  *                                  of the 4 large files (50 MiB), repetitions (7)
  *   BTRFS_LAYERS_BENCH_REMAP_FILES, _REMAP_REPS       remap: files (100000), repetitions (5)
+ *   BTRFS_LAYERS_BENCH_IMAGES_BYTES, _IMAGES_REPS     images: uncompressed bytes of the image (100 MB;
+ *                                  a second image twice that size too), rounds (7). Needs registry and
+ *                                  crane (bash scripts/test-tools.sh; BTRFS_LAYERS_TOOLS_BIN)
  */
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
@@ -45,6 +50,7 @@ import { BtrfsDriver, createSubvolume, deleteSubvolume } from '../ts/index'
 import { sectionChanges } from './changes'
 import { sectionDriver } from './driver'
 import { sectionHotpath } from './hotpath'
+import { sectionImages } from './images'
 import {
   BIN,
   SCALE,
@@ -68,7 +74,7 @@ import { sectionSubvolume } from './subvolume'
 import { renderChart } from './svg'
 import { sectionTar } from './tar'
 
-const SECTIONS = ['subvolume', 'rdelete', 'driver', 'hotpath', 'changes', 'tar', 'remap'] as const
+const SECTIONS = ['subvolume', 'rdelete', 'driver', 'hotpath', 'changes', 'tar', 'remap', 'images'] as const
 type Section = (typeof SECTIONS)[number]
 const IMAGE_SIZE = envInt('BTRFS_LAYERS_BENCH_IMAGE_SIZE', 12 * 1024 ** 3)
 const OUT = path.resolve(process.env.BTRFS_LAYERS_BENCH_OUT || path.join(__dirname, 'results'))
@@ -210,8 +216,8 @@ async function main(): Promise<void> {
   const sections = selected()
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing: cargo build --release -p btrfs-layers-bench`)
   for (const tool of ['btrfs', 'tar', 'chown']) if (!which(tool)) throw new Error(`${tool} is needed for the comparisons`)
-  if (sections.includes('tar') && !fs.existsSync(path.join(__dirname, '..', 'dist', 'index.js'))) {
-    throw new Error('dist/index.js is missing (the tar section runs it in a child process): npm run build')
+  if ((sections.includes('tar') || sections.includes('images')) && !fs.existsSync(path.join(__dirname, '..', 'dist', 'index.js'))) {
+    throw new Error('dist/index.js is missing (the tar and images sections run it in a child process): npm run build')
   }
 
   const started = now()
@@ -265,6 +271,9 @@ async function main(): Promise<void> {
             break
           case 'remap':
             r = await sectionRemap(f)
+            break
+          case 'images':
+            r = await sectionImages(f, await getDriver())
             break
         }
         r.ns = since(t)

@@ -11,6 +11,7 @@ import * as path from 'node:path'
 import { changesCharts } from './changes'
 import { driverCharts } from './driver'
 import { hotpathCharts } from './hotpath'
+import { imagesCharts } from './images'
 import type { Chart } from './lib'
 import { rdeleteCharts } from './rdelete'
 import { remapCharts } from './remap'
@@ -27,6 +28,7 @@ const BUILDERS: Record<string, (summary: any) => Chart[]> = {
   changes: changesCharts,
   tar: tarCharts,
   remap: remapCharts,
+  images: imagesCharts,
 }
 
 const dir = path.resolve(process.argv[2] ?? path.join(__dirname, 'results'))
