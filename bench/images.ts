@@ -51,6 +51,9 @@ import {
 const BYTES = envInt('BTRFS_LAYERS_BENCH_IMAGES_BYTES', scaled(100_000_000, 2_000_000))
 const REPS = envInt('BTRFS_LAYERS_BENCH_IMAGES_REPS', 7)
 const TARGET = 0.8
+/** Blob requests of a pull open at once; unset: the pull's default. */
+const CONCURRENCY = process.env.BTRFS_LAYERS_BENCH_IMAGES_CONCURRENCY ? envInt('BTRFS_LAYERS_BENCH_IMAGES_CONCURRENCY', 3) : undefined
+const PULL_OPTIONS = CONCURRENCY === undefined ? {} : { concurrency: CONCURRENCY }
 
 type Impl = 'pull' | 'repull' | 'export' | 'exportSync' | 'craneApply'
 const IMPLS: Impl[] = ['pull', 'repull', 'export', 'exportSync', 'craneApply']
@@ -239,7 +242,7 @@ export async function sectionImages(f: Fs, driver: BtrfsDriver): Promise<Section
         let ns: number
         if (impl === 'pull') {
           let t = now()
-          await images.pull(img.ref)
+          await images.pull(img.ref, PULL_OPTIONS)
           ns = since(t)
           const before = rep === 0 ? (await reg.requests()).length : 0
           t = now()
@@ -413,7 +416,7 @@ export async function sectionImages(f: Fs, driver: BtrfsDriver): Promise<Section
       charts,
       summary,
       samples: { ...samples, syncfs, cranePull, repull2 },
-      config: { BYTES, REPS, TARGET, PLAN },
+      config: { BYTES, REPS, TARGET, CONCURRENCY, PLAN },
     }
   } finally {
     await reg.stop()

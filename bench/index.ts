@@ -41,6 +41,7 @@
  *   BTRFS_LAYERS_BENCH_IMAGES_BYTES, _IMAGES_REPS     images: uncompressed bytes of the image (100 MB;
  *                                  a second image twice that size too), rounds (7). Needs registry and
  *                                  crane (bash scripts/test-tools.sh; BTRFS_LAYERS_TOOLS_BIN)
+ *   BTRFS_LAYERS_BENCH_IMAGES_CONCURRENCY  images: the pull's concurrency option (unset: its default)
  */
 import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'

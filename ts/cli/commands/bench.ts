@@ -39,6 +39,7 @@ export const bench: Command = {
     '  BTRFS_LAYERS_BENCH_IMAGES_BYTES      images: uncompressed bytes of the pulled image (100000000; one twice',
     '                                       that size too); needs registry and crane (scripts/test-tools.sh)',
     '  BTRFS_LAYERS_BENCH_IMAGES_REPS       images: interleaved rounds (7)',
+    '  BTRFS_LAYERS_BENCH_IMAGES_CONCURRENCY  images: the pull\'s concurrency option (unset: the pull\'s default, 3)',
     'Arguments after -- go to bench/index.ts. With --json, stdout gets the results (latest.json).',
   ].join('\n'),
   options: {},
