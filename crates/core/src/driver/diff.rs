@@ -12,7 +12,7 @@ use super::Driver;
 use crate::changes::{self, Change, ChangeKind, ContainerIds, Options};
 use crate::control::Control;
 use crate::delete::delete_at;
-use crate::digest::{Digests, Expect, Hashing};
+use crate::digest::{Digests, Expect, Mode, ModeWriter};
 use crate::error::{Context, Error, Result};
 use crate::layer::Origin;
 use crate::open::open_dir_at;
@@ -435,11 +435,16 @@ impl DiffPlan<'_> {
                 &d.layer_path(id),
             )
         };
-        let mut blob = Hashing::maybe(out, hash);
+        let mode = Mode::hashing(hash);
+        let mut blob = ModeWriter::new(out, mode)?;
         let tar = {
             let w = compressing_writer(&mut blob, compression)?;
             // A plain tar is its own blob: hashed once.
-            let mut w = Hashing::maybe(w, hash && compression != Compression::None);
+            let tar_mode = match compression {
+                Compression::None => Mode::No,
+                _ => mode,
+            };
+            let mut w = ModeWriter::new(w, tar_mode)?;
             let (uids, gids) = d.mappings_of(self.layer.as_fd(), id)?;
             let opts = WriteOptions {
                 uids: &uids,
@@ -447,12 +452,12 @@ impl DiffPlan<'_> {
                 control,
             };
             write_layer(self.layer.as_fd(), &self.list, &mut w, &opts)?;
-            let (w, tar) = w.finish();
+            let (w, tar) = w.finish(write_error)?;
             w.finish().map_err(write_error)?;
             tar
         };
         let written = blob.count();
-        let digests = blob.finish().1.map(|(digest, size)| {
+        let digests = blob.finish(write_error)?.1.map(|(digest, size)| {
             let (diff_id, uncompressed_size) = tar.unwrap_or((digest, size));
             Digests {
                 digest,

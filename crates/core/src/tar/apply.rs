@@ -18,12 +18,12 @@ mod remove;
 mod whiteout;
 
 use crate::control::Control;
-use crate::digest::{Digest, Digests, Hashing};
+use crate::digest::{serial_for_measurement, Digest, Digests, Hashing, HashingReader};
 use crate::error::{Code, Context, Error, Result};
 use crate::idmap::IdMapping;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
@@ -60,44 +60,121 @@ pub struct ApplyOptions<'a> {
 /// the maps, ABORT_ERR once the caller aborts, the errno for what the kernel refused. On error
 /// the layer is left part-applied: the caller applies into a snapshot it can throw away.
 pub fn apply(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions<'_>) -> Result<u64> {
-    apply_stream(root, input, opts, false).map(|(applied, _)| applied)
+    let source = BufReader::with_capacity(INPUT_BUFFER, input);
+    apply_stream(root, source, opts, TarHash::No).map(|(applied, _)| applied)
 }
 
 /// `apply`, also computing in the same pass the digests of the input as given (the blob) and
 /// of the uncompressed tar (the diffID), each over the whole stream to its end: bytes after
 /// the tar's end-of-archive marker, and after the last compressed frame, count too.
+///
+/// The hashing runs on threads of its own (one per stream, each joined before this returns,
+/// on success or not), overlapping the apply: the input is read in blocks shared with the
+/// blob's hasher, the decompressed tar in blocks shared with the diffID's.
 pub fn apply_digested(
     root: BorrowedFd<'_>,
     input: impl Read,
     opts: &ApplyOptions<'_>,
 ) -> Result<(u64, Digests)> {
+    if serial_for_measurement() {
+        return apply_digested_serial(root, input, opts);
+    }
+    let mut blob = HashingReader::new(input)?;
+    let (applied, tar) = apply_stream(root, &mut blob, opts, TarHash::OffThread)?;
+    blob.drain().map_err(|e| stream_error(e, Path::new("")))?;
+    let (_, digest, size) = blob.finish()?;
+    Ok((applied, digests(digest, size, tar)))
+}
+
+/// `apply_digested` as it was: hashing on this thread, in series with the apply. Kept for
+/// measuring against (`digest::SERIAL_FOR_MEASUREMENT`).
+fn apply_digested_serial(
+    root: BorrowedFd<'_>,
+    input: impl Read,
+    opts: &ApplyOptions<'_>,
+) -> Result<(u64, Digests)> {
     let mut blob = Hashing::new(input);
-    let (applied, tar) = apply_stream(root, &mut blob, opts, true)?;
+    let source = BufReader::with_capacity(INPUT_BUFFER, &mut blob);
+    let (applied, tar) = apply_stream(root, source, opts, TarHash::Serial)?;
     blob.drain().map_err(|e| stream_error(e, Path::new("")))?;
     let (_, sum) = blob.finish();
     let (digest, size) = sum.expect("hashing");
+    Ok((applied, digests(digest, size, tar)))
+}
+
+fn digests(digest: Digest, size: u64, tar: Option<(Digest, u64)>) -> Digests {
     // A plain tar is its own blob: hashed once.
     let (diff_id, uncompressed_size) = tar.unwrap_or((digest, size));
-    let digests = Digests {
+    Digests {
         digest,
         size,
         diff_id,
         uncompressed_size,
-    };
-    Ok((applied, digests))
+    }
 }
 
-/// The one apply pass; with `hash_tar`, the digest of a decompressed tar (None for a plain one).
+/// Whether and how the decompressed tar is hashed (a plain one never is: it is the blob).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TarHash {
+    No,
+    Serial,
+    OffThread,
+}
+
+/// The decompressed tar, hashed as `TarHash` says.
+enum TarReader<R: Read> {
+    Plain(R),
+    Serial(Hashing<R>),
+    OffThread(HashingReader<R>),
+}
+
+impl<R: Read> TarReader<R> {
+    fn new(inner: R, how: TarHash) -> Result<Self> {
+        Ok(match how {
+            TarHash::No => TarReader::Plain(inner),
+            TarHash::Serial => TarReader::Serial(Hashing::new(inner)),
+            TarHash::OffThread => TarReader::OffThread(HashingReader::new(inner)?),
+        })
+    }
+
+    /// The digest and size of all read (the whole stream once drained); None: not hashed.
+    fn finish(self) -> Result<Option<(Digest, u64)>> {
+        Ok(match self {
+            TarReader::Plain(_) => None,
+            TarReader::Serial(h) => h.finish().1,
+            TarReader::OffThread(h) => {
+                let (_, digest, size) = h.finish()?;
+                Some((digest, size))
+            }
+        })
+    }
+}
+
+impl<R: Read> Read for TarReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            TarReader::Plain(r) => r.read(buf),
+            TarReader::Serial(r) => r.read(buf),
+            TarReader::OffThread(r) => r.read(buf),
+        }
+    }
+}
+
+/// The one apply pass over the buffered input `source`; the digest of a decompressed tar
+/// when `hash_tar` says so (None for a plain one).
 fn apply_stream(
     root: BorrowedFd<'_>,
-    input: impl Read,
+    source: impl BufRead,
     opts: &ApplyOptions<'_>,
-    hash_tar: bool,
+    hash_tar: TarHash,
 ) -> Result<(u64, Option<(Digest, u64)>)> {
     let meter = Meter::new(opts.control);
-    let source = meter.compressed(BufReader::with_capacity(INPUT_BUFFER, input));
-    let (compression, plain) = decompressing_reader(source)?;
-    let plain = Hashing::maybe(plain, hash_tar && compression != Compression::None);
+    let (compression, plain) = decompressing_reader(meter.compressed(source))?;
+    let how = match compression {
+        Compression::None => TarHash::No,
+        _ => hash_tar,
+    };
+    let plain = TarReader::new(plain, how)?;
     let mut archive = ::tar::Archive::new(meter.expanded(plain));
     let mut applier = Applier::new(root, opts, &meter)?;
     let ended = applier.apply_entries(&mut archive)?;
@@ -111,7 +188,7 @@ fn apply_stream(
     drain(&mut rest)?;
     applier.dir_times.apply(&mut applier.parents)?;
     meter.report_end();
-    let (_, tar) = rest.into_inner().finish();
+    let tar = rest.into_inner().finish()?;
     Ok((applier.applied, tar))
 }
 
