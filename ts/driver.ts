@@ -550,7 +550,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const o = withParent(a, b, ['signal'])
     const [p, whole] = parentArg(o.parent)
     const signal = checkSignal(o.signal)
-    return this.#serial(id, () => runTask(() => this.#native.changesStart(id, p, whole), { api: 'changes', signal }))
+    return this.#serial(id, () => runTask(() => this.#native.changesStart(id, p, whole), { api: 'changes', signal, readsOnly: true }))
   }
 
   /**
@@ -571,7 +571,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const o = withParent(a, b, ['signal'])
     const [p, whole] = parentArg(o.parent)
     const signal = checkSignal(o.signal)
-    return this.#serial(id, () => runTask(() => this.#native.diffSizeStart(id, p, whole), { api: 'diffSize', signal }))
+    return this.#serial(id, () => runTask(() => this.#native.diffSizeStart(id, p, whole), { api: 'diffSize', signal, readsOnly: true }))
   }
 
   /**

@@ -20,6 +20,12 @@ export interface TaskOptions<H> {
   onProgress?: (n: number) => void
   /** Also on abort (e.g. stop reading an input that may stall). */
   onAbort?: () => void
+  /**
+   * The call changes nothing (`changes`, `diffSize`): when the signal fired before its result
+   * is taken, it rejects with an `AbortError` and the result is dropped, as `fs.promises.readFile`
+   * does. A call that changes something reports what it did once it did it.
+   */
+  readsOnly?: boolean
   /** Work the call does while the native side runs (applyDiff pushes its input); `aborted` says when to stop. */
   feed?: (task: H, aborted: () => boolean) => Promise<void>
 }
@@ -88,7 +94,9 @@ export async function runTask<T, H extends NativeTask<T>>(start: () => H, o: Tas
         throw err
       }
     }
-    return await task.finish()
+    const result = await task.finish()
+    if (o.readsOnly) throwIfAborted(o.signal)
+    return result
   } catch (err) {
     throw taskError(err, o.api, o.signal, o.paths)
   } finally {
