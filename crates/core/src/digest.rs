@@ -203,8 +203,6 @@ const BLOCK: usize = 1 << 20;
 /// Blocks per stream, in flight or in use: the memory of an off-thread hash is flat, this
 /// many blocks whatever the stream's length.
 const BLOCKS: usize = 4;
-/// A reader fills a block with at least this much (unless the stream ends) before sending it.
-const FILL_MIN: usize = BLOCK / 4;
 
 /// Measurement only: while set, `apply_digested` and `write_digested` hash on the caller's
 /// thread (with `Hashing`), as they did before the hashing moved to a thread of its own.
@@ -330,8 +328,6 @@ pub struct HashingReader<R> {
     pos: usize,
     len: usize,
     count: u64,
-    /// An error met after some bytes of a block: reported once those are served.
-    pending: Option<io::Error>,
     eof: bool,
 }
 
@@ -344,7 +340,6 @@ impl<R: Read> HashingReader<R> {
             pos: 0,
             len: 0,
             count: 0,
-            pending: None,
             eof: false,
         })
     }
@@ -358,34 +353,25 @@ impl<R: Read> HashingReader<R> {
         // Ours dropped first, so the block comes back unshared once hashed.
         self.cur = None;
         (self.pos, self.len) = (0, 0);
-        if let Some(e) = self.pending.take() {
-            return Err(e);
-        }
         if self.eof {
             return Ok(());
         }
         let mut block = self.hasher.block()?;
         let buf = owned(&mut block)?;
-        let mut n = 0;
-        while n < FILL_MIN {
-            match self.inner.read(&mut buf[n..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(k) => n += k,
+        // One read, as a BufReader does: never wait for more input than is there, or a
+        // stalled stream would hold back bytes the apply could act on (and its abort check).
+        let n = loop {
+            match self.inner.read(buf) {
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if n == 0 => {
+                Err(e) => {
                     self.hasher.keep(block);
                     return Err(e);
                 }
-                Err(e) => {
-                    self.pending = Some(e);
-                    break;
-                }
             }
-        }
+        };
         if n == 0 {
+            self.eof = true;
             self.hasher.keep(block);
             return Ok(());
         }
@@ -767,6 +753,42 @@ mod tests {
         w.write_all(&d).unwrap();
         drop(w);
         assert!(hashers_come_to(0), "no hasher thread outlives its stream");
+    }
+
+    /// Chunks from a channel, as the node binding's input is; blocks while none is there.
+    struct Chunks(std::sync::mpsc::Receiver<Vec<u8>>, Vec<u8>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.1.is_empty() {
+                match self.0.recv() {
+                    Ok(c) => self.1 = c,
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = buf.len().min(self.1.len());
+            buf[..n].copy_from_slice(&self.1[..n]);
+            self.1.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn what_has_come_is_served_without_waiting_for_more() {
+        let _alone = alone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(b"head".to_vec()).unwrap();
+        let mut r = HashingReader::new(Chunks(rx, Vec::new())).unwrap();
+        // The stream stalls after 4 bytes: those 4 are served (an apply can check its abort).
+        assert_eq!(r.fill_buf().unwrap(), b"head");
+        r.consume(4);
+        tx.send(b"tail".to_vec()).unwrap();
+        drop(tx);
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"tail");
+        let (_, d, n) = r.finish().unwrap();
+        assert_eq!((d, n), (sha(b"headtail"), 8));
     }
 
     #[test]
