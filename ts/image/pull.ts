@@ -76,8 +76,16 @@ export interface PullHost {
 
 const LAYER_TYPES: readonly string[] = [MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd, MediaType.dockerLayerGzip, 'application/vnd.docker.image.rootfs.diff.tar']
 const CONFIG_MAX = 8 << 20
-/** Bytes of a blob read ahead while its parent layer is still being applied. */
-const READ_AHEAD = 16 << 20
+/**
+ * Bytes of a blob read ahead while its parent layer is still being applied: the readable side
+ * of its PassThrough. Its writable side takes only what one write brings (READ_AHEAD_IN), so
+ * a waiting blob holds at most about READ_AHEAD + READ_AHEAD_IN (a PassThrough given one
+ * highWaterMark buffers that much on each side: twice it). Chunks held long are promoted to
+ * V8's old space and freed only by a full GC, so what is read ahead also weighs as garbage
+ * later: kept small, it bounds the pull's memory (flat in the layer size) without slowing it.
+ */
+const READ_AHEAD = 4 << 20
+const READ_AHEAD_IN = 64 << 10
 const PROGRESS_MS = 100
 
 function unsupportedLayer(d: Descriptor, i: number): BtrfsError {
@@ -242,7 +250,7 @@ async function fetchLayers(
             event('downloading', bytes)
           }
         })
-        const ahead = new PassThrough({ highWaterMark: READ_AHEAD })
+        const ahead = new PassThrough({ readableHighWaterMark: READ_AHEAD, writableHighWaterMark: READ_AHEAD_IN })
         // Errors (ERR_DIGEST at the end) must reach the reader: pipe() does not carry them.
         blob.on('error', (e) => ahead.destroy(e))
         ahead.on('error', () => undefined) // kept in ahead.errored for applyBlob
