@@ -69,7 +69,9 @@ async function main(): Promise<void> {
             await settle(f)
             const r = spawnSync(process.execPath, [...flags, path.join(__dirname, 'pull-rss.cjs'), home, img.ref], { encoding: 'utf8', env })
             if (r.status !== 0) throw new Error(`pull-rss.cjs ${img.ref}: ${r.stderr || r.error?.message}`)
-            if (r.stderr) process.stderr.write(r.stderr)
+            const traced = r.stderr.split('\n').filter((l) => l.startsWith('btrfs-layers trace '))
+            const rest = r.stderr.split('\n').filter((l) => l && !l.startsWith('btrfs-layers trace '))
+            if (rest.length > 0) process.stderr.write(`${rest.join('\n')}\n`)
             const c = JSON.parse(r.stdout) as Report
             console.log(
               `\n## ${img.ref.split('/').pop()} (${MiB(img.tarBytes)} MiB tar, ${MiB(img.blobBytes)} MiB gzip) variant [${variant || 'as is'}] rep ${rep}: ` +
@@ -81,6 +83,14 @@ async function main(): Promise<void> {
             line('start', c.start)
             for (const s of c.perLayer) line(`layer ${s.layer} done`, s)
             line('peak (20 ms samples)', c.peaks)
+            if (traced.length > 0) {
+              // BTRFS_LAYERS_TRACE=1 in the variant: the pull's stages, ms from its start.
+              const ev = traced.map((l) => l.split(' ')).map(([, , ns, what, ...detail]) => ({ ns: BigInt(ns), what, detail: detail.join(' ').slice(0, 24) }))
+              ev.sort((a, b) => (a.ns < b.ns ? -1 : a.ns > b.ns ? 1 : 0))
+              const t0 = ev[0].ns
+              console.log(`\n| ms | event | detail |\n| ---: | --- | --- |`)
+              for (const e of ev) console.log(`| ${(Number(e.ns - t0) / 1e6).toFixed(1)} | ${e.what} | ${e.detail} |`)
+            }
           }
         }
       }

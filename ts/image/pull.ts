@@ -7,6 +7,7 @@
 import { PassThrough } from 'node:stream'
 import type { BtrfsDriver } from '../driver'
 import { BtrfsError } from '../errors'
+import { trace } from '../trace'
 import { abortError } from '../validate'
 import { applyBlob } from './apply-blob'
 import type { Credentials } from './auth'
@@ -134,11 +135,14 @@ export async function pullImage<T>(
     ...(o.retryDelay !== undefined ? { retryDelay: o.retryDelay } : {}),
   })
   const repo = ref.repository
+  trace('pull.start', formatReference(ref))
   const { manifest, index } = await client.getImageManifest(repo, ref.digest ?? (ref.tag as string), { signal, platform: o.platform })
   if (manifest.parsed.kind !== 'manifest') throw new BtrfsError('ERR_BAD_MANIFEST', 'ERR_BAD_MANIFEST: not an image manifest')
   const layers = manifest.parsed.layers
   checkLayerTypes(layers)
+  trace('pull.manifest', manifest.digest)
   const configBytes = await readBlob(client, repo, manifest.parsed.config, signal)
+  trace('pull.config', manifest.parsed.config.digest)
   const config = parseConfig(configBytes, layers.length)
   const diffIds = config.rootfs.diff_ids
   const ids = chainIds(diffIds).map(layerIdOf)
@@ -166,8 +170,9 @@ export async function pullImage<T>(
   })
   try {
     await fetchLayers(host, client, repo, layers, diffIds, ids, present, { ...o, emit })
+    trace('pull.layers', `${layers.length}`)
     const now = Date.now()
-    return await record({
+    const written = await record({
       schemaVersion: 1,
       digest: manifest.digest,
       references: [formatReference(ref)],
@@ -182,6 +187,8 @@ export async function pullImage<T>(
       created: now,
       updated: now,
     })
+    trace('pull.recorded', manifest.digest)
+    return written
   } finally {
     unpin()
   }
@@ -239,10 +246,13 @@ async function fetchLayers(
       }
       await slots.acquire(inner.signal)
       try {
+        trace('blob.request', `${i} ${d.digest}`)
         const blob = await client.getBlob(repo, d.digest, { size: d.size, signal: inner.signal })
+        trace('blob.response', `${i}`)
         let bytes = 0
         let last = 0
         blob.on('data', (c: Buffer) => {
+          if (bytes === 0) trace('blob.firstByte', `${i}`)
           bytes += c.length
           const t = performance.now()
           if (t - last >= PROGRESS_MS) {
@@ -255,6 +265,7 @@ async function fetchLayers(
         blob.on('error', (e) => ahead.destroy(e))
         ahead.on('error', () => undefined) // kept in ahead.errored for applyBlob
         blob.pipe(ahead)
+        blob.once('end', () => trace('blob.lastByte', `${i}`))
         ahead.once('close', () => blob.destroy())
         try {
           await waitParent
@@ -266,7 +277,9 @@ async function fetchLayers(
           ahead.destroy()
           throw abortError(o.signal)
         }
+        trace('blob.applyStart', `${i} ${id}`)
         await applyBlob(driver, id, parent, ahead, { digest: d.digest, size: d.size, diffId: diffIds[i] }, { signal: inner.signal })
+        trace('blob.applyEnd', `${i} ${id}`)
         event('done', d.size)
       } finally {
         slots.release()

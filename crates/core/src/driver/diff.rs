@@ -15,6 +15,7 @@ use crate::delete::delete_at;
 use crate::digest::{Digests, Expect, Mode, ModeWriter};
 use crate::error::{Context, Error, Result};
 use crate::layer::Origin;
+use crate::trace;
 use crate::open::open_dir_at;
 use crate::quota;
 use crate::subvolume::{self, is_read_only_fd, snapshot_at, uuid_string, SubvolumeInfo};
@@ -340,6 +341,7 @@ impl Driver {
         };
         let ((uid_maps, gid_maps), root) = self.inherited(source.as_ref().zip(parent))?;
         let (uids, gids) = self.mappings(&uid_maps, &gid_maps)?;
+        trace::event("applyLayer.stage", id);
         let staged = self.stage_new(id, source.as_ref().map(|fd| fd.as_fd()), root)?;
         drop(source);
         // Taken before the apply: the snapshot's origin is what it was made from, and when.
@@ -349,12 +351,15 @@ impl Driver {
             gids: &gids,
             control,
         };
+        trace::event("applyLayer.apply", id);
         let (applied, digests) = apply_digested(staged.fd(), input, &opts)?;
         let shown = self.layer_path(id);
         control.check("applyDiff", &shown)?;
         expect.check(&digests, "applyDiff", &shown)?;
         // Written back before the rename, so no committed tree holds the name without the data.
+        trace::event("applyLayer.syncfs", id);
         nix::unistd::syncfs(staged.fd()).at("syncfs", staged.path())?;
+        trace::event("applyLayer.publish", id);
         let rec = Record {
             parent: parent.map(str::to_string),
             created: Some(super::now_ms()),
@@ -366,6 +371,7 @@ impl Driver {
         };
         // The commit point.
         staged.publish(id, &rec, false)?;
+        trace::event("applyLayer.published", id);
         Ok(Applied { applied, digests })
     }
 }
