@@ -21,7 +21,8 @@ export interface TaskOptions<H> {
   /** Also on abort (e.g. stop reading an input that may stall). */
   onAbort?: () => void
   /** Work the call does while the native side runs (applyDiff pushes its input); `aborted` says when to stop. */
-  feed?: (task: H, aborted: () => boolean) => Promise<void>
+  /** `stopped` resolves on an abort: a feed waiting on its input must not wait past it. */
+  feed?: (task: H, aborted: () => boolean, stopped: Promise<void>) => Promise<void>
 }
 
 /** Reject at once when the signal has fired already. */
@@ -65,14 +66,17 @@ export async function runTask<T, H extends NativeTask<T>>(start: () => H, o: Tas
     }
   }
   const timer = onProgress ? setInterval(report, 100) : undefined
+  let stop: () => void = () => undefined
+  const stopped = new Promise<void>((resolve) => (stop = resolve))
   const off = onAbort(o.signal, () => {
     task.abort()
     o.onAbort?.()
+    stop()
   })
   try {
     if (o.feed) {
       try {
-        await o.feed(task, () => o.signal?.aborted === true)
+        await o.feed(task, () => o.signal?.aborted === true, stopped)
       } catch (err) {
         // The input failed: stop the native side and wait for it to let go of the layer.
         task.abort()
