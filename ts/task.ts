@@ -66,17 +66,22 @@ export async function runTask<T, H extends NativeTask<T>>(start: () => H, o: Tas
     }
   }
   const timer = onProgress ? setInterval(report, 100) : undefined
-  let stop: () => void = () => undefined
-  const stopped = new Promise<void>((resolve) => (stop = resolve))
+  // Settles when the signal fires: an input that stalls for good must not keep an aborted call
+  // waiting for its next chunk (the feed sees the abort only then).
+  let abortFed: () => void = () => undefined
+  const fedAbort = new Promise<void>((resolve) => (abortFed = resolve))
   const off = onAbort(o.signal, () => {
     task.abort()
     o.onAbort?.()
-    stop()
+    abortFed()
   })
   try {
     if (o.feed) {
       try {
-        await o.feed(task, () => o.signal?.aborted === true, stopped)
+        const fed = o.feed(task, () => o.signal?.aborted === true, fedAbort)
+        // Left behind after an abort, its later failure is nobody's to hear.
+        fed.catch(() => undefined)
+        await Promise.race([fed, fedAbort])
       } catch (err) {
         // The input failed: stop the native side and wait for it to let go of the layer.
         task.abort()
