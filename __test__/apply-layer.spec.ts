@@ -9,10 +9,12 @@
 import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
 import { createReadStream, createWriteStream } from 'node:fs'
+import { createHash } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { gzipSync } from 'node:zlib'
 import { BtrfsDriver, BtrfsError, type Compression } from '../ts/index'
 import { oracleListAll, sh, useBtrfs } from './helpers/btrfs'
 import { FIXTURES, REPO, collectDriversBeforeTeardown, rejectsCode } from './helpers/driver-util'
@@ -144,6 +146,28 @@ btrfsTest('applyDiff create: no layer is visible while the stream applies (exist
   // The same through applyLayer.
   const r = await d.applyLayer('new2', gatedTar(3, 0, Promise.resolve()), { parent: 'new' })
   t.is(r.applied, 3 * MIB)
+})
+
+btrfsTest('applyLayer from a stream in chunks of every size (1 byte, odd, the 1 MiB batch, larger): each byte once, in order (the batch buffer is reused)', async (t, dir) => {
+  const d = await store(dir)
+  // Distinct content per MiB, so a batch sent twice, lost or reordered changes the digests.
+  const big = Buffer.alloc(5 * MIB + 333)
+  for (let i = 0; i + 4 <= big.length; i += 4) big.writeUInt32LE(i, i)
+  const tar = Buffer.concat([header({ name: 'big', type: '0', size: big.length }), big, Buffer.alloc((BLOCK - (big.length % BLOCK)) % BLOCK), entryBytes(file('small', 's\n')), END])
+  const blob = gzipSync(tar)
+  const digest = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+  const sizes = [1, 7, MIB - 1, MIB, 1, 3 * MIB + 5, 700 << 10, 2 * MIB]
+  for (const [name, src] of [['plain', tar], ['gzip', blob]] as const) {
+    const chunks: Buffer[] = []
+    for (let at = 0, k = 0; at < src.length; k++) {
+      const n = Math.min(sizes[k % sizes.length], src.length - at)
+      chunks.push(Buffer.from(src.subarray(at, at + n))) // copies: the source must not be shared
+      at += n
+    }
+    const r = await d.applyLayer(`chunked-${name}`, Readable.from(chunks), { parent: 'base', verify: { digest: digest(src), size: src.length, diffId: digest(tar) } })
+    t.is(r.diffId, digest(tar), name)
+    t.deepEqual(await fsp.readFile(path.join(d.home, 'subvolumes', `chunked-${name}`, 'big')), big, name)
+  }
 })
 
 btrfsTest('applyDiff create and applyLayer: a wrong digest, size or diffId is ERR_DIGEST and keeps nothing', async (t, dir) => {

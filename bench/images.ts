@@ -157,7 +157,7 @@ function makeLayers(total: number, seed: number): { layers: BuiltLayer[]; tarByt
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
-interface Pushed {
+export interface Pushed {
   ref: string
   repository: string
   tarBytes: number
@@ -168,7 +168,7 @@ interface Pushed {
   blobs: string[]
 }
 
-async function pushImage(reg: TestRegistry, base: string, name: string, total: number, seed: number): Promise<Pushed> {
+export async function pushImage(reg: TestRegistry, base: string, name: string, total: number, seed: number): Promise<Pushed> {
   const t = now()
   const { layers, tarBytes, files } = makeLayers(total, seed)
   const img = buildImage(layers)

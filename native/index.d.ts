@@ -13,12 +13,14 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class ApplySink {
   /**
    * Hand a chunk to the applier; resolves when it is queued (backpressure) with `true`,
-   * or `false` when the applier has stopped (`finish` tells why).
+   * or `false` when the applier has stopped (`finish` tells why). The bytes are copied
+   * before this returns: the caller may reuse `chunk` at once (`feed` in ts/driver.ts does).
    */
   write(chunk: Buffer): Promise<boolean>
   /**
    * Queue a chunk without waiting: `true` when queued, `false` when the queue is full (use
    * `write`, which waits) or the applier has stopped. Saves a thread-pool round trip per chunk.
+   * As with `write`, the bytes are copied before this returns.
    */
   tryWrite(chunk: Buffer): boolean
   /** End of input: wait for the applier and resolve with the bytes applied. */

@@ -27,7 +27,8 @@ export interface TaskOptions<H> {
    */
   readsOnly?: boolean
   /** Work the call does while the native side runs (applyDiff pushes its input); `aborted` says when to stop. */
-  feed?: (task: H, aborted: () => boolean) => Promise<void>
+  /** `stopped` resolves on an abort: a feed waiting on its input must not wait past it. */
+  feed?: (task: H, aborted: () => boolean, stopped: Promise<void>) => Promise<void>
 }
 
 /** Reject at once when the signal has fired already. */
@@ -83,7 +84,7 @@ export async function runTask<T, H extends NativeTask<T>>(start: () => H, o: Tas
   try {
     if (o.feed) {
       try {
-        const fed = o.feed(task, () => o.signal?.aborted === true)
+        const fed = o.feed(task, () => o.signal?.aborted === true, fedAbort)
         // Left behind after an abort, its later failure is nobody's to hear.
         fed.catch(() => undefined)
         await Promise.race([fed, fedAbort])

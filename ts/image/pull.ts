@@ -7,6 +7,7 @@
 import { PassThrough } from 'node:stream'
 import type { BtrfsDriver } from '../driver'
 import { BtrfsError } from '../errors'
+import { trace } from '../trace'
 import { abortError } from '../validate'
 import { applyBlob } from './apply-blob'
 import type { Credentials } from './auth'
@@ -76,8 +77,16 @@ export interface PullHost {
 
 const LAYER_TYPES: readonly string[] = [MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd, MediaType.dockerLayerGzip, 'application/vnd.docker.image.rootfs.diff.tar']
 const CONFIG_MAX = 8 << 20
-/** Bytes of a blob read ahead while its parent layer is still being applied. */
-const READ_AHEAD = 16 << 20
+/**
+ * Bytes of a blob read ahead while its parent layer is still being applied: the readable side
+ * of its PassThrough. Its writable side takes only what one write brings (READ_AHEAD_IN), so
+ * a waiting blob holds at most about READ_AHEAD + READ_AHEAD_IN (a PassThrough given one
+ * highWaterMark buffers that much on each side: twice it). Chunks held long are promoted to
+ * V8's old space and freed only by a full GC, so what is read ahead also weighs as garbage
+ * later: kept small, it bounds the pull's memory (flat in the layer size) without slowing it.
+ */
+const READ_AHEAD = 4 << 20
+const READ_AHEAD_IN = 64 << 10
 const PROGRESS_MS = 100
 
 function unsupportedLayer(d: Descriptor, i: number): BtrfsError {
@@ -126,11 +135,14 @@ export async function pullImage<T>(
     ...(o.retryDelay !== undefined ? { retryDelay: o.retryDelay } : {}),
   })
   const repo = ref.repository
+  trace('pull.start', formatReference(ref))
   const { manifest, index } = await client.getImageManifest(repo, ref.digest ?? (ref.tag as string), { signal, platform: o.platform })
   if (manifest.parsed.kind !== 'manifest') throw new BtrfsError('ERR_BAD_MANIFEST', 'ERR_BAD_MANIFEST: not an image manifest')
   const layers = manifest.parsed.layers
   checkLayerTypes(layers)
+  trace('pull.manifest', manifest.digest)
   const configBytes = await readBlob(client, repo, manifest.parsed.config, signal)
+  trace('pull.config', manifest.parsed.config.digest)
   const config = parseConfig(configBytes, layers.length)
   const diffIds = config.rootfs.diff_ids
   const ids = chainIds(diffIds).map(layerIdOf)
@@ -158,8 +170,9 @@ export async function pullImage<T>(
   })
   try {
     await fetchLayers(host, client, repo, layers, diffIds, ids, present, { ...o, emit })
+    trace('pull.layers', `${layers.length}`)
     const now = Date.now()
-    return await record({
+    const written = await record({
       schemaVersion: 1,
       digest: manifest.digest,
       references: [formatReference(ref)],
@@ -174,6 +187,8 @@ export async function pullImage<T>(
       created: now,
       updated: now,
     })
+    trace('pull.recorded', manifest.digest)
+    return written
   } finally {
     unpin()
   }
@@ -231,10 +246,13 @@ async function fetchLayers(
       }
       await slots.acquire(inner.signal)
       try {
+        trace('blob.request', `${i} ${d.digest}`)
         const blob = await client.getBlob(repo, d.digest, { size: d.size, signal: inner.signal })
+        trace('blob.response', `${i}`)
         let bytes = 0
         let last = 0
         blob.on('data', (c: Buffer) => {
+          if (bytes === 0) trace('blob.firstByte', `${i}`)
           bytes += c.length
           const t = performance.now()
           if (t - last >= PROGRESS_MS) {
@@ -242,11 +260,12 @@ async function fetchLayers(
             event('downloading', bytes)
           }
         })
-        const ahead = new PassThrough({ highWaterMark: READ_AHEAD })
+        const ahead = new PassThrough({ readableHighWaterMark: READ_AHEAD, writableHighWaterMark: READ_AHEAD_IN })
         // Errors (ERR_DIGEST at the end) must reach the reader: pipe() does not carry them.
         blob.on('error', (e) => ahead.destroy(e))
         ahead.on('error', () => undefined) // kept in ahead.errored for applyBlob
         blob.pipe(ahead)
+        blob.once('end', () => trace('blob.lastByte', `${i}`))
         ahead.once('close', () => blob.destroy())
         try {
           await waitParent
@@ -258,7 +277,9 @@ async function fetchLayers(
           ahead.destroy()
           throw abortError(o.signal)
         }
+        trace('blob.applyStart', `${i} ${id}`)
         await applyBlob(driver, id, parent, ahead, { digest: d.digest, size: d.size, diffId: diffIds[i] }, { signal: inner.signal })
+        trace('blob.applyEnd', `${i} ${id}`)
         event('done', d.size)
       } finally {
         slots.release()

@@ -26,4 +26,5 @@ pub mod quota;
 pub mod remap;
 pub mod search;
 pub mod tar;
+pub mod trace;
 pub mod xattr;

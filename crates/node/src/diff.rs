@@ -336,7 +336,8 @@ pub struct ApplySink {
 #[napi]
 impl ApplySink {
     /// Hand a chunk to the applier; resolves when it is queued (backpressure) with `true`,
-    /// or `false` when the applier has stopped (`finish` tells why).
+    /// or `false` when the applier has stopped (`finish` tells why). The bytes are copied
+    /// before this returns: the caller may reuse `chunk` at once (`feed` in ts/driver.ts does).
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn write(&self, chunk: Buffer) -> AsyncTask<Job<bool>> {
         self.input.write(chunk)
@@ -344,6 +345,7 @@ impl ApplySink {
 
     /// Queue a chunk without waiting: `true` when queued, `false` when the queue is full (use
     /// `write`, which waits) or the applier has stopped. Saves a thread-pool round trip per chunk.
+    /// As with `write`, the bytes are copied before this returns.
     #[napi(js_name = "tryWrite")]
     pub fn try_write(&self, chunk: Buffer) -> bool {
         self.input.try_write(chunk)

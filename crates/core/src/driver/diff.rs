@@ -21,6 +21,7 @@ use crate::subvolume::{self, is_read_only_fd, snapshot_at, uuid_string, Subvolum
 use crate::tar::apply::{apply, apply_digested, ApplyOptions};
 use crate::tar::compress::{compressing_writer, Compression};
 use crate::tar::write::{write_layer, WriteOptions};
+use crate::trace;
 use nix::errno::Errno;
 use nix::sys::stat::fstatat;
 use std::collections::HashSet;
@@ -340,6 +341,7 @@ impl Driver {
         };
         let ((uid_maps, gid_maps), root) = self.inherited(source.as_ref().zip(parent))?;
         let (uids, gids) = self.mappings(&uid_maps, &gid_maps)?;
+        trace::event("applyLayer.stage", id);
         let staged = self.stage_new(id, source.as_ref().map(|fd| fd.as_fd()), root)?;
         drop(source);
         // Taken before the apply: the snapshot's origin is what it was made from, and when.
@@ -349,12 +351,15 @@ impl Driver {
             gids: &gids,
             control,
         };
+        trace::event("applyLayer.apply", id);
         let (applied, digests) = apply_digested(staged.fd(), input, &opts)?;
         let shown = self.layer_path(id);
         control.check("applyDiff", &shown)?;
         expect.check(&digests, "applyDiff", &shown)?;
         // Written back before the rename, so no committed tree holds the name without the data.
+        trace::event("applyLayer.syncfs", id);
         nix::unistd::syncfs(staged.fd()).at("syncfs", staged.path())?;
+        trace::event("applyLayer.publish", id);
         let rec = Record {
             parent: parent.map(str::to_string),
             created: Some(super::now_ms()),
@@ -366,6 +371,7 @@ impl Driver {
         };
         // The commit point.
         staged.publish(id, &rec, false)?;
+        trace::event("applyLayer.published", id);
         Ok(Applied { applied, digests })
     }
 }
