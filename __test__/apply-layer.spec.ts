@@ -288,11 +288,13 @@ function killMidApply(home: string, id: string, bytes: number): Promise<{ progre
       }
     })
     child.on('error', reject)
-    child.on('exit', (_code, signal) => resolve({ progress, signal, stderr }))
+    child.on('exit', (code, signal) => resolve({ progress, signal, stderr: `exit ${code} ${signal}; stderr: ${stderr}; last output: ${partial}` }))
   })
 }
 
-btrfsTest('SIGKILL in the middle of applyDiff create: no layer after the next init', async (t, dir) => {
+// Serial: beside the other tests of this file its onProgress was never heard and the child applied
+// until ENOSPC (2 of 4 full runs); the cause is not found yet (see the session note).
+btrfsTest.serial('SIGKILL in the middle of applyDiff create: no layer after the next init', async (t, dir) => {
   const home = path.join(dir, 'home')
   const d = await BtrfsDriver.init(home)
   await d.cleanup()
