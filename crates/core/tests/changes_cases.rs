@@ -18,6 +18,7 @@ use std::path::Path;
 fn case(test: &str, setup: impl FnOnce(&Path), change: impl FnOnce(&Path), expected: &[Change]) {
     let Some(fs) = Btrfs::new(test) else { return };
     let layers = Layers::new(&fs, "c", setup);
+    next_ctime_tick(&fs.mnt);
     change(&layers.layer);
     layers.freeze();
     for (how, got) in &five_ways(&layers) {
@@ -30,6 +31,26 @@ fn case(test: &str, setup: impl FnOnce(&Path), change: impl FnOnce(&Path), expec
         );
     }
     layers.delete();
+}
+
+/// Wait until the filesystem's clock for ctime has moved past now. btrfs stamps ctime from the
+/// coarse clock (one jiffy), and the walk reads an inode's xattrs only when its ctime moved, so a
+/// change made in the same tick as the setup looks unchanged to the walk: a known limit of the
+/// unprivileged walk (the search and send paths compare transids). A probe file outside the
+/// layers shows when the tick has passed; no fixed sleep.
+fn next_ctime_tick(mnt: &Path) {
+    let probe = mnt.join("ctime-probe");
+    let ctime = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    write(&probe, b"0");
+    let t0 = ctime(&probe);
+    while ctime(&probe) == t0 {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        write(&probe, b"1");
+    }
+    std::fs::remove_file(&probe).unwrap();
 }
 
 fn etc(base: &Path) {
