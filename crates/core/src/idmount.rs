@@ -64,8 +64,12 @@ pub fn compose(stored: &IdMapping, shown: &IdMapping) -> Vec<IdMap> {
 /// A user namespace whose uid and gid maps are `uids` and `gids` (namespace id -> host id).
 pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
     let shown = Path::new("/proc/self/ns/user");
-    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| Error::sys(e, "pipe", shown))?;
-    let (done_r, done_w) = nix::unistd::pipe().map_err(|e| Error::sys(e, "pipe", shown))?;
+    // Close-on-exec: a process another thread spawns meanwhile must not keep a write end open.
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(cloexec).map_err(|e| Error::sys(e, "pipe2", shown))?;
+    let (done_r, done_w) =
+        nix::unistd::pipe2(cloexec).map_err(|e| Error::sys(e, "pipe2", shown))?;
     let (rr, rw, dr, dw) = (
         ready_r.as_raw_fd(),
         ready_w.as_raw_fd(),
@@ -78,8 +82,29 @@ pub fn user_namespace(uids: &[IdMap], gids: &[IdMap]) -> Result<OwnedFd> {
     if pid == 0 {
         // SAFETY: raw syscalls on fds inherited from the parent; _exit never returns.
         unsafe {
-            // Our copy of the write end would keep the read below from ever seeing EOF.
+            // Keep only our two pipe ends. Our copy of the write end would keep the read below
+            // from ever seeing EOF, and so would a copy of another call's: two calls on two
+            // threads fork at once, and each child inherits the other's pipes (each then waits
+            // for the other to exit: a deadlock, seen in the idmapped-mount tests).
             libc::close(dw);
+            let (lo, hi) = (rw.min(dr) as libc::c_uint, rw.max(dr) as libc::c_uint);
+            if lo > 3 {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    lo - 1,
+                    0 as libc::c_uint,
+                );
+            }
+            if hi > lo + 1 {
+                libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0 as libc::c_uint);
+            }
+            libc::syscall(
+                libc::SYS_close_range,
+                hi + 1,
+                libc::c_uint::MAX,
+                0 as libc::c_uint,
+            );
             let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
                 1
             } else {
