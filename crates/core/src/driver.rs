@@ -22,6 +22,7 @@ mod qgroups;
 mod record;
 mod recovery;
 pub mod remap;
+pub mod replicate;
 mod staging;
 pub mod status;
 
