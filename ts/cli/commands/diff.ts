@@ -50,7 +50,9 @@ export const diff: Command = {
         if (file !== undefined && !existed) await fsp.rm(file, { force: true })
         throw e
       }
-      progress.finish(bytes)
+      // With -o and no --json, the summary below is the one closing line.
+      if (file !== undefined && !ctx.global.json) progress.clear()
+      else progress.finish(bytes)
       if (file !== undefined) {
         output(ctx, { id, parent: parent ?? (await s.driver.getMetadata(id)).parent, compression, bytes, file: path.resolve(file) }, () =>
           say(ctx, `wrote ${file} (${formatBytes(bytes)}, ${compression === 'none' ? 'tar' : `tar+${compression}`})`),
