@@ -389,7 +389,9 @@ export class ImageStore {
    * gets another entry, in place of one with the same tag): its layers as diffs of its driver
    * layers (gzip, or zstd), its config (with the diffs' diffIDs) and an OCI manifest, named in
    * `index.json` with the tag of the reference given (or of its first reference) as
-   * `org.opencontainers.image.ref.name`.
+   * `org.opencontainers.image.ref.name`. The store keeps no blobs, so a pulled image's layers
+   * are diffs made again: other tars, so other layer digests and diffIDs, a config naming those
+   * (the rest of it kept) and another manifest digest than the one pulled.
    * @throws {BtrfsError} `ENOENT` (no such image), `EINVAL`, `AbortError`; file system errors.
    * @example const { digest } = await images.exportLayout('alpine:3.20', '/tmp/alpine-oci')
    */
