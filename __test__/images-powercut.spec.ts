@@ -20,7 +20,7 @@ import { prng } from './helpers/driver-util'
 import { image, layer, writeLayout, type BuiltImage } from './helpers/oci-layout'
 import { LayerHistory, type LayerState } from './helpers/powercut-model'
 import { LoggedDisk, planCrashStates, type CrashState, type Plan } from './helpers/powercut-rig'
-import { checkStates, layerProblems, observeLayer, SEED, STATES, storeLeftovers, usePowercut } from './helpers/powercut-suite'
+import { checkStates, layerProblems, observeLayer, SEED, STATES, storeLeftovers, usePowercut, withCrashedStore } from './helpers/powercut-suite'
 import { startRegistry, useRegistryTools, type TestRegistry } from './helpers/registry'
 
 const STORE = 'store'
@@ -170,14 +170,7 @@ const shown = (refs: string | null) => (refs === null ? 'absent' : `[${refs}]`)
 
 async function inspect(mnt: string, state: CrashState, h: LayerHistory): Promise<string[]> {
   const home = path.join(mnt, STORE)
-  let driver: BtrfsDriver
-  try {
-    driver = await BtrfsDriver.init(home)
-  } catch (e) {
-    return [`BtrfsDriver.init fails: ${(e as Error).message}`]
-  }
-  const problems: string[] = []
-  try {
+  return withCrashedStore(home, async (driver) => {
     let images: ImageStore
     try {
       images = await ImageStore.open(driver)
@@ -185,7 +178,7 @@ async function inspect(mnt: string, state: CrashState, h: LayerHistory): Promise
       return [`ImageStore.open fails: ${(e as Error).message}`]
     }
     const present = new Set(await driver.layers())
-    problems.push(...(await layerProblems(driver, h, state.cut, present)))
+    const problems = await layerProblems(driver, h, state.cut, present)
     const seen = await recordStates(images)
     const may = allowedRecords(h, state.cut)
     for (const d of new Set([...may.keys(), ...seen.keys()])) {
@@ -206,17 +199,16 @@ async function inspect(mnt: string, state: CrashState, h: LayerHistory): Promise
       await images.pull(refOf(r, 'app:v1'))
       await images.pull(refOf(r, 'b:v1'))
       await images.importLayout(layoutC, { reference: 'local/c:v1' })
-      for (const rec of await images.list()) {
+      const after = await images.list()
+      for (const rec of after) {
         for (const id of rec.layers) if (!(await driver.exists(id))) problems.push(`after pulling again, ${nameOf(rec.digest)} names ${id}, which is absent`)
       }
-      if ((await images.list()).length < 3) problems.push(`after pulling again, ${(await images.list()).length} images, not 3 or more`)
+      if (after.length < 3) problems.push(`after pulling again, ${after.length} images, not 3 or more`)
     } catch (e) {
       problems.push(`pulling again fails: ${(e as Error).message}`)
     }
-  } finally {
-    await driver.cleanup()
-  }
-  return problems
+    return problems
+  })
 }
 
 // ---------------------------------------------------------------------------------------------

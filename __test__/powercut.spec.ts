@@ -19,7 +19,7 @@ import { buildTar, dir, file, symlink, type RawEntry } from './helpers/diff-tar'
 import { prng } from './helpers/driver-util'
 import { LayerHistory, type LayerState } from './helpers/powercut-model'
 import { LoggedDisk, planCrashStates, type CrashState, type Plan } from './helpers/powercut-rig'
-import { checkStates, layerProblems, observeLayer, SEED, STATES, storeLeftovers, usePowercut } from './helpers/powercut-suite'
+import { checkStates, layerProblems, observeLayer, SEED, STATES, storeLeftovers, usePowercut, withCrashedStore } from './helpers/powercut-suite'
 
 const STORE = 'store'
 const SHIFT: { uidMaps: IdMap[]; gidMaps: IdMap[] } = {
@@ -159,21 +159,10 @@ async function runWorkload(disk: LoggedDisk): Promise<LayerHistory> {
 /** What is wrong with the store on the mounted crash image of `state`. */
 async function inspect(mnt: string, state: CrashState, history: LayerHistory): Promise<string[]> {
   const home = path.join(mnt, STORE)
-  let driver: BtrfsDriver
-  try {
-    driver = await BtrfsDriver.init(home)
-  } catch (e) {
-    return [`BtrfsDriver.init fails: ${(e as Error).message}`]
-  }
-  const problems: string[] = []
-  try {
+  return withCrashedStore(home, async (driver) => {
     const present = new Set(await driver.layers())
-    problems.push(...(await layerProblems(driver, history, state.cut, present)))
-    problems.push(...(await storeLeftovers(mnt, home, present)))
-  } finally {
-    await driver.cleanup()
-  }
-  return problems
+    return [...(await layerProblems(driver, history, state.cut, present)), ...(await storeLeftovers(mnt, home, present))]
+  })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import { randomInt } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { isReadOnly, type BtrfsDriver } from '../../ts/index'
+import { BtrfsDriver, isReadOnly } from '../../ts/index'
 import { oracleListAll, requireBtrfs } from './btrfs'
 import { isTemporary } from './driver-util'
 import { describeTree, explain, isAllowed, type LayerHistory, type LayerState } from './powercut-model'
@@ -93,6 +93,21 @@ export async function observeLayer(driver: BtrfsDriver, id: string): Promise<Lay
     return { tree: await describeTree(dir), readOnly: await isReadOnly(dir), parent }
   } finally {
     await driver.put(id)
+  }
+}
+
+/** Re-open the store at `home` of a crash image with `BtrfsDriver.init` and run `fn` on it (cleaned up after): what is wrong. */
+export async function withCrashedStore(home: string, fn: (driver: BtrfsDriver) => Promise<string[]>): Promise<string[]> {
+  let driver: BtrfsDriver
+  try {
+    driver = await BtrfsDriver.init(home)
+  } catch (e) {
+    return [`BtrfsDriver.init fails: ${(e as Error).message}`]
+  }
+  try {
+    return await fn(driver)
+  } finally {
+    await driver.cleanup()
   }
 }
 
