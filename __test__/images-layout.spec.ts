@@ -80,6 +80,11 @@ imageTest('import a layout: the layers crane export flattens; a multi-platform i
   t.deepEqual(rec.references, ['docker.io/local/imported:v1'])
   await s.reg.crane(['push', layout, `${s.reg.host}/imp/app:v1`])
   await sameAsExport(t, s, s.driver, `${s.reg.host}/imp/app:v1`, rec.layers[2], 'imported top layer')
+  t.deepEqual(rec.blobs, img.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.blob.length, sources: [] })), 'the layout blobs, from no registry')
+  // The registry has the layout's blobs (crane pushed it): pushed, the imported image is the same image.
+  const pushed = await s.images.push('local/imported:v1', `${s.reg.host}/imp/app:v2`)
+  t.deepEqual(pushed.layers.map((l) => l.blob), ['present', 'present', 'present'])
+  t.is(pushed.digest, img.digest)
   // Importing again applies nothing (the layers are there) and adds nothing but a reference.
   const again = await s.images.importLayout(layout, { reference: 'local/imported:v2' })
   t.deepEqual(again.references, ['docker.io/local/imported:v1', 'docker.io/local/imported:v2'])
