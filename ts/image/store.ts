@@ -463,6 +463,10 @@ export class ImageStore {
       created: old?.created ?? rec.created,
       updated: Math.max(Date.now(), (old?.updated ?? 0) + 1),
     }
+    // The layers the record names were published by renames that no fsync of the record's
+    // directory is sure to carry (they are in another directory, and name subvolumes): one
+    // syncfs makes them durable first. Nothing new (a re-pull) leaves it next to nothing to do.
+    await this.#driver.sync()
     // The new owner first: after a crash in between, the newer record keeps the reference.
     await writeRecord(this.#dir, merged)
     this.#records.set(merged.digest, merged)
