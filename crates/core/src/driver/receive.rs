@@ -1,11 +1,31 @@
-//! `Driver::receive` (issue 15).
+//! `Driver::receive` (issue 15): a new layer from a btrfs send stream, without btrfs-progs.
+//!
+//! The stream's first command says what the layer starts from: SUBVOL an empty subvolume,
+//! SNAPSHOT a snapshot of its parent, a layer of this store found by the UUID and transid the
+//! stream names (the layer's received UUID, or its own). The layer is built under a temporary
+//! name (staging.rs), every command applied confined to it (crate::receive), its data written
+//! back, then marked received (SET_RECEIVED_SUBVOL, the sender's UUID and ctransid) and
+//! published read-only, as `btrfs receive` leaves it. Any error or abort keeps nothing.
 
 use super::{ReceiveOptions, Received};
 use crate::control::Control;
+use crate::driver::record::Record;
 use crate::driver::Driver;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::layer::Origin;
+use crate::receive::{Receiver, Root};
+use crate::sendstream::{Command, StreamError, StreamReader};
+use crate::subvolume::{self, uuid_string, SubvolumeInfo};
 use nix::errno::Errno;
-use std::io::Read;
+use std::cell::Cell;
+use std::io::{BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+/// Bytes read from the input at a time.
+const INPUT_BUFFER: usize = 1 << 20;
+/// Progress is reported after at least this many more bytes.
+const PROGRESS_STEP: u64 = 1 << 20;
 
 pub(super) fn receive(
     driver: &Driver,
@@ -14,11 +34,230 @@ pub(super) fn receive(
     opts: &ReceiveOptions<'_>,
     control: Control<'_>,
 ) -> Result<Received> {
-    let _ = (input, opts, control);
-    Err(Error::invalid(
-        Errno::ENOSYS,
-        "receive",
-        &driver.layer_path(id),
-        "not built yet",
-    ))
+    driver.require_writable("receive")?;
+    driver.require_new(id, "receive")?;
+    let shown = driver.layer_path(id);
+    let named = match opts.parent {
+        Some(p) => Some((p, driver.require_layer(p, "receive")?)),
+        None => None,
+    };
+    let read = Cell::new(0u64);
+    let counted = Counted { input, read: &read };
+    let bad = |e: StreamError| stream_error(e, &shown);
+    let mut stream =
+        StreamReader::new(BufReader::with_capacity(INPUT_BUFFER, counted)).map_err(bad)?;
+    // The first command: what the layer starts from.
+    let first = match stream.next_command().map_err(bad)? {
+        Some(raw) => Command::parse(&raw).map_err(bad)?,
+        None => return Err(bad(StreamError::Truncated)),
+    };
+    let (uuid, ctransid, parent) = match first {
+        Command::Subvol { uuid, ctransid, .. } => {
+            if let Some((p, _)) = named {
+                return Err(Error::invalid(
+                    Errno::EINVAL,
+                    "receive",
+                    &driver.layer_path(p),
+                    "the stream is a full one: it has no parent",
+                ));
+            }
+            (uuid, ctransid, None)
+        }
+        Command::Snapshot {
+            uuid,
+            ctransid,
+            clone_uuid,
+            clone_ctransid,
+            ..
+        } => {
+            let parent = match named {
+                Some((p, fd)) => {
+                    let info = subvolume::info_fd(fd.as_fd(), &driver.layer_path(p))?;
+                    if !is_subvolume(&info, &clone_uuid, clone_ctransid) {
+                        return Err(Error::invalid(
+                            Errno::EINVAL,
+                            "receive",
+                            &driver.layer_path(p),
+                            format!(
+                                "the stream's parent is {} at transaction {clone_ctransid}, not this layer",
+                                uuid_string(&clone_uuid)
+                            ),
+                        ));
+                    }
+                    (p.to_string(), fd)
+                }
+                None => find_layer(driver, &clone_uuid, clone_ctransid)?.ok_or_else(|| {
+                    Error::invalid(
+                        Errno::ENOENT,
+                        "receive",
+                        &shown,
+                        format!(
+                            "the stream's parent, {} at transaction {clone_ctransid}, is not a layer of this store",
+                            uuid_string(&clone_uuid)
+                        ),
+                    )
+                })?,
+            };
+            (uuid, ctransid, Some(parent))
+        }
+        other => {
+            return Err(crate::receive::bad_stream(
+                &shown,
+                format!(
+                    "the stream starts with {}, not subvol or snapshot",
+                    other.name()
+                ),
+            ))
+        }
+    };
+    let ((uid_maps, gid_maps), root) =
+        driver.inherited(parent.as_ref().map(|(p, fd)| (fd, p.as_str())))?;
+    let (uids, gids) = driver.mappings(&uid_maps, &gid_maps)?;
+    let staged = driver.stage_new(id, parent.as_ref().map(|(_, fd)| fd.as_fd()), root)?;
+    let parent = parent.map(|(p, _)| p);
+    // Taken before the apply: the snapshot's origin is what it was made from, and when.
+    let info = staged.info()?;
+    let mut commands = 1;
+    {
+        let mut index: Option<Vec<(String, SubvolumeInfo)>> = None;
+        let mut find = |uuid: &[u8; 16], ctransid: u64| -> Result<Option<OwnedFd>> {
+            let layers = match &mut index {
+                Some(l) => l,
+                None => index.insert(layer_infos(driver)?),
+            };
+            match_layer(layers, uuid, ctransid)
+                .map(|p| driver.require_layer(&p, "receive"))
+                .transpose()
+        };
+        let root = Root {
+            fd: staged.fd(),
+            shown: &shown,
+        };
+        let mut receiver = Receiver::new(root, uuid, &uids, &gids, &mut find);
+        let mut reported = 0;
+        loop {
+            control.check("receive", &shown)?;
+            let Some(raw) = stream.next_command().map_err(bad)? else {
+                return Err(crate::receive::bad_stream(
+                    &shown,
+                    "the stream ends before its END command",
+                ));
+            };
+            let c = Command::parse(&raw).map_err(bad)?;
+            commands += 1;
+            if c == Command::End {
+                break;
+            }
+            receiver.apply(&c)?;
+            if read.get() - reported >= PROGRESS_STEP {
+                reported = read.get();
+                control.progress(reported);
+            }
+        }
+    }
+    if !stream.at_end().map_err(bad)? {
+        return Err(crate::receive::bad_stream(
+            &shown,
+            "bytes after the END command (one layer is one subvolume)",
+        ));
+    }
+    control.progress(read.get());
+    control.check("receive", &shown)?;
+    // Written back before the rename, so no committed tree holds the name without the data.
+    nix::unistd::syncfs(staged.fd()).at("syncfs", staged.path())?;
+    subvolume::set_received_fd(staged.fd(), &uuid, ctransid, staged.path())?;
+    let rec = Record {
+        parent: parent.clone(),
+        created: Some(crate::driver::now_ms()),
+        uid_maps,
+        gid_maps,
+        uuid: Some(uuid_string(&info.uuid)),
+        origin: parent.as_ref().and_then(|_| Origin::of(&info)),
+        ..Record::default()
+    };
+    // The commit point; read-only, as btrfs receive leaves a received subvolume.
+    staged.publish(id, &rec, true)?;
+    Ok(Received {
+        bytes: read.get(),
+        commands,
+        parent,
+        received_uuid: uuid_string(&uuid),
+    })
+}
+
+/// Whether `info` is the subvolume a stream names by `uuid` at `ctransid`: one received from
+/// it (received UUID, and the sender's transaction it was received at), or that subvolume
+/// itself, unchanged since.
+fn is_subvolume(info: &SubvolumeInfo, uuid: &[u8; 16], ctransid: u64) -> bool {
+    (info.received_uuid == *uuid && info.stransid == ctransid)
+        || (info.uuid == *uuid && info.ctransid == ctransid)
+}
+
+/// Every layer of the store with what the kernel says of its subvolume.
+fn layer_infos(driver: &Driver) -> Result<Vec<(String, SubvolumeInfo)>> {
+    let mut out = Vec::new();
+    for id in driver.layers()? {
+        // A layer removed meanwhile is no candidate.
+        let Ok(fd) = driver.require_layer(&id, "receive") else {
+            continue;
+        };
+        let info = subvolume::info_fd(fd.as_fd(), &driver.layer_path(&id))?;
+        out.push((id, info));
+    }
+    Ok(out)
+}
+
+/// The layer a stream names by `uuid` at `ctransid`: one received from it first, as btrfs
+/// receive looks.
+fn match_layer(
+    layers: &[(String, SubvolumeInfo)],
+    uuid: &[u8; 16],
+    ctransid: u64,
+) -> Option<String> {
+    let received = layers
+        .iter()
+        .find(|(_, i)| i.received_uuid == *uuid && i.stransid == ctransid);
+    received
+        .or_else(|| {
+            layers
+                .iter()
+                .find(|(_, i)| i.uuid == *uuid && i.ctransid == ctransid)
+        })
+        .map(|(id, _)| id.clone())
+}
+
+fn find_layer(
+    driver: &Driver,
+    uuid: &[u8; 16],
+    ctransid: u64,
+) -> Result<Option<(String, OwnedFd)>> {
+    match match_layer(&layer_infos(driver)?, uuid, ctransid) {
+        Some(p) => {
+            let fd = driver.require_layer(&p, "receive")?;
+            Ok(Some((p, fd)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A stream that cannot be read: the input's errno, or ERR_BAD_LAYER.
+fn stream_error(e: StreamError, shown: &Path) -> Error {
+    match e {
+        StreamError::Io(e) => Error::io(e, "read", shown),
+        e => crate::receive::bad_stream(shown, e.to_string()),
+    }
+}
+
+/// The input, counting the bytes read.
+struct Counted<'a> {
+    input: &'a mut (dyn Read + Send),
+    read: &'a Cell<u64>,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
 }

@@ -227,7 +227,7 @@ impl Xattr {
 
 /// chmod a device or fifo through an O_PATH fd, so neither its open (a device's side effects)
 /// nor a symlink swapped in its place is ever involved.
-fn chmod_node(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Result<()> {
+pub(crate) fn chmod_node(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Result<()> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Mode::empty()).at("openat", shown)?;
     let st = fstat(&fd).at("fstat", shown)?;

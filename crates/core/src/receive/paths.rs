@@ -1,0 +1,145 @@
+//! Paths of a send stream, confined to the subvolume being received: a path is relative to
+//! its root, has no empty, `.` or `..` component and no NUL; its parent directory is opened
+//! beneath the root with no symlink followed and no mount crossed, and its final name is only
+//! ever handled by `*at` calls on that directory that do not follow it.
+
+use crate::error::{Error, Result};
+use crate::open::open_beneath;
+use crate::tar::apply::name::split;
+use crate::xattr;
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag, AT_FDCWD};
+use nix::sys::stat::{fstat, Mode, SFlag};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Longest path one system call resolves (PATH_MAX less the NUL).
+const PATH_MAX: usize = 4095;
+
+/// A malformed or hostile send stream, about `shown`.
+pub fn bad_stream(shown: &Path, why: impl Into<String>) -> Error {
+    Error::bad_layer("receive", shown, why)
+}
+
+/// The subvolume's root and where it is, for errors.
+#[derive(Clone, Copy)]
+pub struct Root<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub shown: &'a Path,
+}
+
+/// The directory a path's final name is in: the root, or one opened beneath it.
+pub enum Parent<'a> {
+    Root(BorrowedFd<'a>),
+    Dir(OwnedFd),
+}
+
+impl Parent<'_> {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Parent::Root(fd) => *fd,
+            Parent::Dir(fd) => fd.as_fd(),
+        }
+    }
+}
+
+impl<'a> Root<'a> {
+    /// `rel` below the root, for errors.
+    pub fn shown(&self, rel: &[u8]) -> PathBuf {
+        self.shown.join(OsStr::from_bytes(rel))
+    }
+
+    /// Check a path of the stream; the empty path is the root itself.
+    pub fn check(&self, rel: &[u8]) -> Result<()> {
+        let bad = |why: &str| Err(bad_stream(&self.shown(rel), why));
+        if rel.is_empty() {
+            return Ok(());
+        }
+        if rel.len() > PATH_MAX {
+            return Err(Error::refused(
+                Errno::ENAMETOOLONG,
+                "openat2",
+                &self.shown(rel),
+                "path is longer than 4095 bytes",
+            ));
+        }
+        if rel.contains(&0) {
+            return bad("path holds a NUL byte");
+        }
+        if rel[0] == b'/' {
+            return bad("absolute path in a send stream");
+        }
+        for comp in rel.split(|&b| b == b'/') {
+            match comp {
+                b"" => return bad("empty path component"),
+                b"." => return bad("`.` path component"),
+                b".." => return bad("`..` path component"),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Check `rel`, which names an entry (not the root), and open its parent directory.
+    pub fn parent<'p>(&self, rel: &'p [u8]) -> Result<(Parent<'a>, &'p [u8])> {
+        self.check(rel)?;
+        if rel.is_empty() {
+            return Err(bad_stream(
+                self.shown,
+                "the subvolume root named as an entry",
+            ));
+        }
+        let (dir, name) = split(rel);
+        if dir.is_empty() {
+            return Ok((Parent::Root(self.fd), name));
+        }
+        let shown = self.shown(dir);
+        let fd = open_beneath(self.fd, Path::new(OsStr::from_bytes(dir)), &shown)
+            .map_err(|e| confinement(e, &shown))?;
+        Ok((Parent::Dir(fd), name))
+    }
+
+    /// Open the regular file `rel` for writing (or reading): never a symlink, a device or a
+    /// fifo, whose open alone can have effects outside the subvolume.
+    pub fn open_file(&self, rel: &[u8], write: bool) -> Result<OwnedFd> {
+        let (dir, name) = self.parent(rel)?;
+        let shown = self.shown(rel);
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let pinned = openat(dir.fd(), name, flags, Mode::empty())
+            .map_err(|e| Error::sys(e, "openat", &shown))?;
+        let st = fstat(&pinned).map_err(|e| Error::sys(e, "fstat", &shown))?;
+        if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+            return Err(bad_stream(
+                &shown,
+                "file data for what is not a regular file",
+            ));
+        }
+        let how = if write {
+            OFlag::O_WRONLY
+        } else {
+            OFlag::O_RDONLY
+        };
+        // The magic link reaches exactly the inode pinned above.
+        let link = xattr::proc_path(pinned.as_fd(), None);
+        openat(
+            AT_FDCWD,
+            link.as_c_str(),
+            how | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys(e, "open", &shown))
+    }
+}
+
+/// An open beneath the root that failed: a symlink on the way, a way out or a file where a
+/// directory must be are the stream's fault.
+fn confinement(e: Error, shown: &Path) -> Error {
+    match e.errno().map(Errno::from_raw) {
+        Some(Errno::ELOOP) => bad_stream(shown, "a symlink in the middle of a path"),
+        Some(Errno::EXDEV) => bad_stream(shown, "a path that leaves the subvolume"),
+        Some(Errno::ENOTDIR) => bad_stream(shown, "a path through what is not a directory"),
+        _ => e,
+    }
+}
