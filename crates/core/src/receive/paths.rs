@@ -48,7 +48,13 @@ impl Parent<'_> {
 impl<'a> Root<'a> {
     /// `rel` below the root, for errors.
     pub fn shown(&self, rel: &[u8]) -> PathBuf {
-        self.shown.join(OsStr::from_bytes(rel))
+        // Joined as bytes: an absolute path in the stream is shown where it was aimed, inside.
+        let mut p = self.shown.as_os_str().as_bytes().to_vec();
+        if !rel.is_empty() {
+            p.push(b'/');
+            p.extend_from_slice(rel);
+        }
+        PathBuf::from(OsStr::from_bytes(&p))
     }
 
     /// Check a path of the stream; the empty path is the root itself.
@@ -137,9 +143,12 @@ impl<'a> Root<'a> {
 /// directory must be are the stream's fault.
 fn confinement(e: Error, shown: &Path) -> Error {
     match e.errno().map(Errno::from_raw) {
-        Some(Errno::ELOOP) => bad_stream(shown, "a symlink in the middle of a path"),
+        // A symlink as the last directory of the path is ENOTDIR (O_DIRECTORY | O_NOFOLLOW).
+        Some(Errno::ELOOP | Errno::ENOTDIR) => bad_stream(
+            shown,
+            "a path through a symlink or through what is not a directory",
+        ),
         Some(Errno::EXDEV) => bad_stream(shown, "a path that leaves the subvolume"),
-        Some(Errno::ENOTDIR) => bad_stream(shown, "a path through what is not a directory"),
         _ => e,
     }
 }
