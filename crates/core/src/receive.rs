@@ -14,7 +14,6 @@ use crate::sendstream::command::Timespec;
 use crate::sendstream::Command;
 use crate::tar::apply::attrs::chmod_node;
 use crate::xattr::{self, At};
-use data::Encoded;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, futimens, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -222,27 +221,9 @@ impl<'a> Receiver<'a> {
             }
             // btrfs receive ignores file attributes (BTRFS_INODE_* flags are not FS_*_FL).
             Command::Fileattr { path, .. } => root.check(path),
-            Command::EncodedWrite {
-                path,
-                offset,
-                unencoded_file_len,
-                unencoded_len,
-                unencoded_offset,
-                compression,
-                encryption,
-                data,
-            } => {
-                let e = Encoded {
-                    offset,
-                    unencoded_file_len,
-                    unencoded_len,
-                    unencoded_offset,
-                    compression,
-                    encryption,
-                    data,
-                };
+            Command::EncodedWrite { path, ref extent } => {
                 let fd = self.file(path)?;
-                data::encoded_write(fd, &e, &root.shown(path))
+                data::encoded_write(fd, extent, &root.shown(path))
             }
             Command::EnableVerity { path } => Err(bad_stream(
                 &root.shown(path),
@@ -265,7 +246,7 @@ impl<'a> Receiver<'a> {
 
     /// The regular file `path`, open for writing (the last one is kept open).
     fn file(&mut self, path: &[u8]) -> Result<BorrowedFd<'_>> {
-        if self.file.as_ref().is_none_or(|(p, _)| p != path) {
+        if !matches!(&self.file, Some((p, _)) if p == path) {
             self.file = None;
             let fd = self.root.open_file(path, true)?;
             self.file = Some((path.to_vec(), fd));
@@ -350,17 +331,9 @@ fn xattr_name(name: &[u8], shown: &std::path::Path) -> Result<CString> {
     CString::new(name).map_err(|_| bad_stream(shown, "xattr name holds a NUL byte"))
 }
 
-/// A stream id (the sender's host id) as a host id of this store. The top id (-1 to chown)
-/// is no id at all.
+/// A stream id (the sender's host id) as a host id of this store.
 fn host_id(id: u64, map: &IdMapping, shown: &std::path::Path) -> Result<u32> {
-    let id = u32::try_from(id)
-        .ok()
-        .filter(|&i| i != u32::MAX)
-        .ok_or_else(|| bad_stream(shown, format!("id {id} is out of range")))?;
-    map.to_host(id).map_err(|e| Error {
-        path: Some(shown.to_path_buf()),
-        ..e
-    })
+    map.layer_to_host(id, "receive", shown)
 }
 
 fn time(t: Timespec, shown: &std::path::Path) -> Result<TimeSpec> {

@@ -4,6 +4,7 @@
 use super::paths::bad_stream;
 use crate::error::{Context, Error, Result};
 use crate::ioctl::{self, CloneRangeArgs, EncodedIoArgs};
+use crate::sendstream::command::EncodedExtent;
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::sys::uio::pwrite;
@@ -73,26 +74,17 @@ pub(super) fn allocate(
     fallocate(fd, flags, file_offset(offset, shown)?, len).at("fallocate", shown)
 }
 
-/// What ENCODED_WRITE carries besides the file.
-pub(super) struct Encoded<'a> {
-    pub offset: u64,
-    pub unencoded_file_len: u64,
-    pub unencoded_len: u64,
-    pub unencoded_offset: u64,
-    pub compression: u32,
-    pub encryption: u32,
-    pub data: &'a [u8],
-}
-
 /// Write an extent as it is on disk (BTRFS_IOC_ENCODED_WRITE); where the kernel refuses it
 /// (no privilege, an older kernel, a range it will not take), decompress and write, as
 /// `btrfs receive` does.
-pub(super) fn encoded_write(fd: BorrowedFd<'_>, e: &Encoded<'_>, shown: &Path) -> Result<()> {
+pub(super) fn encoded_write(fd: BorrowedFd<'_>, e: &EncodedExtent<'_>, shown: &Path) -> Result<()> {
     if e.encryption != ioctl::ENCODED_IO_ENCRYPTION_NONE {
         return Err(bad_stream(shown, "encrypted extents are not supported"));
     }
     let end = e.unencoded_offset.checked_add(e.unencoded_file_len);
-    if e.unencoded_len > ioctl::MAX_UNCOMPRESSED || end.is_none_or(|end| end > e.unencoded_len) {
+    if e.unencoded_len > ioctl::MAX_UNCOMPRESSED
+        || !matches!(end, Some(end) if end <= e.unencoded_len)
+    {
         return Err(bad_stream(shown, "encoded write range out of its extent"));
     }
     let iov = libc::iovec {
@@ -126,7 +118,7 @@ pub(super) fn encoded_write(fd: BorrowedFd<'_>, e: &Encoded<'_>, shown: &Path) -
 }
 
 /// The whole extent, decompressed: exactly `unencoded_len` bytes (at most 128 KiB, checked).
-fn decompress(e: &Encoded<'_>, shown: &Path) -> Result<Vec<u8>> {
+fn decompress(e: &EncodedExtent<'_>, shown: &Path) -> Result<Vec<u8>> {
     let want = e.unencoded_len as usize;
     let mut out = Vec::with_capacity(want);
     let limit = e.unencoded_len + 1;

@@ -11,6 +11,20 @@ pub struct Timespec {
     pub nsec: u32,
 }
 
+/// What ENCODED_WRITE carries besides its path: `len` (unencoded_file_len) bytes at file
+/// offset `offset`, taken from `unencoded_offset` of the extent `data` decompresses to
+/// (`unencoded_len` bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedExtent<'a> {
+    pub offset: u64,
+    pub unencoded_file_len: u64,
+    pub unencoded_len: u64,
+    pub unencoded_offset: u64,
+    pub compression: u32,
+    pub encryption: u32,
+    pub data: &'a [u8],
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
     /// The stream makes a new subvolume, whose sender's UUID and ctransid these are.
@@ -126,13 +140,7 @@ pub enum Command<'a> {
     /// Data as it is on disk (compressed), for BTRFS_IOC_ENCODED_WRITE.
     EncodedWrite {
         path: &'a [u8],
-        offset: u64,
-        unencoded_file_len: u64,
-        unencoded_len: u64,
-        unencoded_offset: u64,
-        compression: u32,
-        encryption: u32,
-        data: &'a [u8],
+        extent: EncodedExtent<'a>,
     },
     EnableVerity {
         path: &'a [u8],
@@ -311,13 +319,15 @@ impl<'a> Command<'a> {
             },
             cmd::ENCODED_WRITE => Command::EncodedWrite {
                 path: a.path()?,
-                offset: a.u64(attr::FILE_OFFSET)?,
-                unencoded_file_len: a.u64(attr::UNENCODED_FILE_LEN)?,
-                unencoded_len: a.u64(attr::UNENCODED_LEN)?,
-                unencoded_offset: a.u64(attr::UNENCODED_OFFSET)?,
-                compression: a.u32_or_zero(attr::COMPRESSION)?,
-                encryption: a.u32_or_zero(attr::ENCRYPTION)?,
-                data: a.bytes(attr::DATA)?,
+                extent: EncodedExtent {
+                    offset: a.u64(attr::FILE_OFFSET)?,
+                    unencoded_file_len: a.u64(attr::UNENCODED_FILE_LEN)?,
+                    unencoded_len: a.u64(attr::UNENCODED_LEN)?,
+                    unencoded_offset: a.u64(attr::UNENCODED_OFFSET)?,
+                    compression: a.u32_or_zero(attr::COMPRESSION)?,
+                    encryption: a.u32_or_zero(attr::ENCRYPTION)?,
+                    data: a.bytes(attr::DATA)?,
+                },
             },
             cmd::ENABLE_VERITY => Command::EnableVerity { path: a.path()? },
             other => return Err(StreamError::UnknownCommand(other)),

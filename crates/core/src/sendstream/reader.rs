@@ -185,7 +185,9 @@ mod tests {
         Ok(out)
     }
 
-    fn stream(version: u32, commands: &[(u16, &[(u16, &[u8])])]) -> Vec<u8> {
+    type Attrs<'a> = &'a [(u16, &'a [u8])];
+
+    fn stream(version: u32, commands: &[(u16, Attrs<'_>)]) -> Vec<u8> {
         let mut w = StreamWriter::new(Vec::new(), version).unwrap();
         for (c, attrs) in commands {
             w.command(*c, attrs).unwrap();

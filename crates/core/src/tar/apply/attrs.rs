@@ -259,16 +259,9 @@ fn proc_fd_path(fd: BorrowedFd<'_>, name: Option<&[u8]>, shown: &Path) -> Result
     CString::new(path).map_err(|_| bad_layer(shown, "name holds a NUL byte"))
 }
 
-/// A container id from a header, as a host id. The top id (-1 to chown) is no id at all.
+/// A container id from a header, as a host id.
 fn host_id(id: u64, map: &IdMapping, shown: &Path) -> Result<u32> {
-    let id = u32::try_from(id)
-        .ok()
-        .filter(|&i| i != u32::MAX)
-        .ok_or_else(|| bad_layer(shown, format!("id {id} is out of range")))?;
-    map.to_host(id).map_err(|e| Error {
-        path: Some(shown.to_path_buf()),
-        ..e
-    })
+    map.layer_to_host(id, "applyDiff", shown)
 }
 
 /// A PAX time: `[-]seconds[.fraction]`, nanoseconds kept.
