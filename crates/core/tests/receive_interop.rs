@@ -162,3 +162,121 @@ fn a_protocol_2_stream_of_compressed_extents_matches_btrfs_receive_and_stays_com
         &layers.join("v1/text.reflink")
     ));
 }
+
+/// Owners in the stream are container ids to a store with id maps, as in applyDiff: the
+/// owner, the ACL entries and a capability's root id land shifted (`stat`, `getfacl -n`).
+#[test]
+fn owners_are_mapped_to_the_stores_host_ids() {
+    let fs = require_btrfs!();
+    require_tools!("getfacl", "setfacl", "setcap", "getcap");
+    let src = fs.path("src");
+    mk_subvol(&src);
+    sh(
+        &src,
+        "printf x > f && chown 1000:2000 f && setfacl -m u:1000:r,g:2000:r f
+         printf y > cap && setcap cap_net_raw+ep cap
+         mkdir d && chown 5:6 d",
+    );
+    snapshot_ro(&src, &fs.path("snap"));
+    let stream = fs.dir.join("s");
+    send(&fs.path("snap"), &[], &stream);
+    let map = |size| btrfs_layers_core::idmap::IdMap {
+        container_id: 0,
+        host_id: 100_000,
+        size,
+    };
+    let home = fs.mnt.join("home");
+    let driver = Driver::init(
+        &home,
+        DriverOptions {
+            uid_maps: vec![map(65536)],
+            gid_maps: vec![map(65536)],
+            ..DriverOptions::default()
+        },
+    )
+    .unwrap();
+    receive(&driver, "m", &stream, None);
+    let layer = home.join("subvolumes/m");
+    let owner = |p: &str| run("stat", &["-c", "%u:%g", layer.join(p).to_str().unwrap()]);
+    assert_eq!(owner("").trim(), "100000:100000");
+    assert_eq!(owner("f").trim(), "101000:102000");
+    assert_eq!(owner("d").trim(), "100005:100006");
+    let acl = run("getfacl", &["-n", "-p", layer.join("f").to_str().unwrap()]);
+    assert!(acl.contains("user:101000:r--"), "{acl}");
+    assert!(acl.contains("group:102000:r--"), "{acl}");
+    let cap = run("getcap", &[layer.join("cap").to_str().unwrap()]);
+    assert!(cap.contains("cap_net_raw=ep"), "{cap}");
+    // A store whose maps do not hold the stream's ids refuses it, and keeps nothing.
+    let home = fs.mnt.join("narrow");
+    let narrow = Driver::init(
+        &home,
+        DriverOptions {
+            uid_maps: vec![map(100)],
+            gid_maps: vec![map(100)],
+            ..DriverOptions::default()
+        },
+    )
+    .unwrap();
+    let e = narrow
+        .receive(
+            "m",
+            &mut File::open(&stream).unwrap(),
+            &ReceiveOptions::default(),
+            Control::NONE,
+        )
+        .unwrap_err();
+    assert_eq!(e.code_str(), "ERR_ID_MAPPING", "{e}");
+    assert!(names_in(&home.join("subvolumes")).is_empty());
+}
+
+/// Where the kernel refuses an encoded write (here: an offset not on a sector boundary), the
+/// extent is decompressed and written, as btrfs receive does.
+#[test]
+fn a_refused_encoded_write_is_decompressed_and_written() {
+    use btrfs_layers_core::sendstream::write::StreamWriter;
+    use btrfs_layers_core::sendstream::{attr, cmd};
+    let fs = require_btrfs!();
+    let plain: Vec<u8> = (0..4096u32).map(|i| (i % 13) as u8 + b'a').collect();
+    let compressed = zstd::bulk::compress(&plain, 3).unwrap();
+    let mut w = StreamWriter::new(Vec::new(), 2).unwrap();
+    let (uuid, n0, n100, n4096) = (*b"0123456789abcdef", 0u64, 100u64, 4096u64);
+    w.command(
+        cmd::SUBVOL,
+        &[
+            (attr::PATH, b"s"),
+            (attr::UUID, &uuid),
+            (attr::CTRANSID, &n0.to_le_bytes()),
+        ],
+    )
+    .unwrap();
+    w.command(cmd::MKFILE, &[(attr::PATH, b"f")]).unwrap();
+    w.command(
+        cmd::ENCODED_WRITE,
+        &[
+            (attr::PATH, b"f"),
+            (attr::FILE_OFFSET, &n100.to_le_bytes()),
+            (attr::UNENCODED_FILE_LEN, &n4096.to_le_bytes()),
+            (attr::UNENCODED_LEN, &n4096.to_le_bytes()),
+            (attr::UNENCODED_OFFSET, &n0.to_le_bytes()),
+            (attr::COMPRESSION, &2u32.to_le_bytes()),
+            (attr::DATA, &compressed),
+        ],
+    )
+    .unwrap();
+    w.command(cmd::END, &[]).unwrap();
+    let bytes = w.into_inner();
+    let home = fs.mnt.join("home");
+    let driver = Driver::init(&home, DriverOptions::default()).unwrap();
+    driver
+        .receive(
+            "e",
+            &mut &bytes[..],
+            &ReceiveOptions::default(),
+            Control::NONE,
+        )
+        .unwrap();
+    let got = std::fs::read(home.join("subvolumes/e/f")).unwrap();
+    assert_eq!(got.len(), 4196);
+    assert!(got[..100].iter().all(|&b| b == 0));
+    assert_eq!(&got[100..], &plain[..]);
+}

@@ -159,3 +159,54 @@ fn decompress(e: &EncodedExtent<'_>, shown: &Path) -> Result<Vec<u8>> {
 fn file_offset(n: u64, shown: &Path) -> Result<i64> {
     i64::try_from(n).map_err(|_| bad_stream(shown, format!("file offset {n} out of range")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn extent(compression: u32, data: &[u8], unencoded_len: u64) -> EncodedExtent<'_> {
+        EncodedExtent {
+            offset: 0,
+            unencoded_file_len: unencoded_len,
+            unencoded_len,
+            unencoded_offset: 0,
+            compression,
+            encryption: 0,
+            data,
+        }
+    }
+
+    /// The fallback decompresses what btrfs stores: one zstd frame or zlib stream, padded to
+    /// the sector with zeros, that may decompress to less than the extent (a zero tail).
+    #[test]
+    fn the_fallback_decompresses_zstd_and_zlib_extents_with_their_padding() {
+        let plain: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
+        let mut zstd = zstd::bulk::compress(&plain, 3).unwrap();
+        zstd.resize(zstd.len().next_multiple_of(4096), 0);
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), Default::default());
+        zlib.write_all(&plain).unwrap();
+        let mut zlib = zlib.finish().unwrap();
+        zlib.resize(zlib.len().next_multiple_of(4096), 0);
+        let shown = Path::new("f");
+        for (c, data) in [
+            (ioctl::ENCODED_IO_COMPRESSION_ZSTD, &zstd),
+            (ioctl::ENCODED_IO_COMPRESSION_ZLIB, &zlib),
+        ] {
+            let got = decompress(&extent(c, data, 128 * 1024), shown).unwrap();
+            assert_eq!(&got[..plain.len()], &plain[..], "{c}");
+            assert!(got[plain.len()..].iter().all(|&b| b == 0), "{c}");
+            assert_eq!(got.len(), 128 * 1024);
+            // An extent that decompresses past its stated length is refused.
+            let e = decompress(&extent(c, data, 4096), shown).unwrap_err();
+            assert_eq!(e.code, crate::Code::BadLayer, "{c}");
+        }
+        let e = decompress(
+            &extent(ioctl::ENCODED_IO_COMPRESSION_ZSTD, b"junk", 4096),
+            shown,
+        );
+        assert_eq!(e.unwrap_err().code, crate::Code::BadLayer);
+        let e = decompress(&extent(3, b"lzo", 4096), shown).unwrap_err();
+        assert!(e.is(Errno::EOPNOTSUPP), "{e}");
+    }
+}
