@@ -414,16 +414,33 @@ fn an_aborted_receive_leaves_nothing() {
 #[test]
 fn an_incremental_stream_needs_its_parent() {
     let fs = require_btrfs!();
+    require_tools!("getfattr");
     let src = fs.path("src");
     mk_subvol(&src);
-    sh(&src, "printf one > f");
+    sh(&src, "head -c 1000000 /dev/urandom > f");
     snapshot_ro(&src, &fs.path("snap1"));
-    sh(&src, "printf two > g");
+    // The same tree under another UUID, as a sender's temporary snapshot of a read-write layer.
+    snapshot_ro(&fs.path("snap1"), &fs.path("snap1-again"));
+    // f.copy shares extents only with the parent once f is gone: a clone from the parent.
+    sh(
+        &src,
+        "printf two > g && cp --reflink=always f f.copy && rm f",
+    );
     snapshot_ro(&src, &fs.path("snap2"));
-    let (full, incr) = (fs.dir.join("full"), fs.dir.join("incr"));
+    let (full, incr, other) = (
+        fs.dir.join("full"),
+        fs.dir.join("incr"),
+        fs.dir.join("other"),
+    );
     send(&fs.path("snap1"), &[], &full);
-    let parent = fs.path("snap1");
-    send(&fs.path("snap2"), &["-p", parent.to_str().unwrap()], &incr);
+    for (stream, parent) in [(&incr, "snap1"), (&other, "snap1-again")] {
+        let parent = fs.path(parent);
+        send(&fs.path("snap2"), &["-p", parent.to_str().unwrap()], stream);
+    }
+    assert!(
+        dump_commands(&other).iter().any(|c| c == "clone"),
+        "a clone from the parent"
+    );
     let home = fs.mnt.join("home");
     let driver = Driver::init(&home, DriverOptions::default()).unwrap();
     let open = |p: &Path| std::fs::File::open(p).unwrap();
@@ -437,24 +454,27 @@ fn an_incremental_stream_needs_its_parent() {
     driver
         .receive("a", &mut open(&full), &opts, Control::NONE)
         .unwrap();
-    driver.create("other", None, &Default::default()).unwrap();
-    // A named parent that is not the stream's.
-    let wrong = ReceiveOptions {
-        parent: Some("other"),
-    };
-    let e = driver
-        .receive("b", &mut open(&incr), &wrong, Control::NONE)
-        .unwrap_err();
-    assert_eq!(e.code_str(), "EINVAL", "{e}");
+    let named = ReceiveOptions { parent: Some("a") };
     // A parent named for a full stream.
     let e = driver
-        .receive("c", &mut open(&full), &wrong, Control::NONE)
+        .receive("c", &mut open(&full), &named, Control::NONE)
         .unwrap_err();
     assert_eq!(e.code_str(), "EINVAL", "{e}");
-    assert_eq!(driver.layers().unwrap(), ["a", "other"]);
+    // A parent the store has under no UUID the stream names: not found, unless named; then
+    // the snapshot and the clones from it come from the named layer.
+    let e = driver
+        .receive("c", &mut open(&other), &opts, Control::NONE)
+        .unwrap_err();
+    assert_eq!(e.code_str(), "ENOENT", "{e}");
+    let got = driver
+        .receive("c", &mut open(&other), &named, Control::NONE)
+        .unwrap();
+    assert_eq!(got.parent.as_deref(), Some("a"));
+    assert_same_tree(&home.join("subvolumes/c"), &fs.path("snap2"));
     let got = driver
         .receive("b", &mut open(&incr), &opts, Control::NONE)
         .unwrap();
     assert_eq!(got.parent.as_deref(), Some("a"));
-    assert_eq!(std::fs::read(home.join("subvolumes/b/g")).unwrap(), b"two");
+    assert_same_tree(&home.join("subvolumes/b"), &fs.path("snap2"));
+    assert_eq!(driver.layers().unwrap(), ["a", "b", "c"]);
 }

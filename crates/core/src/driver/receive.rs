@@ -1,8 +1,10 @@
 //! `Driver::receive` (issue 15): a new layer from a btrfs send stream, without btrfs-progs.
 //!
 //! The stream's first command says what the layer starts from: SUBVOL an empty subvolume,
-//! SNAPSHOT a snapshot of its parent, a layer of this store found by the UUID and transid the
-//! stream names (the layer's received UUID, or its own). The layer is built under a temporary
+//! SNAPSHOT a snapshot of its parent: the layer the caller names, taken at its word (a parent
+//! sent read-write went as a temporary snapshot whose UUID no receiver has), else the layer of
+//! this store the stream names by UUID and transid (its received UUID and stransid, or its own
+//! UUID and ctransid). The layer is built under a temporary
 //! name (staging.rs), every command applied confined to it (crate::receive), its data written
 //! back, then marked received (SET_RECEIVED_SUBVOL, the sender's UUID and ctransid) and
 //! published read-only, as `btrfs receive` leaves it. Any error or abort keeps nothing.
@@ -46,6 +48,8 @@ pub(super) fn receive(
     let bad = |e: StreamError| stream_error(e, &shown);
     let mut stream =
         StreamReader::new(BufReader::with_capacity(INPUT_BUFFER, counted)).map_err(bad)?;
+    // The stream's name for the parent the caller named, when the caller named one.
+    let mut alias: Option<([u8; 16], String)> = None;
     // The first command: what the layer starts from.
     let first = match stream.next_command().map_err(bad)? {
         Some(raw) => Command::parse(&raw).map_err(bad)?,
@@ -71,19 +75,10 @@ pub(super) fn receive(
             ..
         } => {
             let parent = match named {
+                // The caller's word: a parent sent as a read-write layer went as a temporary
+                // snapshot whose UUID no receiver has. Clones from it come from this layer.
                 Some((p, fd)) => {
-                    let info = subvolume::info_fd(fd.as_fd(), &driver.layer_path(p))?;
-                    if !is_subvolume(&info, &clone_uuid, clone_ctransid) {
-                        return Err(Error::invalid(
-                            Errno::EINVAL,
-                            "receive",
-                            &driver.layer_path(p),
-                            format!(
-                                "the stream's parent is {} at transaction {clone_ctransid}, not this layer",
-                                uuid_string(&clone_uuid)
-                            ),
-                        ));
-                    }
+                    alias = Some((clone_uuid, p.to_string()));
                     (p.to_string(), fd)
                 }
                 None => find_layer(driver, &clone_uuid, clone_ctransid)?.ok_or_else(|| {
@@ -92,7 +87,7 @@ pub(super) fn receive(
                         "receive",
                         &shown,
                         format!(
-                            "the stream's parent, {} at transaction {clone_ctransid}, is not a layer of this store",
+                            "the stream's parent, {} at transaction {clone_ctransid}, is not a layer of this store (name it with `parent`)",
                             uuid_string(&clone_uuid)
                         ),
                     )
@@ -121,6 +116,9 @@ pub(super) fn receive(
     {
         let mut index: Option<Vec<(String, SubvolumeInfo)>> = None;
         let mut find = |uuid: &[u8; 16], ctransid: u64| -> Result<Option<OwnedFd>> {
+            if let Some((_, p)) = alias.as_ref().filter(|(a, _)| a == uuid) {
+                return driver.require_layer(p, "receive").map(Some);
+            }
             let layers = match &mut index {
                 Some(l) => l,
                 None => index.insert(layer_infos(driver)?),
@@ -183,14 +181,6 @@ pub(super) fn receive(
         parent,
         received_uuid: uuid_string(&uuid),
     })
-}
-
-/// Whether `info` is the subvolume a stream names by `uuid` at `ctransid`: one received from
-/// it (received UUID, and the sender's transaction it was received at), or that subvolume
-/// itself, unchanged since.
-fn is_subvolume(info: &SubvolumeInfo, uuid: &[u8; 16], ctransid: u64) -> bool {
-    (info.received_uuid == *uuid && info.stransid == ctransid)
-        || (info.uuid == *uuid && info.ctransid == ctransid)
 }
 
 /// Every layer of the store with what the kernel says of its subvolume.
