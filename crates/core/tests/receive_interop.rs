@@ -7,6 +7,7 @@
 mod common;
 mod receive_support;
 
+use btrfs_layers_core::driver::diff::Against;
 use btrfs_layers_core::driver::replicate::{ReceiveOptions, Received};
 use btrfs_layers_core::driver::{Driver, DriverOptions};
 use btrfs_layers_core::Control;
@@ -95,6 +96,24 @@ fn a_full_stream_and_an_incremental_chain_of_three_match_btrfs_receive() {
     );
     assert_eq!(driver.layers().unwrap(), ["l1", "l2", "l3"]);
     assert_eq!(names_in(&layers), ["l1", "l2", "l3"], "no temporary left");
+    // The record makes a received layer a child of its parent for `changes` (and so `diff`).
+    let changes: Vec<String> = driver
+        .changes("l2", Against::RecordedParent, Control::NONE)
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {}", c.kind.as_str(), c.path.display()))
+        .collect();
+    for want in [
+        "modify etc/hello",
+        "add etc/hello.hard",
+        "delete abs-link",
+        "delete big",
+        "add big.moved",
+        "delete dir/sub",
+        "add dir/sub-renamed/new",
+    ] {
+        assert!(changes.iter().any(|c| c == want), "{want} in {changes:?}");
+    }
 }
 
 #[test]
