@@ -15,7 +15,7 @@ use crate::driver::record::Record;
 use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::layer::Origin;
-use crate::receive::{Receiver, Root};
+use crate::receive::{bad_stream, Receiver, Root};
 use crate::sendstream::{Command, StreamError, StreamReader};
 use crate::subvolume::{self, uuid_string, SubvolumeInfo};
 use nix::errno::Errno;
@@ -48,122 +48,36 @@ pub(super) fn receive(
     let bad = |e: StreamError| stream_error(e, &shown);
     let mut stream =
         StreamReader::new(BufReader::with_capacity(INPUT_BUFFER, counted)).map_err(bad)?;
-    // The stream's name for the parent the caller named, when the caller named one.
-    let mut alias: Option<([u8; 16], String)> = None;
-    // The first command: what the layer starts from.
     let first = match stream.next_command().map_err(bad)? {
         Some(raw) => Command::parse(&raw).map_err(bad)?,
         None => return Err(bad(StreamError::Truncated)),
     };
-    let (uuid, ctransid, parent) = match first {
-        Command::Subvol { uuid, ctransid, .. } => {
-            if let Some((p, _)) = named {
-                return Err(Error::invalid(
-                    Errno::EINVAL,
-                    "receive",
-                    &driver.layer_path(p),
-                    "the stream is a full one: it has no parent",
-                ));
-            }
-            (uuid, ctransid, None)
-        }
-        Command::Snapshot {
-            uuid,
-            ctransid,
-            clone_uuid,
-            clone_ctransid,
-            ..
-        } => {
-            let parent = match named {
-                // The caller's word: a parent sent as a read-write layer went as a temporary
-                // snapshot whose UUID no receiver has. Clones from it come from this layer.
-                Some((p, fd)) => {
-                    alias = Some((clone_uuid, p.to_string()));
-                    (p.to_string(), fd)
-                }
-                None => find_layer(driver, &clone_uuid, clone_ctransid)?.ok_or_else(|| {
-                    Error::invalid(
-                        Errno::ENOENT,
-                        "receive",
-                        &shown,
-                        format!(
-                            "the stream's parent, {} at transaction {clone_ctransid}, is not a layer of this store (name it with `parent`)",
-                            uuid_string(&clone_uuid)
-                        ),
-                    )
-                })?,
-            };
-            (uuid, ctransid, Some(parent))
-        }
-        other => {
-            return Err(crate::receive::bad_stream(
-                &shown,
-                format!(
-                    "the stream starts with {}, not subvol or snapshot",
-                    other.name()
-                ),
-            ))
-        }
+    let mut layers = Layers {
+        driver,
+        index: None,
     };
-    let ((uid_maps, gid_maps), root) =
-        driver.inherited(parent.as_ref().map(|(p, fd)| (fd, p.as_str())))?;
+    let base = Base::of(&first, named, &mut layers, &shown)?;
+    let parent = base.parent.as_ref();
+    let ((uid_maps, gid_maps), root) = driver.inherited(parent.map(|(p, fd)| (fd, p.as_str())))?;
     let (uids, gids) = driver.mappings(&uid_maps, &gid_maps)?;
-    let staged = driver.stage_new(id, parent.as_ref().map(|(_, fd)| fd.as_fd()), root)?;
-    let parent = parent.map(|(p, _)| p);
+    let staged = driver.stage_new(id, parent.map(|(_, fd)| fd.as_fd()), root)?;
+    let parent = base.parent.map(|(p, _)| p);
     // Taken before the apply: the snapshot's origin is what it was made from, and when.
     let info = staged.info()?;
-    let mut commands = 1;
-    {
-        let mut index: Option<Vec<(String, SubvolumeInfo)>> = None;
-        let mut find = |uuid: &[u8; 16], ctransid: u64| -> Result<Option<OwnedFd>> {
-            if let Some((_, p)) = alias.as_ref().filter(|(a, _)| a == uuid) {
-                return driver.require_layer(p, "receive").map(Some);
-            }
-            let layers = match &mut index {
-                Some(l) => l,
-                None => index.insert(layer_infos(driver)?),
-            };
-            match_layer(layers, uuid, ctransid)
-                .map(|p| driver.require_layer(&p, "receive"))
-                .transpose()
-        };
-        let root = Root {
-            fd: staged.fd(),
-            shown: &shown,
-        };
-        let mut receiver = Receiver::new(root, uuid, &uids, &gids, &mut find);
-        let mut reported = 0;
-        loop {
-            control.check("receive", &shown)?;
-            let Some(raw) = stream.next_command().map_err(bad)? else {
-                return Err(crate::receive::bad_stream(
-                    &shown,
-                    "the stream ends before its END command",
-                ));
-            };
-            let c = Command::parse(&raw).map_err(bad)?;
-            commands += 1;
-            if c == Command::End {
-                break;
-            }
-            receiver.apply(&c)?;
-            if read.get() - reported >= PROGRESS_STEP {
-                reported = read.get();
-                control.progress(reported);
-            }
-        }
-    }
-    if !stream.at_end().map_err(bad)? {
-        return Err(crate::receive::bad_stream(
-            &shown,
-            "bytes after the END command (one layer is one subvolume)",
-        ));
-    }
-    control.progress(read.get());
+    let mut find = |uuid: &[u8; 16], ctransid: u64| match &base.alias {
+        Some((a, p)) if a == uuid => driver.require_layer(p, "receive").map(Some),
+        _ => Ok(layers.find(uuid, ctransid)?.map(|(_, fd)| fd)),
+    };
+    let root = Root {
+        fd: staged.fd(),
+        shown: &shown,
+    };
+    let receiver = Receiver::new(root, base.uuid, &uids, &gids, &mut find);
+    let commands = 1 + apply_all(&mut stream, receiver, &read, control, &shown)?;
     control.check("receive", &shown)?;
     // Written back before the rename, so no committed tree holds the name without the data.
     nix::unistd::syncfs(staged.fd()).at("syncfs", staged.path())?;
-    subvolume::set_received_fd(staged.fd(), &uuid, ctransid, staged.path())?;
+    subvolume::set_received_fd(staged.fd(), &base.uuid, base.ctransid, staged.path())?;
     let rec = Record {
         parent: parent.clone(),
         created: Some(crate::driver::now_ms()),
@@ -179,8 +93,153 @@ pub(super) fn receive(
         bytes: read.get(),
         commands,
         parent,
-        received_uuid: uuid_string(&uuid),
+        received_uuid: uuid_string(&base.uuid),
     })
+}
+
+/// What the stream's first command says the layer starts from.
+struct Base {
+    /// The sender's UUID and ctransid of the subvolume sent: the new layer's received UUID.
+    uuid: [u8; 16],
+    ctransid: u64,
+    /// The layer an incremental stream applies to, open.
+    parent: Option<(String, OwnedFd)>,
+    /// The stream's UUID for the parent the caller named: clones from it come from that layer.
+    alias: Option<([u8; 16], String)>,
+}
+
+impl Base {
+    fn of(
+        first: &Command<'_>,
+        named: Option<(&str, OwnedFd)>,
+        layers: &mut Layers<'_>,
+        shown: &Path,
+    ) -> Result<Base> {
+        match *first {
+            Command::Subvol { uuid, ctransid, .. } => match named {
+                Some((p, _)) => Err(Error::invalid(
+                    Errno::EINVAL,
+                    "receive",
+                    &layers.driver.layer_path(p),
+                    "the stream is a full one: it has no parent",
+                )),
+                None => Ok(Base {
+                    uuid,
+                    ctransid,
+                    parent: None,
+                    alias: None,
+                }),
+            },
+            Command::Snapshot {
+                uuid,
+                ctransid,
+                clone_uuid,
+                clone_ctransid,
+                ..
+            } => {
+                // The caller's word: a parent sent as a read-write layer went as a temporary
+                // snapshot whose UUID no receiver has.
+                let alias = named.as_ref().map(|(p, _)| (clone_uuid, p.to_string()));
+                let parent = match named {
+                    Some((p, fd)) => (p.to_string(), fd),
+                    None => layers.find(&clone_uuid, clone_ctransid)?.ok_or_else(|| {
+                        Error::invalid(
+                            Errno::ENOENT,
+                            "receive",
+                            shown,
+                            format!(
+                                "the stream's parent, {} at transaction {clone_ctransid}, is not a layer of this store (name it with `parent`)",
+                                uuid_string(&clone_uuid)
+                            ),
+                        )
+                    })?,
+                };
+                Ok(Base {
+                    uuid,
+                    ctransid,
+                    parent: Some(parent),
+                    alias,
+                })
+            }
+            ref other => Err(bad_stream(
+                shown,
+                format!(
+                    "the stream starts with {}, not subvol or snapshot",
+                    other.name()
+                ),
+            )),
+        }
+    }
+}
+
+/// Apply the commands after the first up to END, which must end the input; returns how many
+/// were read, END included. Stops with ABORT_ERR between two commands once `control` aborts.
+fn apply_all(
+    stream: &mut StreamReader<impl Read>,
+    mut receiver: Receiver<'_>,
+    read: &Cell<u64>,
+    control: Control<'_>,
+    shown: &Path,
+) -> Result<u64> {
+    let bad = |e: StreamError| stream_error(e, shown);
+    let mut commands = 0;
+    let mut reported = 0;
+    loop {
+        control.check("receive", shown)?;
+        let Some(raw) = stream.next_command().map_err(bad)? else {
+            return Err(bad_stream(shown, "the stream ends before its END command"));
+        };
+        let c = Command::parse(&raw).map_err(bad)?;
+        commands += 1;
+        if c == Command::End {
+            break;
+        }
+        receiver.apply(&c)?;
+        if read.get() - reported >= PROGRESS_STEP {
+            reported = read.get();
+            control.progress(reported);
+        }
+    }
+    if !stream.at_end().map_err(bad)? {
+        return Err(bad_stream(
+            shown,
+            "bytes after the END command (one layer is one subvolume)",
+        ));
+    }
+    control.progress(read.get());
+    Ok(commands)
+}
+
+/// This store's layers with what the kernel says of their subvolumes, listed once, when a
+/// stream first names a subvolume by UUID.
+struct Layers<'d> {
+    driver: &'d Driver,
+    index: Option<Vec<(String, SubvolumeInfo)>>,
+}
+
+impl Layers<'_> {
+    /// The layer a stream names by `uuid` at `ctransid`, open: one received from that
+    /// subvolume (its received UUID and stransid) first, as btrfs receive looks, else that
+    /// subvolume itself (its UUID and ctransid).
+    fn find(&mut self, uuid: &[u8; 16], ctransid: u64) -> Result<Option<(String, OwnedFd)>> {
+        let driver = self.driver;
+        let index = match &mut self.index {
+            Some(index) => index,
+            None => self.index.insert(layer_infos(driver)?),
+        };
+        let received = index
+            .iter()
+            .find(|(_, i)| i.received_uuid == *uuid && i.stransid == ctransid);
+        let found = received.or_else(|| {
+            index
+                .iter()
+                .find(|(_, i)| i.uuid == *uuid && i.ctransid == ctransid)
+        });
+        match found {
+            Some((id, _)) => Ok(Some((id.clone(), driver.require_layer(id, "receive")?))),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Every layer of the store with what the kernel says of its subvolume.
@@ -197,44 +256,11 @@ fn layer_infos(driver: &Driver) -> Result<Vec<(String, SubvolumeInfo)>> {
     Ok(out)
 }
 
-/// The layer a stream names by `uuid` at `ctransid`: one received from it first, as btrfs
-/// receive looks.
-fn match_layer(
-    layers: &[(String, SubvolumeInfo)],
-    uuid: &[u8; 16],
-    ctransid: u64,
-) -> Option<String> {
-    let received = layers
-        .iter()
-        .find(|(_, i)| i.received_uuid == *uuid && i.stransid == ctransid);
-    received
-        .or_else(|| {
-            layers
-                .iter()
-                .find(|(_, i)| i.uuid == *uuid && i.ctransid == ctransid)
-        })
-        .map(|(id, _)| id.clone())
-}
-
-fn find_layer(
-    driver: &Driver,
-    uuid: &[u8; 16],
-    ctransid: u64,
-) -> Result<Option<(String, OwnedFd)>> {
-    match match_layer(&layer_infos(driver)?, uuid, ctransid) {
-        Some(p) => {
-            let fd = driver.require_layer(&p, "receive")?;
-            Ok(Some((p, fd)))
-        }
-        None => Ok(None),
-    }
-}
-
 /// A stream that cannot be read: the input's errno, or ERR_BAD_LAYER.
 fn stream_error(e: StreamError, shown: &Path) -> Error {
     match e {
         StreamError::Io(e) => Error::io(e, "read", shown),
-        e => crate::receive::bad_stream(shown, e.to_string()),
+        e => bad_stream(shown, e.to_string()),
     }
 }
 
