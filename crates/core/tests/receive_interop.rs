@@ -299,3 +299,91 @@ fn a_refused_encoded_write_is_decompressed_and_written() {
     assert!(got[..100].iter().all(|&b| b == 0));
     assert_eq!(&got[100..], &plain[..]);
 }
+
+/// FALLOCATE (v2) preallocates past the end without growing the file (KEEP_SIZE) and punches
+/// holes; FILEATTR is read and ignored, as btrfs receive does. The kernel here sends neither
+/// (it writes preallocated ranges as zeros and holes by truncate), so the stream is built.
+#[test]
+fn fallocate_and_fileattr_of_protocol_2() {
+    use btrfs_layers_core::sendstream::write::StreamWriter;
+    use btrfs_layers_core::sendstream::{attr, cmd};
+    let fs = require_btrfs!();
+    let le = |n: u64| n.to_le_bytes();
+    let data = vec![7u8; 256 * 1024];
+    let mut w = StreamWriter::new(Vec::new(), 2).unwrap();
+    let uuid = *b"0123456789abcdef";
+    w.command(
+        cmd::SUBVOL,
+        &[
+            (attr::PATH, b"s"),
+            (attr::UUID, &uuid),
+            (attr::CTRANSID, &le(1)),
+        ],
+    )
+    .unwrap();
+    w.command(cmd::MKFILE, &[(attr::PATH, b"f")]).unwrap();
+    w.command(
+        cmd::WRITE,
+        &[
+            (attr::PATH, b"f"),
+            (attr::FILE_OFFSET, &le(0)),
+            (attr::DATA, &data),
+        ],
+    )
+    .unwrap();
+    let keep_size = libc::FALLOC_FL_KEEP_SIZE as u32;
+    let punch = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32;
+    for (mode, offset, len) in [
+        (keep_size, 256 * 1024, 1 << 20),
+        (punch, 64 * 1024, 64 * 1024),
+    ] {
+        w.command(
+            cmd::FALLOCATE,
+            &[
+                (attr::PATH, b"f"),
+                (attr::FALLOCATE_MODE, &mode.to_le_bytes()),
+                (attr::FILE_OFFSET, &le(offset)),
+                (attr::SIZE, &le(len)),
+            ],
+        )
+        .unwrap();
+    }
+    w.command(
+        cmd::FILEATTR,
+        &[(attr::PATH, b"f"), (attr::FILEATTR, &le(1 << 7))],
+    )
+    .unwrap();
+    w.command(cmd::END, &[]).unwrap();
+    let bytes = w.into_inner();
+    let home = fs.mnt.join("home");
+    let driver = Driver::init(&home, DriverOptions::default()).unwrap();
+    driver
+        .receive(
+            "v2",
+            &mut &bytes[..],
+            &ReceiveOptions::default(),
+            Control::NONE,
+        )
+        .unwrap();
+    let f = home.join("subvolumes/v2/f");
+    let meta = std::fs::metadata(&f).unwrap();
+    assert_eq!(meta.len(), 256 * 1024, "KEEP_SIZE leaves the size");
+    let blocks: u64 = run("stat", &["-c", "%b", f.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        blocks * 512 >= (256 + 1024 - 64) * 1024,
+        "preallocated: {blocks} blocks"
+    );
+    assert_eq!(
+        data_ranges(&f, meta.len()),
+        [(0, 64 * 1024), (128 * 1024, 256 * 1024)],
+        "the punched hole"
+    );
+    let attrs = run("lsattr", &["-d", f.to_str().unwrap()]);
+    assert!(
+        !attrs.split_whitespace().next().unwrap().contains('a'),
+        "{attrs}"
+    );
+}
