@@ -12,16 +12,18 @@ use crate::error::{Context, Error, Result};
 use crate::idmap::IdMapping;
 use crate::sendstream::command::Timespec;
 use crate::sendstream::Command;
-use crate::tar::apply::attrs::chmod_node;
+use crate::tar::apply::attrs::chmod_at;
 use crate::xattr::{self, At};
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, futimens, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
 
 /// Permission bits including setuid, setgid and sticky.
 const MODE_BITS: u64 = 0o7777;
@@ -40,7 +42,7 @@ pub struct Receiver<'a> {
     find_source: &'a mut FindSource<'a>,
     sources: HashMap<[u8; 16], OwnedFd>,
     /// The file last opened for writing: writes come in runs to one file.
-    file: Option<(Vec<u8>, OwnedFd)>,
+    file: RefCell<Option<(Vec<u8>, Rc<OwnedFd>)>>,
 }
 
 impl<'a> Receiver<'a> {
@@ -58,14 +60,14 @@ impl<'a> Receiver<'a> {
             gids,
             find_source,
             sources: HashMap::new(),
-            file: None,
+            file: RefCell::new(None),
         }
     }
 
     /// Apply one command after the stream's first (SUBVOL or SNAPSHOT, which the caller
     /// handles) and before its END.
     pub fn apply(&mut self, c: &Command<'_>) -> Result<()> {
-        let root = self.root;
+        let root = &self.root;
         match *c {
             Command::Subvol { .. } | Command::Snapshot { .. } => {
                 Err(bad_stream(root.shown, "a second subvolume in one stream"))
@@ -117,7 +119,9 @@ impl<'a> Receiver<'a> {
                 symlinkat(target, dir.fd(), name).at("symlinkat", &root.shown(path))
             }
             Command::Rename { from, to } => {
-                self.file = None;
+                self.file.take();
+                root.forget(from);
+                root.forget(to);
                 let (old_dir, old) = root.parent(from)?;
                 let (new_dir, new) = root.parent(to)?;
                 nix::fcntl::renameat(old_dir.fd(), old, new_dir.fd(), new)
@@ -130,21 +134,21 @@ impl<'a> Receiver<'a> {
                     .at("linkat", &root.shown(path))
             }
             Command::Unlink { path } => {
-                self.file = None;
+                self.file.take();
                 let (dir, name) = root.parent(path)?;
                 unlinkat(dir.fd(), name, UnlinkatFlags::NoRemoveDir)
                     .at("unlinkat", &root.shown(path))
             }
             Command::Rmdir { path } => {
-                self.file = None;
+                self.file.take();
+                root.forget(path);
                 let (dir, name) = root.parent(path)?;
                 unlinkat(dir.fd(), name, UnlinkatFlags::RemoveDir).at("unlinkat", &root.shown(path))
             }
             Command::SetXattr { path, name, data } => self.set_xattr(path, name, data),
             Command::RemoveXattr { path, name } => self.remove_xattr(path, name),
             Command::Write { path, offset, data } => {
-                let fd = self.file(path)?;
-                data::write_at(fd, offset, data, &root.shown(path))
+                data::write_at(self.file(path)?.as_fd(), offset, data, &root.shown(path))
             }
             Command::Clone {
                 path,
@@ -156,19 +160,19 @@ impl<'a> Receiver<'a> {
                 clone_offset,
             } => {
                 let source = self.clone_source(&clone_uuid, clone_ctransid, clone_path)?;
+                let shown = self.root.shown(path);
                 let fd = self.file(path)?;
                 data::clone_range(
-                    fd,
+                    fd.as_fd(),
                     offset,
                     len,
                     source.as_fd(),
                     clone_offset,
-                    &root.shown(path),
+                    &shown,
                 )
             }
             Command::Truncate { path, size } => {
-                let fd = self.file(path)?;
-                data::truncate(fd, size, &root.shown(path))
+                data::truncate(self.file(path)?.as_fd(), size, &root.shown(path))
             }
             Command::Chmod { path, mode } => {
                 let mode = (mode & MODE_BITS) as u32;
@@ -177,7 +181,7 @@ impl<'a> Receiver<'a> {
                         .at("fchmod", root.shown);
                 }
                 let (dir, name) = root.parent(path)?;
-                chmod_node(dir.fd(), name, mode, &root.shown(path))
+                chmod_at(dir.fd(), name, mode, &root.shown(path))
             }
             Command::Chown { path, uid, gid } => {
                 let shown = root.shown(path);
@@ -217,13 +221,12 @@ impl<'a> Receiver<'a> {
                 len,
             } => {
                 let fd = self.file(path)?;
-                data::allocate(fd, mode, offset, len, &root.shown(path))
+                data::allocate(fd.as_fd(), mode, offset, len, &root.shown(path))
             }
             // btrfs receive ignores file attributes (BTRFS_INODE_* flags are not FS_*_FL).
             Command::Fileattr { path, .. } => root.check(path),
             Command::EncodedWrite { path, ref extent } => {
-                let fd = self.file(path)?;
-                data::encoded_write(fd, extent, &root.shown(path))
+                data::encoded_write(self.file(path)?.as_fd(), extent, &root.shown(path))
             }
             Command::EnableVerity { path } => Err(bad_stream(
                 &root.shown(path),
@@ -245,13 +248,17 @@ impl<'a> Receiver<'a> {
     }
 
     /// The regular file `path`, open for writing (the last one is kept open).
-    fn file(&mut self, path: &[u8]) -> Result<BorrowedFd<'_>> {
-        if !matches!(&self.file, Some((p, _)) if p == path) {
-            self.file = None;
-            let fd = self.root.open_file(path, true)?;
-            self.file = Some((path.to_vec(), fd));
+    fn file(&self, path: &[u8]) -> Result<Rc<OwnedFd>> {
+        let mut file = self.file.borrow_mut();
+        match &*file {
+            Some((p, fd)) if p == path => Ok(fd.clone()),
+            _ => {
+                *file = None;
+                let fd = Rc::new(self.root.open_file(path, true)?);
+                *file = Some((path.to_vec(), fd.clone()));
+                Ok(fd)
+            }
         }
-        Ok(self.file.as_ref().expect("just opened").1.as_fd())
     }
 
     /// The file `path` of clone source `uuid`, open for reading, confined to that subvolume.
@@ -273,11 +280,7 @@ impl<'a> Receiver<'a> {
         }
         let source = self.sources[uuid].as_fd();
         let shown = std::path::PathBuf::from(crate::subvolume::uuid_string(uuid));
-        Root {
-            fd: source,
-            shown: &shown,
-        }
-        .open_file(path, false)
+        Root::new(source, &shown).open_file(path, false)
     }
 
     fn set_xattr(&mut self, path: &[u8], name: &[u8], data: &[u8]) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Timing of `Driver::receive` against `btrfs receive` of the same streams, in interleaved
 //! rounds on one filesystem (not a timed test: run it by hand and read the medians).
 //!
-//!   cargo test --release -p btrfs-layers-core --test receive_bench -- --ignored --nocapture
+//!   [RECEIVE_BENCH_DIRS=1000] cargo test --release -p btrfs-layers-core --test receive_bench -- --ignored --nocapture
 
 mod common;
 mod receive_support;
@@ -37,11 +37,12 @@ fn receive_against_btrfs_receive() {
     };
     let src = fs.path("src");
     mk_subvol(&src);
-    // 20,000 small files in 200 directories, and 64 MiB in 8 large ones.
+    // 100 small files in each of RECEIVE_BENCH_DIRS directories (200), and 64 MiB in 8 large ones.
+    let dirs: usize = std::env::var("RECEIVE_BENCH_DIRS").map_or(200, |v| v.parse().unwrap());
     sh(
         &src,
-        "for d in $(seq 1 200); do mkdir d$d; for f in $(seq 1 100); do echo \"file $d $f\" > d$d/f$f; done; done
-         for b in $(seq 1 8); do head -c 8M /dev/urandom > big$b; done; sync",
+        &format!("for d in $(seq 1 {dirs}); do mkdir d$d; for f in $(seq 1 100); do echo \"file $d $f\" > d$d/f$f; done; done
+         for b in $(seq 1 8); do head -c 8M /dev/urandom > big$b; done; sync"),
     );
     snapshot_ro(&src, &fs.path("snap1"));
     sh(
@@ -111,7 +112,8 @@ fn receive_against_btrfs_receive() {
     let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
     println!("medians of {ROUNDS} interleaved rounds; load average {load}");
     println!(
-        "full (20,000 files + 64 MiB, {} bytes):",
+        "full ({} files + 64 MiB, {} bytes):",
+        dirs * 100,
         std::fs::metadata(&full).unwrap().len()
     );
     println!("  Driver::receive (syncfs included)  {a:?}");

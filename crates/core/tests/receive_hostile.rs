@@ -128,6 +128,34 @@ fn hostile_streams_are_err_bad_layer_and_touch_nothing() {
             ]),
         ),
         (
+            "a symlink where a directory was renamed away",
+            with(vec![
+                (cmd::MKDIR, vec![(attr::PATH, b"d")]),
+                (cmd::MKFILE, vec![(attr::PATH, b"d/x")]),
+                (cmd::RENAME, vec![(attr::PATH, b"d"), (attr::PATH_TO, b"e")]),
+                (
+                    cmd::SYMLINK,
+                    vec![(attr::PATH, b"d"), (attr::PATH_LINK, &outside)],
+                ),
+                (cmd::MKFILE, vec![(attr::PATH, b"d/new")]),
+            ]),
+        ),
+        (
+            "a symlink where a directory was removed",
+            with(vec![
+                (cmd::MKDIR, vec![(attr::PATH, b"d")]),
+                (cmd::MKDIR, vec![(attr::PATH, b"d/s")]),
+                (cmd::MKFILE, vec![(attr::PATH, b"d/s/x")]),
+                (cmd::UNLINK, vec![(attr::PATH, b"d/s/x")]),
+                (cmd::RMDIR, vec![(attr::PATH, b"d/s")]),
+                (
+                    cmd::SYMLINK,
+                    vec![(attr::PATH, b"d/s"), (attr::PATH_LINK, &outside)],
+                ),
+                (cmd::MKFILE, vec![(attr::PATH, b"d/s/new")]),
+            ]),
+        ),
+        (
             "a write to a symlink",
             with(vec![
                 (

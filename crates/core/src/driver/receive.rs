@@ -68,10 +68,7 @@ pub(super) fn receive(
         Some((a, p)) if a == uuid => driver.require_layer(p, "receive").map(Some),
         _ => Ok(layers.find(uuid, ctransid)?.map(|(_, fd)| fd)),
     };
-    let root = Root {
-        fd: staged.fd(),
-        shown: &shown,
-    };
+    let root = Root::new(staged.fd(), &shown);
     let receiver = Receiver::new(root, base.uuid, &uids, &gids, &mut find);
     let commands = 1 + apply_all(&mut stream, receiver, &read, control, &shown)?;
     control.check("receive", &shown)?;

@@ -10,10 +10,12 @@ use crate::xattr;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag, AT_FDCWD};
 use nix::sys::stat::{fstat, Mode, SFlag};
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Longest path one system call resolves (PATH_MAX less the NUL).
 const PATH_MAX: usize = 4095;
@@ -23,29 +25,70 @@ pub fn bad_stream(shown: &Path, why: impl Into<String>) -> Error {
     Error::bad_layer("receive", shown, why)
 }
 
+/// Directories opened beneath the root lately, by path: a stream names the entries of one
+/// directory in a run.
+const CACHED_DIRS: usize = 4;
+
 /// The subvolume's root and where it is, for errors.
-#[derive(Clone, Copy)]
 pub struct Root<'a> {
     pub fd: BorrowedFd<'a>,
     pub shown: &'a Path,
+    /// Most recently used last.
+    dirs: RefCell<Vec<(Vec<u8>, Rc<OwnedFd>)>>,
 }
 
 /// The directory a path's final name is in: the root, or one opened beneath it.
 pub enum Parent<'a> {
     Root(BorrowedFd<'a>),
-    Dir(OwnedFd),
+    Dir(Rc<OwnedFd>),
 }
 
 impl Parent<'_> {
     pub fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Parent::Root(fd) => *fd,
-            Parent::Dir(fd) => fd.as_fd(),
+            Parent::Dir(fd) => fd.as_ref().as_fd(),
         }
     }
 }
 
 impl<'a> Root<'a> {
+    pub fn new(fd: BorrowedFd<'a>, shown: &'a Path) -> Self {
+        Root {
+            fd,
+            shown,
+            dirs: RefCell::new(Vec::with_capacity(CACHED_DIRS)),
+        }
+    }
+
+    /// Forget the directories opened through `rel`: call before it is renamed, replaced by a
+    /// rename or removed, since their paths may then name other directories or none.
+    pub fn forget(&self, rel: &[u8]) {
+        self.dirs.borrow_mut().retain(|(p, _)| {
+            !(p.starts_with(rel) && (p.len() == rel.len() || p[rel.len()] == b'/'))
+        });
+    }
+
+    /// The directory `dir` (not empty) beneath the root, from the cache or opened.
+    fn dir(&self, dir: &[u8]) -> Result<Rc<OwnedFd>> {
+        let mut dirs = self.dirs.borrow_mut();
+        if let Some(i) = dirs.iter().position(|(p, _)| p == dir) {
+            let hit = dirs.remove(i);
+            let fd = hit.1.clone();
+            dirs.push(hit);
+            return Ok(fd);
+        }
+        let shown = self.shown(dir);
+        let fd = open_beneath(self.fd, Path::new(OsStr::from_bytes(dir)), &shown)
+            .map_err(|e| confinement(e, &shown))?;
+        let fd = Rc::new(fd);
+        if dirs.len() == CACHED_DIRS {
+            dirs.remove(0);
+        }
+        dirs.push((dir.to_vec(), fd.clone()));
+        Ok(fd)
+    }
+
     /// `rel` below the root, for errors.
     pub fn shown(&self, rel: &[u8]) -> PathBuf {
         // Joined as bytes: an absolute path in the stream is shown where it was aimed, inside.
@@ -101,10 +144,7 @@ impl<'a> Root<'a> {
         if dir.is_empty() {
             return Ok((Parent::Root(self.fd), name));
         }
-        let shown = self.shown(dir);
-        let fd = open_beneath(self.fd, Path::new(OsStr::from_bytes(dir)), &shown)
-            .map_err(|e| confinement(e, &shown))?;
-        Ok((Parent::Dir(fd), name))
+        Ok((Parent::Dir(self.dir(dir)?), name))
     }
 
     /// Open the regular file `rel` for writing (or reading): never a symlink, a device or a

@@ -225,6 +225,36 @@ impl Xattr {
     }
 }
 
+/// `fchmodat2` (Linux 6.6), which takes AT_SYMLINK_NOFOLLOW; the same number on x86_64 and
+/// aarch64 (libc lacks it for the latter).
+const SYS_FCHMODAT2: libc::c_long = 452;
+
+/// chmod the entry `name` of `dir` that is no symlink, in one system call where the kernel
+/// has fchmodat2 (a symlink is then EOPNOTSUPP), else as [`chmod_node`] does.
+pub(crate) fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NO_FCHMODAT2: AtomicBool = AtomicBool::new(false);
+    if !NO_FCHMODAT2.load(Ordering::Relaxed) {
+        let c = CString::new(name).map_err(|_| bad_layer(shown, "name holds a NUL byte"))?;
+        // SAFETY: dir is a live fd and c is NUL-terminated.
+        let r = unsafe {
+            libc::syscall(
+                SYS_FCHMODAT2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                mode as libc::mode_t,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match Errno::result(r) {
+            Ok(_) => return Ok(()),
+            Err(Errno::ENOSYS) => NO_FCHMODAT2.store(true, Ordering::Relaxed),
+            Err(e) => return Err(Error::sys(e, "fchmodat2", shown)),
+        }
+    }
+    chmod_node(dir, name, mode, shown)
+}
+
 /// chmod a device or fifo through an O_PATH fd, so neither its open (a device's side effects)
 /// nor a symlink swapped in its place is ever involved.
 pub(crate) fn chmod_node(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Result<()> {
