@@ -2,6 +2,12 @@
 //! rounds on one filesystem (not a timed test: run it by hand and read the medians).
 //!
 //!   [RECEIVE_BENCH_DIRS=1000] cargo test --release -p btrfs-layers-core --test receive_bench -- --ignored --nocapture
+//!
+//! Measured with RECEIVE_BENCH_DIRS=1000 (100,000 files + 64 MiB, a 94 MB stream; 2 cores
+//! shared with other builds, load average 4.5; medians of 5): ours 4.62 s, btrfs receive
+//! 5.51 s (0.84x), btrfs receive + sync -f 5.18 s (0.89x); incremental of 10 changed files
+//! 11.4 ms vs 12.2 ms (0.94x). Before the directory cache and fchmodat2 (load 5.4): 9.22 s vs
+//! 8.79 s (1.05x).
 
 mod common;
 mod receive_support;
