@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { gunzipSync } from 'node:zlib'
-import { BtrfsDriver, BtrfsError, ImageStore } from '../ts/index'
+import { BtrfsDriver, BtrfsError, ImageStore, type ImageRecord } from '../ts/index'
 import { chainIds, layerIdOf } from '../ts/image/chain'
 import { sh, useBtrfs } from './helpers/btrfs'
 import { dir, file, hardlink, symlink } from './helpers/diff-tar'
@@ -68,6 +68,15 @@ async function sameAsExport(t: ExecutionContext, s: Setup, driver: BtrfsDriver, 
   const ours = await snapshotTree(await driver.get(id))
   await driver.put(id)
   t.deepEqual(compareTrees(ours, await snapshotTree(out), { rootMeta: false, mtime: 's' }), [], label)
+}
+
+/** `img` pushed by crane (from a layout) to the registry as src/app:v1, and pulled. */
+async function pulled(s: Setup, img: BuiltImage): Promise<{ src: string; rec: ImageRecord }> {
+  const layout = path.join(s.dir, `layout-${randomBytes(4).toString('hex')}`)
+  await writeLayout(layout, [img])
+  const src = `${s.reg.host}/src/app:v1`
+  await s.reg.crane(['push', layout, src])
+  return { src, rec: await s.images.pull(src) }
 }
 
 const idsOf = (img: BuiltImage) => chainIds(img.layers.map((l) => l.diffId)).map(layerIdOf)
@@ -163,12 +172,7 @@ imageTest('export: crane pushes and validates it, its export equals our layer, a
 
 imageTest('export of a pulled image with rediff: its layers are diffs made again, and the config names their diffIDs; crane validates it', async (t, d) => {
   const s = await setup(t, d)
-  const img = await fixture()
-  const layout = path.join(d, 'layout')
-  await writeLayout(layout, [img])
-  const src = `${s.reg.host}/src/app:v1`
-  await s.reg.crane(['push', layout, src])
-  const rec = await s.images.pull(src)
+  const { src, rec } = await pulled(s, await fixture())
   const out = path.join(d, 'exported')
   const gets = await s.reg.blobGets()
   const ex = await s.images.exportLayout(src, out, { rediff: true })
@@ -209,11 +213,7 @@ imageTest('export of a pulled image keeps its identity: blobs fetched and verifi
     await layer([dir('etc/', { mtime: T }), file('etc/a', 'alpha', { mtime: T }), file('tool', randomBytes(60_000), { mode: 0o755, mtime: T })], 'gzip'),
     await layer([dir('etc/', { mtime: T + 1 }), file('etc/.wh.a', '', { mtime: T + 1 }), file('etc/c', randomBytes(20_000), { mtime: T + 1 })], 'gzip'),
   ])
-  const layout = path.join(d, 'layout')
-  await writeLayout(layout, [img])
-  const src = `${s.reg.host}/src/app:v1`
-  await s.reg.crane(['push', layout, src])
-  const rec = await s.images.pull(src)
+  const { src, rec } = await pulled(s, img)
 
   const out = path.join(d, 'exported')
   const gets = await s.reg.blobGets('src/app')
