@@ -53,7 +53,7 @@ export interface ImageRecord {
   created: Date
   /**
    * Per layer, base first, the blob it came in as (pull, importLayout) and the repositories it
-   * was pulled from (`registry`, `repository`): what `push` sends again unchanged. Absent for a
+   * was pulled from (`registry`, `repository`): what `push` and `exportLayout` send again unchanged. Absent for a
    * committed image and for images recorded before this was kept.
    */
   blobs?: { mediaType: string; digest: string; size: number; sources: { registry: string; repository: string }[] }[]
