@@ -327,6 +327,13 @@ imageTest('to a second registry: each blob is copied from the source (basic auth
   t.is((await reg2.crane(['digest', target])).trim(), srcDigest, 'crane digest of the source and the target agree')
   t.is(r.digest, srcDigest)
   await reg2.crane(['validate', '--remote', target])
+
+  // Bad source credentials are refused before anything is sent.
+  const n1 = (await reg2.requests()).length
+  await t.throwsAsync(s.images.push(src, `${reg2.host}/mirror/bad:v1`, { sourceAuth: 'user:pw' as unknown as Record<string, never> }), { code: 'ERR_INVALID_ARG_TYPE' })
+  await t.throwsAsync(s.images.push(src, `${reg2.host}/mirror/bad:v1`, { sourceAuth: { 'no registry!': user } }), { code: 'EINVAL' })
+  await t.throwsAsync(s.images.push(src, `${reg2.host}/mirror/bad:v1`, { sourceAuth: { [s.reg.host]: null as unknown as typeof user } }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.is((await reg2.requests()).length, n1, 'no request')
 })
 
 imageTest('a tampered source blob: ERR_DIGEST, its upload cancelled, nothing tagged at the target', async (t, d) => {
