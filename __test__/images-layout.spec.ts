@@ -191,6 +191,14 @@ imageTest('export of a pulled image with rediff: its layers are diffs made again
   await sameAsExport(t, s, s.driver, `${s.reg.host}/exp/app:v1`, rec.layers[2], 'crane export of the exported layout')
 })
 
+/** crane push of the layout `dir` to `reg` as exp/app:TAG, and crane validate --remote of it; resolves with the reference. */
+async function pushLayout(reg: TestRegistry, dir: string, tag: string): Promise<string> {
+  const ref = `${reg.host}/exp/app:${tag}`
+  await reg.crane(['push', dir, ref])
+  await reg.crane(['validate', '--remote', ref])
+  return ref
+}
+
 /** Every blob of the layout `dir`, checked by `sha256sum` (GNU coreutils): its name is its digest. */
 async function sha256sumVerifies(t: ExecutionContext, dir: string): Promise<void> {
   const blobs = path.join(dir, 'blobs', 'sha256')
@@ -227,9 +235,7 @@ imageTest('export of a pulled image keeps its identity: blobs fetched and verifi
   t.deepEqual(await indexDigest(out), [rec.digest])
   t.true((await fsp.readFile(path.join(out, 'blobs', 'sha256', ex.digest.slice(7)))).equals(img.manifest), 'the manifest pulled, byte for byte')
   await sha256sumVerifies(t, out)
-  await reg2.crane(['push', out, `${reg2.host}/exp/app:v1`])
-  t.is((await reg2.crane(['digest', `${reg2.host}/exp/app:v1`])).trim(), rec.digest)
-  await reg2.crane(['validate', '--remote', `${reg2.host}/exp/app:v1`])
+  t.is((await reg2.crane(['digest', await pushLayout(reg2, out, 'v1')])).trim(), rec.digest)
 
   // offline: the layout has the blobs (present); a fresh directory gets diffs, nothing fetched.
   const present = await s.images.exportLayout(src, out, { offline: true })
@@ -251,6 +257,14 @@ imageTest('export of a pulled image keeps its identity: blobs fetched and verifi
   t.false(await fsp.access(path.join(bad, 'blobs', 'sha256', top.slice(7))).then(() => true, () => false), 'the tampered blob is not kept')
   t.false(await fsp.access(path.join(bad, 'index.json')).then(() => true, () => false), 'no index')
   await sha256sumVerifies(t, bad)
+  // Offline into that layout: the base it has, the top diffed; a mixed image crane validates.
+  const mixed = await s.images.exportLayout(src, bad, { offline: true })
+  t.deepEqual(mixed.layers.map((l) => l.blob), ['present', 'diffed'])
+  t.is(mixed.layers[0].digest, img.layers[0].digest)
+  const mixedConfig = JSON.parse(await reg2.crane(['config', await pushLayout(reg2, bad, 'mixed')]))
+  t.is(mixedConfig.rootfs.diff_ids[0], rec.diffIds[0])
+  t.not(mixedConfig.rootfs.diff_ids[1], rec.diffIds[1])
+  await sha256sumVerifies(t, bad)
 
   // The source stopped: into the same layout the blobs are there (same digest, no network); into a fresh one, diffs.
   await s.reg.stop()
@@ -271,7 +285,6 @@ imageTest('export of a pulled image keeps its identity: blobs fetched and verifi
     await Promise.all((manifest.layers as { digest: string }[]).map(async (l) => sha256(gunzipSync(await fsp.readFile(path.join(fresh, 'blobs', 'sha256', l.digest.slice(7))))))),
     'the config names the diffs made again',
   )
-  await reg2.crane(['push', fresh, `${reg2.host}/exp/app:diffed`])
-  await reg2.crane(['validate', '--remote', `${reg2.host}/exp/app:diffed`])
+  await pushLayout(reg2, fresh, 'diffed')
   await t.throwsAsync(s.images.exportLayout(src, fresh, { rediff: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' })
 })

@@ -17,7 +17,7 @@ import { abortError } from '../validate'
 import type { Credentials } from './auth'
 import { chainIds, layerIdOf } from './chain'
 import { parseConfig, type ImageConfig } from './config'
-import { layerCompression, MediaType, parseManifest, selectPlatform, type Descriptor, type Platform } from './manifest'
+import { layerCompression, MediaType, ociLayerType, parseManifest, selectPlatform, type Descriptor, type Platform } from './manifest'
 import { checkLayerTypes } from './pull'
 import { imageRecord, recordBytes, type StoredBlob, type StoredImage } from './records'
 import { isSha256Digest } from './reference'
@@ -246,7 +246,8 @@ export async function exportLayout(driver: BtrfsDriver, image: StoredImage, dir:
     const known = image.blobs?.[i]
     const kept = known && !o.rediff && (o.compression === undefined || layerCompression(known.mediaType) === o.compression) ? await keepBlob(dir, known, sources, o.signal) : undefined
     if (known && kept) {
-      layers.push({ mediaType: known.mediaType, digest: known.digest, size: known.size })
+      // In an OCI manifest (when another layer is diffed) Docker's layer type goes as OCI's.
+      layers.push({ mediaType: ociLayerType(known.mediaType), digest: known.digest, size: known.size })
       done.push({ id, digest: known.digest, size: known.size, ...kept })
       diffIds.push(image.diffIds[i])
     } else {
