@@ -275,6 +275,7 @@ imageTest('export of a pulled image keeps its identity: blobs fetched and verifi
   const fresh = path.join(d, 'fresh')
   const diffed = await s.images.exportLayout(src, fresh)
   t.deepEqual(diffed.layers.map((l) => l.blob), ['diffed', 'diffed'])
+  t.regex(diffed.layers[0].sourceErrors?.join() ?? '', /src\/app: ERR_REGISTRY: .*ECONNREFUSED/, 'why the blob was not fetched')
   t.not(diffed.digest, rec.digest)
   t.deepEqual(await indexDigest(fresh), [diffed.digest])
   await sha256sumVerifies(t, fresh)

@@ -308,6 +308,8 @@ imageTest('to a second registry: each blob is copied from the source (basic auth
   const plain = `${reg2.host}/mirror/plain:v1`
   const r0 = await s.images.push(src, plain)
   t.deepEqual(r0.layers.map((l) => l.blob), ['uploaded', 'uploaded'])
+  t.regex(r0.layers[0].sourceErrors?.join() ?? '', /^127\.0\.0\.1:\d+\/src\/app: ERR_REGISTRY_AUTH: /, 'why the blob was not copied')
+  t.deepEqual(r0.layers[1].sourceErrors, [`${s.reg.host}/src/app: not asked again (ERR_REGISTRY_AUTH)`])
   t.not(r0.digest, srcDigest)
   await reg2.crane(['validate', '--remote', plain])
 

@@ -73,6 +73,8 @@ export interface ExportedLayer {
   blob: 'present' | 'copied' | 'diffed'
   /** For `copied`: the repository the blob came from, `registry/repository`. */
   from?: string
+  /** For `diffed`: why each source of the blob asked for it failed (unreachable, 404, credentials refused). */
+  sourceErrors?: string[]
 }
 
 /**
@@ -244,6 +246,7 @@ export async function exportLayout(driver: BtrfsDriver, image: StoredImage, dir:
   for (const [i, id] of image.layers.entries()) {
     if (o.signal?.aborted) throw abortError(o.signal)
     const known = image.blobs?.[i]
+    const failed = sources?.failures.length ?? 0
     const kept = known && !o.rediff && (o.compression === undefined || layerCompression(known.mediaType) === o.compression) ? await keepBlob(dir, known, sources, o.signal) : undefined
     if (known && kept) {
       // In an OCI manifest (when another layer is diffed) Docker's layer type goes as OCI's.
@@ -256,7 +259,8 @@ export async function exportLayout(driver: BtrfsDriver, image: StoredImage, dir:
       await writeStreamed(dir, s, async () => (await s.digests).digest)
       const d = await s.digests
       layers.push({ mediaType: compression === 'zstd' ? MediaType.ociLayerZstd : MediaType.ociLayerGzip, digest: d.digest, size: d.size })
-      done.push({ id, digest: d.digest, size: d.size, blob: 'diffed' })
+      const sourceErrors = sources?.failures.slice(failed) ?? []
+      done.push({ id, digest: d.digest, size: d.size, blob: 'diffed', ...(sourceErrors.length > 0 ? { sourceErrors } : {}) })
       diffIds.push(d.diffId)
     }
     try {

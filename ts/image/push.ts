@@ -83,6 +83,8 @@ export interface PushedLayer {
   blob: 'present' | 'mounted' | 'copied' | 'uploaded'
   /** For `copied`: the repository the blob came from, `registry/repository`. */
   from?: string
+  /** For `uploaded`: why each source of the blob asked for it failed (unreachable, 404, credentials refused). */
+  sourceErrors?: string[]
 }
 
 /**
@@ -217,6 +219,7 @@ export async function pushImage(driver: BtrfsDriver, image: StoredImage, target:
       }
     }
     const known = image.blobs?.[i]
+    const failed = sources.failures.length
     if (known && (o.compression === undefined || layerCompression(known.mediaType) === o.compression)) {
       let blob: PushedLayer['blob'] | undefined = await reuseBlob(client, repo, known, mountable([...known.sources, ...referenced]), call)
       let from: string | undefined
@@ -243,7 +246,8 @@ export async function pushImage(driver: BtrfsDriver, image: StoredImage, target:
       ...(referenced[0] ? { mountFrom: referenced[0].repository } : {}),
     })
     event(blob, d.digest, d.size, d.size)
-    layers.push({ id, digest: d.digest, size: d.size, blob })
+    const sourceErrors = sources.failures.slice(failed)
+    layers.push({ id, digest: d.digest, size: d.size, blob, ...(sourceErrors.length > 0 ? { sourceErrors } : {}) })
     types.push(compression === 'zstd' ? MediaType.ociLayerZstd : MediaType.ociLayerGzip)
   }
   const original = recordBytes(image)

@@ -40,9 +40,9 @@ export function sourceName(s: BlobSource): string {
 export class SourceBlobs {
   readonly #o: SourceOptions
   readonly #clients = new Map<string, RegistryClient>()
-  /** Registries (unreachable) and repositories (credentials refused) not asked again. */
-  readonly #dead = new Set<string>()
-  /** Why each source failed, for a message. */
+  /** Registries (unreachable) and repositories (credentials refused) not asked again, and why. */
+  readonly #dead = new Map<string, string>()
+  /** Why each source asked failed, in order: `registry/repository: message`. */
   readonly failures: string[] = []
 
   /** `own`: the client of a registry the call talks to anyway (the push's target), used for its repositories. */
@@ -72,7 +72,11 @@ export class SourceBlobs {
    */
   async *each(blob: StoredBlob): AsyncGenerator<OpenedBlob> {
     for (const source of blob.sources) {
-      if (this.#dead.has(source.registry) || this.#dead.has(sourceName(source))) continue
+      const dead = this.#dead.get(source.registry) ?? this.#dead.get(sourceName(source))
+      if (dead !== undefined) {
+        this.failures.push(`${sourceName(source)}: not asked again (${dead})`)
+        continue
+      }
       const client = this.#client(source)
       const reopen = () => client.getBlob(source.repository, blob.digest, { size: blob.size, ...(this.#o.signal ? { signal: this.#o.signal } : {}) })
       let stream: BlobStream
@@ -92,8 +96,8 @@ export class SourceBlobs {
    */
   failed(source: BlobSource, e: unknown): void {
     const code = e instanceof BtrfsError ? e.code : undefined
-    if (code === 'ERR_REGISTRY') this.#dead.add(source.registry)
-    else if (code === 'ERR_REGISTRY_AUTH') this.#dead.add(sourceName(source))
+    if (code === 'ERR_REGISTRY') this.#dead.set(source.registry, code)
+    else if (code === 'ERR_REGISTRY_AUTH') this.#dead.set(sourceName(source), code)
     else if (code !== 'ENOENT' && code !== 'EINVAL') throw e
     this.failures.push(`${sourceName(source)}: ${(e as Error).message}`)
   }
