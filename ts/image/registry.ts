@@ -454,7 +454,8 @@ export class RegistryClient {
   }
 
   async #putMonolithic(repository: string, location: string, desc: Pick<Descriptor, 'digest' | 'size'>, source: BlobSource, o: CallOptions): Promise<void> {
-    const body = Buffer.isBuffer(source) ? source : (Readable.toWeb(source()) as ReadableStream<Uint8Array>)
+    const input = Buffer.isBuffer(source) ? undefined : source()
+    const body = input ? (Readable.toWeb(input) as ReadableStream<Uint8Array>) : (source as Buffer)
     let res: Response
     try {
       res = await this.#transport.request({
@@ -469,7 +470,8 @@ export class RegistryClient {
       })
     } catch (e) {
       await this.#cancelUpload(repository, location, {})
-      throw e
+      // The source's own error (ERR_DIGEST at its end), not fetch's report of a body that broke off.
+      throw input?.errored instanceof BtrfsError ? input.errored : e
     }
     await res.body?.cancel()
   }
