@@ -1,6 +1,8 @@
 // The image commands of the CLI (pull, push, import, export, images, rmi, commit) against a real registry: --json
 // data, progress on stderr (a line per layer, reused or done, and a total), exit codes, and a
-// Ctrl-C in the middle of a pull that leaves no half layer and no record.
+// Ctrl-C in the middle of a pull that leaves no half layer and no record; push to another
+// registry and export copy a pulled image's blobs from its source (credentials from
+// DOCKER_CONFIG), and say so per layer.
 import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
@@ -66,15 +68,17 @@ imageTest('pull, push, export, import, images, rmi and commit with --json; progr
   t.deepEqual(parseJson(t, ps3).layers.map((l: { blob: string }) => l.blob), ['mounted', 'uploaded', 'mounted'])
   await reg.crane(['validate', '--remote', gz])
 
-  // export to a layout, import it back under another reference: the same image.
+  // export to a layout (the blobs fetched from the source: the image pulled), import it back
+  // under another reference: the same image, so one record with both references.
   const layoutDir = path.join(d, 'exported')
   const ex = await runCli(['--home', home, 'export', ref, layoutDir, '--json'])
   t.is(ex.code, 0, ex.stderr)
+  t.is(parseJson(t, ex).digest, img.digest)
   const im = await runCli(['--home', home, 'import', layoutDir, '--ref', 'local/imported:v1', '--json'])
   t.is(im.code, 0, im.stderr)
   const imported = parseJson(t, im)
-  t.is(imported.digest, parseJson(t, ex).digest)
-  t.deepEqual(imported.references, ['docker.io/local/imported:v1'])
+  t.is(imported.digest, img.digest)
+  t.deepEqual(imported.references, [ref, 'docker.io/local/imported:v1'])
   t.is((await runCli(['--home', home, 'rmi', 'local/imported:v1'])).code, 0)
 
   const list = await runCli(['--home', home, 'images', '--json'])
@@ -151,4 +155,41 @@ imageTest('Ctrl-C during a pull: exit 130, no half layer, no record; the complet
   t.deepEqual(ls.sort(), ids.slice(0, 2).sort())
   t.deepEqual(parseJson(t, await runCli(['--home', home, 'images', '--json'])), [])
   t.deepEqual((await fsp.readdir(path.join(home, 'subvolumes'))).filter((n) => n.startsWith('.')), [])
+})
+
+imageTest('push to another registry and export copy the blobs from the source (config.json credentials): per-layer lines and --json say copied, the digest stays', async (t, d) => {
+  const reg = await startRegistry({ auth: 'htpasswd' })
+  t.teardown(() => reg.stop())
+  const reg2 = await startRegistry()
+  t.teardown(() => reg2.stop())
+  const home = path.join(d, 'store')
+  const img = await threeLayers()
+  const ref = await pushed(t, d, reg, 'cli/app:v1', img)
+  const env = { DOCKER_CONFIG: await reg.dockerConfig() }
+  const p = await runCli(['--home', home, 'pull', ref], { env })
+  t.is(p.code, 0, p.stderr)
+  const from = `${reg.host}/cli/app`.replace(/[.]/g, '\\.')
+
+  const target = `${reg2.host}/mirror/app:v1`
+  const ps = await runCli(['--home', home, 'push', ref, target, '--json'], { env })
+  t.is(ps.code, 0, ps.stderr)
+  const out = parseJson(t, ps)
+  t.deepEqual(out.layers.map((l: { blob: string; from?: string }) => [l.blob, l.from]), img.layers.map(() => ['copied', `${reg.host}/cli/app`]))
+  t.is(out.digest, img.digest)
+  t.is((await reg2.crane(['digest', target])).trim(), img.digest, 'crane digest: the image pulled')
+  t.is((ps.stderr.match(new RegExp(`^layer \\d/3 [0-9a-f]{12}: .*, copied from ${from}$`, 'gm')) ?? []).length, 3, ps.stderr)
+
+  const layoutDir = path.join(d, 'exported')
+  const ex = await runCli(['--home', home, 'export', ref, layoutDir, '--json'], { env })
+  t.is(ex.code, 0, ex.stderr)
+  const exOut = parseJson(t, ex)
+  t.is(exOut.digest, img.digest)
+  t.deepEqual(exOut.layers.map((l: { blob: string }) => l.blob), ['copied', 'copied', 'copied'])
+  t.is((ex.stderr.match(new RegExp(`^layer \\d/3 [0-9a-f]{12}: .*, copied from ${from}$`, 'gm')) ?? []).length, 3, ex.stderr)
+  const human = await runCli(['--home', home, 'export', ref, path.join(d, 'offline'), '--offline'])
+  t.is(human.code, 0, human.stderr)
+  t.is((human.stderr.match(/^layer \d\/3 [0-9a-f]{12}: .*, diffed$/gm) ?? []).length, 3, human.stderr)
+  t.regex(human.stdout, /^exported .* to .*: sha256:[0-9a-f]{64}$/m)
+  const usage = await runCli(['--home', home, 'export', ref, path.join(d, 'x'), '--offline', '--rediff'])
+  t.is(usage.code, 2, usage.stderr)
 })

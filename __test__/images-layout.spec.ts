@@ -1,13 +1,16 @@
 // OCI image layouts: import of layouts built here (gzip, zstd and plain layers, a whiteout,
 // a multi-platform index), compared with crane export of the same layout pushed to a real
 // registry; tampered and missing blobs; export that crane pushes and validates, whose export
-// equals our layer, and that imports back into another store.
+// equals our layer, and that imports back into another store. A pulled image exports as itself
+// (its blobs fetched from the source registry and verified, its config and manifest: same
+// digest, sha256sum agrees), again with the source stopped (the blobs already there), and as
+// diffs made again with `rediff`, `offline` or no source reachable; a tampered source is ERR_DIGEST.
 import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { gunzipSync } from 'node:zlib'
-import { BtrfsDriver, BtrfsError, ImageStore } from '../ts/index'
+import { BtrfsDriver, BtrfsError, ImageStore, type ImageRecord } from '../ts/index'
 import { chainIds, layerIdOf } from '../ts/image/chain'
 import { sh, useBtrfs } from './helpers/btrfs'
 import { dir, file, hardlink, symlink } from './helpers/diff-tar'
@@ -65,6 +68,15 @@ async function sameAsExport(t: ExecutionContext, s: Setup, driver: BtrfsDriver, 
   const ours = await snapshotTree(await driver.get(id))
   await driver.put(id)
   t.deepEqual(compareTrees(ours, await snapshotTree(out), { rootMeta: false, mtime: 's' }), [], label)
+}
+
+/** `img` pushed by crane (from a layout) to the registry as src/app:v1, and pulled. */
+async function pulled(s: Setup, img: BuiltImage): Promise<{ src: string; rec: ImageRecord }> {
+  const layout = path.join(s.dir, `layout-${randomBytes(4).toString('hex')}`)
+  await writeLayout(layout, [img])
+  const src = `${s.reg.host}/src/app:v1`
+  await s.reg.crane(['push', layout, src])
+  return { src, rec: await s.images.pull(src) }
 }
 
 const idsOf = (img: BuiltImage) => chainIds(img.layers.map((l) => l.diffId)).map(layerIdOf)
@@ -158,16 +170,15 @@ imageTest('export: crane pushes and validates it, its export equals our layer, a
   await other.put(back.layers[2])
 })
 
-imageTest('export of a pulled image: its layers are diffs made again, and the config names their diffIDs; crane validates it', async (t, d) => {
+imageTest('export of a pulled image with rediff: its layers are diffs made again, and the config names their diffIDs; crane validates it', async (t, d) => {
   const s = await setup(t, d)
-  const img = await fixture()
-  const layout = path.join(d, 'layout')
-  await writeLayout(layout, [img])
-  const src = `${s.reg.host}/src/app:v1`
-  await s.reg.crane(['push', layout, src])
-  const rec = await s.images.pull(src)
+  const { src, rec } = await pulled(s, await fixture())
   const out = path.join(d, 'exported')
-  const ex = await s.images.exportLayout(src, out)
+  const gets = await s.reg.blobGets()
+  const ex = await s.images.exportLayout(src, out, { rediff: true })
+  t.deepEqual(ex.layers.map((l) => l.blob), ['diffed', 'diffed', 'diffed'])
+  t.is(await s.reg.blobGets(), gets, 'nothing fetched')
+  t.not(ex.digest, rec.digest)
   const blob = (digest: string) => fsp.readFile(path.join(out, 'blobs', 'sha256', digest.slice(7)))
   const manifest = JSON.parse((await blob(ex.digest)).toString('utf8'))
   const config = JSON.parse((await blob(manifest.config.digest)).toString('utf8'))
@@ -178,4 +189,103 @@ imageTest('export of a pulled image: its layers are diffs made again, and the co
   await s.reg.crane(['push', out, `${s.reg.host}/exp/app:v1`])
   await s.reg.crane(['validate', '--remote', `${s.reg.host}/exp/app:v1`])
   await sameAsExport(t, s, s.driver, `${s.reg.host}/exp/app:v1`, rec.layers[2], 'crane export of the exported layout')
+})
+
+/** crane push of the layout `dir` to `reg` as exp/app:TAG, and crane validate --remote of it; resolves with the reference. */
+async function pushLayout(reg: TestRegistry, dir: string, tag: string): Promise<string> {
+  const ref = `${reg.host}/exp/app:${tag}`
+  await reg.crane(['push', dir, ref])
+  await reg.crane(['validate', '--remote', ref])
+  return ref
+}
+
+/** Every blob of the layout `dir`, checked by `sha256sum` (GNU coreutils): its name is its digest. */
+async function sha256sumVerifies(t: ExecutionContext, dir: string): Promise<void> {
+  const blobs = path.join(dir, 'blobs', 'sha256')
+  const names = await fsp.readdir(blobs)
+  t.deepEqual(names.filter((n) => n.startsWith('.')), [], 'no temporary blob')
+  const out = (await sh('sha256sum', names.map((n) => path.join(blobs, n)))).toString()
+  const lines = out.trim().split('\n').map((l) => l.split(/\s+\*?/))
+  t.is(lines.length, names.length)
+  for (const [hex, file] of lines) t.is(hex, path.basename(file), `sha256sum of ${file}`)
+}
+
+const indexDigest = async (dir: string) => (JSON.parse(await fsp.readFile(path.join(dir, 'index.json'), 'utf8')).manifests as { digest: string }[]).map((m) => m.digest)
+
+imageTest('export of a pulled image keeps its identity: blobs fetched and verified, same digest; with the source stopped the layout still has them; offline and unreachable sources give diffs', async (t, d) => {
+  const s = await setup(t, d)
+  const reg2 = await startRegistry()
+  t.teardown(() => reg2.stop())
+  // gzip layers: crane validate reads layers as gzip.
+  const img = image([
+    await layer([dir('etc/', { mtime: T }), file('etc/a', 'alpha', { mtime: T }), file('tool', randomBytes(60_000), { mode: 0o755, mtime: T })], 'gzip'),
+    await layer([dir('etc/', { mtime: T + 1 }), file('etc/.wh.a', '', { mtime: T + 1 }), file('etc/c', randomBytes(20_000), { mtime: T + 1 })], 'gzip'),
+  ])
+  const { src, rec } = await pulled(s, img)
+
+  const out = path.join(d, 'exported')
+  const gets = await s.reg.blobGets('src/app')
+  const events: string[] = []
+  const ex = await s.images.exportLayout(src, out, { onProgress: (e) => events.push(`${e.layer}/${e.layers} ${e.blob}`) })
+  const from = `${s.reg.host}/src/app`
+  t.deepEqual(ex.layers.map((l) => [l.blob, l.from, l.digest]), img.layers.map((l) => ['copied', from, l.digest]))
+  t.deepEqual(events, ['0/2 copied', '1/2 copied'])
+  t.is((await s.reg.blobGets('src/app')) - gets, 2, "the source's log: one GET per layer blob")
+  t.is(ex.digest, rec.digest, 'the pulled digest')
+  t.deepEqual(await indexDigest(out), [rec.digest])
+  t.true((await fsp.readFile(path.join(out, 'blobs', 'sha256', ex.digest.slice(7)))).equals(img.manifest), 'the manifest pulled, byte for byte')
+  await sha256sumVerifies(t, out)
+  t.is((await reg2.crane(['digest', await pushLayout(reg2, out, 'v1')])).trim(), rec.digest)
+
+  // offline: the layout has the blobs (present); a fresh directory gets diffs, nothing fetched.
+  const present = await s.images.exportLayout(src, out, { offline: true })
+  t.deepEqual(present.layers.map((l) => l.blob), ['present', 'present'])
+  t.is(present.digest, rec.digest)
+  const off = await s.images.exportLayout(src, path.join(d, 'offline'), { offline: true })
+  t.deepEqual(off.layers.map((l) => l.blob), ['diffed', 'diffed'])
+  t.not(off.digest, rec.digest)
+  t.is((await s.reg.blobGets('src/app')) - gets, 2, 'offline: nothing fetched')
+
+  // A tampered source blob: ERR_DIGEST, and no blob of it (nor any index) in the layout.
+  const top = img.layers[1].digest
+  const stored = await fsp.readFile(s.reg.blobPath(top))
+  stored[stored.length >> 1] ^= 0xff
+  await fsp.writeFile(s.reg.blobPath(top), stored)
+  const bad = path.join(d, 'tampered')
+  const e = await t.throwsAsync(s.images.exportLayout(src, bad))
+  t.is((e as BtrfsError).code, 'ERR_DIGEST', e?.message)
+  t.false(await fsp.access(path.join(bad, 'blobs', 'sha256', top.slice(7))).then(() => true, () => false), 'the tampered blob is not kept')
+  t.false(await fsp.access(path.join(bad, 'index.json')).then(() => true, () => false), 'no index')
+  await sha256sumVerifies(t, bad)
+  // Offline into that layout: the base it has, the top diffed; a mixed image crane validates.
+  const mixed = await s.images.exportLayout(src, bad, { offline: true })
+  t.deepEqual(mixed.layers.map((l) => l.blob), ['present', 'diffed'])
+  t.is(mixed.layers[0].digest, img.layers[0].digest)
+  const mixedConfig = JSON.parse(await reg2.crane(['config', await pushLayout(reg2, bad, 'mixed')]))
+  t.is(mixedConfig.rootfs.diff_ids[0], rec.diffIds[0])
+  t.not(mixedConfig.rootfs.diff_ids[1], rec.diffIds[1])
+  await sha256sumVerifies(t, bad)
+
+  // The source stopped: into the same layout the blobs are there (same digest, no network); into a fresh one, diffs.
+  await s.reg.stop()
+  const again = await s.images.exportLayout(src, out)
+  t.deepEqual(again.layers.map((l) => l.blob), ['present', 'present'])
+  t.is(again.digest, rec.digest)
+  await sha256sumVerifies(t, out)
+  const fresh = path.join(d, 'fresh')
+  const diffed = await s.images.exportLayout(src, fresh)
+  t.deepEqual(diffed.layers.map((l) => l.blob), ['diffed', 'diffed'])
+  t.regex(diffed.layers[0].sourceErrors?.join() ?? '', /src\/app: ERR_REGISTRY: .*ECONNREFUSED/, 'why the blob was not fetched')
+  t.not(diffed.digest, rec.digest)
+  t.deepEqual(await indexDigest(fresh), [diffed.digest])
+  await sha256sumVerifies(t, fresh)
+  const manifest = JSON.parse((await fsp.readFile(path.join(fresh, 'blobs', 'sha256', diffed.digest.slice(7)))).toString('utf8'))
+  const config = JSON.parse((await fsp.readFile(path.join(fresh, 'blobs', 'sha256', manifest.config.digest.slice(7)))).toString('utf8'))
+  t.deepEqual(
+    config.rootfs.diff_ids,
+    await Promise.all((manifest.layers as { digest: string }[]).map(async (l) => sha256(gunzipSync(await fsp.readFile(path.join(fresh, 'blobs', 'sha256', l.digest.slice(7))))))),
+    'the config names the diffs made again',
+  )
+  await pushLayout(reg2, fresh, 'diffed')
+  await t.throwsAsync(s.images.exportLayout(src, fresh, { rediff: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' })
 })

@@ -3,12 +3,15 @@
 // a second push uploads nothing, a committed image pushes too, wrong credentials are refused.
 // A pulled image keeps its blobs: pushed within its registry they are mounted (the registry's
 // log shows no upload) and its digest stays; a blob the target has is skipped; one it has not
-// and cannot mount is diffed and uploaded; a record from before blobs were kept pushes diffs.
+// and cannot mount is copied from the repository it was pulled from (another registry, basic
+// auth: both registries' logs show it) so the digest stays, a tampered source is ERR_DIGEST with
+// nothing tagged, and only with no source reachable is it diffed and uploaded; a record from
+// before blobs were kept pushes diffs.
 import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
-import { BtrfsDriver, BtrfsError, ImageStore, type PushProgress } from '../ts/index'
+import { BtrfsDriver, BtrfsError, ImageStore, type PullOptions, type PushProgress } from '../ts/index'
 import { sh, useBtrfs } from './helpers/btrfs'
 import { dir, file, hardlink, symlink, zstdDecompress } from './helpers/diff-tar'
 import { gunzipSync } from 'node:zlib'
@@ -52,14 +55,14 @@ async function sameAsExport(t: ExecutionContext, s: Setup, ref: string, id: stri
 }
 
 /** A two-layer gzip image (crane validate reads gzip only), pushed by crane from a layout and pulled. */
-async function pulledGzip(s: Setup, ref = 'src/app:v1'): Promise<{ ref: string; built: BuiltImage }> {
+async function pulledGzip(s: Setup, ref = 'src/app:v1', pull: PullOptions = {}): Promise<{ ref: string; built: BuiltImage }> {
   const l0 = await layer([dir('etc/', { mtime: T }), file('etc/a', 'alpha', { mtime: T }), file('tool', randomBytes(50_000), { mode: 0o755, mtime: T })], 'gzip')
   const l1 = await layer([dir('etc/', { mtime: T + 1 }), file('etc/.wh.a', '', { mtime: T + 1 }), file('etc/c', randomBytes(20_000), { mtime: T + 1 })], 'gzip')
   const built = image([l0, l1])
   const l = path.join(s.dir, `layout-${randomBytes(4).toString('hex')}`)
   await writeLayout(l, [built])
   await s.reg.crane(['push', l, `${s.reg.host}/${ref}`])
-  await s.images.pull(`${s.reg.host}/${ref}`)
+  await s.images.pull(`${s.reg.host}/${ref}`, pull)
   return { ref: `${s.reg.host}/${ref}`, built }
 }
 
@@ -220,7 +223,7 @@ imageTest('a pulled image pushed within its registry: its blobs are mounted or p
   t.is(again.digest, srcDigest)
 })
 
-imageTest('to a second registry: a blob it has is skipped, the others are diffed and uploaded; crane validate and crane export agree', async (t, d) => {
+imageTest('to a second registry, the source stopped before the push: a blob it has is skipped, the others are diffed and uploaded; crane validate and crane export agree', async (t, d) => {
   const s = await setup(t, d)
   const { ref: src, built } = await pulledGzip(s)
   const rec = await s.images.get(src)
@@ -231,8 +234,9 @@ imageTest('to a second registry: a blob it has is skipped, the others are diffed
   await writeLayout(seed, [image([built.layers[0]])])
   await reg2.crane(['push', seed, `${reg2.host}/mirror/app:base`])
   const target = `${reg2.host}/mirror/app:v1`
+  await s.reg.stop()
   const n0 = (await reg2.requests()).length
-  const r = await s.images.push(src, target)
+  const r = await s.images.push(src, target, { retries: 1, retryDelay: 10 })
   const log = await since(reg2, n0)
   t.deepEqual(r.layers.map((l) => l.blob), ['present', 'uploaded'])
   t.is(r.layers[0].digest, built.layers[0].digest, 'the base keeps its blob')
@@ -286,4 +290,74 @@ imageTest('a record written before blobs were kept still reads, and pushes the d
   t.deepEqual(r.layers.map((l) => l.blob), ['uploaded', 'uploaded'])
   await s.reg.crane(['validate', '--remote', target])
   await sameAsExport(t, s, target, rec.layers[1], 'crane export of the diffs')
+})
+
+/** The digests of the blobs whose upload `reg` completed (the closing PUT's `digest`). */
+const uploaded = (log: LoggedRequest[]) =>
+  log.filter((q) => q.method === 'PUT' && q.status === 201).map((q) => /digest=(sha256(?:%3A|:)[0-9a-f]{64})/.exec(q.uri)?.[1]?.replace('%3A', ':')).filter((x) => x !== undefined)
+
+imageTest('to a second registry: each blob is copied from the source (basic auth, sourceAuth), the digest stays; refused source credentials fall back to diffs', async (t, d) => {
+  const s = await setup(t, d, 'htpasswd')
+  const user = s.reg.user as { username: string; password: string }
+  const { ref: src, built } = await pulledGzip(s, 'src/app:v1', { auth: user })
+  const srcDigest = (await s.reg.crane(['digest', src])).trim()
+  const reg2 = await startRegistry()
+  t.teardown(() => reg2.stop())
+
+  // Without the source's credentials (none given, none in config.json): the layers are diffs made again.
+  const plain = `${reg2.host}/mirror/plain:v1`
+  const r0 = await s.images.push(src, plain)
+  t.deepEqual(r0.layers.map((l) => l.blob), ['uploaded', 'uploaded'])
+  t.regex(r0.layers[0].sourceErrors?.join() ?? '', /^127\.0\.0\.1:\d+\/src\/app: ERR_REGISTRY_AUTH: /, 'why the blob was not copied')
+  t.deepEqual(r0.layers[1].sourceErrors, [`${s.reg.host}/src/app: not asked again (ERR_REGISTRY_AUTH)`])
+  t.not(r0.digest, srcDigest)
+  await reg2.crane(['validate', '--remote', plain])
+
+  const target = `${reg2.host}/mirror/app:v1`
+  const gets0 = await s.reg.blobGets('src/app')
+  const n0 = (await reg2.requests()).length
+  const events: PushProgress[] = []
+  const r = await s.images.push(src, target, { sourceAuth: { [s.reg.host]: user }, onProgress: (e) => events.push(e) })
+  const log = await since(reg2, n0)
+  const from = `${s.reg.host}/src/app`
+  t.deepEqual(r.layers.map((l) => [l.blob, l.from, l.digest]), built.layers.map((l) => ['copied', from, l.digest]))
+  t.deepEqual(events.filter((e) => e.state === 'copied').map((e) => [e.layer, e.from]), [[0, from], [1, from]])
+  t.true(events.some((e) => e.state === 'copying' && e.bytes > 0), 'bytes reported while copying')
+  t.is((await s.reg.blobGets('src/app')) - gets0, 2, "the source's log: one GET per layer blob")
+  t.deepEqual(uploaded(log.all).sort(), [...built.layers.map((l) => l.digest), JSON.parse(await reg2.crane(['manifest', target])).config.digest].sort(), "the target's log: the two layer blobs and the config uploaded")
+  t.true(log.all.some((q) => q.method === 'PATCH'), 'chunked upload')
+  t.is((await reg2.crane(['digest', target])).trim(), srcDigest, 'crane digest of the source and the target agree')
+  t.is(r.digest, srcDigest)
+  await reg2.crane(['validate', '--remote', target])
+
+  // Bad source credentials are refused before anything is sent.
+  const n1 = (await reg2.requests()).length
+  await t.throwsAsync(s.images.push(src, `${reg2.host}/mirror/bad:v1`, { sourceAuth: 'user:pw' as unknown as Record<string, never> }), { code: 'ERR_INVALID_ARG_TYPE' })
+  await t.throwsAsync(s.images.push(src, `${reg2.host}/mirror/bad:v1`, { sourceAuth: { 'no registry!': user } }), { code: 'EINVAL' })
+  await t.throwsAsync(s.images.push(src, `${reg2.host}/mirror/bad:v1`, { sourceAuth: { [s.reg.host]: null as unknown as typeof user } }), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.is((await reg2.requests()).length, n1, 'no request')
+})
+
+imageTest('a tampered source blob: ERR_DIGEST, its upload cancelled, nothing tagged at the target', async (t, d) => {
+  const s = await setup(t, d)
+  const { ref: src, built } = await pulledGzip(s)
+  const reg2 = await startRegistry()
+  t.teardown(() => reg2.stop())
+  const top = built.layers[1].digest
+  const file = s.reg.blobPath(top)
+  const bytes = await fsp.readFile(file)
+  bytes[bytes.length >> 1] ^= 0xff
+  await fsp.writeFile(file, bytes)
+  const n0 = (await reg2.requests()).length
+  const e = await t.throwsAsync(s.images.push(src, `${reg2.host}/mirror/app:v1`))
+  t.true(e instanceof BtrfsError)
+  t.is((e as BtrfsError).code, 'ERR_DIGEST', e?.message)
+  t.true(e?.message.includes(top), e?.message)
+  const log = await since(reg2, n0)
+  t.deepEqual(uploaded(log.all), [built.layers[0].digest], 'only the base was uploaded')
+  t.true(log.all.some((q) => q.method === 'DELETE' && q.uri.includes('/blobs/uploads/')), 'the upload of the top was cancelled')
+  t.false(log.all.some((q) => q.method === 'PUT' && q.uri.includes('/manifests/')), 'no manifest put')
+  t.is((await fetch(`${reg2.url}/v2/mirror/app/blobs/${top}`, { method: 'HEAD' })).status, 404)
+  const tags = await fetch(`${reg2.url}/v2/mirror/app/tags/list`)
+  t.true(tags.status === 404 || !(((await tags.json()) as { tags?: string[] }).tags ?? []).includes('v1'), 'nothing tagged')
 })

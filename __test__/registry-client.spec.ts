@@ -396,6 +396,31 @@ registryTest('push: the same blob to a second repository is mounted, not uploade
   t.is((await drain(await c.getBlob('mount/c', sha256(other)))).digest, sha256(other))
 })
 
+registryTest('push: a source stream that fails after some chunks were sent cancels the upload (DELETE), chunked or monolithic; no blob is left', async (t) => {
+  const reg = await started(t)
+  const c = client(reg)
+  const blob = randomBytes(200_000)
+  const desc = { digest: sha256(blob), size: blob.length }
+  // What a copy's source does on a mismatch: its bytes, then ERR_DIGEST at the end.
+  const failing = () =>
+    Readable.from(
+      (async function* () {
+        yield blob.subarray(0, 150_000)
+        throw new BtrfsError('ERR_DIGEST', 'ERR_DIGEST: the source served other bytes')
+      })(),
+    )
+  for (const upload of ['chunked', 'monolithic'] as const) {
+    const repo = `cancel/${upload}`
+    const mark = (await reg.requests()).length
+    await expectCode(t, c.pushBlob(repo, desc, failing, { upload, chunkSize: 64 * 1024 }), 'ERR_DIGEST')
+    const log = (await reg.requests()).slice(mark)
+    if (upload === 'chunked') t.is(log.filter((r) => r.method === 'PATCH' && r.status === 202).length, 2, 'two chunks were sent')
+    t.true(log.some((r) => r.method === 'DELETE' && r.uri.includes('/blobs/uploads/')), `${upload}: the upload was cancelled`)
+    t.false(log.some((r) => r.method === 'PUT' && r.status === 201), `${upload}: never completed`)
+    t.is(await c.headBlob(repo, desc.digest), undefined)
+  }
+})
+
 registryTest('an aborted call rejects with ABORT_ERR', async (t) => {
   const reg = await started(t)
   await cranePush(reg, 'abort/app:v1', { layers: 1 })

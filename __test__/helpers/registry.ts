@@ -101,6 +101,8 @@ export function runTool(file: string, args: readonly string[], o: { env?: NodeJS
       if (err) reject(new Error(`${path.basename(file)} ${args.join(' ')}: ${err.message}\n${stderr.toString()}`))
       else resolve(stdout)
     })
+    // A program that exits without reading its input (crane, mostly) closes the pipe first: EPIPE, not a failure.
+    child.stdin?.on('error', () => undefined)
     child.stdin?.end(o.input ?? '')
   })
 }

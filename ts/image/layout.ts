@@ -5,21 +5,24 @@
  * then renamed to its digest); import applies the layout's layer blobs with `applyLayer`, every
  * digest, size and diffID checked.
  */
-import { randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream, createWriteStream } from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
+import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { BtrfsDriver } from '../driver'
 import { BtrfsError } from '../errors'
 import { abortError } from '../validate'
+import type { Credentials } from './auth'
 import { chainIds, layerIdOf } from './chain'
 import { parseConfig, type ImageConfig } from './config'
-import { MediaType, parseManifest, selectPlatform, type Descriptor, type Platform } from './manifest'
+import { layerCompression, MediaType, ociLayerType, parseManifest, selectPlatform, type Descriptor, type Platform } from './manifest'
 import { checkLayerTypes } from './pull'
-import { imageRecord, type StoredImage } from './records'
+import { imageRecord, recordBytes, type StoredBlob, type StoredImage } from './records'
 import { isSha256Digest } from './reference'
 import { digestError, sha256 } from './registry'
+import { sourceName, SourceBlobs } from './source-blobs'
 
 /**
  * Options of `ImageStore.importLayout`.
@@ -38,9 +41,53 @@ export interface ImportLayoutOptions {
  * @example await images.exportLayout('alpine', '/tmp/alpine-oci', { compression: 'zstd' })
  */
 export interface ExportLayoutOptions {
-  /** The layers' compression: `'gzip'` (default) or `'zstd'`. */
+  /**
+   * The layers' compression: `'gzip'` or `'zstd'`. Unset, a layer's own blob goes as it came
+   * (any compression) and a diff as gzip; set, only blobs of this compression are kept.
+   */
   compression?: 'gzip' | 'zstd'
+  /** Every layer as its diff made again (other digests), as before blobs were kept: no network. */
+  rediff?: boolean
+  /** No network: a layer's own blob is kept only when the layout has it already; the others are diffs made again. */
+  offline?: boolean
+  /**
+   * Credentials for the registries the blobs are fetched from, keyed by registry as
+   * references name it (`docker.io`, `127.0.0.1:5000`); a registry without an entry gets its
+   * `~/.docker/config.json` entry, else none.
+   */
+  sourceAuth?: Record<string, Credentials>
   signal?: AbortSignal
+  /** One event per layer, once it is in the layout; see {@link ExportedLayer}. */
+  onProgress?: (event: ExportedLayer & { layer: number; layers: number }) => void
+}
+
+/** How one layer went into the layout. */
+export interface ExportedLayer {
+  id: string
+  digest: string
+  size: number
+  /**
+   * `present` (the layout had the layer's own blob), `copied` (its own blob, fetched from
+   * `from`, a repository it was pulled from, and verified) or `diffed` (its diff made again).
+   */
+  blob: 'present' | 'copied' | 'diffed'
+  /** For `copied`: the repository the blob came from, `registry/repository`. */
+  from?: string
+  /** For `diffed`: why each source of the blob asked for it failed (unreachable, 404, credentials refused). */
+  sourceErrors?: string[]
+}
+
+/**
+ * What `ImageStore.exportLayout` wrote.
+ * @example const { digest, layers } = await images.exportLayout('alpine', '/tmp/alpine-oci')
+ */
+export interface ExportResult {
+  /** The manifest's digest: the pulled one when every layer kept its blob. */
+  digest: string
+  size: number
+  mediaType: string
+  /** Per layer, base first. */
+  layers: ExportedLayer[]
 }
 
 const REF_NAME = 'org.opencontainers.image.ref.name'
@@ -141,33 +188,97 @@ async function putBlob(dir: string, bytes: Buffer): Promise<Descriptor & { media
   return { mediaType: '', digest, size: bytes.length }
 }
 
-/** Write `image` into the layout `dir` (made when missing; an existing one gets another entry). Resolves with the manifest descriptor. */
-export async function exportLayout(driver: BtrfsDriver, image: StoredImage, dir: string, o: ExportLayoutOptions & { tag?: string }): Promise<Descriptor> {
-  const compression = o.compression ?? 'gzip'
+/** Whether the layout's file of `blob` holds exactly its bytes (size, then sha256). */
+async function hasBlob(dir: string, blob: StoredBlob, signal?: AbortSignal): Promise<boolean> {
+  const file = blobFile(dir, blob.digest)
+  try {
+    if ((await fsp.stat(file)).size !== blob.size) return false
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw e
+  }
+  const hash = createHash('sha256')
+  await pipeline(createReadStream(file), hash, { ...(signal ? { signal } : {}) })
+  return `sha256:${hash.digest('hex')}` === blob.digest
+}
+
+/**
+ * Stream `input` into the layout as a blob: a temporary file, renamed to its digest (given, or
+ * known once the stream ended) only when the stream ended without error (verified).
+ */
+async function writeStreamed(dir: string, input: Readable, digest: string | (() => Promise<string>)): Promise<void> {
+  const tmp = path.join(dir, 'blobs', 'sha256', `.tmp-${randomBytes(6).toString('hex')}`)
+  try {
+    await pipeline(input, createWriteStream(tmp))
+    await fsp.rename(tmp, blobFile(dir, typeof digest === 'string' ? digest : await digest()))
+  } finally {
+    await fsp.rm(tmp, { force: true })
+  }
+}
+
+/** The layer's own blob into the layout: there already, or fetched from a source; `undefined` when neither. */
+async function keepBlob(dir: string, blob: StoredBlob, sources: SourceBlobs | undefined, signal?: AbortSignal): Promise<Pick<ExportedLayer, 'blob' | 'from'> | undefined> {
+  if (await hasBlob(dir, blob, signal)) return { blob: 'present' }
+  if (!sources) return undefined
+  for await (const opened of sources.each(blob)) {
+    try {
+      await writeStreamed(dir, opened.stream, blob.digest)
+      return { blob: 'copied', from: sourceName(opened.source) }
+    } catch (e) {
+      sources.failed(opened.source, e)
+    }
+  }
+  return undefined
+}
+
+/**
+ * Write `image` into the layout `dir` (made when missing; an existing one gets another entry):
+ * each layer's own blob when the layout has it or a source serves it, else its diff; then the
+ * image's own config and manifest when every layer kept its blob, else a config naming the
+ * diffs' diffIDs and an OCI manifest. Resolves with the manifest descriptor and what each layer did.
+ */
+export async function exportLayout(driver: BtrfsDriver, image: StoredImage, dir: string, o: ExportLayoutOptions & { tag?: string }): Promise<{ manifest: Descriptor; layers: ExportedLayer[] }> {
   await fsp.mkdir(path.join(dir, 'blobs', 'sha256'), { recursive: true })
+  const sources = o.offline || o.rediff ? undefined : new SourceBlobs({ ...(o.sourceAuth ? { sourceAuth: o.sourceAuth } : {}), ...(o.signal ? { signal: o.signal } : {}) })
   const layers: Descriptor[] = []
+  const done: ExportedLayer[] = []
   const diffIds: string[] = []
   for (const [i, id] of image.layers.entries()) {
     if (o.signal?.aborted) throw abortError(o.signal)
-    const tmp = path.join(dir, 'blobs', 'sha256', `.tmp-${randomBytes(6).toString('hex')}`)
-    try {
+    const known = image.blobs?.[i]
+    const failed = sources?.failures.length ?? 0
+    const kept = known && !o.rediff && (o.compression === undefined || layerCompression(known.mediaType) === o.compression) ? await keepBlob(dir, known, sources, o.signal) : undefined
+    if (known && kept) {
+      // In an OCI manifest (when another layer is diffed) Docker's layer type goes as OCI's.
+      layers.push({ mediaType: ociLayerType(known.mediaType), digest: known.digest, size: known.size })
+      done.push({ id, digest: known.digest, size: known.size, ...kept })
+      diffIds.push(image.diffIds[i])
+    } else {
+      const compression = o.compression ?? 'gzip'
       const s = await driver.diff(id, { parent: i === 0 ? null : image.layers[i - 1], compression, digests: true, ...(o.signal ? { signal: o.signal } : {}) })
-      await pipeline(s, createWriteStream(tmp))
+      await writeStreamed(dir, s, async () => (await s.digests).digest)
       const d = await s.digests
-      await fsp.rename(tmp, blobFile(dir, d.digest))
       layers.push({ mediaType: compression === 'zstd' ? MediaType.ociLayerZstd : MediaType.ociLayerGzip, digest: d.digest, size: d.size })
+      const sourceErrors = sources?.failures.slice(failed) ?? []
+      done.push({ id, digest: d.digest, size: d.size, blob: 'diffed', ...(sourceErrors.length > 0 ? { sourceErrors } : {}) })
       diffIds.push(d.diffId)
-    } finally {
-      await fsp.rm(tmp, { force: true })
+    }
+    try {
+      o.onProgress?.({ ...done[i], layer: i, layers: image.layers.length })
+    } catch {
+      // a listener's failure is not the export's
     }
   }
+  const original = recordBytes(image)
   const same = diffIds.every((x, i) => x === image.diffIds[i])
-  const configBytes = same ? Buffer.from(image.config) : Buffer.from(JSON.stringify({ ...(JSON.parse(image.config) as ImageConfig), rootfs: { type: 'layers', diff_ids: diffIds } }))
+  const whole = image.blobs !== undefined && done.every((l) => l.blob !== 'diffed') && sha256(original.manifest) === image.digest && sha256(original.config) === image.configDigest
+  const configBytes = same ? original.config : Buffer.from(JSON.stringify({ ...(JSON.parse(image.config) as ImageConfig), rootfs: { type: 'layers', diff_ids: diffIds } }))
   const config = { ...(await putBlob(dir, configBytes)), mediaType: MediaType.ociConfig }
-  const manifestBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers }))
+  // Every layer kept its blob: the image's own manifest, so its digest stays.
+  const manifestBytes = whole ? original.manifest : Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers }))
   const manifest: Descriptor = {
     ...(await putBlob(dir, manifestBytes)),
-    mediaType: MediaType.ociManifest,
+    mediaType: whole ? image.mediaType : MediaType.ociManifest,
     ...(image.platform ? { platform: image.platform } : {}),
     ...(o.tag ? { annotations: { [REF_NAME]: o.tag } } : {}),
   }
@@ -185,5 +296,5 @@ export async function exportLayout(driver: BtrfsDriver, image: StoredImage, dir:
   const tmp = path.join(dir, `.index.json.tmp-${randomBytes(4).toString('hex')}`)
   await fsp.writeFile(tmp, JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }))
   await fsp.rename(tmp, path.join(dir, 'index.json'))
-  return manifest
+  return { manifest, layers: done }
 }

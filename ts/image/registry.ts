@@ -49,6 +49,8 @@ export interface PushBlobOptions extends CallOptions {
   upload?: 'auto' | 'chunked' | 'monolithic'
   /** Bytes per PATCH; 8 MiB by default, raised to the registry's `OCI-Chunk-Min-Length`. */
   chunkSize?: number
+  /** `false`: no HEAD first (the caller has just asked). */
+  head?: boolean
 }
 
 /** Opens the blob's bytes from the start (again, for a fallback); or the bytes themselves. */
@@ -377,12 +379,13 @@ export class RegistryClient {
    * Push a blob unless the repository has it: HEAD (present: skipped), then a cross-repository
    * mount when `mountFrom` is given, then an upload, chunked (POST, PATCH with Content-Range,
    * PUT with the digest) or, when the registry refuses chunks, monolithic (POST, one PUT).
-   * The registry checks the digest.
+   * The registry checks the digest. An upload that fails (the source's stream errors, the
+   * registry refuses a request) is cancelled (DELETE), so it leaves nothing to complete.
    */
   async pushBlob(repository: string, desc: Pick<Descriptor, 'digest' | 'size'>, source: BlobSource, o: PushBlobOptions = {}): Promise<PushedBlob> {
     checkRepository(repository)
     checkDigest(desc.digest)
-    if (await this.headBlob(repository, desc.digest, o)) return 'present'
+    if (o.head !== false && (await this.headBlob(repository, desc.digest, o))) return 'present'
     const mode = o.upload ?? 'auto'
     const started = await this.#startUpload(repository, o, o.mountFrom ? { mount: desc.digest, from: o.mountFrom } : undefined)
     if (started.mounted) return 'mounted'
@@ -451,17 +454,25 @@ export class RegistryClient {
   }
 
   async #putMonolithic(repository: string, location: string, desc: Pick<Descriptor, 'digest' | 'size'>, source: BlobSource, o: CallOptions): Promise<void> {
-    const body = Buffer.isBuffer(source) ? source : (Readable.toWeb(source()) as ReadableStream<Uint8Array>)
-    const res = await this.#transport.request({
-      method: 'PUT',
-      url: this.#withDigest(location, desc.digest),
-      scopes: [`repository:${repository}:pull,push`],
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
-      body,
-      signal: o.signal,
-      ok: [201],
-      what: `PUT blob ${repository}@${desc.digest}`,
-    })
+    const input = Buffer.isBuffer(source) ? undefined : source()
+    const body = input ? (Readable.toWeb(input) as ReadableStream<Uint8Array>) : (source as Buffer)
+    let res: Response
+    try {
+      res = await this.#transport.request({
+        method: 'PUT',
+        url: this.#withDigest(location, desc.digest),
+        scopes: [`repository:${repository}:pull,push`],
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) },
+        body,
+        signal: o.signal,
+        ok: [201],
+        what: `PUT blob ${repository}@${desc.digest}`,
+      })
+    } catch (e) {
+      await this.#cancelUpload(repository, location, {})
+      // The source's own error (ERR_DIGEST at its end), not fetch's report of a body that broke off.
+      throw input?.errored instanceof BtrfsError ? input.errored : e
+    }
     await res.body?.cancel()
   }
 
@@ -478,6 +489,7 @@ export class RegistryClient {
     const it = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>
     const carry: { rest: Buffer | undefined } = { rest: undefined }
     let offset = 0
+    let refused = false
     try {
       for (;;) {
         if (o.signal?.aborted) throw abortError()
@@ -499,6 +511,7 @@ export class RegistryClient {
         })
         await res.body?.cancel()
         if (res.status !== 202) {
+          refused = true
           await this.#cancelUpload(repository, location, o)
           return 'refused'
         }
@@ -507,6 +520,10 @@ export class RegistryClient {
         location = new URL(next, location).href
         offset += chunk.length
       }
+    } catch (e) {
+      // A source that failed (ERR_DIGEST at its end) or a refused chunk: the upload is not completed.
+      if (!refused) await this.#cancelUpload(repository, location, {})
+      throw e
     } finally {
       input.destroy()
     }

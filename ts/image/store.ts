@@ -14,7 +14,7 @@ import type { ImageConfig } from './config'
 import { parsePlatform, type Platform } from './manifest'
 import { pullImage, type PullHost, type PullOptions } from './pull'
 import { pushImage, type PushOptions, type PushResult } from './push'
-import { exportLayout, importLayout, type ExportLayoutOptions, type ImportLayoutOptions } from './layout'
+import { exportLayout, importLayout, type ExportLayoutOptions, type ExportResult, type ImportLayoutOptions } from './layout'
 import { deleteRecord, IMAGES_DIR, mergeBlobs, readRecords, writeRecord, type StoredImage } from './records'
 import { formatReference, parseReference } from './reference'
 
@@ -22,8 +22,8 @@ export type { CommitOptions } from './commit'
 export type { HistoryEntry, ImageConfig } from './config'
 export type { Platform } from './manifest'
 export type { PullOptions, PullProgress } from './pull'
-export type { PushOptions, PushProgress, PushResult } from './push'
-export type { ExportLayoutOptions, ImportLayoutOptions } from './layout'
+export type { PushedLayer, PushOptions, PushProgress, PushResult } from './push'
+export type { ExportedLayer, ExportLayoutOptions, ExportResult, ImportLayoutOptions } from './layout'
 export type { Credentials } from './auth'
 
 /**
@@ -53,7 +53,7 @@ export interface ImageRecord {
   created: Date
   /**
    * Per layer, base first, the blob it came in as (pull, importLayout) and the repositories it
-   * was pulled from (`registry`, `repository`): what `push` sends again unchanged. Absent for a
+   * was pulled from (`registry`, `repository`): what `push` and `exportLayout` send again unchanged. Absent for a
    * committed image and for images recorded before this was kept.
    */
   blobs?: { mediaType: string; digest: string; size: number; sources: { registry: string; repository: string }[] }[]
@@ -73,6 +73,25 @@ export interface RemoveResult {
 }
 
 const PREFIX = /^(?:sha256:)?([0-9a-f]{12,64})$/
+
+/** `options.sourceAuth`: credentials keyed by registry (`docker.io`, `127.0.0.1:5000`). */
+function checkSourceAuth(value: unknown): Record<string, Credentials> | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw argType('options.sourceAuth', 'of type object', value)
+  const out: Record<string, Credentials> = {}
+  for (const [key, auth] of Object.entries(value)) {
+    let registry: string | undefined
+    try {
+      registry = parseReference(`${key}/x`).registry
+    } catch {
+      registry = undefined
+    }
+    if (registry !== key && !(key === 'index.docker.io' && registry === 'docker.io')) throw invalid(`options.sourceAuth: ${JSON.stringify(key)} is not a registry (as references name it: docker.io, host:port)`)
+    if (typeof auth !== 'object' || auth === null) throw argType(`options.sourceAuth[${JSON.stringify(key)}]`, 'of type object', auth)
+    out[registry] = auth as Credentials
+  }
+  return out
+}
 
 function notFound(what: string): BtrfsError {
   return new BtrfsError('ENOENT', `ENOENT: no image ${what} in the store`)
@@ -292,27 +311,32 @@ export class ImageStore {
    * Push an image (a reference, a digest or a unique prefix of 12+ hex digits of one) to
    * `targetRef`. A layer that came by pull or importLayout goes as its own blob (`blobs`) when
    * the target repository has it (HEAD) or it mounts from a repository of the same registry it
-   * was pulled from; then no diff is made and nothing uploaded. Otherwise the layer goes as its
-   * diff against its parent, compressed with `gzip` (or `zstd`), hashed in a first pass and
+   * was pulled from (then no diff is made and nothing uploaded), else when a repository it was
+   * pulled from serves it: copied, streamed from that registry's response into the upload with
+   * its sha256 and size verified on the way (credentials: `sourceAuth`, else
+   * `~/.docker/config.json`). Only when no source serves it (unreachable, 404, credentials
+   * refused) does the layer go as its diff against its parent, compressed with `gzip` (or `zstd`), hashed in a first pass and
    * streamed in a second, skipped when the registry has it and mounted where it can. With
    * `compression` set, only blobs of that compression are reused. When every layer kept its
    * blob, the image's own config and manifest follow (same digest); else a config whose
    * `rootfs.diff_ids` are those of what was pushed and an OCI manifest, under the tag. The
    * store's record is not changed.
    * @throws {BtrfsError} `ENOENT` (no such image), `ERR_REGISTRY_AUTH`, `ERR_REGISTRY`,
-   *   `ERR_DIGEST` (the registry found another digest), `EINVAL`, `AbortError`.
+   *   `ERR_DIGEST` (the registry found another digest, or a source served other bytes: the
+   *   upload is cancelled and nothing is tagged), `EINVAL`, `AbortError`.
    * @example const { digest } = await images.push('app:v1', 'localhost:5000/team/app:v1', { compression: 'zstd' })
    */
   async push(refOrDigest: string, targetRef: string, options?: PushOptions): Promise<PushResult> {
     checkString('refOrDigest', refOrDigest)
     checkString('targetRef', targetRef)
-    const o = checkKeys('options', options, ['compression', 'auth', 'insecure', 'signal', 'onProgress', 'retries', 'retryDelay'])
+    const o = checkKeys('options', options, ['compression', 'auth', 'sourceAuth', 'insecure', 'signal', 'onProgress', 'retries', 'retryDelay'])
     if (o.compression !== undefined && o.compression !== 'gzip' && o.compression !== 'zstd') {
       if (typeof o.compression !== 'string') throw argType('options.compression', 'of type string', o.compression)
       throw invalid(`options.compression must be 'gzip' or 'zstd', got '${o.compression}'`)
     }
     if (o.auth !== undefined && (typeof o.auth !== 'object' || o.auth === null)) throw argType('options.auth', 'of type object', o.auth)
     if (o.insecure !== undefined && typeof o.insecure !== 'boolean') throw argType('options.insecure', 'of type boolean', o.insecure)
+    const sourceAuth = checkSourceAuth(o.sourceAuth)
     for (const k of ['retries', 'retryDelay'] as const) {
       const v = o[k]
       if (v === undefined) continue
@@ -332,6 +356,7 @@ export class ImageStore {
       return await pushImage(this.#driver, image, target, {
         ...(o.compression ? { compression: o.compression as 'gzip' | 'zstd' } : {}),
         ...(o.auth ? { auth: o.auth as Credentials } : {}),
+        ...(sourceAuth ? { sourceAuth } : {}),
         ...(o.insecure ? { insecure: true } : {}),
         ...(signal ? { signal } : {}),
         ...(onProgress ? { onProgress } : {}),
@@ -386,24 +411,30 @@ export class ImageStore {
 
   /**
    * Write an image into an OCI image layout directory (made when missing; an existing layout
-   * gets another entry, in place of one with the same tag): its layers as diffs of its driver
-   * layers (gzip, or zstd), its config (with the diffs' diffIDs) and an OCI manifest, named in
-   * `index.json` with the tag of the reference given (or of its first reference) as
-   * `org.opencontainers.image.ref.name`. The store keeps no blobs, so a pulled image's layers
-   * are diffs made again: other tars, so other layer digests and diffIDs, a config naming those
-   * (the rest of it kept) and another manifest digest than the one pulled.
-   * @throws {BtrfsError} `ENOENT` (no such image), `EINVAL`, `AbortError`; file system errors.
-   * @example const { digest } = await images.exportLayout('alpine:3.20', '/tmp/alpine-oci')
+   * gets another entry, in place of one with the same tag), named in `index.json` with the tag
+   * of the reference given (or of its first reference) as `org.opencontainers.image.ref.name`.
+   * A layer that came by pull or importLayout goes as its own blob (`blobs`) when the layout
+   * has it or a repository it was pulled from serves it (fetched, its sha256 and size verified
+   * on the way); when every layer did, the image's own config and manifest follow, so the
+   * layout holds the image pulled (same digest). Otherwise (`rediff`, `offline`, no source
+   * reachable, a committed image) a layer goes as its diff made again (gzip, or zstd), with
+   * other digests and diffIDs, a config naming those (the rest of it kept) and an OCI manifest.
+   * @throws {BtrfsError} `ENOENT` (no such image), `ERR_DIGEST` (a source served other bytes;
+   *   no blob of them is kept), `EINVAL`, `AbortError`; file system errors.
+   * @example const { digest, layers } = await images.exportLayout('alpine:3.20', '/tmp/alpine-oci') // layers[i].blob: 'present' | 'copied' | 'diffed'
    */
-  async exportLayout(refOrDigest: string, dir: string, options?: ExportLayoutOptions): Promise<{ digest: string; size: number; mediaType: string }> {
+  async exportLayout(refOrDigest: string, dir: string, options?: ExportLayoutOptions): Promise<ExportResult> {
     checkString('refOrDigest', refOrDigest)
     checkString('dir', dir)
-    const o = checkKeys('options', options, ['compression', 'signal'])
+    const o = checkKeys('options', options, ['compression', 'rediff', 'offline', 'sourceAuth', 'signal', 'onProgress'])
     if (o.compression !== undefined && o.compression !== 'gzip' && o.compression !== 'zstd') {
       if (typeof o.compression !== 'string') throw argType('options.compression', 'of type string', o.compression)
       throw invalid(`options.compression must be 'gzip' or 'zstd', got '${o.compression}'`)
     }
+    for (const k of ['rediff', 'offline'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw argType(`options.${k}`, 'of type boolean', o[k])
+    const sourceAuth = checkSourceAuth(o.sourceAuth)
     const signal = checkSignal(o.signal)
+    const onProgress = checkCallback<NonNullable<ExportLayoutOptions['onProgress']>>('options.onProgress', o.onProgress)
     await this.#fresh()
     const { image, reference, unpin } = await this.#locked(async () => {
       const found = this.#resolve(refOrDigest)
@@ -412,12 +443,16 @@ export class ImageStore {
     try {
       const named = reference ?? image.references[0]
       const tag = named ? parseReference(named).tag : undefined
-      const d = await exportLayout(this.#driver, image, dir, {
+      const { manifest, layers } = await exportLayout(this.#driver, image, dir, {
         ...(o.compression ? { compression: o.compression as 'gzip' | 'zstd' } : {}),
+        ...(o.rediff ? { rediff: true } : {}),
+        ...(o.offline ? { offline: true } : {}),
+        ...(sourceAuth ? { sourceAuth } : {}),
         ...(signal ? { signal } : {}),
+        ...(onProgress ? { onProgress } : {}),
         ...(tag ? { tag } : {}),
       })
-      return { digest: d.digest, size: d.size, mediaType: d.mediaType }
+      return { digest: manifest.digest, size: manifest.size, mediaType: manifest.mediaType, layers }
     } finally {
       unpin()
     }

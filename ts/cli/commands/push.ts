@@ -17,8 +17,9 @@ export const push: Command = {
     '                    go as pulled, diffs as gzip)',
     '--insecure          plain http for a registry not on this machine (localhost is always http)',
     '--user U            with --password-stdin: credentials (else ~/.docker/config.json, else anonymous)',
-    'A layer goes as the blob it was pulled or imported as when the registry has it or can mount it',
-    '(then, with every layer so, the digest stays); otherwise as its diff. Blobs the registry has are skipped.',
+    'A layer goes as the blob it was pulled or imported as when the registry has it or can mount it,',
+    'else copied from a repository it was pulled from (credentials for that registry: ~/.docker/config.json);',
+    'with every layer so, the digest stays. Otherwise as its diff. Blobs the registry has are skipped.',
   ].join('\n'),
   options: {
     compression: { type: 'string' },
@@ -45,12 +46,12 @@ export const push: Command = {
           ...(compression !== undefined ? { compression } : {}),
           signal: ctx.signal,
           onProgress: (e) => {
-            if (e.state !== 'uploading') note(ctx, `layer ${e.layer + 1}/${e.layers} ${e.id.slice(0, 12)}: ${formatBytes(e.total)}, ${e.state}`)
+            if (e.state !== 'uploading' && e.state !== 'copying') note(ctx, `layer ${e.layer + 1}/${e.layers} ${e.id.slice(0, 12)}: ${formatBytes(e.total)}, ${e.state}${e.from ? ` from ${e.from}` : ''}`)
           },
           ...(v.insecure ? { insecure: true } : {}),
           ...(password !== undefined ? { auth: { username: v.user as string, password } } : {}),
         })
-        const sent = r.layers.filter((l) => l.blob === 'uploaded').reduce((n, l) => n + l.size, 0)
+        const sent = r.layers.filter((l) => l.blob === 'uploaded' || l.blob === 'copied').reduce((n, l) => n + l.size, 0)
         note(ctx, `push ${r.reference}: ${formatBytes(sent)} uploaded in ${formatDuration(performance.now() - t0)}, ${r.layers.length} layers`)
         output(ctx, r, () => say(ctx, `pushed ${r.reference}: ${r.digest}`))
       },
