@@ -25,6 +25,7 @@ pub mod mounts;
 pub mod quota;
 pub mod remap;
 pub mod search;
+pub mod send;
 pub mod tar;
 pub mod trace;
 pub mod xattr;

@@ -44,10 +44,11 @@ pub enum Against<'a> {
     Layer(&'a str),
 }
 
-/// A read-only view of a layer: the layer itself when read-only, else a temporary snapshot.
-struct ReadOnlyView<'a> {
+/// A read-only view of a layer: the layer itself when read-only, else a temporary snapshot
+/// (`.tmp-*`, swept by `init` after a crash), deleted when the view is dropped.
+pub(super) struct ReadOnlyView<'a> {
     driver: &'a Driver,
-    fd: OwnedFd,
+    pub(super) fd: OwnedFd,
     temp: Option<String>,
 }
 
@@ -63,7 +64,8 @@ impl Drop for ReadOnlyView<'_> {
 }
 
 impl Driver {
-    fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
+    /// A read-only view of layer `id`, open at `fd`.
+    pub(super) fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
         let dirs = self.dirs()?;
         let path = self.layer_path(id);
         if is_read_only_fd(fd.as_fd(), &path)? {

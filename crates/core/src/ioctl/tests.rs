@@ -305,6 +305,8 @@ fn header_layouts() -> HashMap<String, u64> {
         "BTRFS_QGROUP_LIMIT_KEY",
         "BTRFS_QGROUP_STATUS_FLAG_ON",
         "BTRFS_SEND_FLAG_NO_FILE_DATA",
+        "BTRFS_SEND_FLAG_VERSION",
+        "BTRFS_SEND_FLAG_COMPRESSED",
         "BTRFS_INODE_ITEM_KEY",
         "BTRFS_INODE_REF_KEY",
         "BTRFS_INODE_EXTREF_KEY",
@@ -358,13 +360,15 @@ fn layouts_match_linux_btrfs_h() {
             mismatches.push(format!("{name}: header {:#x} rust {rust:#x}", header[name]));
         }
     }
-    let consts: [(&str, u64); 21] = [
+    let consts: [(&str, u64); 23] = [
         ("BTRFS_INODE_ITEM_KEY", INODE_ITEM_KEY as u64),
         ("BTRFS_INODE_REF_KEY", INODE_REF_KEY as u64),
         ("BTRFS_INODE_EXTREF_KEY", INODE_EXTREF_KEY as u64),
         ("BTRFS_XATTR_ITEM_KEY", XATTR_ITEM_KEY as u64),
         ("BTRFS_LAST_FREE_OBJECTID", LAST_FREE_OBJECTID),
         ("BTRFS_SEND_FLAG_NO_FILE_DATA", SEND_FLAG_NO_FILE_DATA),
+        ("BTRFS_SEND_FLAG_VERSION", SEND_FLAG_VERSION),
+        ("BTRFS_SEND_FLAG_COMPRESSED", SEND_FLAG_COMPRESSED),
         ("BTRFS_QUOTA_CTL_ENABLE", QUOTA_CTL_ENABLE),
         ("BTRFS_QGROUP_LIMIT_MAX_RFER", QGROUP_LIMIT_MAX_RFER),
         ("BTRFS_QUOTA_TREE_OBJECTID", QUOTA_TREE_OBJECTID),
