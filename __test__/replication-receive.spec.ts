@@ -18,7 +18,7 @@ import { makeLayer, mutateSendable, oracleReceive, populateSendable, sendToFile,
 
 collectDriversBeforeTeardown(test)
 
-const { btrfsTest, fs: btrfs, extra } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024, tools: ['getfattr', 'setfattr', 'setcap', 'setfacl'] })
+const { btrfsTest, extra } = useBtrfs(test, { size: 4 * 1024 * 1024 * 1024, tools: ['getfattr', 'setfattr', 'setcap', 'setfacl'] })
 
 let other: Btrfs | undefined
 /** A second filesystem, shared by the tests of this file (each uses its own directory in it). */

@@ -1,4 +1,4 @@
-import { AbortError, BtrfsError, call, callSync } from './errors'
+import { BtrfsError, call, callSync } from './errors'
 import { native } from './native'
 import type { AppliedLayer as NativeAppliedLayer, ApplySink, DiffStream, LayerSink, NativeDriver, IdMapEntry, ReceivedLayer as NativeReceivedLayer, ReceiveSink } from '../native/index'
 import { pullStream } from './pull'
