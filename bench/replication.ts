@@ -10,7 +10,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { BtrfsDriver, BtrfsError, deleteSubvolume } from '../ts/index'
+import { BtrfsDriver, BtrfsError, createSubvolume, deleteSubvolume } from '../ts/index'
 import { change10 } from './changes'
 import {
   envInt,
@@ -110,7 +110,8 @@ export async function sectionReplication(f: Fs, src: BtrfsDriver): Promise<Secti
   log(`replication: a layer of ${FILES} files in ${DIRS} dirs and its child with 10 changes, ${REPS} reps`)
   const dstHome = path.join(f.work, 'replication-dst')
   const scratch = path.join(f.work, 'replication-scratch')
-  fs.mkdirSync(scratch)
+  // A subvolume, so that one recursive delete takes the read-only subvolumes btrfs receive made.
+  await createSubvolume(scratch)
   const dst = await BtrfsDriver.init(dstHome)
   try {
     // Two read-only layers: the base and its child with the 10 changes.
@@ -142,57 +143,32 @@ export async function sectionReplication(f: Fs, src: BtrfsDriver): Promise<Secti
     fs.mkdirSync(oracleInc)
     fs.mkdirSync(oracleFull)
     run('btrfs', ['receive', '-q', '-f', fullFile, oracleInc])
-    const drop = async (p: string) => deleteSubvolume(p)
+    /** Time `make` (which makes layer `id` of the receiver), then remove the layer, untimed. */
+    const ours = async (id: string, make: () => Promise<unknown>): Promise<number> => {
+      t = now()
+      await make()
+      const ns = since(t)
+      await dst.remove(id)
+      return ns
+    }
+    /** Time `cmd` (btrfs-progs, making the subvolume `made`), then delete it, untimed. */
+    const theirs = async (made: string, cmd: string, args: string[]): Promise<number> => {
+      const ns = timed(cmd, args)
+      await deleteSubvolume(made)
+      return ns
+    }
+    const pipe = (cmd: string) => ['-c', `set -o pipefail; ${cmd}`]
     const impls = (Object.keys(LABEL) as Impl[]).filter((i) => receive || !NEEDS_RECEIVE.includes(i))
     const step: Record<Impl, () => Promise<number>> = {
-      inc: async () => {
-        t = now()
-        await dst.receive('inc', await src.send('repl-child', { parent: 'repl-base' }))
-        const ns = since(t)
-        await dst.remove('inc')
-        return ns
-      },
-      full: async () => {
-        t = now()
-        await dst.receive('full', await src.send('repl-base'))
-        const ns = since(t)
-        await dst.remove('full')
-        return ns
-      },
-      btrfsInc: async () => {
-        const ns = timed('bash', ['-c', `set -o pipefail; btrfs send -q -p '${srcPath('repl-base')}' '${srcPath('repl-child')}' | btrfs receive -q '${oracleInc}'`])
-        await drop(path.join(oracleInc, 'repl-child'))
-        return ns
-      },
-      btrfsFull: async () => {
-        const ns = timed('bash', ['-c', `set -o pipefail; btrfs send -q '${srcPath('repl-base')}' | btrfs receive -q '${oracleFull}'`])
-        await drop(path.join(oracleFull, 'repl-base'))
-        return ns
-      },
-      recvInc: async () => {
-        t = now()
-        await dst.receive('inc', incFile, { parent: 'base' })
-        const ns = since(t)
-        await dst.remove('inc')
-        return ns
-      },
-      btrfsRecvInc: async () => {
-        const ns = timed('btrfs', ['receive', '-q', '-f', incFile, oracleInc])
-        await drop(path.join(oracleInc, 'repl-child'))
-        return ns
-      },
-      recvFull: async () => {
-        t = now()
-        await dst.receive('full', fullFile)
-        const ns = since(t)
-        await dst.remove('full')
-        return ns
-      },
-      btrfsRecvFull: async () => {
-        const ns = timed('btrfs', ['receive', '-q', '-f', fullFile, oracleFull])
-        await drop(path.join(oracleFull, 'repl-base'))
-        return ns
-      },
+      inc: () => ours('inc', async () => dst.receive('inc', await src.send('repl-child', { parent: 'repl-base' }))),
+      full: () => ours('full', async () => dst.receive('full', await src.send('repl-base'))),
+      btrfsInc: () =>
+        theirs(path.join(oracleInc, 'repl-child'), 'bash', pipe(`btrfs send -q -p '${srcPath('repl-base')}' '${srcPath('repl-child')}' | btrfs receive -q '${oracleInc}'`)),
+      btrfsFull: () => theirs(path.join(oracleFull, 'repl-base'), 'bash', pipe(`btrfs send -q '${srcPath('repl-base')}' | btrfs receive -q '${oracleFull}'`)),
+      recvInc: () => ours('inc', () => dst.receive('inc', incFile, { parent: 'base' })),
+      btrfsRecvInc: () => theirs(path.join(oracleInc, 'repl-child'), 'btrfs', ['receive', '-q', '-f', incFile, oracleInc]),
+      recvFull: () => ours('full', () => dst.receive('full', fullFile)),
+      btrfsRecvFull: () => theirs(path.join(oracleFull, 'repl-base'), 'btrfs', ['receive', '-q', '-f', fullFile, oracleFull]),
       sendInc: async () => {
         t = now()
         await pipeline(await src.send('repl-child', { parent: 'repl-base' }), devNull())
@@ -205,13 +181,7 @@ export async function sectionReplication(f: Fs, src: BtrfsDriver): Promise<Secti
         return since(t)
       },
       btrfsSendFull: async () => timed('btrfs', ['send', '-q', '-f', '/dev/null', srcPath('repl-base')]),
-      diffApply: async () => {
-        t = now()
-        await dst.applyDiff('apply', await src.diff('repl-child', { parent: 'repl-base' }), { parent: 'base', create: true })
-        const ns = since(t)
-        await dst.remove('apply')
-        return ns
-      },
+      diffApply: () => ours('apply', async () => dst.applyDiff('apply', await src.diff('repl-child', { parent: 'repl-base' }), { parent: 'base', create: true })),
     }
     const samples = Object.fromEntries(impls.map((i) => [i, [] as number[]])) as Record<Impl, number[]>
     for (let rep = -1; rep < REPS; rep++) {
@@ -285,6 +255,6 @@ export async function sectionReplication(f: Fs, src: BtrfsDriver): Promise<Secti
     await dst.cleanup()
     await deleteSubvolume(dstHome, { recursive: true }).catch(() => undefined)
     for (const id of ['repl-build', 'repl-work', 'repl-child', 'repl-base']) if (await src.exists(id)) await src.remove(id)
-    fs.rmSync(scratch, { recursive: true, force: true })
+    await deleteSubvolume(scratch, { recursive: true })
   }
 }

@@ -174,9 +174,9 @@ export declare class RemapTask {
  * ioctl writing (or rejects when a layer is missing or the protocol unsupported).
  */
 export declare class SendStream {
-  /** The next chunk, or `null` at the end; rejects with the sender's error. */
+  /** The next chunk, or `null` at the end; rejects with the producer's error. */
   next(): Promise<Buffer | null>
-  /** Stop sending; the next `next()` rejects with ABORT_ERR. */
+  /** Stop producing; the next `next()` rejects with ABORT_ERR. */
   abort(): void
   /** Bytes of the stream produced so far. */
   get progress(): number

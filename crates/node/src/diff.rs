@@ -4,7 +4,7 @@
 
 use crate::driver::NativeDriver;
 use crate::error::{js_path, Failure};
-use crate::pull::{Chunks, NextChunk};
+use crate::pull::{pull, Chunks};
 use crate::sink::{sink, Input};
 use crate::stream::{channel, ChannelReader, ChannelWriter};
 use crate::worker::{Finish, Worker};
@@ -122,12 +122,14 @@ impl SizeTask {
     }
 }
 
-/// `diff` under way: chunks of the layer tar, pulled. The first `next()` resolves with an
-/// empty Buffer once the layer is open and its changes listed (or rejects when it is missing).
-#[napi]
-pub struct DiffStream {
-    chunks: Chunks<Option<Digests>>,
-}
+pull!(
+    [
+        " `diff` under way: chunks of the layer tar, pulled. The first `next()` resolves with an",
+        " empty Buffer once the layer is open and its changes listed (or rejects when it is missing)."
+    ]
+    DiffStream,
+    Option<Digests>
+);
 
 /// The digests of a layer blob and of its uncompressed tar.
 #[napi(object)]
@@ -215,24 +217,6 @@ fn expect(verify: Option<LayerVerify>) -> btrfs_layers_core::Result<Expect> {
 
 #[napi]
 impl DiffStream {
-    /// The next chunk, or `null` at the end; rejects with the producer's error.
-    #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub fn next(&self) -> AsyncTask<NextChunk<Option<Digests>>> {
-        self.chunks.next()
-    }
-
-    /// Stop producing; the next `next()` rejects with ABORT_ERR.
-    #[napi]
-    pub fn abort(&self) {
-        self.chunks.worker().abort();
-    }
-
-    /// Bytes of the stream produced so far.
-    #[napi(getter)]
-    pub fn progress(&self) -> f64 {
-        self.chunks.worker().progress()
-    }
-
     /// Once `next()` resolved with `null` (the end) of a stream started with `digests`: its
     /// digests; else `null`.
     #[napi]

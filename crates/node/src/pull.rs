@@ -86,6 +86,40 @@ impl<T: Send + 'static> Task for NextChunk<T> {
     }
 }
 
+/// A napi pull stream class `$name` (documented by the lines `$doc`, as `sink!` is) over
+/// `Chunks<$t>`: `next`, `abort` and `progress`; its own methods go in an impl of their own.
+macro_rules! pull {
+    ([$($doc:literal),+] $name:ident, $t:ty) => {
+        $(#[doc = $doc])+
+        #[napi]
+        pub struct $name {
+            chunks: $crate::pull::Chunks<$t>,
+        }
+
+        #[napi]
+        impl $name {
+            /// The next chunk, or `null` at the end; rejects with the producer's error.
+            #[napi(ts_return_type = "Promise<Buffer | null>")]
+            pub fn next(&self) -> AsyncTask<$crate::pull::NextChunk<$t>> {
+                self.chunks.next()
+            }
+
+            /// Stop producing; the next `next()` rejects with ABORT_ERR.
+            #[napi]
+            pub fn abort(&self) {
+                self.chunks.worker().abort();
+            }
+
+            /// Bytes of the stream produced so far.
+            #[napi(getter)]
+            pub fn progress(&self) -> f64 {
+                self.chunks.worker().progress()
+            }
+        }
+    };
+}
+pub(crate) use pull;
+
 /// Say "started" with an empty chunk (data chunks are never empty) at the first write, so
 /// the first `next()` resolves once the producer got past its checks, or rejects with them.
 pub struct Started<W: Write> {

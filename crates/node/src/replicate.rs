@@ -3,7 +3,7 @@
 
 use crate::diff::bytes;
 use crate::driver::NativeDriver;
-use crate::pull::{Chunks, NextChunk, Started};
+use crate::pull::{pull, Chunks, Started};
 use crate::sink::{sink, Input};
 use crate::stream::{channel, ChannelReader, ChannelWriter};
 use crate::worker::Worker;
@@ -42,34 +42,18 @@ fn received_layer(r: Received) -> ReceivedLayer {
     }
 }
 
-/// `send` under way: chunks of the send stream, pulled. The first `next()` resolves with an
-/// empty Buffer once the layer (and parent) are open, their read-only views taken and the
-/// ioctl writing (or rejects when a layer is missing or the protocol unsupported).
-#[napi]
-pub struct SendStream {
-    chunks: Chunks<Sent>,
-}
+pull!(
+    [
+        " `send` under way: chunks of the send stream, pulled. The first `next()` resolves with an",
+        " empty Buffer once the layer (and parent) are open, their read-only views taken and the",
+        " ioctl writing (or rejects when a layer is missing or the protocol unsupported)."
+    ]
+    SendStream,
+    Sent
+);
 
 #[napi]
 impl SendStream {
-    /// The next chunk, or `null` at the end; rejects with the sender's error.
-    #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub fn next(&self) -> AsyncTask<NextChunk<Sent>> {
-        self.chunks.next()
-    }
-
-    /// Stop sending; the next `next()` rejects with ABORT_ERR.
-    #[napi]
-    pub fn abort(&self) {
-        self.chunks.worker().abort();
-    }
-
-    /// Bytes of the stream produced so far.
-    #[napi(getter)]
-    pub fn progress(&self) -> f64 {
-        self.chunks.worker().progress()
-    }
-
     /// Once `next()` resolved with `null` (the end): what was sent; else `null`.
     #[napi]
     pub fn sent(&self) -> Option<SentStream> {

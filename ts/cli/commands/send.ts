@@ -1,13 +1,10 @@
-import * as fs from 'node:fs'
-import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { BtrfsError } from '../../errors'
 import { layerId, UsageError } from '../args'
 import { formatBytes } from '../format'
 import { Progress } from '../progress'
 import { withStore, type Store } from '../store'
-import { output, say, type Command, type Context } from '../command'
+import { output, say, writeOut, type Command, type Context } from '../command'
 
 export const send: Command = {
   name: 'send',
@@ -46,16 +43,7 @@ async function sendTo(ctx: Context, s: Store, id: string, parent: string | undef
   const progress = new Progress({ label: `send ${id}`, unit: 'bytes', stream: ctx.stderr })
   let bytes = 0
   const stream = await s.driver.send(id, { parent, protocol, signal: ctx.signal, onProgress: (n) => progress.update((bytes = n)) })
-  const existed = file !== undefined && fs.existsSync(file)
-  try {
-    if (file !== undefined) await pipeline(stream, fs.createWriteStream(file))
-    else await pipeline(stream, ctx.stdout, { end: false })
-  } catch (e) {
-    progress.clear()
-    // A partial stream is worse than none; never remove what is not a file we made.
-    if (file !== undefined && !existed) await fsp.rm(file, { force: true })
-    throw e
-  }
+  await writeOut(ctx, [stream], file, () => progress.clear())
   progress.finish(bytes)
   if (file !== undefined) {
     output(ctx, { id, parent: parent ?? null, bytes, file: path.resolve(file) }, () =>
