@@ -9,7 +9,7 @@ import test from 'ava'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { BtrfsDriver, BtrfsError } from '../ts/index'
-import { oracleReadOnly, useBtrfs } from './helpers/btrfs'
+import { btrfsCli, oracleReadOnly, useBtrfs } from './helpers/btrfs'
 import { collectDriversBeforeTeardown, isTemporary, rejectsCode, storeEntries, withDriver } from './helpers/driver-util'
 import { makeLayer, mutateSendable, oracleReceive, populateSendable, sendToFile, streamVersion, treeDiffs } from './helpers/replication'
 
@@ -148,4 +148,28 @@ btrfsTest('a reader (readOnly driver) sends a read-only layer, and refuses a rea
     await r.cleanup()
   }
   t.deepEqual(await temporaries(dir), [])
+})
+
+btrfsTest('protocol 2 sends compressed extents as they are (compressed: false decompresses them); btrfs receive takes both', async (t, dir) => {
+  const offered = Number((await fsp.readFile('/sys/fs/btrfs/features/send_stream_version', 'utf8').catch(() => '1')).trim())
+  if (offered < 2) {
+    t.pass('this kernel writes protocol 1 only')
+    return
+  }
+  await withDriver(home(dir), undefined, async (d) => {
+    await makeLayer(d, 'zipped', undefined, async (p) => {
+      await fsp.mkdir(path.join(p, 'z'))
+      // New files below inherit the property: their extents are written zstd-compressed.
+      await btrfsCli('property', 'set', path.join(p, 'z'), 'compression', 'zstd')
+      await fsp.writeFile(path.join(p, 'z', 'text'), 'compressible line of text\n'.repeat(400_000))
+    })
+    const packed = await sendToFile(d, 'zipped', path.join(dir, 'packed.stream'))
+    const plain = await sendToFile(d, 'zipped', path.join(dir, 'plain.stream'), { compressed: false })
+    const size = (f: string) => fsp.stat(f).then((s) => s.size)
+    t.true((await size(packed)) * 4 < (await size(plain)), `compressed ${await size(packed)} vs ${await size(plain)} bytes`)
+    for (const [what, file] of [['compressed', packed], ['plain', plain]]) {
+      const got = await oracleReceive(file, path.join(dir, `received-${what}`))
+      t.deepEqual(await treeDiffs(layerPath(dir, 'zipped'), got, { holes: false }), [], what)
+    }
+  })
 })
