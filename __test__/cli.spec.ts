@@ -196,6 +196,11 @@ btrfsTest.needing(['tar', 'gzip'])('changes, diff (file, stdout, gzip) and apply
   t.like(d, { id: 'app', parent: 'base', compression: 'none', file: tarFile })
   t.is(d.bytes, (await fsp.stat(tarFile)).size)
   t.regex(r.stderr, /diff app: .* in .*\/s/, 'a final progress line')
+  // Without --json the summary on stdout is the one closing line: no second one on stderr.
+  r = await cli('diff', 'app', '-o', tarFile)
+  t.is(r.code, 0, r.stderr)
+  t.regex(r.stdout, /^wrote .* \(.*, tar\)\n$/)
+  t.notRegex(r.stderr, /diff app: .* in /, 'no final progress line beside the summary')
   const listing = execFileSync('tar', ['-tf', tarFile], { encoding: 'utf8' }).split('\n').filter(Boolean)
   t.deepEqual(listing.sort(), ['etc/', 'etc/.wh.gone', 'etc/hosts', 'srv/', 'srv/index.html'])
 
@@ -248,6 +253,10 @@ btrfsTest('remap: a shifted copy of a layer, --json result', async (t, dir) => {
   t.is(st.gid, 200000)
   t.is((await fsp.lstat(path.join(layer('base'), 'etc', 'hosts'))).uid, 0, 'the source is untouched')
   t.regex(r.stderr, /remap base -> userns: \d+ inodes in .*inodes\/s/)
+  const human = await cli('remap', 'base', 'userns2', '--uid-map', '0:100000:65536')
+  t.is(human.code, 0, human.stderr)
+  t.regex(human.stdout, /^created userns2 from base: .* owners shifted\n$/)
+  t.notRegex(human.stderr, /inodes in /, 'no final progress line beside the summary')
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ export interface BtrfsErrorFields {
  * The one error class of btrfs-layers, shaped like Node's fs errors. Every rejection for a bad
  * value or a failed operation is a `BtrfsError`; its `code` follows Node's fs codes
  * (`ENOENT`, `EEXIST`, ...) or is one of this package's own (`ERR_NOT_BTRFS`,
- * `ERR_PREREQUISITES`, `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ERR_DIGEST`, `ABORT_ERR`, `ERR_INTERNAL`). The
+ * `ERR_PREREQUISITES`, `ERR_BAD_LAYER`, `ERR_ID_MAPPING`, `ERR_DIGEST`, `ABORT_ERR`, `ERR_INTERNAL`, and the
+ * image store's `ERR_REGISTRY_AUTH`, `ERR_REGISTRY`, `ERR_BAD_MANIFEST`, `ERR_UNSUPPORTED_LAYER`, `ERR_BAD_RECORD`). The
  * message reads like Node's: `ENOENT: layer does not exist, getMetadata '/store/subvolumes/x'`,
  * naming the call you made; two-path calls show both, `EEXIST: file already exists, snapshot 'a' -> 'b'`.
  * A wrong JS type is no `BtrfsError` but a `TypeError` with code `ERR_INVALID_ARG_TYPE`, as
@@ -87,6 +88,11 @@ export type BtrfsErrorCode =
   | 'ERR_BAD_LAYER'
   | 'ERR_ID_MAPPING'
   | 'ERR_DIGEST'
+  | 'ERR_REGISTRY_AUTH'
+  | 'ERR_REGISTRY'
+  | 'ERR_BAD_MANIFEST'
+  | 'ERR_UNSUPPORTED_LAYER'
+  | 'ERR_BAD_RECORD'
   | 'ABORT_ERR'
   | 'ERR_INTERNAL'
   | (string & {})

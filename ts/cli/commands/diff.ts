@@ -38,7 +38,9 @@ export const diff: Command = {
         },
       })
       await writeOut(ctx, [tar, count], file, () => progress.clear())
-      progress.finish(bytes)
+      // With -o and no --json, the summary below is the one closing line.
+      if (file !== undefined && !ctx.global.json) progress.clear()
+      else progress.finish(bytes)
       if (file !== undefined) {
         output(ctx, { id, parent: parent ?? (await s.driver.getMetadata(id)).parent, compression, bytes, file: path.resolve(file) }, () =>
           say(ctx, `wrote ${file} (${formatBytes(bytes)}, ${compression === 'none' ? 'tar' : `tar+${compression}`})`),

@@ -28,7 +28,9 @@ export const remap: Command = {
         progress.clear()
         throw e
       }
-      progress.finish(result.visited, `${formatCount(result.changed)} changed`)
+      // Without --json the summary below is the one closing line.
+      if (ctx.global.json) progress.finish(result.visited, `${formatCount(result.changed)} changed`)
+      else progress.clear()
       output(ctx, { id, target, ...result }, () => say(ctx, `created ${target} from ${id}: ${formatCount(result.visited)} inodes, ${formatCount(result.changed)} owners shifted`))
     })
   },

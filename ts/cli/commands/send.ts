@@ -44,7 +44,9 @@ async function sendTo(ctx: Context, s: Store, id: string, parent: string | undef
   let bytes = 0
   const stream = await s.driver.send(id, { parent, protocol, signal: ctx.signal, onProgress: (n) => progress.update((bytes = n)) })
   await writeOut(ctx, [stream], file, () => progress.clear())
-  progress.finish(bytes)
+  // With -o and no --json, the summary below is the one closing line (as diff's).
+  if (file !== undefined && !ctx.global.json) progress.clear()
+  else progress.finish(bytes)
   if (file !== undefined) {
     output(ctx, { id, parent: parent ?? null, bytes, file: path.resolve(file) }, () =>
       say(ctx, `wrote ${file} (${formatBytes(bytes)}, send stream of ${id}${parent ? ` against ${parent}` : ''})`),
