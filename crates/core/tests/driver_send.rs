@@ -49,7 +49,10 @@ fn a_read_write_layer_is_sent_through_a_temporary_snapshot_that_goes_afterwards(
     assert_eq!(sent.bytes, out.len() as u64);
     assert_eq!(sent.protocol, kernel_protocol());
     assert_eq!(&out[..13], b"btrfs-stream\0");
-    assert_eq!(u32::from_le_bytes(out[13..17].try_into().unwrap()), sent.protocol);
+    assert_eq!(
+        u32::from_le_bytes(out[13..17].try_into().unwrap()),
+        sent.protocol
+    );
     assert!(temporaries(&home).is_empty(), "{:?}", temporaries(&home));
     // The oracle takes it, with the data.
     let stream = fs.path("rw.stream");
@@ -62,7 +65,10 @@ fn a_read_write_layer_is_sent_through_a_temporary_snapshot_that_goes_afterwards(
         stream.as_os_str(),
         into.as_os_str(),
     ]);
-    let got: Vec<_> = fs::read_dir(&into).unwrap().map(|e| e.unwrap().path()).collect();
+    let got: Vec<_> = fs::read_dir(&into)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(got.len(), 1);
     assert_eq!(fs::read(got[0].join("data")).unwrap().len(), 2 << 20);
 }
@@ -102,7 +108,12 @@ fn an_abort_or_a_failed_write_stops_the_send_and_the_temporary_goes() {
         written: 0,
     };
     let e = d
-        .send("big", &SendOptions::default(), &mut out, Control::abort_on(&abort))
+        .send(
+            "big",
+            &SendOptions::default(),
+            &mut out,
+            Control::abort_on(&abort),
+        )
         .unwrap_err();
     assert_eq!(e.code_str(), "ABORT_ERR", "{e}");
     assert!(out.written < 64 << 20, "stopped early: {}", out.written);
@@ -140,7 +151,12 @@ fn an_unsupported_protocol_is_einval_before_any_snapshot() {
     }
     assert_eq!(oracle_list(&fs.mnt).len(), before, "no subvolume was made");
     let e = d
-        .send("missing", &SendOptions::default(), &mut Vec::new(), Control::NONE)
+        .send(
+            "missing",
+            &SendOptions::default(),
+            &mut Vec::new(),
+            Control::NONE,
+        )
         .unwrap_err();
     assert_eq!(e.code_str(), "ENOENT");
 }

@@ -221,7 +221,9 @@ impl DiffStream {
     /// digests; else `null`.
     #[napi]
     pub fn digests(&self) -> Option<LayerDigests> {
-        self.chunks.done(|d| d.as_ref().map(layer_digests)).flatten()
+        self.chunks
+            .done(|d| d.as_ref().map(layer_digests))
+            .flatten()
     }
 }
 

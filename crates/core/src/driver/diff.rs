@@ -58,7 +58,12 @@ impl Drop for ReadOnlyView<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.temp.take() {
             let shown = self.driver.subvolumes_path().join(&name);
-            let _ = delete_at(self.dirs.subvolumes.as_fd(), OsStr::new(&name), true, &shown);
+            let _ = delete_at(
+                self.dirs.subvolumes.as_fd(),
+                OsStr::new(&name),
+                true,
+                &shown,
+            );
         }
     }
 }

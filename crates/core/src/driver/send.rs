@@ -184,7 +184,11 @@ mod tests {
             (None, true, 1),
         ] {
             let e = request(&opts(protocol, compressed), offered, p).unwrap_err();
-            assert_eq!(e.code_str(), "EINVAL", "{protocol:?} {compressed} {offered}");
+            assert_eq!(
+                e.code_str(),
+                "EINVAL",
+                "{protocol:?} {compressed} {offered}"
+            );
         }
     }
 }
