@@ -54,11 +54,17 @@ imageTest('pull, push, export, import, images, rmi and commit with --json; progr
   t.is(ps.code, 0, ps.stderr)
   const pushedOut = parseJson(t, ps)
   t.is(pushedOut.digest, (await reg.crane(['digest', target])).trim())
-  t.deepEqual(pushedOut.layers.map((l: { blob: string }) => l.blob), ['uploaded', 'uploaded', 'uploaded'])
-  t.is((ps.stderr.match(/^layer \d\/3 [0-9a-f]{12}: .*, uploaded$/gm) ?? []).length, 3, ps.stderr)
-  await reg.crane(['validate', '--remote', target])
+  t.is(pushedOut.digest, img.digest, 'the pulled blobs mounted: the same image')
+  t.deepEqual(pushedOut.layers.map((l: { blob: string }) => l.blob), ['mounted', 'mounted', 'mounted'])
+  t.is((ps.stderr.match(/^layer \d\/3 [0-9a-f]{12}: .*, mounted$/gm) ?? []).length, 3, ps.stderr)
   const ps2 = await runCli(['--home', home, 'push', ref, target])
   t.is((ps2.stderr.match(/, present$/gm) ?? []).length, 3, ps2.stderr)
+  // --compression gzip: the zstd layer is diffed again, as gzip, and uploaded.
+  const gz = `${reg.host}/cli/gzip:v1`
+  const ps3 = await runCli(['--home', home, 'push', ref, gz, '--compression', 'gzip', '--json'])
+  t.is(ps3.code, 0, ps3.stderr)
+  t.deepEqual(parseJson(t, ps3).layers.map((l: { blob: string }) => l.blob), ['mounted', 'uploaded', 'mounted'])
+  await reg.crane(['validate', '--remote', gz])
 
   // export to a layout, import it back under another reference: the same image.
   const layoutDir = path.join(d, 'exported')

@@ -6,12 +6,13 @@ import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
+import { gunzipSync } from 'node:zlib'
 import { BtrfsDriver, BtrfsError, ImageStore } from '../ts/index'
 import { chainIds, layerIdOf } from '../ts/image/chain'
 import { sh, useBtrfs } from './helpers/btrfs'
 import { dir, file, hardlink, symlink } from './helpers/diff-tar'
 import { compareTrees, snapshotTree } from './helpers/diff-tree'
-import { image, layer, writeLayout, type BuiltImage } from './helpers/oci-layout'
+import { image, layer, sha256, writeLayout, type BuiltImage } from './helpers/oci-layout'
 import { startRegistry, useRegistryTools, type TestRegistry } from './helpers/registry'
 
 const { btrfsTest } = useBtrfs(test, { size: 1024 * 1024 * 1024, tools: ['getfattr', 'tar', 'zstd'] })
@@ -79,6 +80,11 @@ imageTest('import a layout: the layers crane export flattens; a multi-platform i
   t.deepEqual(rec.references, ['docker.io/local/imported:v1'])
   await s.reg.crane(['push', layout, `${s.reg.host}/imp/app:v1`])
   await sameAsExport(t, s, s.driver, `${s.reg.host}/imp/app:v1`, rec.layers[2], 'imported top layer')
+  t.deepEqual(rec.blobs, img.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.blob.length, sources: [] })), 'the layout blobs, from no registry')
+  // The registry has the layout's blobs (crane pushed it): pushed, the imported image is the same image.
+  const pushed = await s.images.push('local/imported:v1', `${s.reg.host}/imp/app:v2`)
+  t.deepEqual(pushed.layers.map((l) => l.blob), ['present', 'present', 'present'])
+  t.is(pushed.digest, img.digest)
   // Importing again applies nothing (the layers are there) and adds nothing but a reference.
   const again = await s.images.importLayout(layout, { reference: 'local/imported:v2' })
   t.deepEqual(again.references, ['docker.io/local/imported:v1', 'docker.io/local/imported:v2'])
@@ -150,4 +156,26 @@ imageTest('export: crane pushes and validates it, its export equals our layer, a
   t.deepEqual(compareTrees(a, b, { rootMeta: false }), [])
   await s.driver.put(rec.layers[2])
   await other.put(back.layers[2])
+})
+
+imageTest('export of a pulled image: its layers are diffs made again, and the config names their diffIDs; crane validates it', async (t, d) => {
+  const s = await setup(t, d)
+  const img = await fixture()
+  const layout = path.join(d, 'layout')
+  await writeLayout(layout, [img])
+  const src = `${s.reg.host}/src/app:v1`
+  await s.reg.crane(['push', layout, src])
+  const rec = await s.images.pull(src)
+  const out = path.join(d, 'exported')
+  const ex = await s.images.exportLayout(src, out)
+  const blob = (digest: string) => fsp.readFile(path.join(out, 'blobs', 'sha256', digest.slice(7)))
+  const manifest = JSON.parse((await blob(ex.digest)).toString('utf8'))
+  const config = JSON.parse((await blob(manifest.config.digest)).toString('utf8'))
+  const diffIds = await Promise.all((manifest.layers as { digest: string }[]).map(async (l) => sha256(gunzipSync(await blob(l.digest)))))
+  t.deepEqual(config.rootfs.diff_ids, diffIds, "the config's diff_ids are those of the exported layers")
+  t.is(config.rootfs.diff_ids.length, rec.layers.length)
+  t.deepEqual(config.history, JSON.parse(await s.reg.crane(['config', src])).history, 'the rest of the config is kept')
+  await s.reg.crane(['push', out, `${s.reg.host}/exp/app:v1`])
+  await s.reg.crane(['validate', '--remote', `${s.reg.host}/exp/app:v1`])
+  await sameAsExport(t, s, s.driver, `${s.reg.host}/exp/app:v1`, rec.layers[2], 'crane export of the exported layout')
 })

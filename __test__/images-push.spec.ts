@@ -1,6 +1,9 @@
 // ImageStore.push against a real registry, with crane as the oracle: what we push passes
 // `crane validate --remote` (gzip; zstd layers checked blob by blob with the zstd program), `crane export` of it equals our layer tree,
 // a second push uploads nothing, a committed image pushes too, wrong credentials are refused.
+// A pulled image keeps its blobs: pushed within its registry they are mounted (the registry's
+// log shows no upload) and its digest stays; a blob the target has is skipped; one it has not
+// and cannot mount is diffed and uploaded; a record from before blobs were kept pushes diffs.
 import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import * as fsp from 'node:fs/promises'
@@ -8,9 +11,10 @@ import * as path from 'node:path'
 import { BtrfsDriver, BtrfsError, ImageStore, type PushProgress } from '../ts/index'
 import { sh, useBtrfs } from './helpers/btrfs'
 import { dir, file, hardlink, symlink, zstdDecompress } from './helpers/diff-tar'
+import { gunzipSync } from 'node:zlib'
 import { compareTrees, snapshotTree } from './helpers/diff-tree'
-import { image, layer, sha256, writeLayout } from './helpers/oci-layout'
-import { startRegistry, useRegistryTools, type AuthMode, type TestRegistry } from './helpers/registry'
+import { image, layer, sha256, writeLayout, type BuiltImage } from './helpers/oci-layout'
+import { startRegistry, useRegistryTools, type AuthMode, type LoggedRequest, type TestRegistry } from './helpers/registry'
 
 const { btrfsTest } = useBtrfs(test, { size: 1024 * 1024 * 1024, tools: ['getfattr', 'tar', 'zstd'] })
 const registry = useRegistryTools(test)
@@ -46,6 +50,30 @@ async function sameAsExport(t: ExecutionContext, s: Setup, ref: string, id: stri
   await s.driver.put(id)
   t.deepEqual(compareTrees(ours, await snapshotTree(out), { rootMeta: false, mtime: 's' }), [], label)
 }
+
+/** A two-layer gzip image (crane validate reads gzip only), pushed by crane from a layout and pulled. */
+async function pulledGzip(s: Setup, ref = 'src/app:v1'): Promise<{ ref: string; built: BuiltImage }> {
+  const l0 = await layer([dir('etc/', { mtime: T }), file('etc/a', 'alpha', { mtime: T }), file('tool', randomBytes(50_000), { mode: 0o755, mtime: T })], 'gzip')
+  const l1 = await layer([dir('etc/', { mtime: T + 1 }), file('etc/.wh.a', '', { mtime: T + 1 }), file('etc/c', randomBytes(20_000), { mtime: T + 1 })], 'gzip')
+  const built = image([l0, l1])
+  const l = path.join(s.dir, `layout-${randomBytes(4).toString('hex')}`)
+  await writeLayout(l, [built])
+  await s.reg.crane(['push', l, `${s.reg.host}/${ref}`])
+  await s.images.pull(`${s.reg.host}/${ref}`)
+  return { ref: `${s.reg.host}/${ref}`, built }
+}
+
+/** What `reg` answered since `from` requests: blob uploads (PATCH, the closing PUT), mounts (201), and the rest. */
+async function since(reg: TestRegistry, from: number): Promise<{ all: LoggedRequest[]; uploads: LoggedRequest[]; mounts: LoggedRequest[] }> {
+  const all = (await reg.requests()).slice(from)
+  return {
+    all,
+    uploads: all.filter((q) => q.uri.includes('/blobs/uploads/') && (q.method === 'PATCH' || q.method === 'PUT')),
+    mounts: all.filter((q) => q.method === 'POST' && q.uri.includes('mount=') && q.status === 201),
+  }
+}
+
+const layerDigests = async (reg: TestRegistry, ref: string) => (JSON.parse(await reg.crane(['manifest', ref])).layers as { digest: string }[]).map((l) => l.digest)
 
 async function pulledFixture(s: Setup): Promise<string> {
   const l0 = await layer(
@@ -97,7 +125,7 @@ imageTest('push gzip and zstd: crane validate --remote, crane export equals the 
     await sameAsExport(t, s, target, rec.layers[1], `${compression}: crane export of what we pushed`)
   }
   const before = (await s.reg.requests()).filter((q) => q.method === 'POST').length
-  const again = await s.images.push(src, `${s.reg.host}/pushed/app:gzip`)
+  const again = await s.images.push(src, `${s.reg.host}/pushed/app:gzip`, { compression: 'gzip' })
   t.deepEqual(again.layers.map((l) => l.blob), ['present', 'present'])
   t.is(again.config, 'present')
   t.is((await s.reg.requests()).filter((q) => q.method === 'POST').length, before, 'no upload started')
@@ -148,4 +176,114 @@ imageTest('push with wrong credentials: ERR_REGISTRY_AUTH', async (t, d) => {
   await s.reg.crane(['validate', '--remote', ok.reference])
   await t.throwsAsync(s.images.push('local/base', 'x', { compression: 'lz4' as 'gzip' }), { code: 'EINVAL' })
   await t.throwsAsync(s.images.push('nope/nothing', 'x'), { code: 'ENOENT' })
+})
+
+imageTest('a pulled image pushed within its registry: its blobs are mounted or present, nothing is uploaded, its digest stays', async (t, d) => {
+  const s = await setup(t, d)
+  const { ref: src, built } = await pulledGzip(s)
+  const rec = await s.images.get(src)
+  const source = { registry: s.reg.host, repository: 'src/app' }
+  t.deepEqual(rec.blobs, built.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.blob.length, sources: [source] })), 'each layer keeps its blob and where it came from')
+  // Pulled again from a second repository: the record knows both.
+  await s.reg.crane(['copy', src, `${s.reg.host}/src2/app:v1`])
+  await s.images.pull(`${s.reg.host}/src2/app:v1`)
+  const sources = (await s.images.get(src)).blobs?.[0].sources ?? []
+  t.deepEqual([...sources].sort((a, b) => a.repository.localeCompare(b.repository)), [source, { registry: s.reg.host, repository: 'src2/app' }])
+
+  const srcDigest = (await s.reg.crane(['digest', src])).trim()
+  const target = `${s.reg.host}/other/app:v1`
+  const n0 = (await s.reg.requests()).length
+  const r = await s.images.push(src, target)
+  const log = await since(s.reg, n0)
+  t.deepEqual(r.layers.map((l) => l.blob), ['mounted', 'mounted'])
+  t.is(r.config, 'mounted')
+  t.deepEqual(log.uploads, [], 'no blob uploaded')
+  t.is(log.mounts.length, 3, 'two layers and the config mounted')
+  t.deepEqual(
+    log.all.filter((q) => q.method === 'PUT').map((q) => q.uri),
+    ['/v2/other/app/manifests/v1'],
+    'the one PUT is the manifest',
+  )
+  t.deepEqual(await layerDigests(s.reg, target), built.layers.map((l) => l.digest))
+  t.is((await s.reg.crane(['digest', target])).trim(), srcDigest, 'crane digest of the source and the target agree')
+  t.is(r.digest, srcDigest)
+  t.is(r.digest, rec.digest)
+  await s.reg.crane(['validate', '--remote', target])
+
+  // Into the source repository under another tag: every blob is there.
+  const n1 = (await s.reg.requests()).length
+  const again = await s.images.push(src, `${s.reg.host}/src/app:v2`)
+  const log2 = await since(s.reg, n1)
+  t.deepEqual(again.layers.map((l) => l.blob), ['present', 'present'])
+  t.is(again.config, 'present')
+  t.deepEqual(log2.all.filter((q) => q.method === 'POST'), [], 'no upload started, no mount')
+  t.is(again.digest, srcDigest)
+})
+
+imageTest('to a second registry: a blob it has is skipped, the others are diffed and uploaded; crane validate and crane export agree', async (t, d) => {
+  const s = await setup(t, d)
+  const { ref: src, built } = await pulledGzip(s)
+  const rec = await s.images.get(src)
+  const reg2 = await startRegistry()
+  t.teardown(() => reg2.stop())
+  // The target repository has the base layer's blob already (crane pushed an image of it).
+  const seed = path.join(d, 'seed')
+  await writeLayout(seed, [image([built.layers[0]])])
+  await reg2.crane(['push', seed, `${reg2.host}/mirror/app:base`])
+  const target = `${reg2.host}/mirror/app:v1`
+  const n0 = (await reg2.requests()).length
+  const r = await s.images.push(src, target)
+  const log = await since(reg2, n0)
+  t.deepEqual(r.layers.map((l) => l.blob), ['present', 'uploaded'])
+  t.is(r.layers[0].digest, built.layers[0].digest, 'the base keeps its blob')
+  t.not(r.layers[1].digest, built.layers[1].digest, 'the top is a diff made again')
+  t.deepEqual(log.mounts, [], 'nothing to mount from on another registry')
+  const closing = log.uploads.filter((q) => q.method === 'PUT').map((q) => /digest=(sha256(?:%3A|:)[0-9a-f]{64})/.exec(q.uri)?.[1]?.replace('%3A', ':'))
+  t.false(closing.includes(built.layers[0].digest), 'the base is not uploaded')
+  t.true(closing.includes(r.layers[1].digest), 'the top is uploaded')
+  t.deepEqual(await layerDigests(reg2, target), r.layers.map((l) => l.digest))
+  await reg2.crane(['validate', '--remote', target])
+  const config = JSON.parse(await reg2.crane(['config', target]))
+  t.is(config.rootfs.diff_ids[0], rec.diffIds[0])
+  const blob = Buffer.from(await (await fetch(`${reg2.url}/v2/mirror/app/blobs/${r.layers[1].digest}`)).arrayBuffer())
+  t.is(config.rootfs.diff_ids[1], sha256(gunzipSync(blob)), "the config names the uploaded diff's diffID")
+  t.not(r.digest, rec.digest)
+  await sameAsExport(t, { ...s, reg: reg2 }, target, rec.layers[1], 'crane export of the mixed image')
+})
+
+imageTest('a blob the target lacks and cannot mount (its source repository lost it) is diffed and uploaded as before', async (t, d) => {
+  const s = await setup(t, d)
+  const { ref: src, built } = await pulledGzip(s)
+  const res = await fetch(`${s.reg.url}/v2/src/app/blobs/${built.layers[1].digest}`, { method: 'DELETE' })
+  t.is(res.status, 202, 'the registry dropped the top blob from the source repository')
+  const target = `${s.reg.host}/other/app:v1`
+  const n0 = (await s.reg.requests()).length
+  const r = await s.images.push(src, target)
+  const log = await since(s.reg, n0)
+  t.deepEqual(r.layers.map((l) => l.blob), ['mounted', 'uploaded'])
+  t.is(log.mounts.length, 1, 'the base mounted (the config is new: it names the new diff)')
+  t.is(r.config, 'uploaded')
+  t.true(log.all.some((q) => q.method === 'POST' && q.uri.includes(`mount=${encodeURIComponent(built.layers[1].digest)}`) && q.status === 202), 'the top was tried first')
+  t.true(log.uploads.length > 0)
+  t.not(r.layers[1].digest, built.layers[1].digest)
+  await s.reg.crane(['validate', '--remote', target])
+})
+
+imageTest('a record written before blobs were kept still reads, and pushes the diffs', async (t, d) => {
+  const s = await setup(t, d)
+  const { ref: src } = await pulledGzip(s)
+  const rec = await s.images.get(src)
+  const file = path.join(s.driver.home, 'images', `${rec.digest.slice(7)}.json`)
+  const stored = JSON.parse(await fsp.readFile(file, 'utf8'))
+  delete stored.blobs
+  await fsp.writeFile(file, JSON.stringify(stored))
+  const reopened = await ImageStore.open(s.driver)
+  const old = await reopened.get(src)
+  t.is(old.blobs, undefined)
+  t.deepEqual(old.layers, rec.layers)
+  const target = `${s.reg.host}/other/app:v1`
+  const r = await reopened.push(src, target)
+  t.deepEqual(r.layers.map((l) => l.blob), ['uploaded', 'uploaded'])
+  await s.reg.crane(['validate', '--remote', target])
+  await sameAsExport(t, s, target, rec.layers[1], 'crane export of the diffs')
 })

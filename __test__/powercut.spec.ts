@@ -12,20 +12,15 @@
  * BTRFS_LAYERS_POWERCUT_KEEP=1 (keep the base image, log and plan, and print where).
  */
 import test, { type ExecutionContext } from 'ava'
-import { createHash, randomInt } from 'node:crypto'
-import * as fsp from 'node:fs/promises'
-import * as os from 'node:os'
+import { createHash } from 'node:crypto'
 import * as path from 'node:path'
-import { BtrfsDriver, isReadOnly, sync, type IdMap } from '../ts/index'
-import { oracleListAll, requireBtrfs } from './helpers/btrfs'
+import { BtrfsDriver, sync, type IdMap } from '../ts/index'
 import { buildTar, dir, file, symlink, type RawEntry } from './helpers/diff-tar'
-import { isTemporary, prng } from './helpers/driver-util'
-import { LayerHistory, describeTree, explain, isAllowed, type LayerState } from './helpers/powercut-model'
-import { LoggedDisk, checkCrashImage, fuseUnavailable, planCrashStates, powercutBinary, teardownCrashImage, type CrashState, type Plan } from './helpers/powercut-rig'
+import { prng } from './helpers/driver-util'
+import { LayerHistory, type LayerState } from './helpers/powercut-model'
+import { LoggedDisk, planCrashStates, type CrashState, type Plan } from './helpers/powercut-rig'
+import { checkStates, layerProblems, observeLayer, SEED, STATES, storeLeftovers, usePowercut, withCrashedStore } from './helpers/powercut-suite'
 
-const STATES = Number(process.env.BTRFS_LAYERS_POWERCUT_STATES ?? 200)
-const SEED = process.env.BTRFS_LAYERS_POWERCUT_SEED !== undefined ? Number(process.env.BTRFS_LAYERS_POWERCUT_SEED) : randomInt(2 ** 31)
-const KEEP = process.env.BTRFS_LAYERS_POWERCUT_KEEP === '1'
 const STORE = 'store'
 const SHIFT: { uidMaps: IdMap[]; gidMaps: IdMap[] } = {
   uidMaps: [{ containerId: 0, hostId: 100000, size: 65536 }],
@@ -119,22 +114,6 @@ const STEPS: Step[] = [
   { name: 'remove other', run: (d) => d.remove('other'), changes: ['other'], removes: true },
 ]
 
-/** A layer as the driver shows it: its tree, read-only flag and recorded parent. */
-async function observeLayer(driver: BtrfsDriver, id: string): Promise<LayerState> {
-  const dir = await driver.get(id)
-  try {
-    let parent: string
-    try {
-      parent = (await driver.getMetadata(id)).parent ?? ''
-    } catch (e) {
-      parent = `<getMetadata fails: ${(e as { code?: string }).code ?? (e as Error).message}>`
-    }
-    return { tree: await describeTree(dir), readOnly: await isReadOnly(dir), parent }
-  } finally {
-    await driver.put(id)
-  }
-}
-
 /**
  * Run the steps between marks and record each layer's state after each step. A layer is read
  * only just before a later step changes it (or at the end), so that nothing but the workload
@@ -180,104 +159,29 @@ async function runWorkload(disk: LoggedDisk): Promise<LayerHistory> {
 /** What is wrong with the store on the mounted crash image of `state`. */
 async function inspect(mnt: string, state: CrashState, history: LayerHistory): Promise<string[]> {
   const home = path.join(mnt, STORE)
-  let driver: BtrfsDriver
-  try {
-    driver = await BtrfsDriver.init(home)
-  } catch (e) {
-    return [`BtrfsDriver.init fails: ${(e as Error).message}`]
-  }
-  const problems: string[] = []
-  try {
+  return withCrashedStore(home, async (driver) => {
     const present = new Set(await driver.layers())
-    const allowed = history.allowed(state.cut)
-    for (const id of [...new Set([...history.layers(), ...present])].sort()) {
-      const may = allowed.get(id)
-      if (!may) {
-        problems.push(`layer '${id}' was never made by the workload`)
-        continue
-      }
-      const seen = present.has(id) ? await observeLayer(driver, id) : null
-      if (!isAllowed(seen, may)) problems.push(explain(id, seen, may))
-    }
-    for (const d of ['', 'subvolumes', 'metadata']) {
-      const names = await fsp.readdir(path.join(home, d)).catch(() => [] as string[])
-      for (const n of names.filter(isTemporary)) problems.push(`a temporary is left after init: ${path.posix.join(STORE, d, n)}`)
-      if (d !== 'subvolumes') continue
-      for (const n of names.filter((n) => !isTemporary(n) && !present.has(n))) problems.push(`${STORE}/subvolumes/${n} is left, but is no layer`)
-    }
-    for (const s of await oracleListAll(mnt)) {
-      if (s.path.split('/').some(isTemporary)) problems.push(`a temporary subvolume is left after init: ${s.path}`)
-    }
-  } finally {
-    await driver.cleanup()
-  }
-  return problems
-}
-
-function describeState(s: CrashState, history: LayerHistory): string {
-  const returned = history.returned(s.cut)
-  const inFlight = history.steps.find((st) => st.begin < s.cut && st.end >= s.cut)
-  const last = returned.slice(-2).map((st) => `'${st.name}'`)
-  return (
-    `crash state ${s.id} (${s.kind}): ${s.label}\n` +
-    `  returned before the cut: ${returned.length} of ${history.steps.length} steps${last.length ? `, the last ${last.join(', ')}` : ''}` +
-    `${inFlight ? `; in flight: '${inFlight.name}'` : ''}`
-  )
+    return [...(await layerProblems(driver, history, state.cut, present)), ...(await storeLeftovers(mnt, home, present))]
+  })
 }
 
 // ---------------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------------
 
-const gate = requireBtrfs(test.meta.file)
-const fuseWhy = gate.available ? fuseUnavailable() : undefined
-if (gate.available && fuseWhy) {
-  const bar = '!'.repeat(100)
-  const verdict = gate.required ? 'BTRFS_LAYERS_REQUIRE_BTRFS=1 is set, so they FAIL.' : 'They are SKIPPED.'
-  console.error(`\n${bar}\n!!! btrfs-layers: the power-cut tests cannot run: ${fuseWhy}\n!!! ${verdict}\n${bar}\n`)
-}
-const runnable = gate.available && !fuseWhy
-
-let bin = ''
-let work = ''
-let disk: LoggedDisk | undefined
+const suite = usePowercut(test)
+const register = suite.register
 let history: LayerHistory | undefined
 let plan: Plan | undefined
-
-if (runnable) {
-  test.before(async () => {
-    bin = powercutBinary()
-    work = await fsp.mkdtemp(path.join(os.tmpdir(), 'btrfs-layers-powercut-'))
-  })
-  test.after.always(async (t) => {
-    await disk?.teardown()
-    if (!work) return
-    await teardownCrashImage(work)
-    if (KEEP) t.log(`kept the base image, write log and plan in ${work} (powercut build --base base.img --log writes.log --plan plan.json --state ID --out FILE)`)
-    else await fsp.rm(work, { recursive: true, force: true })
-  })
-}
-
-function register(title: string, impl: (t: ExecutionContext) => Promise<void>): void {
-  if (runnable) {
-    test.serial(title, async (t) => {
-      t.timeout(10 * 60_000)
-      await impl(t)
-    })
-  } else if (gate.required) {
-    test.serial(title, (t) => t.fail(`cannot run with BTRFS_LAYERS_REQUIRE_BTRFS=1: ${gate.reason ?? fuseWhy}`))
-  } else {
-    test.serial.skip(title, () => {})
-  }
-}
 
 register('the workload runs on a disk that logs every write and flush, with its calls marked', async (t) => {
   t.log(`seed ${SEED} (BTRFS_LAYERS_POWERCUT_SEED), ${STATES} crash states (BTRFS_LAYERS_POWERCUT_STATES)`)
   const started = Date.now()
-  disk = await LoggedDisk.start(bin, work, 4 * 2 ** 30)
+  const disk = await LoggedDisk.start(suite.bin, suite.work, 4 * 2 ** 30)
+  suite.disk = disk
   const h = await runWorkload(disk)
   await disk.release()
-  const p = planCrashStates(bin, disk, { states: STATES, seed: SEED })
+  const p = planCrashStates(suite.bin, disk, { states: STATES, seed: SEED })
   h.place(p.marks)
   t.log(
     `workload: ${h.steps.length} steps in ${Date.now() - started} ms; the log: ${p.records} records, ${p.writes} writes ` +
@@ -307,32 +211,8 @@ register('the workload runs on a disk that logs every write and flush, with its 
   plan = p
 })
 
-async function checkStates(t: ExecutionContext, kind: CrashState['kind']): Promise<void> {
-  if (!disk || !history || !plan) {
-    t.fail('the workload did not run')
-    return
-  }
-  const states = plan.states.filter((s) => s.kind === kind)
-  const started = Date.now()
-  const failures: string[] = []
-  for (const s of states) {
-    const h = history
-    // A check that throws is a finding about this state; the others still run.
-    const problems = await checkCrashImage(bin, disk, plan, s, (mnt) => inspect(mnt, s, h)).catch((e: Error) => [`checking it throws: ${e.stack ?? e.message}`])
-    if (problems.length > 0) failures.push(`${describeState(s, h)}\n${problems.map((p) => `  - ${p.replace(/\n/g, '\n    ')}`).join('\n')}`)
-  }
-  t.log(`${states.length} ${kind} crash states checked in ${((Date.now() - started) / 1000).toFixed(1)} s`)
-  if (failures.length === 0) {
-    t.pass()
-    return
-  }
-  t.fail(
-    `${failures.length} of ${states.length} ${kind} crash states are wrong (seed ${SEED}: BTRFS_LAYERS_POWERCUT_SEED=${SEED} ` +
-      `chooses the same states from the same log; BTRFS_LAYERS_POWERCUT_KEEP=1 keeps the log):\n\n${failures.slice(0, 4).join('\n\n')}` +
-      (failures.length > 4 ? `\n\n... and ${failures.length - 4} more` : ''),
-  )
-}
+const check = (kind: CrashState['kind']) => (t: ExecutionContext) => checkStates(t, suite, plan, history, kind, inspect)
 
-register('crash states: every flushed prefix of the log (the commits first)', (t) => checkStates(t, 'prefix'))
-register('crash states: the writes after the last flush lost or reordered', (t) => checkStates(t, 'reordered'))
-register('crash states: the writes after the last flush torn at 4 KiB', (t) => checkStates(t, 'torn'))
+register('crash states: every flushed prefix of the log (the commits first)', check('prefix'))
+register('crash states: the writes after the last flush lost or reordered', check('reordered'))
+register('crash states: the writes after the last flush torn at 4 KiB', check('torn'))

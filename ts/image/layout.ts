@@ -17,7 +17,7 @@ import { chainIds, layerIdOf } from './chain'
 import { parseConfig, type ImageConfig } from './config'
 import { MediaType, parseManifest, selectPlatform, type Descriptor, type Platform } from './manifest'
 import { checkLayerTypes } from './pull'
-import type { StoredImage } from './records'
+import { imageRecord, type StoredImage } from './records'
 import { isSha256Digest } from './reference'
 import { digestError, sha256 } from './registry'
 
@@ -123,22 +123,12 @@ export async function importLayout(
       ...(o.signal ? { signal: o.signal } : {}),
     })
   }
-  const now = Date.now()
-  return {
-    schemaVersion: 1,
-    digest: entry.digest,
-    references: o.reference ? [o.reference] : [],
-    mediaType: entry.mediaType,
-    manifest: manifestBytes.toString('utf8'),
-    configDigest: manifest.config.digest,
-    config: configBytes.toString('utf8'),
+  return imageRecord({ digest: entry.digest, mediaType: entry.mediaType, bytes: manifestBytes, layers: manifest.layers, config: manifest.config }, configBytes, {
     diffIds,
     layers: ids,
+    references: o.reference ? [o.reference] : [],
     platform: platform ?? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) },
-    size: manifest.layers.reduce((n, d) => n + d.size, 0),
-    created: now,
-    updated: now,
-  }
+  })
 }
 
 /** Write `bytes` as a blob of the layout (no-op when it is there). */

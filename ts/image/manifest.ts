@@ -18,6 +18,18 @@ export const MediaType = {
   dockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
 } as const
 
+/** The compression of a layer blob, from its media type (OCI's or Docker's). */
+export function layerCompression(mediaType: string): 'gzip' | 'zstd' | 'none' {
+  if (/[+.]zstd$/.test(mediaType)) return 'zstd'
+  if (/[+.]gzip$/.test(mediaType)) return 'gzip'
+  return 'none'
+}
+
+/** The OCI media type of a layer blob of this type (Docker's named as OCI's), for an OCI manifest. */
+export function ociLayerType(mediaType: string): string {
+  return { gzip: MediaType.ociLayerGzip, zstd: MediaType.ociLayerZstd, none: MediaType.ociLayer }[layerCompression(mediaType)]
+}
+
 /** The manifest types this client reads, in the order of preference of its `Accept` header. */
 export const MANIFEST_TYPES: readonly string[] = [MediaType.ociIndex, MediaType.ociManifest, MediaType.dockerManifestList, MediaType.dockerManifest]
 const INDEX_TYPES: readonly string[] = [MediaType.ociIndex, MediaType.dockerManifestList]

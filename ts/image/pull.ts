@@ -14,7 +14,7 @@ import type { Credentials } from './auth'
 import { chainIds, layerIdOf } from './chain'
 import { parseConfig } from './config'
 import { MediaType, type Descriptor, type Platform } from './manifest'
-import type { StoredImage } from './records'
+import { imageRecord, type StoredImage } from './records'
 import { formatReference, type Reference } from './reference'
 import { RegistryClient } from './registry'
 import { Semaphore } from './semaphore'
@@ -171,22 +171,15 @@ export async function pullImage<T>(
   try {
     await fetchLayers(host, client, repo, layers, diffIds, ids, present, { ...o, emit })
     trace('pull.layers', `${layers.length}`)
-    const now = Date.now()
-    const written = await record({
-      schemaVersion: 1,
-      digest: manifest.digest,
-      references: [formatReference(ref)],
-      mediaType: manifest.mediaType,
-      manifest: manifest.bytes.toString('utf8'),
-      configDigest: manifest.parsed.config.digest,
-      config: configBytes.toString('utf8'),
-      diffIds,
-      layers: ids,
-      platform,
-      size: layers.reduce((n, d) => n + d.size, 0),
-      created: now,
-      updated: now,
-    })
+    const written = await record(
+      imageRecord({ digest: manifest.digest, mediaType: manifest.mediaType, bytes: manifest.bytes, layers, config: manifest.parsed.config }, configBytes, {
+        diffIds,
+        layers: ids,
+        references: [formatReference(ref)],
+        platform,
+        source: { registry: ref.registry, repository: repo },
+      }),
+    )
     trace('pull.recorded', manifest.digest)
     return written
   } finally {

@@ -15,7 +15,7 @@ import { parsePlatform, type Platform } from './manifest'
 import { pullImage, type PullHost, type PullOptions } from './pull'
 import { pushImage, type PushOptions, type PushResult } from './push'
 import { exportLayout, importLayout, type ExportLayoutOptions, type ImportLayoutOptions } from './layout'
-import { deleteRecord, IMAGES_DIR, readRecords, writeRecord, type StoredImage } from './records'
+import { deleteRecord, IMAGES_DIR, mergeBlobs, readRecords, writeRecord, type StoredImage } from './records'
 import { formatReference, parseReference } from './reference'
 
 export type { CommitOptions } from './commit'
@@ -51,6 +51,12 @@ export interface ImageRecord {
   size: number
   /** When the image came into the store. */
   created: Date
+  /**
+   * Per layer, base first, the blob it came in as (pull, importLayout) and the repositories it
+   * was pulled from (`registry`, `repository`): what `push` sends again unchanged. Absent for a
+   * committed image and for images recorded before this was kept.
+   */
+  blobs?: { mediaType: string; digest: string; size: number; sources: { registry: string; repository: string }[] }[]
 }
 
 /**
@@ -84,6 +90,7 @@ function toRecord(s: StoredImage): ImageRecord {
     ...(s.platform ? { platform: s.platform } : {}),
     size: s.size,
     created: new Date(s.created),
+    ...(s.blobs ? { blobs: s.blobs.map((b) => ({ ...b, sources: b.sources.map((x) => ({ ...x })) })) } : {}),
   }
 }
 
@@ -283,11 +290,15 @@ export class ImageStore {
 
   /**
    * Push an image (a reference, a digest or a unique prefix of 12+ hex digits of one) to
-   * `targetRef`: each layer as the diff of its driver layer against its parent, compressed
-   * with `gzip` (default) or `zstd`, hashed in a first pass and streamed in a second, skipped
-   * when the registry has the blob (HEAD) and mounted from another repository of the same
-   * registry where it can; then the config (its `rootfs.diff_ids` those of the diffs) and an
-   * OCI manifest under the tag. The store's record is not changed.
+   * `targetRef`. A layer that came by pull or importLayout goes as its own blob (`blobs`) when
+   * the target repository has it (HEAD) or it mounts from a repository of the same registry it
+   * was pulled from; then no diff is made and nothing uploaded. Otherwise the layer goes as its
+   * diff against its parent, compressed with `gzip` (or `zstd`), hashed in a first pass and
+   * streamed in a second, skipped when the registry has it and mounted where it can. With
+   * `compression` set, only blobs of that compression are reused. When every layer kept its
+   * blob, the image's own config and manifest follow (same digest); else a config whose
+   * `rootfs.diff_ids` are those of what was pushed and an OCI manifest, under the tag. The
+   * store's record is not changed.
    * @throws {BtrfsError} `ENOENT` (no such image), `ERR_REGISTRY_AUTH`, `ERR_REGISTRY`,
    *   `ERR_DIGEST` (the registry found another digest), `EINVAL`, `AbortError`.
    * @example const { digest } = await images.push('app:v1', 'localhost:5000/team/app:v1', { compression: 'zstd' })
@@ -378,7 +389,9 @@ export class ImageStore {
    * gets another entry, in place of one with the same tag): its layers as diffs of its driver
    * layers (gzip, or zstd), its config (with the diffs' diffIDs) and an OCI manifest, named in
    * `index.json` with the tag of the reference given (or of its first reference) as
-   * `org.opencontainers.image.ref.name`.
+   * `org.opencontainers.image.ref.name`. The store keeps no blobs, so a pulled image's layers
+   * are diffs made again: other tars, so other layer digests and diffIDs, a config naming those
+   * (the rest of it kept) and another manifest digest than the one pulled.
    * @throws {BtrfsError} `ENOENT` (no such image), `EINVAL`, `AbortError`; file system errors.
    * @example const { digest } = await images.exportLayout('alpine:3.20', '/tmp/alpine-oci')
    */
@@ -442,12 +455,18 @@ export class ImageStore {
   /** Write `rec` (merged with a record of the same digest), moving its references off other images. */
   async #put(rec: StoredImage): Promise<ImageRecord> {
     const old = this.#records.get(rec.digest)
+    const blobs = mergeBlobs(rec, old)
     const merged: StoredImage = {
       ...rec,
+      ...(blobs ? { blobs } : {}),
       references: [...new Set([...(old?.references ?? []), ...rec.references])].sort(),
       created: old?.created ?? rec.created,
       updated: Math.max(Date.now(), (old?.updated ?? 0) + 1),
     }
+    // The layers the record names were published by renames that no fsync of the record's
+    // directory is sure to carry (they are in another directory, and name subvolumes): one
+    // syncfs makes them durable first. Nothing new (a re-pull) leaves it next to nothing to do.
+    await this.#driver.sync()
     // The new owner first: after a crash in between, the newer record keeps the reference.
     await writeRecord(this.#dir, merged)
     this.#records.set(merged.digest, merged)

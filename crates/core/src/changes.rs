@@ -18,7 +18,6 @@ mod generation;
 mod inode;
 mod judge;
 mod send;
-mod send_stream;
 mod walk;
 
 use crate::control::Control;

@@ -95,6 +95,18 @@ impl Error {
         )
     }
 
+    /// A malformed or hostile layer (a tar or a send stream) that operation `op` refused, about
+    /// the entry at `path` (none when empty).
+    pub fn bad_layer(op: &'static str, path: &Path, why: impl Into<String>) -> Self {
+        Error {
+            code: Code::BadLayer,
+            syscall: "",
+            op,
+            path: (!path.as_os_str().is_empty()).then(|| path.to_path_buf()),
+            message: why.into(),
+        }
+    }
+
     pub fn not_btrfs(syscall: &'static str, path: &Path) -> Self {
         Error {
             code: Code::NotBtrfs,

@@ -88,6 +88,20 @@ impl IdMapping {
             .ok_or_else(|| unmapped(id, "container"))
     }
 
+    /// The host id of the id `id` a layer (a tar header, a send stream) gives its entry at
+    /// `shown`: ERR_BAD_LAYER of operation `op` when it is no u32 or the top id (-1 to chown,
+    /// no id at all), ERR_ID_MAPPING when no range holds it.
+    pub fn layer_to_host(&self, id: u64, op: &'static str, shown: &Path) -> Result<u32> {
+        let id = u32::try_from(id)
+            .ok()
+            .filter(|&i| i != u32::MAX)
+            .ok_or_else(|| Error::bad_layer(op, shown, format!("id {id} is out of range")))?;
+        self.to_host(id).map_err(|e| Error {
+            path: Some(shown.to_path_buf()),
+            ..e
+        })
+    }
+
     /// The container id of host id `id`; ERR_ID_MAPPING when no range holds it.
     pub fn to_container(&self, id: u32) -> Result<u32> {
         if self.is_identity() {

@@ -337,6 +337,52 @@ pub struct SendArgs {
     pub reserved: [u8; 28],
 }
 
+/// `struct btrfs_ioctl_received_subvol_args`: what SET_RECEIVED_SUBVOL records on a subvolume
+/// made by a receive (the sender's UUID and ctransid).
+#[repr(C)]
+pub struct ReceivedSubvolArgs {
+    pub uuid: [u8; UUID_SIZE],
+    pub stransid: u64,
+    pub rtransid: u64,
+    pub stime: Timespec,
+    pub rtime: Timespec,
+    pub flags: u64,
+    pub reserved: [u64; 16],
+}
+
+/// `struct btrfs_ioctl_clone_range_args`: share `src_length` bytes of `src_fd` (0: to its end).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct CloneRangeArgs {
+    pub src_fd: i64,
+    pub src_offset: u64,
+    pub src_length: u64,
+    pub dest_offset: u64,
+}
+
+/// `struct btrfs_ioctl_encoded_io_args`: an extent's data as it is on disk (compressed).
+#[repr(C)]
+pub struct EncodedIoArgs {
+    pub iov: *const libc::iovec,
+    pub iovcnt: libc::c_ulong,
+    pub offset: i64,
+    pub flags: u64,
+    pub len: u64,
+    pub unencoded_len: u64,
+    pub unencoded_offset: u64,
+    pub compression: u32,
+    pub encryption: u32,
+    pub reserved: [u8; 64],
+}
+
+/// `BTRFS_ENCODED_IO_COMPRESSION_*` and `_ENCRYPTION_NONE`.
+pub const ENCODED_IO_COMPRESSION_NONE: u32 = 0;
+pub const ENCODED_IO_COMPRESSION_ZLIB: u32 = 1;
+pub const ENCODED_IO_COMPRESSION_ZSTD: u32 = 2;
+pub const ENCODED_IO_ENCRYPTION_NONE: u32 = 0;
+/// `BTRFS_MAX_UNCOMPRESSED`: the most an encoded extent decompresses to.
+pub const MAX_UNCOMPRESSED: u64 = 128 * 1024;
+
 /// `BTRFS_SEND_FLAG_NO_FILE_DATA`: send metadata only; writes become UPDATE_EXTENT commands.
 pub const SEND_FLAG_NO_FILE_DATA: u64 = 0x1;
 /// `BTRFS_SEND_FLAG_VERSION`: `version` names the stream protocol (else 1). Linux 5.19+.
@@ -366,7 +412,9 @@ zeroed_default!(
     InoLookupArgs,
     FsInfoArgs,
     DevInfoArgs,
-    SendArgs
+    SendArgs,
+    ReceivedSubvolArgs,
+    EncodedIoArgs
 );
 
 ioctl_write_ptr!(snap_destroy, BTRFS_IOCTL_MAGIC, 15, VolArgs);
@@ -392,6 +440,14 @@ ioctl_readwrite!(
 ioctl_readwrite!(ino_lookup_user, BTRFS_IOCTL_MAGIC, 62, InoLookupUserArgs);
 ioctl_write_ptr!(snap_destroy_v2, BTRFS_IOCTL_MAGIC, 63, VolArgsV2);
 ioctl_write_ptr!(send, BTRFS_IOCTL_MAGIC, 38, SendArgs);
+ioctl_write_ptr!(clone_range, BTRFS_IOCTL_MAGIC, 13, CloneRangeArgs);
+ioctl_readwrite!(
+    set_received_subvol,
+    BTRFS_IOCTL_MAGIC,
+    37,
+    ReceivedSubvolArgs
+);
+ioctl_write_ptr!(encoded_write, BTRFS_IOCTL_MAGIC, 64, EncodedIoArgs);
 ioctl_readwrite!(quota_ctl, BTRFS_IOCTL_MAGIC, 40, QuotaCtlArgs);
 ioctl_write_ptr!(qgroup_create, BTRFS_IOCTL_MAGIC, 42, QgroupCreateArgs);
 // The kernel header declares QGROUP_LIMIT as _IOR although userspace passes the limit in.

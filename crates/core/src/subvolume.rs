@@ -268,6 +268,26 @@ pub fn set_read_only_fd(fd: BorrowedFd<'_>, read_only: bool, shown: &Path) -> Re
     Ok(())
 }
 
+/// Record on the subvolume whose root is `fd` that it was received from the sender's
+/// subvolume `uuid` at its transaction `stransid` (SET_RECEIVED_SUBVOL, CAP_SYS_ADMIN), as
+/// `btrfs receive` does before making it read-only. Returns the receiving transaction.
+pub fn set_received_fd(
+    fd: BorrowedFd<'_>,
+    uuid: &[u8; 16],
+    stransid: u64,
+    shown: &Path,
+) -> Result<u64> {
+    let mut args = ioctl::ReceivedSubvolArgs {
+        uuid: *uuid,
+        stransid,
+        ..Default::default()
+    };
+    // SAFETY: args is a zeroed btrfs_ioctl_received_subvol_args with its in-fields set.
+    unsafe { ioctl::set_received_subvol(fd.as_raw_fd(), &mut args) }
+        .at("BTRFS_IOC_SET_RECEIVED_SUBVOL", shown)?;
+    Ok(args.rtransid)
+}
+
 /// Format a btrfs UUID the usual 8-4-4-4-12 way.
 pub fn uuid_string(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();

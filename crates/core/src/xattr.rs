@@ -80,6 +80,35 @@ pub fn get(at: At<'_>, key: &CStr, path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Set xattr `key` at `at` to `value`.
+pub fn set(at: At<'_>, key: &CStr, value: &[u8], path: &Path) -> Result<()> {
+    // SAFETY: the path and key are NUL-terminated; value is readable for value.len() bytes.
+    let r = unsafe {
+        let v = value.as_ptr() as *const libc::c_void;
+        match at {
+            At::Entry(p) => libc::lsetxattr(p.as_ptr(), key.as_ptr(), v, value.len(), 0),
+            At::Inode(p) => libc::setxattr(p.as_ptr(), key.as_ptr(), v, value.len(), 0),
+        }
+    };
+    Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::sys(e, "setxattr", path))
+}
+
+/// Remove xattr `key` at `at`.
+pub fn remove(at: At<'_>, key: &CStr, path: &Path) -> Result<()> {
+    // SAFETY: the path and key are NUL-terminated.
+    let r = unsafe {
+        match at {
+            At::Entry(p) => libc::lremovexattr(p.as_ptr(), key.as_ptr()),
+            At::Inode(p) => libc::removexattr(p.as_ptr(), key.as_ptr()),
+        }
+    };
+    Errno::result(r)
+        .map(drop)
+        .map_err(|e| Error::sys(e, "removexattr", path))
+}
+
 const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
 const VFS_CAP_REVISION_MASK: u32 = 0xFF00_0000;
 const ACL_USER: u16 = 0x02;

@@ -13,10 +13,12 @@ export const push: Command = {
   help: [
     'REF                 the image: a reference, a digest or 12+ hex digits of one',
     'TARGET              where to push it (default: REF itself)',
-    '--compression C     gzip (default) or zstd',
+    '--compression C     gzip or zstd: of diffs made again, and reused blobs must be it (default: blobs',
+    '                    go as pulled, diffs as gzip)',
     '--insecure          plain http for a registry not on this machine (localhost is always http)',
     '--user U            with --password-stdin: credentials (else ~/.docker/config.json, else anonymous)',
-    'Blobs the registry has are skipped.',
+    'A layer goes as the blob it was pulled or imported as when the registry has it or can mount it',
+    '(then, with every layer so, the digest stays); otherwise as its diff. Blobs the registry has are skipped.',
   ].join('\n'),
   options: {
     compression: { type: 'string' },
@@ -28,8 +30,8 @@ export const push: Command = {
   async run(ctx) {
     const [ref, target = ref] = ctx.args
     const v = ctx.values
-    const compression = v.compression ?? 'gzip'
-    if (compression !== 'gzip' && compression !== 'zstd') throw new UsageError(`--compression '${String(compression)}' is not gzip or zstd`, ctx.command)
+    const compression = v.compression
+    if (compression !== undefined && compression !== 'gzip' && compression !== 'zstd') throw new UsageError(`--compression '${String(compression)}' is not gzip or zstd`, ctx.command)
     if ((v.user === undefined) !== (v['password-stdin'] === undefined)) throw new UsageError('--user and --password-stdin go together', ctx.command)
     const password = v['password-stdin'] ? await readStdin() : undefined
     await withStore(
@@ -40,7 +42,7 @@ export const push: Command = {
         const images = await ImageStore.open(s.driver)
         const t0 = performance.now()
         const r = await images.push(ref, target, {
-          compression,
+          ...(compression !== undefined ? { compression } : {}),
           signal: ctx.signal,
           onProgress: (e) => {
             if (e.state !== 'uploading') note(ctx, `layer ${e.layer + 1}/${e.layers} ${e.id.slice(0, 12)}: ${formatBytes(e.total)}, ${e.state}`)

@@ -6,7 +6,6 @@
 //! Unrelated subvolumes fall back to the walk.
 
 use super::judge::{judge, one_tree, Candidates};
-use super::send_stream::{attr, cmd, StreamError, StreamReader};
 use super::walk;
 use super::Change;
 use super::Options;
@@ -14,6 +13,7 @@ use crate::error::{Code, Error, Result};
 use crate::ioctl::SEND_FLAG_NO_FILE_DATA;
 use crate::open::{self, require_btrfs, require_subvolume};
 use crate::send::{send_piped, SendRequest};
+use crate::sendstream::{attr, cmd, StreamError, StreamReader};
 use crate::subvolume::is_read_only_fd;
 use nix::errno::Errno;
 use std::io::BufReader;
@@ -122,22 +122,21 @@ fn read_candidates(pipe: impl std::io::Read, shown: &Path) -> Result<Candidates>
 
 #[cfg(test)]
 mod tests {
-    use super::super::send_stream::tests::{command, header};
     use super::*;
+    use crate::sendstream::write::StreamWriter;
 
     /// A directory the stream names only by its utimes (a nested subvolume's entry removed in
     /// the clock tick of its last ctime: nothing else in the stream) has both sides read.
     #[test]
     fn every_path_the_stream_names_has_its_names_read() {
-        let mut stream = header(1);
-        stream.extend(command(cmd::SUBVOL, &[(attr::PATH, b"layer")]));
-        stream.extend(command(cmd::UTIMES, &[(attr::PATH, b"")]));
-        stream.extend(command(cmd::UTIMES, &[(attr::PATH, b"d/e")]));
-        stream.extend(command(
-            cmd::RENAME,
-            &[(attr::PATH, b"a"), (attr::PATH_TO, b"b")],
-        ));
-        stream.extend(command(cmd::END, &[]));
+        let mut w = StreamWriter::new(Vec::new(), 1).unwrap();
+        w.command(cmd::SUBVOL, &[(attr::PATH, b"layer")]).unwrap();
+        w.command(cmd::UTIMES, &[(attr::PATH, b"")]).unwrap();
+        w.command(cmd::UTIMES, &[(attr::PATH, b"d/e")]).unwrap();
+        w.command(cmd::RENAME, &[(attr::PATH, b"a"), (attr::PATH_TO, b"b")])
+            .unwrap();
+        w.command(cmd::END, &[]).unwrap();
+        let stream = w.into_inner();
         let found = read_candidates(&stream[..], Path::new("layer")).unwrap();
         for p in [&b""[..], b"d/e", b"a", b"b"] {
             assert!(found.reads_names(p), "{:?}", String::from_utf8_lossy(p));

@@ -152,6 +152,35 @@ fn rust_layouts() -> Vec<(String, usize)> {
             reserved
         ]
     );
+    layout!(
+        v,
+        ReceivedSubvolArgs,
+        "btrfs_ioctl_received_subvol_args",
+        [uuid, stransid, rtransid, stime, rtime, flags, reserved]
+    );
+    layout!(
+        v,
+        CloneRangeArgs,
+        "btrfs_ioctl_clone_range_args",
+        [src_fd, src_offset, src_length, dest_offset]
+    );
+    layout!(
+        v,
+        EncodedIoArgs,
+        "btrfs_ioctl_encoded_io_args",
+        [
+            iov,
+            iovcnt,
+            offset,
+            flags,
+            len,
+            unencoded_len,
+            unencoded_offset,
+            compression,
+            encryption,
+            reserved
+        ]
+    );
     layout!(v, QuotaCtlArgs, "btrfs_ioctl_quota_ctl_args", [cmd, status]);
     layout!(
         v,
@@ -258,6 +287,18 @@ fn rust_requests() -> Vec<(&'static str, u64)> {
             request_code_write!(m, 38, size_of::<SendArgs>()) as u64,
         ),
         (
+            "BTRFS_IOC_CLONE_RANGE",
+            request_code_write!(m, 13, size_of::<CloneRangeArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_SET_RECEIVED_SUBVOL",
+            request_code_readwrite!(m, 37, size_of::<ReceivedSubvolArgs>()) as u64,
+        ),
+        (
+            "BTRFS_IOC_ENCODED_WRITE",
+            request_code_write!(m, 64, size_of::<EncodedIoArgs>()) as u64,
+        ),
+        (
             "BTRFS_IOC_QUOTA_CTL",
             request_code_readwrite!(m, 40, size_of::<QuotaCtlArgs>()) as u64,
         ),
@@ -312,6 +353,9 @@ fn header_layouts() -> HashMap<String, u64> {
         "BTRFS_INODE_EXTREF_KEY",
         "BTRFS_XATTR_ITEM_KEY",
         "BTRFS_LAST_FREE_OBJECTID",
+        "BTRFS_ENCODED_IO_COMPRESSION_ZLIB",
+        "BTRFS_ENCODED_IO_COMPRESSION_ZSTD",
+        "BTRFS_ENCODED_IO_ENCRYPTION_NONE",
     ] {
         c += &format!("printf(\"{name} %llu\\n\", (unsigned long long)({name}));\n");
     }
@@ -360,7 +404,19 @@ fn layouts_match_linux_btrfs_h() {
             mismatches.push(format!("{name}: header {:#x} rust {rust:#x}", header[name]));
         }
     }
-    let consts: [(&str, u64); 23] = [
+    let consts: [(&str, u64); 26] = [
+        (
+            "BTRFS_ENCODED_IO_COMPRESSION_ZLIB",
+            ENCODED_IO_COMPRESSION_ZLIB as u64,
+        ),
+        (
+            "BTRFS_ENCODED_IO_COMPRESSION_ZSTD",
+            ENCODED_IO_COMPRESSION_ZSTD as u64,
+        ),
+        (
+            "BTRFS_ENCODED_IO_ENCRYPTION_NONE",
+            ENCODED_IO_ENCRYPTION_NONE as u64,
+        ),
         ("BTRFS_INODE_ITEM_KEY", INODE_ITEM_KEY as u64),
         ("BTRFS_INODE_REF_KEY", INODE_REF_KEY as u64),
         ("BTRFS_INODE_EXTREF_KEY", INODE_EXTREF_KEY as u64),

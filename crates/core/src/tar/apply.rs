@@ -6,20 +6,20 @@
 //! `*at` calls on that directory fd that do not follow it. What sits at a name is replaced,
 //! never written through. The tar crate parses; it never touches the filesystem.
 
-mod attrs;
+pub(crate) mod attrs;
 mod body;
 mod create;
 mod dir_times;
 mod kind;
 mod meter;
-mod name;
+pub(crate) mod name;
 mod parents;
 mod remove;
 mod whiteout;
 
 use crate::control::Control;
 use crate::digest::{serial_for_measurement, Digest, Digests, Hashing, HashingReader};
-use crate::error::{Code, Context, Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::idmap::IdMapping;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
@@ -337,12 +337,5 @@ fn drain(mut rest: impl Read) -> Result<()> {
 
 /// A malformed or hostile stream, about the entry at `shown`.
 fn bad_layer(shown: &Path, why: impl Into<String>) -> Error {
-    let path = (!shown.as_os_str().is_empty()).then(|| shown.to_path_buf());
-    Error {
-        code: Code::BadLayer,
-        syscall: "",
-        op: "applyDiff",
-        path,
-        message: why.into(),
-    }
+    Error::bad_layer("applyDiff", shown, why)
 }

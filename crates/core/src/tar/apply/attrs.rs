@@ -225,9 +225,39 @@ impl Xattr {
     }
 }
 
+/// `fchmodat2` (Linux 6.6), which takes AT_SYMLINK_NOFOLLOW; the same number on x86_64 and
+/// aarch64 (libc lacks it for the latter).
+const SYS_FCHMODAT2: libc::c_long = 452;
+
+/// chmod the entry `name` of `dir` that is no symlink, in one system call where the kernel
+/// has fchmodat2 (a symlink is then EOPNOTSUPP), else as [`chmod_node`] does.
+pub(crate) fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NO_FCHMODAT2: AtomicBool = AtomicBool::new(false);
+    if !NO_FCHMODAT2.load(Ordering::Relaxed) {
+        let c = CString::new(name).map_err(|_| bad_layer(shown, "name holds a NUL byte"))?;
+        // SAFETY: dir is a live fd and c is NUL-terminated.
+        let r = unsafe {
+            libc::syscall(
+                SYS_FCHMODAT2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                mode as libc::mode_t,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match Errno::result(r) {
+            Ok(_) => return Ok(()),
+            Err(Errno::ENOSYS) => NO_FCHMODAT2.store(true, Ordering::Relaxed),
+            Err(e) => return Err(Error::sys(e, "fchmodat2", shown)),
+        }
+    }
+    chmod_node(dir, name, mode, shown)
+}
+
 /// chmod a device or fifo through an O_PATH fd, so neither its open (a device's side effects)
 /// nor a symlink swapped in its place is ever involved.
-fn chmod_node(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Result<()> {
+pub(crate) fn chmod_node(dir: BorrowedFd<'_>, name: &[u8], mode: u32, shown: &Path) -> Result<()> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Mode::empty()).at("openat", shown)?;
     let st = fstat(&fd).at("fstat", shown)?;
@@ -259,16 +289,9 @@ fn proc_fd_path(fd: BorrowedFd<'_>, name: Option<&[u8]>, shown: &Path) -> Result
     CString::new(path).map_err(|_| bad_layer(shown, "name holds a NUL byte"))
 }
 
-/// A container id from a header, as a host id. The top id (-1 to chown) is no id at all.
+/// A container id from a header, as a host id.
 fn host_id(id: u64, map: &IdMapping, shown: &Path) -> Result<u32> {
-    let id = u32::try_from(id)
-        .ok()
-        .filter(|&i| i != u32::MAX)
-        .ok_or_else(|| bad_layer(shown, format!("id {id} is out of range")))?;
-    map.to_host(id).map_err(|e| Error {
-        path: Some(shown.to_path_buf()),
-        ..e
-    })
+    map.layer_to_host(id, "applyDiff", shown)
 }
 
 /// A PAX time: `[-]seconds[.fraction]`, nanoseconds kept.

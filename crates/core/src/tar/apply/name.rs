@@ -57,7 +57,7 @@ pub(super) fn normalize(raw: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Split a normalized, non-empty path into its parent (empty for the root) and final name.
-pub(super) fn split(path: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&[], path),
