@@ -59,13 +59,16 @@ interface NativeChanges {
   cleanup_ns?: number
 }
 
-/** The 10 changes: 4 files rewritten, 3 added, 2 deleted, 1 chmod, spread over the tree. */
-function change10(root: string): string {
-  const files = Array.from({ length: 7 }, (_, k) => path.join(root, populatedFile(Math.floor((k * FILES) / 7) + k, DIRS)))
-  for (const p of files.slice(0, 4)) fs.appendFileSync(p, 'changed\n')
-  for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(path.dirname(files[i]), `added-${i}`), `added ${i}\n`)
-  for (const p of files.slice(4, 6)) fs.unlinkSync(p)
-  fs.chmodSync(files[6], 0o600)
+/**
+ * The 10 changes to a tree `populate` made of `files` files in `dirs` directories: 4 files
+ * rewritten, 3 added, 2 deleted, 1 chmod, spread over the tree (also the replication section's).
+ */
+export function change10(root: string, files = FILES, dirs = DIRS): string {
+  const picked = Array.from({ length: 7 }, (_, k) => path.join(root, populatedFile(Math.floor((k * files) / 7) + k, dirs)))
+  for (const p of picked.slice(0, 4)) fs.appendFileSync(p, 'changed\n')
+  for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(path.dirname(picked[i]), `added-${i}`), `added ${i}\n`)
+  for (const p of picked.slice(4, 6)) fs.unlinkSync(p)
+  fs.chmodSync(picked[6], 0o600)
   return '4 files rewritten, 3 added, 2 deleted, 1 chmod'
 }
 

@@ -11,6 +11,8 @@
  *   changes    changes of 100,000 files / 10 changed: send fast path vs tree walks (bench/changes.ts)
  *   tar        applyDiff and diff of ~500 MB vs GNU tar, peak RSS (bench/tar.ts)
  *   remap      remap of 100,000 files vs GNU chown -R vs a single-threaded remap (bench/remap.ts)
+ *   replication  send+receive of 100,000 files / 10 changed, incremental and full, vs btrfs send |
+ *              btrfs receive and diff | applyDiff; our receive vs btrfs receive (bench/replication.ts)
  *   images     ImageStore.pull of a ~100 MB 5-layer image from a local registry vs crane export | tar -x
  *              (with and without sync -f) and crane pull + applyLayer; re-pull; peak RSS (bench/images.ts)
  *
@@ -38,6 +40,7 @@
  *   BTRFS_LAYERS_BENCH_TAR_FILES, _TAR_LARGE_BYTES, _TAR_REPS   tar: files (2000), size of each
  *                                  of the 4 large files (50 MiB), repetitions (7)
  *   BTRFS_LAYERS_BENCH_REMAP_FILES, _REMAP_REPS       remap: files (100000), repetitions (5)
+ *   BTRFS_LAYERS_BENCH_REPLICATION_FILES, _REPLICATION_REPS   replication: files (100000), rounds (5)
  *   BTRFS_LAYERS_BENCH_IMAGES_BYTES, _IMAGES_REPS     images: uncompressed bytes of the image (100 MB;
  *                                  a second image twice that size too), rounds (7). Needs registry and
  *                                  crane (bash scripts/test-tools.sh; BTRFS_LAYERS_TOOLS_BIN)
@@ -71,11 +74,12 @@ import {
 } from './lib'
 import { sectionRdelete } from './rdelete'
 import { sectionRemap } from './remap'
+import { sectionReplication } from './replication'
 import { sectionSubvolume } from './subvolume'
 import { renderChart } from './svg'
 import { sectionTar } from './tar'
 
-const SECTIONS = ['subvolume', 'rdelete', 'driver', 'hotpath', 'changes', 'tar', 'remap', 'images'] as const
+const SECTIONS = ['subvolume', 'rdelete', 'driver', 'hotpath', 'changes', 'tar', 'remap', 'replication', 'images'] as const
 type Section = (typeof SECTIONS)[number]
 const IMAGE_SIZE = envInt('BTRFS_LAYERS_BENCH_IMAGE_SIZE', 12 * 1024 ** 3)
 const OUT = path.resolve(process.env.BTRFS_LAYERS_BENCH_OUT || path.join(__dirname, 'results'))
@@ -272,6 +276,9 @@ async function main(): Promise<void> {
             break
           case 'remap':
             r = await sectionRemap(f)
+            break
+          case 'replication':
+            r = await sectionReplication(f, await getDriver())
             break
           case 'images':
             r = await sectionImages(f, await getDriver())

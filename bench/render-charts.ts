@@ -15,6 +15,7 @@ import { imagesCharts } from './images'
 import type { Chart } from './lib'
 import { rdeleteCharts } from './rdelete'
 import { remapCharts } from './remap'
+import { replicationCharts } from './replication'
 import { subvolumeCharts } from './subvolume'
 import { renderChart } from './svg'
 import { tarCharts } from './tar'
@@ -28,6 +29,7 @@ const BUILDERS: Record<string, (summary: any) => Chart[]> = {
   changes: changesCharts,
   tar: tarCharts,
   remap: remapCharts,
+  replication: replicationCharts,
   images: imagesCharts,
 }
 

@@ -12,19 +12,20 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** `applyDiff` under way: chunks of the layer tar, pushed (none when it reads a file). */
 export declare class ApplySink {
   /**
-   * Hand a chunk to the applier; resolves when it is queued (backpressure) with `true`,
-   * or `false` when the applier has stopped (`finish` tells why). The bytes are copied
-   * before this returns: the caller may reuse `chunk` at once (`feed` in ts/driver.ts does).
+   * Hand a chunk to the consumer; resolves when it is queued (backpressure) with
+   * `true`, or `false` when the consumer has stopped (`finish` tells why). The bytes
+   * are copied before this returns: the caller may reuse `chunk` at once.
    */
   write(chunk: Buffer): Promise<boolean>
   /**
-   * Queue a chunk without waiting: `true` when queued, `false` when the queue is full (use
-   * `write`, which waits) or the applier has stopped. Saves a thread-pool round trip per chunk.
-   * As with `write`, the bytes are copied before this returns.
+   * Queue a chunk without waiting: `true` when queued, `false` when the queue is full
+   * (use `write`, which waits) or the consumer has stopped. Saves a thread-pool round
+   * trip per chunk. As with `write`, the bytes are copied before this returns.
    */
   tryWrite(chunk: Buffer): boolean
-  /** End of input: wait for the applier and resolve with the bytes applied. */
+  /** End of input: wait for the consumer and resolve with its result. */
   finish(): Promise<number>
+  /** Stop: the consumer ends with ABORT_ERR and keeps nothing of its work. */
   abort(): void
   /** Uncompressed tar bytes read so far. */
   get progress(): number
@@ -57,17 +58,25 @@ export declare class DiffStream {
 }
 
 /**
- * `applyLayer` under way: a new layer made from a pushed stream (none when it reads a file),
- * its digests computed on the way.
+ * `applyLayer` under way: a new layer made from a pushed stream (none when it reads a
+ * file), its digests computed on the way; an abort keeps nothing of the layer.
  */
 export declare class LayerSink {
-  /** As `ApplySink.write`. */
+  /**
+   * Hand a chunk to the consumer; resolves when it is queued (backpressure) with
+   * `true`, or `false` when the consumer has stopped (`finish` tells why). The bytes
+   * are copied before this returns: the caller may reuse `chunk` at once.
+   */
   write(chunk: Buffer): Promise<boolean>
-  /** As `ApplySink.tryWrite`. */
+  /**
+   * Queue a chunk without waiting: `true` when queued, `false` when the queue is full
+   * (use `write`, which waits) or the consumer has stopped. Saves a thread-pool round
+   * trip per chunk. As with `write`, the bytes are copied before this returns.
+   */
   tryWrite(chunk: Buffer): boolean
-  /** End of input: wait for the layer to be made and verified. */
+  /** End of input: wait for the consumer and resolve with its result. */
   finish(): Promise<AppliedLayer>
-  /** Stop: nothing of the layer is kept. */
+  /** Stop: the consumer ends with ABORT_ERR and keeps nothing of its work. */
   abort(): void
   /** Uncompressed tar bytes read so far. */
   get progress(): number
@@ -114,6 +123,40 @@ export declare class NativeDriver {
   mountIdmapped(id: string, target: string, mapping: DriverInitOptions): Promise<void>
   /** Create layer `target` from layer `id` under other id maps (snapshot, then remap). */
   remapStart(id: string, target: string, to: Mapping): RemapTask
+  /** `protocol`: 1 or 2, `null` for the best the kernel writes; `compressed` needs 2. */
+  sendStart(id: string, parent: string | undefined | null, protocol: number | undefined | null, compressed: boolean): SendStream
+  /** Start receiving a send stream pushed through the returned sink into the new layer `id`. */
+  receiveStart(id: string, parent?: string | undefined | null): ReceiveSink
+  /**
+   * `receiveStart` from a file (or FIFO) read directly by the native side; the sink is only
+   * for abort/progress.
+   */
+  receiveFile(id: string, parent: string | undefined | null, file: string): ReceiveSink
+}
+
+/**
+ * `receive` under way: chunks of a send stream, pushed (none when it reads a file); an
+ * abort or a failure keeps nothing of the new layer.
+ */
+export declare class ReceiveSink {
+  /**
+   * Hand a chunk to the consumer; resolves when it is queued (backpressure) with
+   * `true`, or `false` when the consumer has stopped (`finish` tells why). The bytes
+   * are copied before this returns: the caller may reuse `chunk` at once.
+   */
+  write(chunk: Buffer): Promise<boolean>
+  /**
+   * Queue a chunk without waiting: `true` when queued, `false` when the queue is full
+   * (use `write`, which waits) or the consumer has stopped. Saves a thread-pool round
+   * trip per chunk. As with `write`, the bytes are copied before this returns.
+   */
+  tryWrite(chunk: Buffer): boolean
+  /** End of input: wait for the consumer and resolve with its result. */
+  finish(): Promise<ReceivedLayer>
+  /** Stop: the consumer ends with ABORT_ERR and keeps nothing of its work. */
+  abort(): void
+  /** Bytes of stream read so far. */
+  get progress(): number
 }
 
 /** A remap under way. */
@@ -123,6 +166,22 @@ export declare class RemapTask {
   get progress(): number
   /** Wait for the walk; rejects with the first error and all of them in `errors`. */
   finish(): Promise<RemapResult>
+}
+
+/**
+ * `send` under way: chunks of the send stream, pulled. The first `next()` resolves with an
+ * empty Buffer once the layer (and parent) are open, their read-only views taken and the
+ * ioctl writing (or rejects when a layer is missing or the protocol unsupported).
+ */
+export declare class SendStream {
+  /** The next chunk, or `null` at the end; rejects with the producer's error. */
+  next(): Promise<Buffer | null>
+  /** Stop producing; the next `next()` rejects with ABORT_ERR. */
+  abort(): void
+  /** Bytes of the stream produced so far. */
+  get progress(): number
+  /** Once `next()` resolved with `null` (the end): what was sent; else `null`. */
+  sent(): SentStream | null
 }
 
 /** `diffSize` under way. */
@@ -287,6 +346,18 @@ export interface NestedSubvolume {
   rawPath?: Buffer
 }
 
+/** What `receive` made. */
+export interface ReceivedLayer {
+  /** Bytes of stream read. */
+  bytes: number
+  /** Commands applied. */
+  commands: number
+  /** The layer an incremental stream was applied to. */
+  parent?: string
+  /** The received UUID set on the new layer (the sender's subvolume UUID). */
+  receivedUuid: string
+}
+
 export interface RemappedRoot {
   uid: number
   gid: number
@@ -300,6 +371,17 @@ export interface RemapResult {
 }
 
 export declare function remapStart(path: string, from: Mapping, to: Mapping, crossSubvolumes: boolean): RemapTask
+
+/** The newest send protocol this kernel writes (2 on Linux 6.0+, else 1). */
+export declare function sendStreamVersion(): number
+
+/** What a finished `send` wrote. */
+export interface SentStream {
+  /** Bytes of the stream. */
+  bytes: number
+  /** Its protocol version (1 or 2). */
+  protocol: number
+}
 
 export declare function setReadOnly(path: string, readOnly: boolean): Promise<void>
 

@@ -1,11 +1,12 @@
-import { AbortError, BtrfsError, call, callSync } from './errors'
+import { BtrfsError, call, callSync } from './errors'
 import { native } from './native'
-import type { AppliedLayer as NativeAppliedLayer, ApplySink, DiffStream, LayerSink, NativeDriver, IdMapEntry } from '../native/index'
+import type { AppliedLayer as NativeAppliedLayer, ApplySink, DiffStream, LayerSink, NativeDriver, IdMapEntry, ReceivedLayer as NativeReceivedLayer, ReceiveSink } from '../native/index'
+import { pullStream } from './pull'
 import * as path from 'node:path'
 import { Readable } from 'node:stream'
 import type { RemapResult } from './remap'
-import { onAbort, runTask, taskError, throwIfAborted } from './task'
-import { argType, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkSignal, checkString, checkVerify, invalid, type IdMap } from './validate'
+import { runTask, throwIfAborted } from './task'
+import { argType, checkBool, checkCallback, checkIdMaps, checkKeys, checkMapping, checkProtocol, checkSignal, checkString, checkVerify, invalid, type IdMap } from './validate'
 
 export type { IdMap } from './validate'
 
@@ -151,6 +152,52 @@ export interface ApplyLayerOptions {
   signal?: AbortSignal
   /** Called with the uncompressed tar bytes consumed so far (about every 100 ms, and at the end). */
   onProgress?: (bytes: number) => void
+}
+
+/** Options of `BtrfsDriver.send`. */
+export interface SendOptions {
+  /**
+   * Send only the difference against this layer of the store, which the receiver must hold
+   * too (received from this store, or the same stream received). Omitted or `null`: the
+   * whole layer.
+   */
+  parent?: string | null
+  /** The send protocol: 1, or 2 (Linux 6.0+); omitted: the best the kernel writes. */
+  protocol?: 1 | 2
+  /**
+   * With protocol 2, send compressed extents as they are (the receiver writes them without
+   * recompressing). Default: `true` when the protocol is 2; with protocol 1 it is `EINVAL`.
+   */
+  compressed?: boolean
+  /** Stops the stream: it is destroyed with an `AbortError`, and any temporary snapshot goes. */
+  signal?: AbortSignal
+  /** Called with the bytes of stream produced so far (about every 100 ms, and at the end). */
+  onProgress?: (bytes: number) => void
+}
+
+/** Options of `BtrfsDriver.receive`. */
+export interface ReceiveOptions {
+  /**
+   * The layer an incremental stream applies to. Omitted or `null`: found among the store's
+   * layers by the stream's parent UUID (a layer received from that parent, or that parent
+   * itself); needed for a stream sent against a read-write parent, whose UUID no layer has.
+   */
+  parent?: string | null
+  signal?: AbortSignal
+  /** Called with the bytes of stream read so far (about every 100 ms, and at the end). */
+  onProgress?: (bytes: number) => void
+}
+
+/** What `BtrfsDriver.receive` made. */
+export interface ReceivedLayer {
+  /** Bytes of send stream read. */
+  bytes: number
+  /** Commands of the stream applied. */
+  commands: number
+  /** The layer an incremental stream was applied to; `null` for a full stream. */
+  parent: string | null
+  /** The received UUID set on the new layer: the UUID of the subvolume the sender sent. */
+  receivedUuid: string
 }
 
 /** What the driver knows of a layer (`getMetadata`): its record, and what the kernel keeps. */
@@ -599,67 +646,21 @@ export class BtrfsDriver implements AsyncDisposable {
     if (compression !== 'none' && compression !== 'gzip' && compression !== 'zstd') throw invalid(`compression must be 'none', 'gzip' or 'zstd', got '${compression}'`)
     const wantDigests = checkBool('options.digests', o.digests)
     const signal = checkSignal(o.signal)
-    throwIfAborted(signal)
-    let stream: DiffStream
-    try {
-      stream = this.#native.diffStart(id, p, whole, compression, wantDigests)
-    } catch (err) {
-      throw taskError(err, 'diff')
-    }
-    // The first step, before resolving: the native side opens the layer and lists its changes
-    // (a missing layer or parent rejects here), then says so with an empty chunk.
-    const offEarly = onAbort(signal, () => stream.abort())
-    try {
-      await stream.next()
-    } catch (err) {
-      stream.abort()
-      throw taskError(err, 'diff', signal)
-    } finally {
-      offEarly()
-    }
-    let reading = false
     let settle: { resolve: (d: LayerDigests) => void; reject: (e: Error) => void } | undefined
     const digests = wantDigests ? new Promise<LayerDigests>((resolve, reject) => (settle = { resolve, reject })) : undefined
     // A caller that never looks at the digests hears of a failure from the stream only.
     digests?.catch(() => undefined)
-    const ended = (): void => {
-      const d = stream.digests()
-      if (d) settle?.resolve({ digest: d.digest, size: d.size, diffId: d.diffId, uncompressedSize: d.uncompressedSize })
-      else settle?.reject(new BtrfsError('ERR_INTERNAL', 'ERR_INTERNAL: the stream ended without its digests, diff'))
-    }
-    const out: DiffReadable = new Readable({
-      // Up to 4 chunks ahead of the consumer: the hand-over from the producer overlaps its writes.
-      highWaterMark: 16 << 20,
-      read() {
-        if (reading) return
-        reading = true
-        stream.next().then(
-          (chunk) => {
-            reading = false
-            if (chunk === null) ended()
-            out.push(chunk)
-          },
-          (err) => {
-            reading = false
-            out.destroy(taskError(err, 'diff', signal))
-          },
-        )
+    let stream: DiffStream | undefined
+    const out: DiffReadable = await pullStream(() => (stream = this.#native.diffStart(id, p, whole, compression, wantDigests)), {
+      api: 'diff',
+      signal,
+      onEnd: () => {
+        const d = stream?.digests()
+        if (d) settle?.resolve({ digest: d.digest, size: d.size, diffId: d.diffId, uncompressedSize: d.uncompressedSize })
+        else settle?.reject(new BtrfsError('ERR_INTERNAL', 'ERR_INTERNAL: the stream ended without its digests, diff'))
       },
-      destroy(err, cb) {
-        settle?.reject(err ?? new AbortError(undefined, 'ABORT_ERR: the stream was destroyed before its end, diff'))
-        stream.abort()
-        // Drain so the producer thread can notice the abort and finish.
-        const drain = (): void => {
-          stream.next().then((c) => (c ? drain() : undefined), () => undefined)
-        }
-        drain()
-        cb(err)
-      },
+      onDestroy: (err) => settle?.reject(err),
     })
-    if (signal) {
-      const off = onAbort(signal, () => out.destroy(taskError(undefined, 'diff', signal)))
-      out.once('close', off)
-    }
     if (digests) out.digests = digests
     return out
   }
@@ -738,6 +739,14 @@ export class BtrfsDriver implements AsyncDisposable {
     return this.#applyNew('applyLayer', id, input, parent, verify, signal, onProgress)
   }
 
+  /** `EEXIST` when layer `id` exists, before any byte of an input is taken (the native side checks again). */
+  async #requireNew(api: string, id: string): Promise<void> {
+    if (await call(api, () => this.#native.exists(id))) {
+      const where = path.join(this.home, 'subvolumes', id)
+      throw new BtrfsError('EEXIST', `EEXIST: layer already exists, ${api} '${where}'`, { errno: -17, path: where })
+    }
+  }
+
   /** The native create-and-apply of `applyLayer` and `applyDiff` with `create`. */
   #applyNew(
     api: string,
@@ -752,10 +761,7 @@ export class BtrfsDriver implements AsyncDisposable {
       // Before a byte of the input is taken (the native side checks again, and its publish
       // refuses a name taken meanwhile).
       throwIfAborted(signal)
-      if (await call(api, () => this.#native.exists(id))) {
-        const where = path.join(this.home, 'subvolumes', id)
-        throw new BtrfsError('EEXIST', `EEXIST: layer already exists, ${api} '${where}'`, { errno: -17, path: where })
-      }
+      await this.#requireNew(api, id)
       const r = await runTask<NativeAppliedLayer, LayerSink>(() => (typeof input === 'string' ? this.#native.applyLayerFile(id, parent, verify, input) : this.#native.applyLayerStart(id, parent, verify)), {
         api,
         signal,
@@ -764,6 +770,67 @@ export class BtrfsDriver implements AsyncDisposable {
         feed: (sink, aborted, stopped) => feed(sink, input, aborted, stopped),
       })
       return { applied: r.applied, digest: r.digest, size: r.size, diffId: r.diffId, uncompressedSize: r.uncompressedSize }
+    })
+  }
+
+  /**
+   * A btrfs send stream of layer `id` (what `btrfs send` writes): the whole layer, or with
+   * `options.parent` only its difference against that layer, which the receiver must hold.
+   * It is BTRFS_IOC_SEND of the layer when it is read-only, else of a temporary read-only
+   * snapshot (removed when the stream ends, fails or is destroyed; a crash leaves it for
+   * `init` to remove); a read-write parent is sent against the same way, as it is now. The
+   * stream is received by `receive` (of this or another store) or by `btrfs receive`. Needs
+   * `CAP_SYS_ADMIN` (else `EPERM`). Errors after the first chunk arrive as the stream's
+   * `'error'` event.
+   * @throws {BtrfsError} `ENOENT` when a layer is missing, `EINVAL` for a bad id or an
+   *   unsupported protocol (2 before Linux 6.0, compression with protocol 1), `EROFS` for a
+   *   read-write layer on a driver opened `readOnly`, `EPERM`; `AbortError`.
+   * @example await pipeline(await driver.send('app', { parent: 'base' }), fs.createWriteStream('app.btrfs'))
+   */
+  async send(id: string, options?: SendOptions): Promise<Readable> {
+    checkId('id', id)
+    const o = checkKeys('options', options, ['parent', 'protocol', 'compressed', 'signal', 'onProgress'])
+    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const protocol = checkProtocol('options.protocol', o.protocol)
+    const compressed = checkBool('options.compressed', o.compressed, (protocol ?? native.sendStreamVersion()) >= 2)
+    const signal = checkSignal(o.signal)
+    const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
+    return pullStream(() => this.#native.sendStart(id, parent, protocol, compressed), { api: 'send', signal, onProgress })
+  }
+
+  /**
+   * Make the new layer `id` from a btrfs send stream (ours or `btrfs send`'s): a Readable, a
+   * Buffer, or the path of a file or FIFO. Applied in Rust, every path confined to the new
+   * layer, clones only from this store's layers; the layer gets the stream's received UUID and
+   * is made read-only, as `btrfs receive` does. An incremental stream is applied to a snapshot
+   * of its parent (`options.parent`, else the layer whose UUID or received UUID the stream
+   * names). The layer is visible only once complete: a bad stream (`ERR_BAD_LAYER`), an abort
+   * or a crash leaves no layer.
+   * @returns the bytes and commands read, the parent used and the received UUID.
+   * @throws {BtrfsError} `EEXIST` when `id` exists (before any work), `ENOENT` when the parent
+   *   is missing, `ERR_BAD_LAYER`, `EINVAL` for a bad id or a file path that is not a regular
+   *   file or a FIFO, `EPERM`; `AbortError`.
+   * @example await driver.receive('app', fs.createReadStream('app.btrfs'), { parent: 'base' })
+   */
+  async receive(id: string, input: Readable | Buffer | Uint8Array | string, options?: ReceiveOptions): Promise<ReceivedLayer> {
+    this.#writable('receive')
+    checkId('id', id)
+    const o = checkKeys('options', options, ['parent', 'signal', 'onProgress'])
+    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const signal = checkSignal(o.signal)
+    const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
+    if (!isInput(input)) throw argType('input', 'of type string or an instance of Buffer, Uint8Array or Readable', input)
+    return this.#serial(id, async () => {
+      throwIfAborted(signal)
+      await this.#requireNew('receive', id)
+      const r = await runTask<NativeReceivedLayer, ReceiveSink>(() => (typeof input === 'string' ? this.#native.receiveFile(id, parent, input) : this.#native.receiveStart(id, parent)), {
+        api: 'receive',
+        signal,
+        onProgress,
+        onAbort: () => (isStream(input) ? input.destroy() : undefined),
+        feed: (sink, aborted, stopped) => feed(sink, input, aborted, stopped),
+      })
+      return { bytes: r.bytes, commands: r.commands, parent: r.parent ?? null, receivedUuid: r.receivedUuid }
     })
   }
 
@@ -920,7 +987,7 @@ const FEED_BATCH = 1 << 20
  * V8 would free only at its next full GC (Buffers do not press it to run).
  */
 async function feed(
-  sink: Pick<ApplySink | LayerSink, 'write' | 'tryWrite'>,
+  sink: Pick<ApplySink | LayerSink | ReceiveSink, 'write' | 'tryWrite'>,
   input: Readable | Uint8Array | string,
   aborted: () => boolean,
   stopped: Promise<void>,

@@ -42,6 +42,9 @@ export {
   type LayerMetadata,
   type LayerDigests,
   type LayerVerify,
+  type ReceiveOptions,
+  type ReceivedLayer,
+  type SendOptions,
 } from './driver'
 export { remapLayer, type Mapping, type RemapOptions, type RemapResult } from './remap'
 export {

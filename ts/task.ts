@@ -62,16 +62,7 @@ export async function runTask<T, H extends NativeTask<T>>(start: () => H, o: Tas
   } catch (err) {
     throw fromNative(err, o.api, o.paths)
   }
-  const onProgress = o.onProgress
-  let last = -1
-  const report = (): void => {
-    const n = task.progress
-    if (onProgress && n !== last) {
-      last = n
-      onProgress(n)
-    }
-  }
-  const timer = onProgress ? setInterval(report, 100) : undefined
+  const stopProgress = o.onProgress ? reportProgress(task, o.onProgress) : undefined
   // Settles when the signal fires: an input that stalls for good must not keep an aborted call
   // waiting for its next chunk (the feed sees the abort only then).
   let abortFed: () => void = () => undefined
@@ -101,8 +92,27 @@ export async function runTask<T, H extends NativeTask<T>>(start: () => H, o: Tas
   } catch (err) {
     throw taskError(err, o.api, o.signal, o.paths)
   } finally {
-    if (timer) clearInterval(timer)
     off()
-    if (onProgress) report()
+    stopProgress?.()
+  }
+}
+
+/**
+ * Tell `onProgress` the native counter of `task` every 100 ms when it moved; the returned
+ * function stops that and reports the last count.
+ */
+export function reportProgress(task: { readonly progress: number }, onProgress: (n: number) => void): () => void {
+  let last = -1
+  const report = (): void => {
+    const n = task.progress
+    if (n !== last) {
+      last = n
+      onProgress(n)
+    }
+  }
+  const timer = setInterval(report, 100)
+  return () => {
+    clearInterval(timer)
+    report()
   }
 }

@@ -140,3 +140,11 @@ export function checkVerify(name: string, value: unknown): { digest?: string; si
   }
   return out
 }
+
+/** A send protocol: 1 or 2 (`undefined`: the best the kernel writes). */
+export function checkProtocol(name: string, value: unknown): 1 | 2 | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'number') throw argType(name, 'of type number', value)
+  if (value !== 1 && value !== 2) throw invalid(`${name} must be 1 or 2, got ${value}`)
+  return value
+}

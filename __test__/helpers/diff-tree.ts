@@ -25,6 +25,8 @@ export interface TreeEntry {
   size?: number
   /** sha256 of a regular file's content. */
   hash?: string
+  /** Bytes a regular file has allocated (st_blocks * 512): less than its size where it has holes. */
+  allocated?: number
   /** Symlink target. */
   target?: string
   /** `major:minor` of a device. */
@@ -148,6 +150,7 @@ export async function snapshotTree(root: string, opts: { xattrs?: boolean } = {}
     if (type === 'file') {
       e.size = Number(st.size)
       e.hash = await hashFile(p)
+      e.allocated = Number(st.blocks) * 512
     } else if (type === 'symlink') {
       e.size = Number(st.size)
       e.target = await fsp.readlink(p)
@@ -184,6 +187,11 @@ export interface CompareOptions {
   xattrs?: boolean
   /** Compare hardlink groups (default true). */
   links?: boolean
+  /**
+   * Compare the bytes regular files have allocated (default false), so a hole filled with
+   * zeros shows: for copies made by the same kind of writes (a btrfs send stream received).
+   */
+  holes?: boolean
   /** Paths whose hardlink group is not compared (e.g. a new link to an unchanged parent file). */
   ignoreLinkGroupOf?: string[]
   /** Paths whose mtime is not compared. */
@@ -200,7 +208,7 @@ function describe(e: TreeEntry | undefined): string {
 /**
  * Differences between two trees, entry by entry, as readable lines ([] when equal):
  * presence, type, mode, uid/gid, size, content hash, link target, rdev, xattrs, mtime and
- * hardlink groups.
+ * hardlink groups, and with `holes` the allocated bytes of files (sparse holes).
  */
 export function compareTrees(a: Tree, b: Tree, opts: CompareOptions = {}): string[] {
   const mtime = opts.mtime ?? 'ns'
@@ -227,6 +235,7 @@ export function compareTrees(a: Tree, b: Tree, opts: CompareOptions = {}): strin
     if (x.type === 'file') {
       field('size', x.size, y.size)
       field('content', x.hash, y.hash)
+      if (opts.holes) field('allocated', x.allocated, y.allocated)
     }
     if (x.type === 'symlink') field('target', x.target, y.target)
     if (x.type === 'char' || x.type === 'block') field('rdev', x.rdev, y.rdev)

@@ -1,4 +1,7 @@
 /** The shape of one subcommand and what it gets to run with. */
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import { pipeline } from 'node:stream/promises'
 import type { GlobalOptions, OptionSpecs, Values } from './args'
 import type { HintContext } from './hints'
 
@@ -50,6 +53,24 @@ export function stdoutDone(ctx: Context): Promise<void> {
     if (ctx.stdout.destroyed || ctx.stdout.writableEnded) return done()
     ctx.stdout.write('', done)
   })
+}
+
+/**
+ * Pipe `streams` (a source, then transforms) to `file` (`-o FILE`), or to stdout when none,
+ * left open for what follows. On
+ * a failure a file this call made is removed (a partial tar or send stream is worse than
+ * none; what existed before, maybe not a regular file, is never removed) and `failed` runs.
+ */
+export async function writeOut(ctx: Context, streams: (NodeJS.ReadableStream | NodeJS.ReadWriteStream)[], file: string | undefined, failed: () => void): Promise<void> {
+  const existed = file !== undefined && fs.existsSync(file)
+  try {
+    if (file !== undefined) await pipeline([...streams, fs.createWriteStream(file)])
+    else await pipeline([...streams, ctx.stdout], { end: false })
+  } catch (e) {
+    failed()
+    if (file !== undefined && !existed) await fsp.rm(file, { force: true })
+    throw e
+  }
 }
 
 /** A line to stdout. */

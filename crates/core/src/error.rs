@@ -185,6 +185,9 @@ pub fn errno_name(e: Errno) -> &'static str {
         ENXIO => "ENXIO",
         ESTALE => "ESTALE",
         ENOSYS => "ENOSYS",
+        // A send stream's reader gone; a send protocol the kernel does not write.
+        EPIPE => "EPIPE",
+        EPROTO => "EPROTO",
         _ => "EUNKNOWN",
     }
 }

@@ -385,6 +385,10 @@ pub const MAX_UNCOMPRESSED: u64 = 128 * 1024;
 
 /// `BTRFS_SEND_FLAG_NO_FILE_DATA`: send metadata only; writes become UPDATE_EXTENT commands.
 pub const SEND_FLAG_NO_FILE_DATA: u64 = 0x1;
+/// `BTRFS_SEND_FLAG_VERSION`: `version` names the stream protocol (else 1). Linux 5.19+.
+pub const SEND_FLAG_VERSION: u64 = 0x8;
+/// `BTRFS_SEND_FLAG_COMPRESSED`: compressed extents go as they are (ENCODED_WRITE, protocol 2).
+pub const SEND_FLAG_COMPRESSED: u64 = 0x10;
 
 /// `struct btrfs_root_ref` (packed, little-endian on disk): the item body of a ROOT_REF key.
 pub const ROOT_REF_ITEM_SIZE: usize = 8 + 8 + 2;

@@ -26,6 +26,7 @@ pub mod quota;
 pub mod receive;
 pub mod remap;
 pub mod search;
+pub mod send;
 pub mod sendstream;
 pub mod tar;
 pub mod trace;

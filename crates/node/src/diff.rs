@@ -4,7 +4,8 @@
 
 use crate::driver::NativeDriver;
 use crate::error::{js_path, Failure};
-use crate::job::{failed, rejected, Job};
+use crate::pull::{pull, Chunks};
+use crate::sink::{sink, Input};
 use crate::stream::{channel, ChannelReader, ChannelWriter};
 use crate::worker::{Finish, Worker};
 use btrfs_layers_core::changes::Change;
@@ -16,8 +17,6 @@ use btrfs_layers_core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 #[napi(object)]
 pub struct ChangeEntry {
@@ -68,7 +67,7 @@ fn compression(name: &str) -> btrfs_layers_core::Result<Compression> {
     }
 }
 
-fn bytes(n: u64) -> f64 {
+pub(crate) fn bytes(n: u64) -> f64 {
     n as f64
 }
 
@@ -123,14 +122,14 @@ impl SizeTask {
     }
 }
 
-/// `diff` under way: chunks of the layer tar, pulled. The first `next()` resolves with an
-/// empty Buffer once the layer is open and its changes listed (or rejects when it is missing).
-#[napi]
-pub struct DiffStream {
-    rx: Arc<Mutex<Receiver<Vec<u8>>>>,
-    worker: Worker<Option<Digests>>,
-    digests: Arc<Mutex<Option<Digests>>>,
-}
+pull!(
+    [
+        " `diff` under way: chunks of the layer tar, pulled. The first `next()` resolves with an",
+        " empty Buffer once the layer is open and its changes listed (or rejects when it is missing)."
+    ]
+    DiffStream,
+    Option<Digests>
+);
 
 /// The digests of a layer blob and of its uncompressed tar.
 #[napi(object)]
@@ -218,201 +217,40 @@ fn expect(verify: Option<LayerVerify>) -> btrfs_layers_core::Result<Expect> {
 
 #[napi]
 impl DiffStream {
-    /// The next chunk, or `null` at the end; rejects with the producer's error.
-    #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub fn next(&self) -> AsyncTask<NextChunk> {
-        AsyncTask::new(NextChunk {
-            rx: self.rx.clone(),
-            worker: self.worker.clone(),
-            digests: self.digests.clone(),
-            failure: None,
-        })
-    }
-
-    /// Stop producing; the next `next()` rejects with ABORT_ERR.
-    #[napi]
-    pub fn abort(&self) {
-        self.worker.abort();
-    }
-
-    /// Bytes of the stream produced so far.
-    #[napi(getter)]
-    pub fn progress(&self) -> f64 {
-        self.worker.progress()
-    }
-
     /// Once `next()` resolved with `null` (the end) of a stream started with `digests`: its
     /// digests; else `null`.
     #[napi]
     pub fn digests(&self) -> Option<LayerDigests> {
-        self.digests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(layer_digests)
+        self.chunks
+            .done(|d| d.as_ref().map(layer_digests))
+            .flatten()
     }
 }
 
-pub struct NextChunk {
-    rx: Arc<Mutex<Receiver<Vec<u8>>>>,
-    worker: Worker<Option<Digests>>,
-    digests: Arc<Mutex<Option<Digests>>>,
-    failure: Option<Failure>,
-}
+sink!(
+    [" `applyDiff` under way: chunks of the layer tar, pushed (none when it reads a file)."]
+    ApplySink,
+    "applyDiff",
+    u64,
+    f64,
+    bytes,
+    "Promise<number>",
+    "Uncompressed tar bytes read so far."
+);
 
-impl Task for NextChunk {
-    type Output = Option<Vec<u8>>;
-    type JsValue = Option<Buffer>;
-
-    fn compute(&mut self) -> Result<Self::Output> {
-        let got = self.rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        match got {
-            Ok(chunk) => Ok(Some(chunk)),
-            // The producer is done: its outcome says whether this is the end or an error.
-            Err(_) => match self.worker.join() {
-                Some(Err(f)) => failed(&mut self.failure, f),
-                Some(Ok(digests)) => {
-                    *self.digests.lock().unwrap_or_else(|p| p.into_inner()) = digests;
-                    Ok(None)
-                }
-                None => Ok(None),
-            },
-        }
-    }
-
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(output.map(Buffer::from))
-    }
-
-    fn reject(&mut self, env: Env, err: Error) -> Result<Self::JsValue> {
-        rejected(&mut self.failure, &env, self.worker.op(), err)
-    }
-}
-
-/// The pushing end of an apply's input: chunks queued for the applier thread.
-#[derive(Clone)]
-struct Input {
-    tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
-}
-
-impl Input {
-    fn new(tx: Option<SyncSender<Vec<u8>>>) -> Self {
-        Input {
-            tx: Arc::new(Mutex::new(tx)),
-        }
-    }
-
-    fn sender(&self) -> std::sync::MutexGuard<'_, Option<SyncSender<Vec<u8>>>> {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self, chunk: Buffer) -> AsyncTask<Job<bool>> {
-        let tx = self.sender().clone();
-        let data = chunk.to_vec();
-        Job::new("applyDiff", move || {
-            Ok(tx.is_some_and(|tx| tx.send(data).is_ok()))
-        })
-    }
-
-    fn try_write(&self, chunk: Buffer) -> bool {
-        self.sender()
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(chunk.to_vec()).is_ok())
-    }
-
-    /// End of input.
-    fn close(&self) {
-        self.sender().take();
-    }
-}
-
-/// `applyDiff` under way: chunks of the layer tar, pushed (none when it reads a file).
-#[napi]
-pub struct ApplySink {
-    input: Input,
-    worker: Worker<u64>,
-}
-
-#[napi]
-impl ApplySink {
-    /// Hand a chunk to the applier; resolves when it is queued (backpressure) with `true`,
-    /// or `false` when the applier has stopped (`finish` tells why). The bytes are copied
-    /// before this returns: the caller may reuse `chunk` at once (`feed` in ts/driver.ts does).
-    #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn write(&self, chunk: Buffer) -> AsyncTask<Job<bool>> {
-        self.input.write(chunk)
-    }
-
-    /// Queue a chunk without waiting: `true` when queued, `false` when the queue is full (use
-    /// `write`, which waits) or the applier has stopped. Saves a thread-pool round trip per chunk.
-    /// As with `write`, the bytes are copied before this returns.
-    #[napi(js_name = "tryWrite")]
-    pub fn try_write(&self, chunk: Buffer) -> bool {
-        self.input.try_write(chunk)
-    }
-
-    /// End of input: wait for the applier and resolve with the bytes applied.
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn finish(&self) -> AsyncTask<Finish<u64, f64>> {
-        self.input.close();
-        self.worker.finish(bytes)
-    }
-
-    #[napi]
-    pub fn abort(&self) {
-        self.worker.abort();
-        self.input.close();
-    }
-
-    /// Uncompressed tar bytes read so far.
-    #[napi(getter)]
-    pub fn progress(&self) -> f64 {
-        self.worker.progress()
-    }
-}
-
-/// `applyLayer` under way: a new layer made from a pushed stream (none when it reads a file),
-/// its digests computed on the way.
-#[napi]
-pub struct LayerSink {
-    input: Input,
-    worker: Worker<Applied>,
-}
-
-#[napi]
-impl LayerSink {
-    /// As `ApplySink.write`.
-    #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn write(&self, chunk: Buffer) -> AsyncTask<Job<bool>> {
-        self.input.write(chunk)
-    }
-
-    /// As `ApplySink.tryWrite`.
-    #[napi(js_name = "tryWrite")]
-    pub fn try_write(&self, chunk: Buffer) -> bool {
-        self.input.try_write(chunk)
-    }
-
-    /// End of input: wait for the layer to be made and verified.
-    #[napi(ts_return_type = "Promise<AppliedLayer>")]
-    pub fn finish(&self) -> AsyncTask<Finish<Applied, AppliedLayer>> {
-        self.input.close();
-        self.worker.finish(applied_layer)
-    }
-
-    /// Stop: nothing of the layer is kept.
-    #[napi]
-    pub fn abort(&self) {
-        self.worker.abort();
-        self.input.close();
-    }
-
-    /// Uncompressed tar bytes read so far.
-    #[napi(getter)]
-    pub fn progress(&self) -> f64 {
-        self.worker.progress()
-    }
-}
+sink!(
+    [
+        " `applyLayer` under way: a new layer made from a pushed stream (none when it reads a",
+        " file), its digests computed on the way; an abort keeps nothing of the layer."
+    ]
+    LayerSink,
+    "applyDiff",
+    Applied,
+    AppliedLayer,
+    applied_layer,
+    "Promise<AppliedLayer>",
+    "Uncompressed tar bytes read so far."
+);
 
 #[napi]
 impl NativeDriver {
@@ -478,9 +316,7 @@ impl NativeDriver {
             }
         })?;
         Ok(DiffStream {
-            rx: Arc::new(Mutex::new(rx)),
-            worker,
-            digests: Arc::new(Mutex::new(None)),
+            chunks: Chunks::new(rx, worker),
         })
     }
 

@@ -2,9 +2,9 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { Transform, pipeline, type Readable } from 'node:stream'
 import { BtrfsError } from '../../errors'
-import { layerId, UsageError } from '../args'
+import { layerId } from '../args'
 import { formatBytes, formatDuration } from '../format'
-import { CliError } from '../hints'
+import { inputSize } from '../input'
 import { Progress } from '../progress'
 import { withStore } from '../store'
 import { output, say, type Command } from '../command'
@@ -46,21 +46,7 @@ export const apply: Command = {
     const id = layerId('ID', ctx.args[0], ctx.command)
     const parent = ctx.values.parent === undefined ? undefined : layerId('--parent', ctx.values.parent as string, ctx.command)
     const file = ctx.args[1]
-    let total: number | undefined
-    if (file === '-') {
-      if (process.stdin.isTTY) throw new UsageError('stdin is a terminal: pipe a tar into it (< layer.tar) or pass FILE', ctx.command)
-      const st = fs.fstatSync(0)
-      if (st.isFile()) total = st.size
-    } else {
-      let st: fs.Stats
-      try {
-        st = await fsp.stat(file)
-      } catch (e) {
-        throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code}`, (e as NodeJS.ErrnoException).code, 'pass the path of a layer tar, or - for stdin')
-      }
-      if (!st.isFile()) throw new CliError(`${file} is not a file`, 'EINVAL', 'pass the path of a layer tar, or - for stdin')
-      total = st.size
-    }
+    const total = await inputSize(ctx, file, 'a layer tar')
     await withStore(ctx.global, ctx.hints, async (s) => {
       if (ctx.signal.aborted) throw new BtrfsError('ABORT_ERR', 'ABORT_ERR: interrupted before anything was changed')
       // A new layer is made by the apply itself: visible only once complete, so a kill at any

@@ -1,14 +1,11 @@
-import * as fs from 'node:fs'
-import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import { Transform } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import type { Compression } from '../../driver'
 import { layerId, parentOption, UsageError } from '../args'
 import { formatBytes } from '../format'
 import { Progress } from '../progress'
 import { withStore } from '../store'
-import { output, say, type Command } from '../command'
+import { output, say, writeOut, type Command } from '../command'
 
 const COMPRESSIONS = ['none', 'gzip', 'zstd']
 
@@ -40,16 +37,7 @@ export const diff: Command = {
           cb(null, chunk)
         },
       })
-      const existed = file !== undefined && fs.existsSync(file)
-      try {
-        if (file !== undefined) await pipeline(tar, count, fs.createWriteStream(file))
-        else await pipeline(tar, count, ctx.stdout, { end: false })
-      } catch (e) {
-        progress.clear()
-        // A partial tar is worse than none; never remove what is not a regular file we made.
-        if (file !== undefined && !existed) await fsp.rm(file, { force: true })
-        throw e
-      }
+      await writeOut(ctx, [tar, count], file, () => progress.clear())
       // With -o and no --json, the summary below is the one closing line.
       if (file !== undefined && !ctx.global.json) progress.clear()
       else progress.finish(bytes)

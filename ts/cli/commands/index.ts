@@ -13,10 +13,12 @@ import { exportLayout, importLayout } from './layout'
 import { ls } from './ls'
 import { pull } from './pull'
 import { push } from './push'
+import { receive } from './receive'
 import { remap } from './remap'
 import { rm } from './rm'
 import { rmi } from './rmi'
+import { send } from './send'
 import { status } from './status'
 import { unmount } from './unmount'
 
-export const COMMANDS: Command[] = [init, status, create, rm, ls, changes, diff, apply, remap, pull, push, images, rmi, commit, importLayout, exportLayout, bench, demo, unmount]
+export const COMMANDS: Command[] = [init, status, create, rm, ls, changes, diff, apply, send, receive, remap, pull, push, images, rmi, commit, importLayout, exportLayout, bench, demo, unmount]

@@ -1,6 +1,6 @@
 //! The send fast path: BTRFS_IOC_SEND (NO_FILE_DATA, parent = the old tree) writes a v1
-//! stream into a pipe on one thread while this thread reads it; every path the stream names
-//! (and its ancestors) is a candidate, judged by the walk's own rules ([`super::judge`]), so the
+//! stream into a pipe on one thread while this thread reads it ([`crate::send`]); every path
+//! the stream names (and its ancestors) is a candidate, judged by the walk's own rules ([`super::judge`]), so the
 //! list is the walk's list. Send reports every inode whose item, links or xattrs differ, by a
 //! path of the receiver's evolving state, which is what the judge needs of its candidates.
 //! Unrelated subvolumes fall back to the walk.
@@ -9,16 +9,15 @@ use super::judge::{judge, one_tree, Candidates};
 use super::walk;
 use super::Change;
 use super::Options;
-use crate::error::{Code, Context, Error, Result};
-use crate::ioctl::{self, SendArgs, SEND_FLAG_NO_FILE_DATA};
+use crate::error::{Code, Error, Result};
+use crate::ioctl::SEND_FLAG_NO_FILE_DATA;
 use crate::open::{self, require_btrfs, require_subvolume};
+use crate::send::{send_piped, SendRequest};
 use crate::sendstream::{attr, cmd, StreamError, StreamReader};
 use crate::subvolume::is_read_only_fd;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use std::fs::File;
 use std::io::BufReader;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 /// Every change between the read-only subvolumes at `old` and `new`, unsorted.
@@ -60,35 +59,15 @@ pub(super) fn changes(
     )
 }
 
-/// Run BTRFS_IOC_SEND of `new` against subvolume `parent_root` into a pipe read here, and
-/// gather the paths the stream names.
+/// Run BTRFS_IOC_SEND of `new` against subvolume `parent_root` (metadata only) and gather the
+/// paths the stream names.
 fn run_send(new: BorrowedFd<'_>, parent_root: u64, shown: &Path) -> Result<Candidates> {
-    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).at("pipe2", shown)?;
-    // A larger pipe means fewer wakeups; the default size works too.
-    let _ = fcntl(&write_end, FcntlArg::F_SETPIPE_SZ(1 << 20));
-    std::thread::scope(|s| {
-        let sender = s.spawn(move || send_into(new, parent_root, write_end, shown));
-        let read = read_candidates(File::from(read_end), shown);
-        let sent = sender
-            .join()
-            .unwrap_or_else(|_| Err(Error::internal("the send thread panicked")));
-        // The ioctl's own error (EPERM, ...) explains a short stream better than the parser.
-        sent?;
-        read
-    })
-}
-
-fn send_into(new: BorrowedFd<'_>, parent_root: u64, pipe: OwnedFd, shown: &Path) -> Result<()> {
-    let args = SendArgs {
-        send_fd: i64::from(pipe.as_raw_fd()),
+    let request = SendRequest {
         parent_root,
         flags: SEND_FLAG_NO_FILE_DATA,
-        ..Default::default()
+        version: 0,
     };
-    // SAFETY: args is a zeroed btrfs_ioctl_send_args with no clone sources and a live pipe fd.
-    let r = unsafe { ioctl::send(new.as_raw_fd(), &args) };
-    drop(pipe); // the reader's end of stream
-    r.map(drop).at("BTRFS_IOC_SEND", shown)
+    send_piped(new, &request, shown, |pipe| read_candidates(pipe, shown))
 }
 
 fn read_candidates(pipe: impl std::io::Read, shown: &Path) -> Result<Candidates> {

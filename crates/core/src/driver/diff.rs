@@ -8,7 +8,7 @@
 
 use super::record::{self, Record};
 use super::staging::Staged;
-use super::Driver;
+use super::{Dirs, Driver};
 use crate::changes::{self, Change, ChangeKind, ContainerIds, Options};
 use crate::control::Control;
 use crate::delete::delete_at;
@@ -44,10 +44,13 @@ pub enum Against<'a> {
     Layer(&'a str),
 }
 
-/// A read-only view of a layer: the layer itself when read-only, else a temporary snapshot.
-struct ReadOnlyView<'a> {
+/// A read-only view of a layer: the layer itself when read-only, else a temporary snapshot
+/// (`.tmp-*`, swept by `init` after a crash), deleted when the view is dropped.
+pub(super) struct ReadOnlyView<'a> {
     driver: &'a Driver,
-    fd: OwnedFd,
+    /// Held, so `cleanup` waits for the temporary snapshot to go (it closes the directories).
+    dirs: Arc<Dirs>,
+    pub(super) fd: OwnedFd,
     temp: Option<String>,
 }
 
@@ -55,20 +58,25 @@ impl Drop for ReadOnlyView<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.temp.take() {
             let shown = self.driver.subvolumes_path().join(&name);
-            if let Ok(dirs) = self.driver.dirs() {
-                let _ = delete_at(dirs.subvolumes.as_fd(), OsStr::new(&name), true, &shown);
-            }
+            let _ = delete_at(
+                self.dirs.subvolumes.as_fd(),
+                OsStr::new(&name),
+                true,
+                &shown,
+            );
         }
     }
 }
 
 impl Driver {
-    fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
+    /// A read-only view of layer `id`, open at `fd`.
+    pub(super) fn read_only_view(&self, id: &str, fd: OwnedFd) -> Result<ReadOnlyView<'_>> {
         let dirs = self.dirs()?;
         let path = self.layer_path(id);
         if is_read_only_fd(fd.as_fd(), &path)? {
             return Ok(ReadOnlyView {
                 driver: self,
+                dirs,
                 fd,
                 temp: None,
             });
@@ -85,6 +93,7 @@ impl Driver {
         // Built before the open, so a failed open still deletes the snapshot.
         let mut view = ReadOnlyView {
             driver: self,
+            dirs: dirs.clone(),
             fd,
             temp: Some(name.clone()),
         };

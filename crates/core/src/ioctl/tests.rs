@@ -346,6 +346,8 @@ fn header_layouts() -> HashMap<String, u64> {
         "BTRFS_QGROUP_LIMIT_KEY",
         "BTRFS_QGROUP_STATUS_FLAG_ON",
         "BTRFS_SEND_FLAG_NO_FILE_DATA",
+        "BTRFS_SEND_FLAG_VERSION",
+        "BTRFS_SEND_FLAG_COMPRESSED",
         "BTRFS_INODE_ITEM_KEY",
         "BTRFS_INODE_REF_KEY",
         "BTRFS_INODE_EXTREF_KEY",
@@ -402,7 +404,7 @@ fn layouts_match_linux_btrfs_h() {
             mismatches.push(format!("{name}: header {:#x} rust {rust:#x}", header[name]));
         }
     }
-    let consts: [(&str, u64); 24] = [
+    let consts: [(&str, u64); 26] = [
         (
             "BTRFS_ENCODED_IO_COMPRESSION_ZLIB",
             ENCODED_IO_COMPRESSION_ZLIB as u64,
@@ -421,6 +423,8 @@ fn layouts_match_linux_btrfs_h() {
         ("BTRFS_XATTR_ITEM_KEY", XATTR_ITEM_KEY as u64),
         ("BTRFS_LAST_FREE_OBJECTID", LAST_FREE_OBJECTID),
         ("BTRFS_SEND_FLAG_NO_FILE_DATA", SEND_FLAG_NO_FILE_DATA),
+        ("BTRFS_SEND_FLAG_VERSION", SEND_FLAG_VERSION),
+        ("BTRFS_SEND_FLAG_COMPRESSED", SEND_FLAG_COMPRESSED),
         ("BTRFS_QUOTA_CTL_ENABLE", QUOTA_CTL_ENABLE),
         ("BTRFS_QGROUP_LIMIT_MAX_RFER", QGROUP_LIMIT_MAX_RFER),
         ("BTRFS_QUOTA_TREE_OBJECTID", QUOTA_TREE_OBJECTID),
