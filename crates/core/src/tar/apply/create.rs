@@ -2,6 +2,7 @@
 //! sits at the name is replaced (a directory merged with a directory), never followed.
 
 use crate::error::{Context, Error, Result};
+use crate::filesystem::start_writeback;
 use crate::open::open_beneath;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -37,6 +38,11 @@ impl Applier<'_, '_> {
         let create = || openat(dir, name, flags, Mode::from_bits_truncate(PRIVATE));
         let mut file = File::from(self.replacing(dir, path, "openat", create)?);
         let size = body::write_body(entry, &mut file, sparse, self.meter, &mut self.buf, shown)?;
+        if size > 0 {
+            // The write-back runs while later entries apply: the syncfs before the layer's
+            // publish then waits for little.
+            start_writeback(file.as_fd(), shown)?;
+        }
         meta.apply_to_fd(file.as_fd(), shown)?;
         meta.times.set_on_fd(file.as_fd(), shown)?;
         Ok(size)
