@@ -84,8 +84,10 @@ const CONFIG_MAX = 8 << 20
  * highWaterMark buffers that much on each side: twice it). Chunks held long are promoted to
  * V8's old space and freed only by a full GC, so what is read ahead also weighs as garbage
  * later: kept small, it bounds the pull's memory (flat in the layer size) without slowing it.
+ * 1 MiB, not 4: peak RSS 154 vs 165 MiB for a 96 vs 193 MiB image (4 MiB: 160 vs 214), at
+ * the same speed (bench/results/images/NOTES.md); the socket buffers read ahead the rest.
  */
-const READ_AHEAD = 4 << 20
+const READ_AHEAD = 1 << 20
 const READ_AHEAD_IN = 64 << 10
 const PROGRESS_MS = 100
 

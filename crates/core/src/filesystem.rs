@@ -143,6 +143,14 @@ pub fn sync_fd(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
     commit(fd, shown)
 }
 
+/// Start writing back the dirty data of the file `fd` (sync_file_range with
+/// SYNC_FILE_RANGE_WRITE: it waits for nothing), so a later `syncfs` finds little left to do.
+pub fn start_writeback(fd: BorrowedFd<'_>, shown: &Path) -> Result<()> {
+    // SAFETY: a plain system call on a borrowed, open fd; no memory is passed.
+    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    Errno::result(r).map(drop).at("sync_file_range", shown)
+}
+
 /// Commit the running transaction of the btrfs that holds `fd` and wait for it (START_SYNC +
 /// WAIT_SYNC; nothing to do when no transaction runs): afterwards the btrees hold every
 /// metadata change made before the call, delayed inode and directory items included. File

@@ -390,6 +390,64 @@ fn entries_replace_what_is_there() {
     assert_eq!(fs::read_link(s.path("x")).unwrap(), Path::new("/a"));
 }
 
+/// Small files are finished (body, owner, mode, times) off the parsing thread: what a later
+/// entry does to a name (a hardlink to it, a new file in its place) still sees stream order,
+/// and every file is complete when the apply returns.
+#[test]
+fn small_files_finished_off_the_parser_keep_stream_order() {
+    let s = Scratch::new();
+    let big: Vec<u8> = (0..(600u32 << 10)).map(|i| (i % 251) as u8).collect();
+    let mut layer = Layer::new()
+        .add(Entry::dir("d/").mode(0o755))
+        .add(
+            Entry::file("d/a", "first")
+                .mode(0o640)
+                .owned(7, 8)
+                .mtime(1_500_000_001),
+        )
+        .hardlink("d/link", "d/a")
+        .add(
+            Entry::file("d/a", "second")
+                .mode(0o600)
+                .mtime(1_500_000_002),
+        )
+        .add(Entry::file("d/big", &big).mode(0o644).mtime(1_500_000_003));
+    for i in 0..300u64 {
+        let body = format!("file {i} ").repeat(i as usize % 40);
+        let e = Entry::file(format!("d/f{i}"), body).mode(0o600 | (i as u32 % 8) << 3);
+        layer = layer.add(e.owned(i, 1000 + i).mtime(1_600_000_000 + i));
+    }
+    s.apply(&layer.finish()).unwrap();
+    let link = fs::symlink_metadata(s.path("d/link")).unwrap();
+    assert_eq!(fs::read(s.path("d/link")).unwrap(), b"first");
+    assert_eq!(
+        (link.mode() & 0o7777, link.uid(), link.gid()),
+        (0o640, 7, 8)
+    );
+    assert_eq!((link.mtime(), link.nlink()), (1_500_000_001, 1));
+    let a = fs::symlink_metadata(s.path("d/a")).unwrap();
+    assert_eq!(fs::read(s.path("d/a")).unwrap(), b"second");
+    assert_eq!((a.mode() & 0o7777, a.mtime()), (0o600, 1_500_000_002));
+    assert_eq!(fs::read(s.path("d/big")).unwrap(), big);
+    for i in 0..300u64 {
+        let p = s.path(&format!("d/f{i}"));
+        let m = fs::symlink_metadata(&p).unwrap();
+        let body = format!("file {i} ").repeat(i as usize % 40);
+        assert_eq!(fs::read(&p).unwrap(), body.as_bytes(), "f{i}");
+        let want = (
+            0o600 | (i as u32 % 8) << 3,
+            i as u32,
+            1000 + i as u32,
+            1_600_000_000 + i as i64,
+        );
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime()),
+            want,
+            "f{i}"
+        );
+    }
+}
+
 #[test]
 fn symlinks_in_the_layer_resolve_inside_it() {
     let s = Scratch::new();

@@ -16,6 +16,7 @@ pub(crate) mod name;
 mod parents;
 mod remove;
 mod whiteout;
+mod writers;
 
 use crate::control::Control;
 use crate::digest::{serial_for_measurement, Digest, Digests, Hashing, HashingReader};
@@ -35,6 +36,7 @@ use self::name::{normalize, shown, split, Whiteout};
 use self::parents::Parents;
 use self::remove::reopen_listing;
 use self::whiteout::{Hider, Made};
+use self::writers::Writers;
 use super::compress::{decompressing_reader, Compression};
 
 /// Bytes read from the input at a time.
@@ -186,10 +188,19 @@ fn apply_stream(
     }
     let mut rest = archive.into_inner();
     drain(&mut rest)?;
-    applier.dir_times.apply(&mut applier.parents)?;
+    // Every file finished before the directories get their times and the caller syncs.
+    let Applier {
+        mut parents,
+        dir_times,
+        applied,
+        writers,
+        ..
+    } = applier;
+    writers.finish()?;
+    dir_times.apply(&mut parents)?;
     meter.report_end();
     let tar = rest.into_inner().finish()?;
-    Ok((applier.applied, tar))
+    Ok((applied, tar))
 }
 
 /// The state of one apply.
@@ -201,6 +212,7 @@ struct Applier<'o, 'm> {
     dir_times: DirTimes,
     applied: u64,
     buf: Vec<u8>,
+    writers: Writers,
 }
 
 impl<'o, 'm> Applier<'o, 'm> {
@@ -221,6 +233,7 @@ impl<'o, 'm> Applier<'o, 'm> {
             dir_times: DirTimes::default(),
             applied: 0,
             buf: vec![0; BODY_BUFFER],
+            writers: Writers::spawn()?,
         })
     }
 
@@ -273,7 +286,7 @@ impl<'o, 'm> Applier<'o, 'm> {
         let fd = dir.fd.as_fd();
         match kind {
             Kind::File { sparse } => {
-                self.applied += self.make_file(fd, path, entry, sparse, &meta)?
+                self.applied += self.make_file(fd, path, entry, sparse, meta)?
             }
             Kind::Dir => self.make_dir(fd, path, &meta)?,
             Kind::Symlink(target) => self.make_symlink(fd, path, &target, &meta)?,

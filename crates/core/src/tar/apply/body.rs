@@ -38,10 +38,7 @@ pub(super) fn write_body<R: Read>(
         done += n as u64;
     }
     if done != size {
-        return Err(bad_layer(
-            shown,
-            format!("truncated: body ends after {done} of {size} bytes"),
-        ));
+        return Err(truncated(shown, done, size));
     }
     if sparse {
         // A trailing hole was only skipped over: give the file its length.
@@ -49,6 +46,26 @@ pub(super) fn write_body<R: Read>(
         ftruncate(&*file, len).at("ftruncate", shown)?;
     }
     Ok(done)
+}
+
+/// Read the whole body of `entry` (of at most `writers::MAX_BODY` bytes) into memory. A body
+/// shorter than its header says is ERR_BAD_LAYER.
+pub(super) fn read_body<R: Read>(
+    entry: &mut ::tar::Entry<'_, R>,
+    meter: &Meter<'_>,
+    shown: &Path,
+) -> Result<Vec<u8>> {
+    let size = usize::try_from(entry.size()).map_err(|_| bad_layer(shown, "size out of range"))?;
+    let mut body = vec![0; size];
+    let mut done = 0;
+    while done < size {
+        let n = read_counted(entry, meter, &mut body[done..], shown)?.0;
+        if n == 0 {
+            return Err(truncated(shown, done as u64, size as u64));
+        }
+        done += n;
+    }
+    Ok(body)
 }
 
 /// Read and discard what is left of a body (of an entry that makes no file, or of a
@@ -85,7 +102,14 @@ fn read_counted<R: Read>(
     Ok((n, from_stream))
 }
 
-fn write_error(e: io::Error, shown: &Path) -> Error {
+fn truncated(shown: &Path, done: u64, size: u64) -> Error {
+    bad_layer(
+        shown,
+        format!("truncated: body ends after {done} of {size} bytes"),
+    )
+}
+
+pub(super) fn write_error(e: io::Error, shown: &Path) -> Error {
     let errno = e.raw_os_error().map_or(Errno::EIO, Errno::from_raw);
     Error::sys(errno, "write", shown)
 }

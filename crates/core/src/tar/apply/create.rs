@@ -2,6 +2,7 @@
 //! sits at the name is replaced (a directory merged with a directory), never followed.
 
 use crate::error::{Context, Error, Result};
+use crate::filesystem::start_writeback;
 use crate::open::open_beneath;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -15,6 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::attrs::Meta;
 use super::name::{shown, split};
 use super::remove::{existing, remove};
+use super::writers::{Job, MAX_BODY};
 use super::{bad_layer, body, Applier};
 
 /// Mode of new inodes until their own mode is set (after chown).
@@ -22,21 +24,39 @@ const PRIVATE: u32 = 0o600;
 const PRIVATE_DIR: u32 = 0o700;
 
 impl Applier<'_, '_> {
-    /// A regular file with its body; returns the body's size.
+    /// A regular file with its body; returns the body's size. A small one is created here
+    /// and finished (body, owner, mode, times) by the writers; a large or sparse one here.
     pub(super) fn make_file<R: Read>(
         &mut self,
         dir: BorrowedFd<'_>,
         path: &[u8],
         entry: &mut ::tar::Entry<'_, R>,
         sparse: bool,
-        meta: &Meta,
+        meta: Meta,
     ) -> Result<u64> {
         let (shown, name) = (shown(path), split(path).1);
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let create = || openat(dir, name, flags, Mode::from_bits_truncate(PRIVATE));
         let mut file = File::from(self.replacing(dir, path, "openat", create)?);
+        if !sparse && entry.size() <= MAX_BODY {
+            let body = body::read_body(entry, self.meter, shown)?;
+            let size = body.len() as u64;
+            let shown = shown.to_path_buf();
+            self.writers.send(Job {
+                file,
+                body,
+                meta,
+                shown,
+            })?;
+            return Ok(size);
+        }
         let size = body::write_body(entry, &mut file, sparse, self.meter, &mut self.buf, shown)?;
+        if size > 0 {
+            // The write-back runs while later entries apply: the syncfs before the layer's
+            // publish then waits for little.
+            start_writeback(file.as_fd(), shown)?;
+        }
         meta.apply_to_fd(file.as_fd(), shown)?;
         meta.times.set_on_fd(file.as_fd(), shown)?;
         Ok(size)
