@@ -327,9 +327,11 @@ btrfsTest.needing(['tar'])('demo on --home: every step timed, everything it made
   t.is(out.home, home)
   t.true(out.tree.files > 10, 'a real tree')
   t.true(out.replayMatches, 'the exported diff replays to the same changes')
+  t.true(out.replication.matches, 'the layers sent and received give the same changes')
+  t.true(out.replication.incrementalBytes < out.replication.fullBytes, 'the incremental stream is the smaller')
   t.true(out.diffSize > 0)
   const names = out.steps.map((s: { step: string }) => s.step)
-  for (const want of [/GNU tar -c/, /import/, /changes of demo-delete against its parent/, /diffSize/, /export .*gzip/, /remove everything/]) {
+  for (const want of [/GNU tar -c/, /import/, /changes of demo-delete against its parent/, /diffSize/, /export .*gzip/, /send\|receive demo-delete -> demo-recv-delete \(incremental\)/, /remove everything/]) {
     t.true(names.some((n: string) => want.test(n)), `step ${want}`)
   }
   for (const s of out.steps) t.true(typeof s.ms === 'number' && s.ms >= 0)
