@@ -163,6 +163,12 @@ impl<R: Read> Read for TarReader<R> {
     }
 }
 
+/// Measurement only: while set, a compressed stream is inflated on the parsing thread, in
+/// series with the apply, as before `inflate::overlapped`.
+#[doc(hidden)]
+pub static INFLATE_IN_SERIES_FOR_MEASUREMENT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The one apply pass over the buffered input `source`; the digest of a decompressed tar
 /// when `hash_tar` says so (None for a plain one). A compressed stream is inflated on this
 /// thread while another parses and applies it (`inflate::overlapped`).
@@ -178,6 +184,10 @@ fn apply_stream(
         return Ok((apply_tar(root, plain, opts, &meter, true)?, None));
     }
     let mut tar = TarReader::new(plain, hash_tar)?;
+    if INFLATE_IN_SERIES_FOR_MEASUREMENT.load(std::sync::atomic::Ordering::Relaxed) {
+        let applied = apply_tar(root, &mut tar, opts, &meter, false)?;
+        return Ok((applied, tar.finish()?));
+    }
     let applied = inflate::overlapped(&mut tar, &meter, |inflated| {
         apply_tar(root, inflated, opts, &meter, false)
     })?;

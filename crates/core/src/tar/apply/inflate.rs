@@ -31,7 +31,7 @@ pub(super) fn overlapped<T: Send>(
     let (back_tx, back) = sync_channel::<Vec<u8>>(BLOCKS);
     std::thread::scope(|s| {
         let parser = std::thread::Builder::new()
-            .name("btrfs-layers-apply".into())
+            .name("btrfs-layers-untar".into())
             .spawn_scoped(s, move || {
                 parse(Inflated {
                     rx,
@@ -76,6 +76,8 @@ fn pump(plain: &mut impl Read, meter: &Meter<'_>, tx: SyncSender<Filled>, back: 
                 }
             }
             Err(e) => {
+                // An abort closes the input too: the stream cut short is the abort's doing.
+                let e = meter.check_abort().err().unwrap_or(e);
                 let _ = tx.send(Err(e));
                 return;
             }
