@@ -579,14 +579,15 @@ impl Read for Trickle {
     }
 }
 
-#[test]
-fn abort_from_another_thread_stops_mid_stream() {
-    let s = Scratch::new();
+/// Apply `input` into `s`, aborting from another thread once 2 MiB of tar went through.
+fn apply_aborted_after_two_mebibytes(
+    s: &Scratch,
+    input: impl Read,
+) -> btrfs_layers_core::Result<u64> {
     let abort = AtomicBool::new(false);
     let seen = AtomicU64::new(0);
     let ids = IdMapping::default();
-    let header = Entry::file("endless", "").header(1 << 40).to_vec();
-    let result = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         scope.spawn(|| {
             while seen.load(Ordering::Relaxed) < 2 << 20 {
                 std::thread::sleep(Duration::from_millis(5));
@@ -594,14 +595,15 @@ fn abort_from_another_thread_stops_mid_stream() {
             abort.store(true, Ordering::Relaxed);
         });
         let progress = |n: u64| seen.store(n, Ordering::Relaxed);
-        s.apply_with(
-            Trickle { header, sent: 0 },
-            &ids,
-            &ids,
-            Control::new(&abort, &progress),
-        )
-    });
-    let err = result.unwrap_err();
+        s.apply_with(input, &ids, &ids, Control::new(&abort, &progress))
+    })
+}
+
+#[test]
+fn abort_from_another_thread_stops_mid_stream() {
+    let s = Scratch::new();
+    let header = Entry::file("endless", "").header(1 << 40).to_vec();
+    let err = apply_aborted_after_two_mebibytes(&s, Trickle { header, sent: 0 }).unwrap_err();
     assert_eq!(err.code, Code::Aborted, "{err}");
     assert_eq!(err.code_str(), "ABORT_ERR");
     assert!(fs::metadata(s.path("endless")).unwrap().len() < 1 << 30);
@@ -639,25 +641,12 @@ impl<R: Read> Read for Counted<'_, R> {
 
 #[test]
 fn abort_stops_a_compressed_stream_mid_stream() {
-    // The inflate runs on the calling thread, the parser on another: the abort must still
-    // stop both while a gzip stream keeps coming.
+    // The inflate and the parser may run on two threads: the abort must still stop both
+    // while a gzip stream keeps coming.
     let s = Scratch::new();
-    let abort = AtomicBool::new(false);
-    let seen = AtomicU64::new(0);
-    let ids = IdMapping::default();
     let header = Entry::file("endless", "").header(1 << 40).to_vec();
     let gz = flate2::read::GzEncoder::new(Trickle { header, sent: 0 }, flate2::Compression::fast());
-    let result = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while seen.load(Ordering::Relaxed) < 2 << 20 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            abort.store(true, Ordering::Relaxed);
-        });
-        let progress = |n: u64| seen.store(n, Ordering::Relaxed);
-        s.apply_with(gz, &ids, &ids, Control::new(&abort, &progress))
-    });
-    let err = result.unwrap_err();
+    let err = apply_aborted_after_two_mebibytes(&s, gz).unwrap_err();
     assert_eq!(err.code, Code::Aborted, "{err}");
     assert!(fs::metadata(s.path("endless")).unwrap().len() < 1 << 30);
 }
