@@ -641,8 +641,8 @@ impl<R: Read> Read for Counted<'_, R> {
 
 #[test]
 fn abort_stops_a_compressed_stream_mid_stream() {
-    // The inflate and the parser may run on two threads: the abort must still stop both
-    // while a gzip stream keeps coming.
+    // Under a decompressor (which may inflate on a thread apart from the parser's), an
+    // abort still stops the apply while a gzip stream keeps coming.
     let s = Scratch::new();
     let header = Entry::file("endless", "").header(1 << 40).to_vec();
     let gz = flate2::read::GzEncoder::new(Trickle { header, sent: 0 }, flate2::Compression::fast());
@@ -653,8 +653,8 @@ fn abort_stops_a_compressed_stream_mid_stream() {
 
 #[test]
 fn a_parse_error_stops_reading_a_compressed_input() {
-    // A bad first header, then 1 GiB more: the inflating side stops once the parser has
-    // failed, it does not read the input to its end.
+    // A bad first header, then 1 GiB more: the input stops being read and inflated once
+    // the parser has failed, not at its end.
     let s = Scratch::new();
     let mut bad = Entry::file("x", "").header(0);
     bad[148..156].copy_from_slice(b"0000000\0");
@@ -687,8 +687,8 @@ impl Read for FailsAfter<'_> {
 
 #[test]
 fn an_input_error_mid_compressed_stream_fails_the_entry_being_read() {
-    // The error of the inflating side reaches the parser as its read error: same code,
-    // same entry path, as when one thread did both.
+    // An input error under the decompressor is the error of the entry being read: its
+    // errno and that entry's path (whichever thread inflates).
     let s = Scratch::new();
     let layer = Layer::new()
         .add(Entry::file("big", vec![7u8; 8 << 20]))
