@@ -579,14 +579,15 @@ impl Read for Trickle {
     }
 }
 
-#[test]
-fn abort_from_another_thread_stops_mid_stream() {
-    let s = Scratch::new();
+/// Apply `input` into `s`, aborting from another thread once 2 MiB of tar went through.
+fn apply_aborted_after_two_mebibytes(
+    s: &Scratch,
+    input: impl Read,
+) -> btrfs_layers_core::Result<u64> {
     let abort = AtomicBool::new(false);
     let seen = AtomicU64::new(0);
     let ids = IdMapping::default();
-    let header = Entry::file("endless", "").header(1 << 40).to_vec();
-    let result = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         scope.spawn(|| {
             while seen.load(Ordering::Relaxed) < 2 << 20 {
                 std::thread::sleep(Duration::from_millis(5));
@@ -594,14 +595,15 @@ fn abort_from_another_thread_stops_mid_stream() {
             abort.store(true, Ordering::Relaxed);
         });
         let progress = |n: u64| seen.store(n, Ordering::Relaxed);
-        s.apply_with(
-            Trickle { header, sent: 0 },
-            &ids,
-            &ids,
-            Control::new(&abort, &progress),
-        )
-    });
-    let err = result.unwrap_err();
+        s.apply_with(input, &ids, &ids, Control::new(&abort, &progress))
+    })
+}
+
+#[test]
+fn abort_from_another_thread_stops_mid_stream() {
+    let s = Scratch::new();
+    let header = Entry::file("endless", "").header(1 << 40).to_vec();
+    let err = apply_aborted_after_two_mebibytes(&s, Trickle { header, sent: 0 }).unwrap_err();
     assert_eq!(err.code, Code::Aborted, "{err}");
     assert_eq!(err.code_str(), "ABORT_ERR");
     assert!(fs::metadata(s.path("endless")).unwrap().len() < 1 << 30);
@@ -621,6 +623,84 @@ fn abort_set_before_the_start_changes_nothing() {
         .unwrap_err();
     assert_eq!(err.code, Code::Aborted);
     assert_eq!(fs::read_dir(&s.root).unwrap().count(), 0);
+}
+
+/// Counts the bytes read through it.
+struct Counted<'a, R> {
+    inner: R,
+    read: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[test]
+fn abort_stops_a_compressed_stream_mid_stream() {
+    // Under a decompressor (which may inflate on a thread apart from the parser's), an
+    // abort still stops the apply while a gzip stream keeps coming.
+    let s = Scratch::new();
+    let header = Entry::file("endless", "").header(1 << 40).to_vec();
+    let gz = flate2::read::GzEncoder::new(Trickle { header, sent: 0 }, flate2::Compression::fast());
+    let err = apply_aborted_after_two_mebibytes(&s, gz).unwrap_err();
+    assert_eq!(err.code, Code::Aborted, "{err}");
+    assert!(fs::metadata(s.path("endless")).unwrap().len() < 1 << 30);
+}
+
+#[test]
+fn a_parse_error_stops_reading_a_compressed_input() {
+    // A bad first header, then 1 GiB more: the input stops being read and inflated once
+    // the parser has failed, not at its end.
+    let s = Scratch::new();
+    let mut bad = Entry::file("x", "").header(0);
+    bad[148..156].copy_from_slice(b"0000000\0");
+    let rest = io::repeat(0x5a).take(1 << 30);
+    let uncompressed = AtomicU64::new(0);
+    let tar = Counted {
+        inner: (&bad[..]).chain(rest),
+        read: &uncompressed,
+    };
+    let gz = flate2::read::GzEncoder::new(tar, flate2::Compression::fast());
+    let err = s.apply_from(gz).unwrap_err();
+    assert_eq!(err.code, Code::BadLayer, "{err}");
+    let read = uncompressed.load(Ordering::Relaxed);
+    assert!(read < 64 << 20, "read {read} bytes after the parser failed");
+}
+
+/// Serves `data`, then fails with EIO.
+struct FailsAfter<'a> {
+    data: &'a [u8],
+}
+
+impl Read for FailsAfter<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.data.is_empty() {
+            return Err(io::Error::from_raw_os_error(Errno::EIO as i32));
+        }
+        self.data.read(buf)
+    }
+}
+
+#[test]
+fn an_input_error_mid_compressed_stream_fails_the_entry_being_read() {
+    // An input error under the decompressor is the error of the entry being read: its
+    // errno and that entry's path (whichever thread inflates).
+    let s = Scratch::new();
+    let layer = Layer::new()
+        .add(Entry::file("big", vec![7u8; 8 << 20]))
+        .finish();
+    let gz = gzip(&layer);
+    let err = s
+        .apply_from(FailsAfter {
+            data: &gz[..gz.len() / 2],
+        })
+        .unwrap_err();
+    assert_eq!(err.code, Code::Errno(Errno::EIO), "{err}");
+    assert_eq!(err.path.as_deref(), Some(Path::new("big")), "{err}");
 }
 
 /// A tmpfs mounted inside the layer, unmounted on drop.
