@@ -10,6 +10,7 @@ pub(crate) mod attrs;
 mod body;
 mod create;
 mod dir_times;
+mod inflate;
 mod kind;
 mod meter;
 pub(crate) mod name;
@@ -162,8 +163,15 @@ impl<R: Read> Read for TarReader<R> {
     }
 }
 
+/// Measurement only: while set, a compressed stream is inflated on the parsing thread, in
+/// series with the apply, as before `inflate::overlapped`.
+#[doc(hidden)]
+pub static INFLATE_IN_SERIES_FOR_MEASUREMENT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The one apply pass over the buffered input `source`; the digest of a decompressed tar
-/// when `hash_tar` says so (None for a plain one).
+/// when `hash_tar` says so (None for a plain one). A compressed stream is inflated on this
+/// thread while another parses and applies it (`inflate::overlapped`).
 fn apply_stream(
     root: BorrowedFd<'_>,
     source: impl BufRead,
@@ -172,22 +180,39 @@ fn apply_stream(
 ) -> Result<(u64, Option<(Digest, u64)>)> {
     let meter = Meter::new(opts.control);
     let (compression, plain) = decompressing_reader(meter.compressed(source))?;
-    let how = match compression {
-        Compression::None => TarHash::No,
-        _ => hash_tar,
-    };
-    let plain = TarReader::new(plain, how)?;
+    if compression == Compression::None {
+        return Ok((apply_tar(root, plain, opts, &meter, true)?, None));
+    }
+    let mut tar = TarReader::new(plain, hash_tar)?;
+    if INFLATE_IN_SERIES_FOR_MEASUREMENT.load(std::sync::atomic::Ordering::Relaxed) {
+        let applied = apply_tar(root, &mut tar, opts, &meter, false)?;
+        return Ok((applied, tar.finish()?));
+    }
+    let applied = inflate::overlapped(&mut tar, &meter, |inflated| {
+        apply_tar(root, inflated, opts, &meter, false)
+    })?;
+    Ok((applied, tar.finish()?))
+}
+
+/// Parse the tar `plain` and apply it, reading it to its end; `needs_marker`: a stream that
+/// just runs out is truncated (a compressed one has its own end to check instead).
+fn apply_tar<'o>(
+    root: BorrowedFd<'_>,
+    plain: impl Read,
+    opts: &'o ApplyOptions<'o>,
+    meter: &Meter<'o>,
+    needs_marker: bool,
+) -> Result<u64> {
     let mut archive = ::tar::Archive::new(meter.expanded(plain));
-    let mut applier = Applier::new(root, opts, &meter)?;
+    let mut applier = Applier::new(root, opts, meter)?;
     let ended = applier.apply_entries(&mut archive)?;
-    if !ended && compression == Compression::None {
+    if !ended && needs_marker {
         return Err(bad_layer(
             Path::new(""),
             "truncated: the stream ends without an end-of-archive marker",
         ));
     }
-    let mut rest = archive.into_inner();
-    drain(&mut rest)?;
+    drain(archive.into_inner())?;
     // Every file finished before the directories get their times and the caller syncs.
     let Applier {
         mut parents,
@@ -199,8 +224,7 @@ fn apply_stream(
     writers.finish()?;
     dir_times.apply(&mut parents)?;
     meter.report_end();
-    let tar = rest.into_inner().finish()?;
-    Ok((applied, tar))
+    Ok(applied)
 }
 
 /// The state of one apply.

@@ -4,10 +4,10 @@
 use crate::control::Control;
 use crate::error::{Code, Error};
 use nix::errno::Errno;
-use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Progress is reported at most once per this many tar bytes (and once at the end).
 const PROGRESS_STEP: u64 = 1 << 20;
@@ -47,24 +47,28 @@ impl fmt::Display for Tripped {
 
 impl std::error::Error for Tripped {}
 
-/// The counters of one apply, shared by the readers at both ends of the decompressor.
+/// `header_left` while headers are not limited.
+const NO_HEADER_LIMIT: u64 = u64::MAX;
+
+/// The counters of one apply, shared by the readers at both ends of the decompressor, which
+/// may run on two threads (the inflate on one, the parser on the other).
 pub(super) struct Meter<'o> {
-    compressed: Cell<u64>,
-    expanded: Cell<u64>,
-    holes: Cell<u64>,
-    next_progress: Cell<u64>,
-    header_left: Cell<Option<u64>>,
+    compressed: AtomicU64,
+    expanded: AtomicU64,
+    holes: AtomicU64,
+    next_progress: AtomicU64,
+    header_left: AtomicU64,
     control: Control<'o>,
 }
 
 impl<'o> Meter<'o> {
     pub fn new(control: Control<'o>) -> Self {
         Meter {
-            compressed: Cell::new(0),
-            expanded: Cell::new(0),
-            holes: Cell::new(0),
-            next_progress: Cell::new(PROGRESS_STEP),
-            header_left: Cell::new(None),
+            compressed: AtomicU64::new(0),
+            expanded: AtomicU64::new(0),
+            holes: AtomicU64::new(0),
+            next_progress: AtomicU64::new(PROGRESS_STEP),
+            header_left: AtomicU64::new(NO_HEADER_LIMIT),
             control,
         }
     }
@@ -81,17 +85,22 @@ impl<'o> Meter<'o> {
 
     /// Tar bytes read so far.
     pub fn tar_bytes(&self) -> u64 {
-        self.expanded.get()
+        self.expanded.load(Relaxed)
     }
 
     /// While on, reads beyond MAX_HEADER_BYTES trip: on between entries, off in bodies.
     pub fn limit_headers(&self, on: bool) {
-        self.header_left.set(on.then_some(MAX_HEADER_BYTES));
+        let left = if on {
+            MAX_HEADER_BYTES
+        } else {
+            NO_HEADER_LIMIT
+        };
+        self.header_left.store(left, Relaxed);
     }
 
     /// Zeros the tar crate made up for the holes of a sparse file: output, but not input.
     pub fn on_holes(&self, n: u64) -> io::Result<()> {
-        self.holes.set(self.holes.get() + n);
+        self.holes.fetch_add(n, Relaxed);
         self.check_abort()?;
         self.check_bomb()
     }
@@ -105,20 +114,23 @@ impl<'o> Meter<'o> {
 
     /// Report the final count.
     pub fn report_end(&self) {
-        self.control.progress(self.expanded.get());
+        self.control.progress(self.expanded.load(Relaxed));
     }
 
     fn on_expanded(&self, n: u64) -> io::Result<()> {
-        let total = self.expanded.get() + n;
-        self.expanded.set(total);
-        if let Some(left) = self.header_left.get() {
+        // Only the parsing thread counts tar bytes and sets the header limit: plain loads
+        // and stores, no read-modify-write race.
+        let total = self.expanded.load(Relaxed) + n;
+        self.expanded.store(total, Relaxed);
+        let left = self.header_left.load(Relaxed);
+        if left != NO_HEADER_LIMIT {
             let left = left
                 .checked_sub(n)
                 .ok_or_else(|| io::Error::other(Tripped::HeaderTooLarge))?;
-            self.header_left.set(Some(left));
+            self.header_left.store(left, Relaxed);
         }
-        if total >= self.next_progress.get() {
-            self.next_progress.set(total + PROGRESS_STEP);
+        if total >= self.next_progress.load(Relaxed) {
+            self.next_progress.store(total + PROGRESS_STEP, Relaxed);
             self.control.progress(total);
         }
         self.check_abort()?;
@@ -126,12 +138,12 @@ impl<'o> Meter<'o> {
     }
 
     fn check_bomb(&self) -> io::Result<()> {
-        let out = self.expanded.get();
-        let compressed = self.compressed.get();
+        let out = self.expanded.load(Relaxed);
+        let compressed = self.compressed.load(Relaxed);
         if (out > BOMB_FLOOR && out > compressed.saturating_mul(BOMB_RATIO))
-            || self.holes.get() > MAX_HOLE_BYTES
+            || self.holes.load(Relaxed) > MAX_HOLE_BYTES
         {
-            let out = out + self.holes.get();
+            let out = out + self.holes.load(Relaxed);
             return Err(io::Error::other(Tripped::Bomb { out, compressed }));
         }
         Ok(())
@@ -147,9 +159,7 @@ pub(super) struct Compressed<'m, 'o, R> {
 
 impl<R> Compressed<'_, '_, R> {
     fn count(&self, n: usize) {
-        self.meter
-            .compressed
-            .set(self.meter.compressed.get() + n as u64);
+        self.meter.compressed.fetch_add(n as u64, Relaxed);
     }
 }
 
@@ -176,12 +186,6 @@ impl<R: BufRead> BufRead for Compressed<'_, '_, R> {
 pub(super) struct Expanded<'m, 'o, R> {
     inner: R,
     meter: &'m Meter<'o>,
-}
-
-impl<R> Expanded<'_, '_, R> {
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
 }
 
 impl<R: Read> Read for Expanded<'_, '_, R> {
