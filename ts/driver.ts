@@ -334,6 +334,11 @@ function checkId(name: string, value: unknown): string {
   return checkString(name, value)
 }
 
+/** An options object's `parent`: none when absent, `null` or `''` (the whole layer). */
+function optionalParent(value: unknown): string | undefined {
+  return value === undefined || value === null || value === '' ? undefined : checkId('parent', value)
+}
+
 /**
  * A layer store in the shape of a container engine's btrfs graph driver: every layer is a
  * btrfs subvolume under `home/subvolumes`, and a child layer is a snapshot of its parent.
@@ -431,7 +436,7 @@ export class BtrfsDriver implements AsyncDisposable {
     this.#writable('create')
     checkId('id', id)
     const o = withParent(a, b, ['mountLabel', 'size', 'readOnly'])
-    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const parent = optionalParent(o.parent)
     if (o.mountLabel !== undefined) checkString('options.mountLabel', o.mountLabel)
     if (o.readOnly !== undefined) checkBool('options.readOnly', o.readOnly)
     const opts = {
@@ -693,7 +698,7 @@ export class BtrfsDriver implements AsyncDisposable {
     const optionsForm = args.length <= 2 && isInput(args[0]) && (args[1] === undefined || (typeof args[1] === 'object' && !isInput(args[1])))
     const input = optionsForm ? args[0] : args[1]
     const o = optionsForm ? checkKeys('options', args[1], ['parent', 'create', 'verify', 'signal', 'onProgress']) : { ...checkKeys('options', args[2], ['signal', 'onProgress']), parent: args[0] }
-    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const parent = optionalParent(o.parent)
     const create = checkBool('options.create', o.create)
     const verify = checkVerify('options.verify', o.verify)
     if (verify && !create) throw invalid('options.verify needs options.create: true (an existing layer is applied to unverified)')
@@ -731,7 +736,7 @@ export class BtrfsDriver implements AsyncDisposable {
     this.#writable('applyLayer')
     checkId('id', id)
     const o = checkKeys('options', options, ['parent', 'verify', 'signal', 'onProgress'])
-    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const parent = optionalParent(o.parent)
     const verify = checkVerify('options.verify', o.verify)
     const signal = checkSignal(o.signal)
     const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
@@ -790,7 +795,7 @@ export class BtrfsDriver implements AsyncDisposable {
   async send(id: string, options?: SendOptions): Promise<Readable> {
     checkId('id', id)
     const o = checkKeys('options', options, ['parent', 'protocol', 'compressed', 'signal', 'onProgress'])
-    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const parent = optionalParent(o.parent)
     const protocol = checkProtocol('options.protocol', o.protocol)
     const compressed = checkBool('options.compressed', o.compressed, (protocol ?? native.sendStreamVersion()) >= 2)
     const signal = checkSignal(o.signal)
@@ -816,7 +821,7 @@ export class BtrfsDriver implements AsyncDisposable {
     this.#writable('receive')
     checkId('id', id)
     const o = checkKeys('options', options, ['parent', 'signal', 'onProgress'])
-    const parent = o.parent === undefined || o.parent === null || o.parent === '' ? undefined : checkId('parent', o.parent)
+    const parent = optionalParent(o.parent)
     const signal = checkSignal(o.signal)
     const onProgress = checkCallback<(n: number) => void>('options.onProgress', o.onProgress)
     if (!isInput(input)) throw argType('input', 'of type string or an instance of Buffer, Uint8Array or Readable', input)

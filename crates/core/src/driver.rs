@@ -19,10 +19,12 @@ mod covered;
 pub mod diff;
 mod home;
 mod qgroups;
+mod receive;
 mod record;
 mod recovery;
 pub mod remap;
 pub mod replicate;
+mod send;
 mod staging;
 pub mod status;
 

@@ -14,7 +14,7 @@ use btrfs_layers_core::Control;
 use common::*;
 use receive_support::*;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn receive(driver: &Driver, id: &str, stream: &Path, parent: Option<&str>) -> Received {
     let opts = ReceiveOptions { parent };
@@ -24,6 +24,21 @@ fn receive(driver: &Driver, id: &str, stream: &Path, parent: Option<&str>) -> Re
 }
 
 /// Whether extents of `a` and `b` share physical blocks.
+/// A fresh store at `mnt/home` with the built stream `bytes` received as layer `id`.
+fn receive_built(mnt: &Path, id: &str, bytes: &[u8]) -> PathBuf {
+    let home = mnt.join("home");
+    let driver = Driver::init(&home, DriverOptions::default()).unwrap();
+    driver
+        .receive(
+            id,
+            &mut &bytes[..],
+            &ReceiveOptions::default(),
+            Control::NONE,
+        )
+        .unwrap();
+    home
+}
+
 fn shares_extents(a: &Path, b: &Path) -> bool {
     let pa: Vec<u64> = extents(a).iter().map(|e| e.1).collect();
     extents(b).iter().any(|e| pa.contains(&e.1))
@@ -284,16 +299,7 @@ fn a_refused_encoded_write_is_decompressed_and_written() {
     .unwrap();
     w.command(cmd::END, &[]).unwrap();
     let bytes = w.into_inner();
-    let home = fs.mnt.join("home");
-    let driver = Driver::init(&home, DriverOptions::default()).unwrap();
-    driver
-        .receive(
-            "e",
-            &mut &bytes[..],
-            &ReceiveOptions::default(),
-            Control::NONE,
-        )
-        .unwrap();
+    let home = receive_built(&fs.mnt, "e", &bytes);
     let got = std::fs::read(home.join("subvolumes/e/f")).unwrap();
     assert_eq!(got.len(), 4196);
     assert!(got[..100].iter().all(|&b| b == 0));
@@ -355,16 +361,7 @@ fn fallocate_and_fileattr_of_protocol_2() {
     .unwrap();
     w.command(cmd::END, &[]).unwrap();
     let bytes = w.into_inner();
-    let home = fs.mnt.join("home");
-    let driver = Driver::init(&home, DriverOptions::default()).unwrap();
-    driver
-        .receive(
-            "v2",
-            &mut &bytes[..],
-            &ReceiveOptions::default(),
-            Control::NONE,
-        )
-        .unwrap();
+    let home = receive_built(&fs.mnt, "v2", &bytes);
     let f = home.join("subvolumes/v2/f");
     let meta = std::fs::metadata(&f).unwrap();
     assert_eq!(meta.len(), 256 * 1024, "KEEP_SIZE leaves the size");

@@ -9,7 +9,7 @@
 //! back, then marked received (SET_RECEIVED_SUBVOL, the sender's UUID and ctransid) and
 //! published read-only, as `btrfs receive` leaves it. Any error or abort keeps nothing.
 
-use super::{ReceiveOptions, Received};
+use super::replicate::{ReceiveOptions, Received};
 use crate::control::Control;
 use crate::driver::record::Record;
 use crate::driver::Driver;

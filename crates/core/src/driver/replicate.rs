@@ -2,12 +2,7 @@
 //! layer from one, in Rust, confined to the new subvolume. This file fixes the interface the
 //! binding uses; `send` and `receive` are filled in by their own modules.
 
-#[path = "receive.rs"]
-mod receive;
-#[path = "send.rs"]
-mod send;
-
-use super::Driver;
+use super::{receive, send, Driver};
 use crate::control::Control;
 use crate::error::Result;
 use std::io::{Read, Write};

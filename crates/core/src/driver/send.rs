@@ -8,7 +8,7 @@
 //! named after its temporary snapshot (`.tmp-<id>-...`) in the stream, and is received under
 //! that name by `btrfs receive` (ours names it by the id it is given).
 
-use super::{SendOptions, Sent};
+use super::replicate::{SendOptions, Sent};
 use crate::control::Control;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
